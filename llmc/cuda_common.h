@@ -1,0 +1,87 @@
+// cuda_common.h: what every CUDA file of the project needs: the activation dtype, checked CUDA calls,
+// 128-bit packed loads/stores and warp reductions.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cstdio>
+#include <cstdlib>
+
+#include "llmc/utils.h"
+
+// ----------------------------------------------------------------------------------------------------
+// floatX: the precision of parameters, activations and gradients on the GPU.
+// BF16 is the default (mixed precision: fp32 master weights and optimizer state live elsewhere);
+// `make PRECISION=FP32` defines ENABLE_FP32 so the GPU path can be compared with the CPU tightly.
+#if defined(ENABLE_FP32)
+typedef float floatX;
+#define PRECISION_NAME "FP32"
+#else
+typedef __nv_bfloat16 floatX;
+#define PRECISION_NAME "BF16"
+#endif
+
+constexpr int WARP_SIZE = 32;
+
+// ----------------------------------------------------------------------------------------------------
+// checked CUDA calls: the message names the call site and the CUDA error string.
+
+inline void cuda_check(cudaError_t err, const char* file, int line) {
+    if (err != cudaSuccess) {
+        fail("CUDA error at %s:%d: %s", file, line, cudaGetErrorString(err));
+    }
+}
+#define cudaCheck(err) (cuda_check((err), __FILE__, __LINE__))
+
+// ----------------------------------------------------------------------------------------------------
+// Packed128: 16 bytes of one element type, loaded and stored with a single 128-bit instruction
+// (8 bf16 or 4 fp32). Every elementwise kernel works on these so global memory traffic is vectorised.
+
+template <class ElementType> struct alignas(16) Packed128 {
+    static constexpr int size = sizeof(int4) / sizeof(ElementType);
+    ElementType payload[size];
+
+    Packed128() = default;
+    __device__ explicit Packed128(int4 bits) { memcpy(&payload, &bits, sizeof(bits)); }
+    __device__ static Packed128 constant(ElementType value) {
+        Packed128 result;
+        for (int k = 0; k < size; ++k) result.payload[k] = value;
+        return result;
+    }
+    __device__ static Packed128 zeros() { return constant(ElementType(0.f)); }
+    __device__ ElementType& operator[](int index) { return payload[index]; }
+    __device__ const ElementType& operator[](int index) const { return payload[index]; }
+    __device__ int4 get_bits() const {
+        int4 bits;
+        memcpy(&bits, &payload, sizeof(bits));
+        return bits;
+    }
+};
+typedef Packed128<float> f128;
+typedef Packed128<floatX> x128;
+
+// load/store 16 bytes; the "cs" variants use the streaming cache hint for data read/written once
+template <class ElementType> __device__ Packed128<ElementType> load128(const ElementType* address) {
+    return Packed128<ElementType>{*reinterpret_cast<const int4*>(address)};
+}
+template <class ElementType> __device__ Packed128<ElementType> load128cs(const ElementType* address) {
+    return Packed128<ElementType>{__ldcs(reinterpret_cast<const int4*>(address))};
+}
+template <class ElementType> __device__ void store128(ElementType* target, Packed128<ElementType> value) {
+    *reinterpret_cast<int4*>(target) = value.get_bits();
+}
+template <class ElementType> __device__ void store128cs(ElementType* target, Packed128<ElementType> value) {
+    __stcs(reinterpret_cast<int4*>(target), value.get_bits());
+}
+
+// ----------------------------------------------------------------------------------------------------
+// warp reductions (all lanes get the result)
+
+__device__ inline float warp_reduce_sum(float val) {
+    for (int offset = 16; offset > 0; offset /= 2) val += __shfl_xor_sync(0xffffffff, val, offset);
+    return val;
+}
+__device__ inline float warp_reduce_max(float val) {
+    for (int offset = 16; offset > 0; offset /= 2) val = fmaxf(val, __shfl_xor_sync(0xffffffff, val, offset));
+    return val;
+}
