@@ -85,3 +85,35 @@ __device__ inline float warp_reduce_max(float val) {
     for (int offset = 16; offset > 0; offset /= 2) val = fmaxf(val, __shfl_xor_sync(0xffffffff, val, offset));
     return val;
 }
+
+// ----------------------------------------------------------------------------------------------------
+// block reductions (added by the layer kernels). Every thread of the block gets the result. The
+// order of the additions is fixed by the block shape (warp butterflies, then warp 0 sums the warp
+// results in warp order), so the result is bit-identical run to run. `shared` must hold WARP_SIZE
+// floats; blockDim.x must be a multiple of WARP_SIZE. Ends with a __syncthreads so the shared
+// buffer can be reused by the caller right away.
+
+__device__ inline float block_reduce_sum(float val, float* shared) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int num_warps = blockDim.x / WARP_SIZE;
+    val = warp_reduce_sum(val);
+    if (lane == 0) shared[warp] = val;
+    __syncthreads();
+    val = (lane < num_warps) ? shared[lane] : 0.0f;
+    val = warp_reduce_sum(val);
+    __syncthreads();
+    return val;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// checked cuBLAS / cuBLASLt calls: the message names the call site and the status.
+
+#include <cublasLt.h>
+
+inline void cublas_check(cublasStatus_t status, const char* file, int line) {
+    if (status != CUBLAS_STATUS_SUCCESS) {
+        fail("cuBLAS error at %s:%d: %s (status %d)", file, line, cublasLtGetStatusString(status), (int)status);
+    }
+}
+#define cublasCheck(status) (cublas_check((status), __FILE__, __LINE__))
