@@ -31,6 +31,13 @@ all: train_gpt2 test_gpt2 tokenizer
 
 # ---------------------------------------------------------------------------------------------------
 # CPU trainer and its test
+TEST_BINS += build/test_dataloader build/test_schedulers
+build/test_dataloader: tests/test_dataloader.cpp $(HEADERS)
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+build/test_schedulers: tests/test_schedulers.cpp $(HEADERS)
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
 # ---------------------------------------------------------------------------------------------------
 # quantization and 8-bit AdamW
