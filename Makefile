@@ -29,6 +29,37 @@ all: train_gpt2 test_gpt2 tokenizer
 # ---------------------------------------------------------------------------------------------------
 # tokenizer and data preparation
 
+tokenizer: dev/data/tokenizer.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+prepro_tinyshakespeare: dev/data/prepro_tinyshakespeare.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+test_tokenizer: tests/test_tokenizer.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+# throughput benchmark, not part of `all`: ./bench_tokenizer (results in dev/results/tokenizer_bench.txt)
+bench_tokenizer: dev/bench/bench_tokenizer.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+TEST_BINS += test_tokenizer prepro_tinyshakespeare
+
+# `make data`: real file targets (one grouped recipe makes all three), so it is a no-op when up to date
+TINYSHAKESPEARE_DATA := data/tinyshakespeare/tiny_shakespeare_val.bin data/tinyshakespeare/tiny_shakespeare_train.bin \
+                        data/gpt2_tokenizer.bin
+data: $(TINYSHAKESPEARE_DATA)
+$(TINYSHAKESPEARE_DATA) &: prepro_tinyshakespeare data/tinyshakespeare/input.txt data/gpt2/encoder.json data/gpt2/vocab.bpe
+	./prepro_tinyshakespeare
+
+# regenerate llmc/unicode_tables.h from Debian's unicode-data (/usr/share/unicode); checked in, so rarely needed
+.PHONY: unicode_tables clean_tokenizer
+unicode_tables:
+	$(PYTHON) dev/data/gen_unicode_tables.py > llmc/unicode_tables.h.tmp && mv llmc/unicode_tables.h.tmp llmc/unicode_tables.h
+
+clean: clean_tokenizer
+clean_tokenizer:
+	rm -f bench_tokenizer
+
 # ---------------------------------------------------------------------------------------------------
 # CPU trainer and its test
 TEST_BINS += build/test_dataloader build/test_schedulers
@@ -42,8 +73,53 @@ build/test_schedulers: tests/test_schedulers.cpp $(HEADERS)
 # ---------------------------------------------------------------------------------------------------
 # quantization and 8-bit AdamW
 
+build/test_quantize: tests/test_quantize.cpp $(HEADERS)
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+build/test_adamw8bit: tests/test_adamw8bit.cpp $(HEADERS)
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+TEST_BINS += build/test_quantize build/test_adamw8bit
+
+# GPU-side checks (compile anywhere, run on a GPU): codes bit-identical to the CPU reference, timings
+QUANT_NVCC_FLAGS := -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+	-Xcompiler -Wall,-Wextra
+
+dev/cuda/quantize_check: dev/cuda/quantize_check.cu $(HEADERS) llmc/*.cuh
+	$(NVCC) $(QUANT_NVCC_FLAGS) $< -o $@
+
+dev/cuda/adamw8bit_check: dev/cuda/adamw8bit_check.cu $(HEADERS) llmc/*.cuh
+	$(NVCC) $(QUANT_NVCC_FLAGS) $< -o $@
+
+CUDA_BINS += dev/cuda/quantize_check dev/cuda/adamw8bit_check
+
 # ---------------------------------------------------------------------------------------------------
 # data parallel / ZeRO (MPI on the CPU)
+#   test_zero                    ZeRO-1 sharding arithmetic (llmc/zero.h), no MPI
+#   test_mpi_collectives_single  llmc/mpi_cpu.h built without MPI: the single-process fallback
+#   test_mpi_collectives         llmc/mpi_cpu.h built with mpicxx -DUSE_MPI (only where mpicxx exists)
+#   make train_gpt2_mpi          the CPU trainer with MPI: mpirun -np 4 ./train_gpt2_mpi -z 1
+MPICXX ?= mpicxx
+HAVE_MPICXX := $(shell command -v $(MPICXX) 2>/dev/null)
+
+test_zero: tests/test_zero.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+test_mpi_collectives_single: tests/test_mpi_collectives.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+test_mpi_collectives: tests/test_mpi_collectives.cpp $(HEADERS)
+	$(MPICXX) $(CXXFLAGS) -DUSE_MPI $< -o $@ $(LDLIBS)
+
+train_gpt2_mpi: train_gpt2.cpp $(HEADERS)
+	$(MPICXX) $(CXXFLAGS) -DUSE_MPI $< -o $@ $(LDLIBS)
+
+TEST_BINS += test_zero test_mpi_collectives_single
+ifneq ($(HAVE_MPICXX),)
+TEST_BINS += test_mpi_collectives
+endif
 
 # ---------------------------------------------------------------------------------------------------
 # CUDA
