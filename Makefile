@@ -62,6 +62,20 @@ clean_tokenizer:
 
 # ---------------------------------------------------------------------------------------------------
 # CPU trainer and its test
+# train_gpt2 is built with MPI (mpicxx -DUSE_MPI) when mpicxx exists, so `mpirun -np N ./train_gpt2` works;
+# `make NO_MPI=1` (or a machine without MPI) builds the single-process trainer with plain $(CXX).
+ifeq ($(NO_MPI),)
+TRAIN_CXX := $(if $(shell command -v mpicxx 2>/dev/null),mpicxx -DUSE_MPI,$(CXX))
+else
+TRAIN_CXX := $(CXX)
+endif
+
+train_gpt2: train_gpt2.cpp $(HEADERS)
+	$(TRAIN_CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+test_gpt2: test_gpt2.cpp train_gpt2.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
 TEST_BINS += build/test_dataloader build/test_schedulers
 build/test_dataloader: tests/test_dataloader.cpp $(HEADERS)
 	@mkdir -p build

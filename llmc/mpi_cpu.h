@@ -1,0 +1,364 @@
+// mpi_cpu.h: the process group of the CPU trainer: data parallelism over MPI processes.
+//
+// Built with -DUSE_MPI (compiler mpicxx) it wraps MPI; built without, it is a single-process group with
+// the same API and no MPI header, so single-process builds need no MPI at all. Every function is a no-op
+// (or a copy) when num_ranks == 1, so the trainer calls them unconditionally.
+//
+// What the trainer does with it (ZeRO stage s, N ranks, layout from llmc/zero.h):
+//   process_group_init(&pg, &argc, &argv);  pg_install_abort_on_exit(&pg);
+//   ... forward/backward on this rank's micro-batch; grads has padded_params elements, padding zero ...
+//   s = 0:  pg_allreduce_mean(&pg, grads, padded_params);              then update all parameters
+//   s = 1:  pg_reduce_scatter_sum(&pg, grads, grads + shard_offset, shard_size);  scale by 1/N
+//           update params[shard_offset, +shard_size) with the rank's slice of m and v
+//           pg_allgather(&pg, params + shard_offset, params, shard_size);
+//   process_group_finalize(&pg);   before every normal exit (see "failures" below)
+//
+// Failures. A rank that stops while the others wait in a collective must take the whole job down, never
+// leave it hanging. Measured with OpenMPI 4.1.4's mpirun: when one rank calls exit(1) (utils.h's fail())
+// while the others sit in MPI_Allreduce, mpirun kills the others within about 1.5 s and exits with 1; it
+// does the same for exit(0) without MPI_Finalize. That relies on the launcher (mpirun's default
+// orte_abort_on_non_zero_status=true; srun or other launchers may differ), so the project does not:
+//   - pg_fail() prints "error: [rank R of N] <message>" and calls MPI_Abort(MPI_COMM_WORLD, 1), which
+//     any MPI implementation turns into the termination of every rank;
+//   - pg_install_abort_on_exit() registers a std::atexit hook so that fail() (or any exit) in shared code
+//     that has no ProcessGroup also calls MPI_Abort. An atexit hook cannot see the exit status, so it
+//     uses the one thing it can see: MPI is initialised and not finalised. Exiting in that state is an
+//     error under MPI whatever the status (MPI requires MPI_Finalize before exit), so the hook aborts.
+//     Hence the trainer must call process_group_finalize() before every deliberate exit, including
+//     early successful ones (e.g. after printing usage).
+//
+// Large counts. MPI counts are int; every transfer is split into calls of at most pg->max_count elements
+// (INT_MAX by default; the test lowers it to exercise the chunked paths).
+#pragma once
+
+#include <climits>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "llmc/utils.h"
+
+#ifdef USE_MPI
+// C API only: OpenMPI's deprecated C++ bindings do not compile warning-free
+#define OMPI_SKIP_MPICXX  1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#endif
+
+struct ProcessGroup {
+    int rank = 0;               // this process, 0 .. num_ranks-1
+    int num_ranks = 1;          // processes in the job
+    size_t max_count = INT_MAX; // largest element count passed to one MPI call
+    bool finalized = false;     // process_group_finalize was called
+};
+
+// ----------------------------------------------------------------------------------------------------
+// failure path
+
+// Print "error: [rank R of N] <message>" and stop every rank of the job with a non-zero exit status.
+[[noreturn]] inline void pg_fail(ProcessGroup* pg, const char* fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+[[noreturn]] inline void pg_fail(ProcessGroup* pg, const char* fmt, ...) {
+    fflush(stdout);
+    char message[1024];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof(message), fmt, args);
+    va_end(args);
+    fprintf(stderr, "error: [rank %d of %d] %s\n", pg->rank, pg->num_ranks, message);
+    fflush(stderr);
+#ifdef USE_MPI
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+    exit(EXIT_FAILURE);
+}
+
+#ifdef USE_MPI
+// Check the return code of an MPI call; the message names the rank and the call.
+inline void pg_check(ProcessGroup* pg, int err, const char* call) {
+    if (err != MPI_SUCCESS) {
+        char text[MPI_MAX_ERROR_STRING];
+        int len = 0;
+        if (MPI_Error_string(err, text, &len) != MPI_SUCCESS)
+            snprintf(text, sizeof(text), "error code %d", err);
+        pg_fail(pg, "%s failed: %s", call, text);
+    }
+}
+
+// The atexit hook's only state: atexit handlers take no arguments, so this one global remembers who we
+// are for the message.
+struct PgExitState {
+    int rank = 0, num_ranks = 1;
+    bool installed = false;
+};
+inline PgExitState& pg_exit_state() {
+    static PgExitState state;
+    return state;
+}
+inline void pg_abort_if_not_finalized() {
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (initialized && !finalized) {
+        PgExitState& s = pg_exit_state();
+        fprintf(stderr,
+                "error: [rank %d of %d] exiting without process_group_finalize (after the error above, if "
+                "any): aborting every rank\n",
+                s.rank, s.num_ranks);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+}
+#endif
+
+// Make any exit() of this process before process_group_finalize() (e.g. fail() from llmc/utils.h in
+// shared code) abort every rank. Idempotent; a no-op without MPI.
+inline void pg_install_abort_on_exit(ProcessGroup* pg) {
+#ifdef USE_MPI
+    PgExitState& s = pg_exit_state();
+    s.rank = pg->rank;
+    s.num_ranks = pg->num_ranks;
+    if (!s.installed) {
+        if (std::atexit(pg_abort_if_not_finalized) != 0) pg_fail(pg, "std::atexit failed");
+        s.installed = true;
+    }
+#else
+    (void)pg;
+#endif
+}
+
+// ----------------------------------------------------------------------------------------------------
+// setup and teardown
+
+// MPI is initialised with MPI_THREAD_FUNNELED: OpenMP threads compute, only the main thread calls MPI.
+// Errors are made to return (MPI_ERRORS_RETURN) so that pg_check can name the rank and the call.
+inline void process_group_init(ProcessGroup* pg, int* argc, char*** argv) {
+    *pg = ProcessGroup();
+#ifdef USE_MPI
+    int provided = 0;
+    int err = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    if (err != MPI_SUCCESS) fail("MPI_Init_thread failed with error code %d", err);
+    pg_check(pg, MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    pg_check(pg, MPI_Comm_rank(MPI_COMM_WORLD, &pg->rank), "MPI_Comm_rank");
+    pg_check(pg, MPI_Comm_size(MPI_COMM_WORLD, &pg->num_ranks), "MPI_Comm_size");
+    if (provided < MPI_THREAD_FUNNELED) {
+        pg_fail(pg, "MPI_Init_thread provided thread level %d, the trainer needs MPI_THREAD_FUNNELED",
+                provided);
+    }
+#else
+    (void)argc;
+    (void)argv;
+    // A build without MPI launched by mpirun would silently train N independent copies: refuse.
+    const char* size_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"};
+    for (const char* var : size_vars) {
+        const char* value = getenv(var);
+        if (value != nullptr && atoi(value) > 1) {
+            fail("this program was built without MPI but launched as %s processes (%s=%s); rebuild it with "
+                 "USE_MPI (mpicxx -DUSE_MPI) or run it as a single process",
+                 value, var, value);
+        }
+    }
+#endif
+}
+
+inline void process_group_finalize(ProcessGroup* pg) {
+#ifdef USE_MPI
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) pg_check(pg, MPI_Finalize(), "MPI_Finalize");
+#endif
+    pg->finalized = true;
+}
+
+inline void pg_barrier(ProcessGroup* pg) {
+#ifdef USE_MPI
+    if (pg->num_ranks > 1) pg_check(pg, MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+#else
+    (void)pg;
+#endif
+}
+
+// ----------------------------------------------------------------------------------------------------
+// collectives on float buffers
+
+// buf (n) <- sum over ranks of buf (n), in place.
+inline void pg_allreduce_sum(ProcessGroup* pg, float* buf, size_t n) {
+    if (pg->num_ranks == 1) return;
+#ifdef USE_MPI
+    for (size_t off = 0; off < n; off += pg->max_count) {
+        int len = (int)(n - off < pg->max_count ? n - off : pg->max_count);
+        pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, buf + off, len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+                 "MPI_Allreduce");
+    }
+#else
+    (void)buf;
+    (void)n;
+#endif
+}
+
+// buf (n) <- mean over ranks of buf (n): the data-parallel gradient average.
+inline void pg_allreduce_mean(ProcessGroup* pg, float* buf, size_t n) {
+    if (pg->num_ranks == 1) return;
+    pg_allreduce_sum(pg, buf, n);
+    float scale = 1.0f / (float)pg->num_ranks;
+    for (size_t i = 0; i < n; i++) buf[i] *= scale;
+}
+
+inline bool pg_overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
+    uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return a0 < b0 + b_bytes && b0 < a0 + a_bytes;
+}
+
+// ZeRO-1 gradient step. send (num_ranks * shard_size, the padded buffer) summed over ranks; this rank
+// receives its slice: recv (shard_size) <- sum over ranks of send[rank*S, (rank+1)*S).
+// recv may be exactly send + rank * shard_size (in place); any other overlap is an error.
+inline void pg_reduce_scatter_sum(ProcessGroup* pg, const float* send, float* recv, size_t shard_size) {
+    const float* mine = send + (size_t)pg->rank * shard_size;
+    bool in_place = recv == mine;
+    size_t total = (size_t)pg->num_ranks * shard_size;
+    if (!in_place && pg_overlaps(send, total * sizeof(float), recv, shard_size * sizeof(float))) {
+        pg_fail(pg, "pg_reduce_scatter_sum: recv overlaps send but is not send + rank * shard_size");
+    }
+    if (pg->num_ranks == 1) {
+        if (!in_place) memcpy(recv, send, shard_size * sizeof(float));
+        return;
+    }
+#ifdef USE_MPI
+    if (shard_size <= pg->max_count) {
+        // one call. In place, MPI takes the input from (and leaves the result at the start of) recvbuf,
+        // which must then be the whole buffer; the result is moved to this rank's slice afterwards.
+        if (in_place) {
+            float* whole = const_cast<float*>(send); // writable: recv points into it
+            pg_check(pg,
+                     MPI_Reduce_scatter_block(MPI_IN_PLACE, whole, (int)shard_size, MPI_FLOAT, MPI_SUM,
+                                              MPI_COMM_WORLD),
+                     "MPI_Reduce_scatter_block");
+            if (whole != recv) memmove(recv, whole, shard_size * sizeof(float));
+        } else {
+            pg_check(
+                pg, MPI_Reduce_scatter_block(send, recv, (int)shard_size, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+                "MPI_Reduce_scatter_block");
+        }
+        return;
+    }
+    // chunked: the piece [c, c+len) of every rank's slice is strided in send, so reduce it to its owner
+    // rank by rank (the same bytes on the wire as one reduce-scatter of the chunk).
+    for (size_t c = 0; c < shard_size; c += pg->max_count) {
+        int len = (int)(shard_size - c < pg->max_count ? shard_size - c : pg->max_count);
+        for (int root = 0; root < pg->num_ranks; root++) {
+            const float* src = send + (size_t)root * shard_size + c;
+            if (root == pg->rank) {
+                const void* sendbuf = in_place ? MPI_IN_PLACE : (const void*)src;
+                pg_check(pg, MPI_Reduce(sendbuf, recv + c, len, MPI_FLOAT, MPI_SUM, root, MPI_COMM_WORLD),
+                         "MPI_Reduce");
+            } else {
+                pg_check(pg, MPI_Reduce(src, nullptr, len, MPI_FLOAT, MPI_SUM, root, MPI_COMM_WORLD),
+                         "MPI_Reduce");
+            }
+        }
+    }
+#endif
+}
+
+// ZeRO-1 parameter step: every rank contributes its updated slice send_shard (shard_size) and receives
+// the whole buffer recv (num_ranks * shard_size), slice r from rank r. send_shard may be exactly
+// recv + rank * shard_size (in place); any other overlap is an error.
+inline void pg_allgather(ProcessGroup* pg, const float* send_shard, float* recv, size_t shard_size) {
+    float* mine = recv + (size_t)pg->rank * shard_size;
+    bool in_place = send_shard == mine;
+    size_t total = (size_t)pg->num_ranks * shard_size;
+    if (!in_place && pg_overlaps(send_shard, shard_size * sizeof(float), recv, total * sizeof(float))) {
+        pg_fail(pg, "pg_allgather: send_shard overlaps recv but is not recv + rank * shard_size");
+    }
+    if (pg->num_ranks == 1) {
+        if (!in_place) memcpy(recv, send_shard, shard_size * sizeof(float));
+        return;
+    }
+#ifdef USE_MPI
+    if (shard_size <= pg->max_count) {
+        const void* sendbuf = in_place ? MPI_IN_PLACE : (const void*)send_shard;
+        pg_check(pg,
+                 MPI_Allgather(sendbuf, (int)shard_size, MPI_FLOAT, recv, (int)shard_size, MPI_FLOAT,
+                               MPI_COMM_WORLD),
+                 "MPI_Allgather");
+        return;
+    }
+    // chunked: put our slice in place, then every rank broadcasts its slice chunk by chunk
+    if (!in_place) memcpy(mine, send_shard, shard_size * sizeof(float));
+    for (size_t c = 0; c < shard_size; c += pg->max_count) {
+        int len = (int)(shard_size - c < pg->max_count ? shard_size - c : pg->max_count);
+        for (int root = 0; root < pg->num_ranks; root++) {
+            pg_check(pg,
+                     MPI_Bcast(recv + (size_t)root * shard_size + c, len, MPI_FLOAT, root, MPI_COMM_WORLD),
+                     "MPI_Bcast");
+        }
+    }
+#endif
+}
+
+// buf (n) on every rank <- buf (n) of rank root (e.g. parameters initialised on rank 0).
+inline void pg_broadcast(ProcessGroup* pg, float* buf, size_t n, int root) {
+    if (root < 0 || root >= pg->num_ranks) pg_fail(pg, "pg_broadcast: root %d is not a rank", root);
+    if (pg->num_ranks == 1) return;
+#ifdef USE_MPI
+    for (size_t off = 0; off < n; off += pg->max_count) {
+        int len = (int)(n - off < pg->max_count ? n - off : pg->max_count);
+        pg_check(pg, MPI_Bcast(buf + off, len, MPI_FLOAT, root, MPI_COMM_WORLD), "MPI_Bcast");
+    }
+#else
+    (void)buf;
+    (void)n;
+#endif
+}
+
+// ----------------------------------------------------------------------------------------------------
+// scalars
+
+// Sum of x over ranks (e.g. the squared gradient norm of each rank's shard, or the loss).
+inline double pg_allreduce_sum_double(ProcessGroup* pg, double x) {
+#ifdef USE_MPI
+    if (pg->num_ranks > 1) {
+        pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
+                 "MPI_Allreduce");
+    }
+#else
+    (void)pg;
+#endif
+    return x;
+}
+
+inline float pg_allreduce_sum_float(ProcessGroup* pg, float x) {
+#ifdef USE_MPI
+    if (pg->num_ranks > 1) {
+        pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    }
+#else
+    (void)pg;
+#endif
+    return x;
+}
+
+// Fail on every rank unless all ranks hold the same value (e.g. the parameter count, the batch size or
+// the step a checkpoint resumes from); "what" names it in the message.
+inline void pg_check_same(ProcessGroup* pg, long long value, const char* what) {
+#ifdef USE_MPI
+    if (pg->num_ranks == 1) return;
+    long long range[2] = {value, -value}; // max of -value = -(min of value): one call for min and max
+    pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, range, 2, MPI_LONG_LONG, MPI_MAX, MPI_COMM_WORLD),
+             "MPI_Allreduce");
+    long long max_value = range[0], min_value = -range[1];
+    if (min_value != max_value) {
+        pg_fail(pg, "ranks disagree on %s: this rank has %lld, values range from %lld to %lld", what, value,
+                min_value, max_value);
+    }
+#else
+    (void)pg;
+    (void)value;
+    (void)what;
+#endif
+}
