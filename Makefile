@@ -114,7 +114,6 @@ CUDA_BINS += dev/cuda/quantize_check dev/cuda/adamw8bit_check
 #   test_zero                    ZeRO-1 sharding arithmetic (llmc/zero.h), no MPI
 #   test_mpi_collectives_single  llmc/mpi_cpu.h built without MPI: the single-process fallback
 #   test_mpi_collectives         llmc/mpi_cpu.h built with mpicxx -DUSE_MPI (only where mpicxx exists)
-#   make train_gpt2_mpi          the CPU trainer with MPI: mpirun -np 4 ./train_gpt2_mpi -z 1
 MPICXX ?= mpicxx
 HAVE_MPICXX := $(shell command -v $(MPICXX) 2>/dev/null)
 
@@ -127,9 +126,6 @@ test_mpi_collectives_single: tests/test_mpi_collectives.cpp $(HEADERS)
 test_mpi_collectives: tests/test_mpi_collectives.cpp $(HEADERS)
 	$(MPICXX) $(CXXFLAGS) -DUSE_MPI $< -o $@ $(LDLIBS)
 
-train_gpt2_mpi: train_gpt2.cpp $(HEADERS)
-	$(MPICXX) $(CXXFLAGS) -DUSE_MPI $< -o $@ $(LDLIBS)
-
 TEST_BINS += test_zero test_mpi_collectives_single
 ifneq ($(HAVE_MPICXX),)
 TEST_BINS += test_mpi_collectives
@@ -137,6 +133,18 @@ endif
 
 # ---------------------------------------------------------------------------------------------------
 # CUDA
+
+# attention: flash attention forward/backward (llmc/attention.cuh), its GPU check and its CPU emulation test
+ATTENTION_NVCCFLAGS := -O3 -std=c++17 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+	-Xcompiler -Wall,-Wextra,-fopenmp
+dev/cuda/attention_check: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS)
+	$(NVCC) $(ATTENTION_NVCCFLAGS) -o $@ $< -lgomp
+dev/cuda/attention_check_fp32: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS)
+	$(NVCC) $(ATTENTION_NVCCFLAGS) -DENABLE_FP32 -o $@ $< -lgomp
+CUDA_BINS += dev/cuda/attention_check dev/cuda/attention_check_fp32
+tests/test_flash_tiling: tests/test_flash_tiling.cpp
+	$(CXX) $(CXXFLAGS) -o $@ $< $(LDLIBS)
+TEST_BINS += tests/test_flash_tiling
 
 # ---------------------------------------------------------------------------------------------------
 
