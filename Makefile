@@ -114,6 +114,7 @@ CUDA_BINS += dev/cuda/quantize_check dev/cuda/adamw8bit_check
 #   test_zero                    ZeRO-1 sharding arithmetic (llmc/zero.h), no MPI
 #   test_mpi_collectives_single  llmc/mpi_cpu.h built without MPI: the single-process fallback
 #   test_mpi_collectives         llmc/mpi_cpu.h built with mpicxx -DUSE_MPI (only where mpicxx exists)
+#   test_rendezvous              llmc/rendezvous.h: the MPI-free NCCL bootstrap (tcp / shared file system)
 MPICXX ?= mpicxx
 HAVE_MPICXX := $(shell command -v $(MPICXX) 2>/dev/null)
 
@@ -126,7 +127,10 @@ test_mpi_collectives_single: tests/test_mpi_collectives.cpp $(HEADERS)
 test_mpi_collectives: tests/test_mpi_collectives.cpp $(HEADERS)
 	$(MPICXX) $(CXXFLAGS) -DUSE_MPI $< -o $@ $(LDLIBS)
 
-TEST_BINS += test_zero test_mpi_collectives_single
+test_rendezvous: tests/test_rendezvous.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+TEST_BINS += test_zero test_mpi_collectives_single test_rendezvous
 ifneq ($(HAVE_MPICXX),)
 TEST_BINS += test_mpi_collectives
 endif
