@@ -239,6 +239,20 @@ int main() {
             shard_orders.insert(order);
         }
         CHECK(shard_orders.size() > 1, "shard order never changes over 12 epochs");
+
+        // Two shards of equal size must get different sample permutations (the shuffle of a shard is
+        // drawn from (seed, epoch, shard), not from (seed, epoch) alone).
+        write_position_shard(path_of("eq_000.bin"), 0, 801);
+        write_position_shard(path_of("eq_001.bin"), 1, 801);
+        std::string eq = dir + "/eq_*.bin";
+        DataLoader dl;
+        dataloader_init(&dl, eq.c_str(), B, T, 0, 1, true, 11, V);
+        std::vector<BatchId> ep = collect(&dl, dataloader_num_batches(&dl));
+        std::vector<size_t> order0, order1;
+        for (const BatchId& id : ep) (id.shard == 0 ? order0 : order1).push_back(id.sample);
+        CHECK(order0.size() == 50 && order1.size() == 50 && order0 != order1,
+              "equal-size shards got the same sample permutation (or wrong counts %zu, %zu)", order0.size(),
+              order1.size());
     }
 
     // --- N ranks with B rows == one rank with N*B rows ----------------------------------------------
