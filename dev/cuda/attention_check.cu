@@ -1,0 +1,322 @@
+// attention_check.cu: checks the flash attention kernels of llmc/attention.cuh on a GPU, then times them.
+//
+//   make dev/cuda/attention_check && ./dev/cuda/attention_check             (BF16 build)
+//   make dev/cuda/attention_check_fp32 && ./dev/cuda/attention_check_fp32   (FP32 build, tight tolerances)
+//
+// For each shape (B, NH, T, HS): random qkv and dout, rounded to floatX; the CPU reference is naive
+// causal attention in double (every row of the full score matrix, one row at a time) and its analytic
+// backward, computed from the same rounded inputs. Every output buffer is poisoned with 0xFF bytes (NaN in
+// bf16 and fp32) before each launch, so an element a kernel forgets to write fails the comparison. The
+// forward and backward then run a second time and all outputs must be bit-identical to the first run.
+//
+// Errors are measured per tensor (out, lse, dq, dk, dv), relative to that tensor's own magnitude:
+//   max: max |gpu - ref| / max |ref|           rms: ||gpu - ref||_2 / ||ref||_2
+// BF16 tolerances: out, dq, dk, dv max 3e-2, rms 1.5e-2. One bf16 rounding is a relative error of up to
+// 2^-9 = 0.2%; the kernels round P and dS to bf16 before their matmuls, the backward uses the bf16 out
+// for D = rowsum(dO * O), and every output is rounded to bf16 once more: a handful of roundings, a few
+// tenths of a percent each, give ~0.5% rms; a fragment mix-up or a missing tile gives errors of order 1.
+// lse max absolute error 2e-3: it comes from fp32 sums of exact bf16 products.
+// FP32 build: max 1e-4, rms 2e-5, lse 1e-4 (fp32 sums over at most T = 1024 terms).
+//
+// Then timing: median of 20 runs of attention_forward and of attention_backward, in ms and TFLOP/s with
+// causal flop counts: forward 4 * B * NH * T * T * HS / 2 (two matmuls, half the matrix), backward 2.5x
+// the forward (five matmuls to the forward's two). dev/cuda/attention_sdpa_bench.py prints the same
+// figures for PyTorch's flash SDPA at the same shapes. Exits non-zero on any failure.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "llmc/attention.cuh"
+
+struct Shape {
+    const char* name;
+    int B, NH, T, HS;
+    bool timed;
+};
+
+inline float to_float(__nv_bfloat16 x) {
+    return __bfloat162float(x);
+}
+inline float to_float(float x) {
+    return x;
+}
+inline floatX to_floatX(float x) {
+    return (floatX)x;
+}
+
+// xorshift + Box-Muller: deterministic normal numbers
+struct Rng {
+    uint64_t state;
+    explicit Rng(uint64_t seed) : state(seed * 2654435761ull + 1) {}
+    double uniform() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        return ((state >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    }
+    double normal() {
+        return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform());
+    }
+};
+
+// ----------------------------------------------------------------------------------------------------
+// CPU reference, double; one (b, h) per OpenMP task, one query row at a time (no T x T storage needed)
+
+static void reference(std::vector<double>& out, std::vector<double>& lse, std::vector<double>& dqkv,
+                      const std::vector<float>& qkv, const std::vector<float>& dout, int B, int T, int NH,
+                      int HS) {
+    const int C = NH * HS;
+    const double scale = 1.0 / std::sqrt((double)HS);
+    out.assign((size_t)B * T * C, 0.0);
+    lse.assign((size_t)B * NH * T, 0.0);
+    dqkv.assign((size_t)B * T * 3 * C, 0.0);
+#pragma omp parallel for schedule(dynamic)
+    for (int bh = 0; bh < B * NH; bh++) {
+        const int b = bh / NH, h = bh % NH;
+        // this head's q, k, v, dO as (T, HS) doubles; dq, dk, dv accumulators
+        std::vector<double> q((size_t)T * HS), k((size_t)T * HS), v((size_t)T * HS), dO((size_t)T * HS);
+        std::vector<double> dq((size_t)T * HS, 0.0), dk((size_t)T * HS, 0.0), dv((size_t)T * HS, 0.0);
+        for (int t = 0; t < T; t++) {
+            for (int d = 0; d < HS; d++) {
+                const size_t row = ((size_t)b * T + t) * 3 * C + h * HS + d;
+                q[(size_t)t * HS + d] = qkv[row];
+                k[(size_t)t * HS + d] = qkv[row + C];
+                v[(size_t)t * HS + d] = qkv[row + 2 * C];
+                dO[(size_t)t * HS + d] = dout[((size_t)b * T + t) * C + h * HS + d];
+            }
+        }
+        std::vector<double> p(T), ds(T);
+        for (int i = 0; i < T; i++) {
+            const double* qi = &q[(size_t)i * HS];
+            double mx = -INFINITY;
+            for (int j = 0; j <= i; j++) {
+                double dot = 0.0;
+                for (int d = 0; d < HS; d++) dot += qi[d] * k[(size_t)j * HS + d];
+                p[j] = dot * scale;
+                mx = std::max(mx, p[j]);
+            }
+            double sum = 0.0;
+            for (int j = 0; j <= i; j++) sum += std::exp(p[j] - mx);
+            for (int j = 0; j <= i; j++) p[j] = std::exp(p[j] - mx) / sum;
+            lse[(size_t)bh * T + i] = mx + std::log(sum);
+            double* oi = &out[((size_t)b * T + i) * C + h * HS];
+            for (int j = 0; j <= i; j++)
+                for (int d = 0; d < HS; d++) oi[d] += p[j] * v[(size_t)j * HS + d];
+            // backward of row i: dP_ij = dO_i . v_j, D_i = sum_j P_ij dP_ij, dS_ij = P_ij (dP_ij - D_i)
+            const double* doi = &dO[(size_t)i * HS];
+            double Di = 0.0;
+            for (int j = 0; j <= i; j++) {
+                double dot = 0.0;
+                for (int d = 0; d < HS; d++) dot += doi[d] * v[(size_t)j * HS + d];
+                ds[j] = dot;
+                Di += p[j] * dot;
+            }
+            for (int j = 0; j <= i; j++) {
+                ds[j] = p[j] * (ds[j] - Di) * scale;
+                for (int d = 0; d < HS; d++) {
+                    dq[(size_t)i * HS + d] += ds[j] * k[(size_t)j * HS + d];
+                    dk[(size_t)j * HS + d] += ds[j] * qi[d];
+                    dv[(size_t)j * HS + d] += p[j] * doi[d];
+                }
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            for (int d = 0; d < HS; d++) {
+                const size_t row = ((size_t)b * T + t) * 3 * C + h * HS + d;
+                dqkv[row] = dq[(size_t)t * HS + d];
+                dqkv[row + C] = dk[(size_t)t * HS + d];
+                dqkv[row + 2 * C] = dv[(size_t)t * HS + d];
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// comparison
+
+struct Tol {
+    double max, rms;
+};
+#if defined(ENABLE_FP32)
+static const Tol TOL_TENSOR = {1e-4, 2e-5};
+static const double TOL_LSE = 1e-4;
+#else
+static const Tol TOL_TENSOR = {3e-2, 1.5e-2};
+static const double TOL_LSE = 2e-3;
+#endif
+
+// Compares the elements i with pick(i); prints one line; NaN anywhere fails.
+template <class Got, class Pick>
+static bool compare(const char* what, const std::vector<Got>& got, const std::vector<double>& ref, Pick pick,
+                    bool absolute, Tol tol) {
+    double max_err = 0.0, max_ref = 0.0, sum_err2 = 0.0, sum_ref2 = 0.0;
+    size_t nan_count = 0;
+    for (size_t i = 0; i < ref.size(); i++) {
+        if (!pick(i)) continue;
+        const double g = (double)to_float(got[i]);
+        if (std::isnan(g)) {
+            nan_count++;
+            continue;
+        }
+        const double e = std::fabs(g - ref[i]);
+        max_err = std::max(max_err, e);
+        max_ref = std::max(max_ref, std::fabs(ref[i]));
+        sum_err2 += e * e;
+        sum_ref2 += ref[i] * ref[i];
+    }
+    const double max_rel = absolute ? max_err : max_err / std::max(max_ref, 1e-30);
+    const double rms_rel = absolute ? 0.0 : std::sqrt(sum_err2 / std::max(sum_ref2, 1e-300));
+    const bool ok = nan_count == 0 && max_rel <= tol.max && rms_rel <= tol.rms;
+    printf("    %-4s %s err %.2e (tol %.0e)", what, absolute ? "max abs" : "max rel", max_rel, tol.max);
+    if (!absolute) printf("  rms rel %.2e (tol %.0e)", rms_rel, tol.rms);
+    if (nan_count) printf("  %zu NaN (unwritten or non-finite)", nan_count);
+    printf("  %s\n", ok ? "ok" : "FAIL");
+    return ok;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// one shape: correctness, determinism, timing
+
+struct DeviceBuffers {
+    floatX *qkv, *out, *dout, *dqkv;
+    float* lse;
+    void* scratch;
+};
+
+static void run_once(const DeviceBuffers& d, const Shape& s) {
+    const int C = s.NH * s.HS;
+    // poison every output: an element a kernel forgets to write reads back as NaN
+    cudaCheck(cudaMemset(d.out, 0xFF, (size_t)s.B * s.T * C * sizeof(floatX)));
+    cudaCheck(cudaMemset(d.lse, 0xFF, (size_t)s.B * s.NH * s.T * sizeof(float)));
+    cudaCheck(cudaMemset(d.dqkv, 0xFF, (size_t)s.B * s.T * 3 * C * sizeof(floatX)));
+    cudaCheck(cudaMemset(d.scratch, 0xFF, attention_backward_scratch_bytes(s.B, s.T, s.NH, s.HS)));
+    attention_forward(d.out, d.lse, d.qkv, s.B, s.T, s.NH, s.HS, 0);
+    attention_backward(d.dqkv, d.dout, d.qkv, d.out, d.lse, d.scratch, s.B, s.T, s.NH, s.HS, 0);
+    cudaCheck(cudaDeviceSynchronize());
+}
+
+static double median_ms(std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+static bool check_shape(const Shape& s) {
+    const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
+    printf("%s: B=%d NH=%d T=%d HS=%d\n", s.name, B, NH, T, HS);
+    const size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C, n_lse = (size_t)B * NH * T;
+
+    Rng rng(7919ull * T + 31 * NH + HS + 1000003ull * B);
+    std::vector<floatX> qkv(n_qkv), dout(n_out);
+    std::vector<float> qkv_f(n_qkv), dout_f(n_out); // the rounded values, for the reference
+    for (size_t i = 0; i < n_qkv; i++) {
+        qkv[i] = to_floatX((float)rng.normal());
+        qkv_f[i] = to_float(qkv[i]);
+    }
+    for (size_t i = 0; i < n_out; i++) {
+        dout[i] = to_floatX((float)rng.normal());
+        dout_f[i] = to_float(dout[i]);
+    }
+
+    DeviceBuffers d;
+    cudaCheck(cudaMalloc(&d.qkv, n_qkv * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&d.out, n_out * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&d.dout, n_out * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&d.dqkv, n_qkv * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&d.lse, n_lse * sizeof(float)));
+    cudaCheck(cudaMalloc(&d.scratch, attention_backward_scratch_bytes(B, T, NH, HS)));
+    cudaCheck(cudaMemcpy(d.qkv, qkv.data(), n_qkv * sizeof(floatX), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(d.dout, dout.data(), n_out * sizeof(floatX), cudaMemcpyHostToDevice));
+
+    // run 1
+    run_once(d, s);
+    std::vector<floatX> out(n_out), dqkv(n_qkv);
+    std::vector<float> lse(n_lse);
+    cudaCheck(cudaMemcpy(out.data(), d.out, n_out * sizeof(floatX), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(dqkv.data(), d.dqkv, n_qkv * sizeof(floatX), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(lse.data(), d.lse, n_lse * sizeof(float), cudaMemcpyDeviceToHost));
+
+    std::vector<double> out_ref, lse_ref, dqkv_ref;
+    reference(out_ref, lse_ref, dqkv_ref, qkv_f, dout_f, B, T, NH, HS);
+    auto all = [](size_t) { return true; };
+    auto part = [C](int which) { return [C, which](size_t i) { return (int)((i % (3 * C)) / C) == which; }; };
+    bool ok = true;
+    ok &= compare("out", out, out_ref, all, false, TOL_TENSOR);
+    ok &= compare("lse", lse, lse_ref, all, true, Tol{TOL_LSE, 0.0});
+    ok &= compare("dq", dqkv, dqkv_ref, part(0), false, TOL_TENSOR);
+    ok &= compare("dk", dqkv, dqkv_ref, part(1), false, TOL_TENSOR);
+    ok &= compare("dv", dqkv, dqkv_ref, part(2), false, TOL_TENSOR);
+
+    // run 2: bit-identical?
+    run_once(d, s);
+    std::vector<floatX> out2(n_out), dqkv2(n_qkv);
+    std::vector<float> lse2(n_lse);
+    cudaCheck(cudaMemcpy(out2.data(), d.out, n_out * sizeof(floatX), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(dqkv2.data(), d.dqkv, n_qkv * sizeof(floatX), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(lse2.data(), d.lse, n_lse * sizeof(float), cudaMemcpyDeviceToHost));
+    const bool same = memcmp(out.data(), out2.data(), n_out * sizeof(floatX)) == 0 &&
+                      memcmp(dqkv.data(), dqkv2.data(), n_qkv * sizeof(floatX)) == 0 &&
+                      memcmp(lse.data(), lse2.data(), n_lse * sizeof(float)) == 0;
+    printf("    second run bit-identical: %s\n", same ? "yes" : "NO (FAIL)");
+    ok &= same;
+
+    if (s.timed) {
+        const int warmup = 3, reps = 20;
+        cudaEvent_t start, stop;
+        cudaCheck(cudaEventCreate(&start));
+        cudaCheck(cudaEventCreate(&stop));
+        std::vector<float> fwd_ms, bwd_ms;
+        for (int r = 0; r < warmup + reps; r++) {
+            float ms = 0.f;
+            cudaCheck(cudaEventRecord(start));
+            attention_forward(d.out, d.lse, d.qkv, B, T, NH, HS, 0);
+            cudaCheck(cudaEventRecord(stop));
+            cudaCheck(cudaEventSynchronize(stop));
+            cudaCheck(cudaEventElapsedTime(&ms, start, stop));
+            if (r >= warmup) fwd_ms.push_back(ms);
+            cudaCheck(cudaEventRecord(start));
+            attention_backward(d.dqkv, d.dout, d.qkv, d.out, d.lse, d.scratch, B, T, NH, HS, 0);
+            cudaCheck(cudaEventRecord(stop));
+            cudaCheck(cudaEventSynchronize(stop));
+            cudaCheck(cudaEventElapsedTime(&ms, start, stop));
+            if (r >= warmup) bwd_ms.push_back(ms);
+        }
+        const double fwd_flops = 4.0 * B * NH * (double)T * T * HS / 2.0, bwd_flops = 2.5 * fwd_flops;
+        const double f = median_ms(fwd_ms), bk = median_ms(bwd_ms);
+        printf("    timing (median of %d): forward %.3f ms %.1f TFLOP/s   backward %.3f ms %.1f TFLOP/s   "
+               "fwd+bwd %.3f ms\n",
+               reps, f, fwd_flops / (f * 1e-3) / 1e12, bk, bwd_flops / (bk * 1e-3) / 1e12, f + bk);
+        cudaCheck(cudaEventDestroy(start));
+        cudaCheck(cudaEventDestroy(stop));
+    }
+
+    cudaCheck(cudaFree(d.qkv));
+    cudaCheck(cudaFree(d.out));
+    cudaCheck(cudaFree(d.dout));
+    cudaCheck(cudaFree(d.dqkv));
+    cudaCheck(cudaFree(d.lse));
+    cudaCheck(cudaFree(d.scratch));
+    printf("    %s\n", ok ? "PASS" : "FAIL");
+    return ok;
+}
+
+int main() {
+    int device = 0;
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDevice(&device));
+    cudaCheck(cudaGetDeviceProperties(&prop, device));
+    printf("flash attention check, %s build, tile %d, on %s (sm_%d%d)\n", PRECISION_NAME, ATT_TILE, prop.name,
+           prop.major, prop.minor);
+    printf("shared memory per block: forward HS=64 %zu B, HS=128 %zu B; backward HS=64 %zu B, HS=128 %zu B\n",
+           att_forward_smem_bytes(64), att_forward_smem_bytes(128), att_backward_smem_bytes(64),
+           att_backward_smem_bytes(128));
+    const Shape shapes[] = {
+        {"d12 (GPT-2 124M)", 4, 12, 1024, 64, true}, {"d24 style", 4, 16, 1024, 64, true},
+        {"HS=128", 2, 8, 1024, 128, true},           {"T not a multiple of 64", 2, 3, 200, 64, false},
+        {"HS=128, short T", 1, 2, 77, 128, false},
+    };
+    int failures = 0;
+    for (const Shape& s : shapes) failures += !check_shape(s);
+    printf("%s: %d shape(s) failed\n", failures == 0 ? "PASS" : "FAIL", failures);
+    return failures == 0 ? 0 : 1;
+}
