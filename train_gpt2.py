@@ -5,6 +5,8 @@ It builds a GPT-2 from a config given on the command line (seeded random init) a
   --write-model PATH   an llm.c checkpoint of the initial weights (fp32, or bf16 with --model-dtype bf16)
   --write-state PATH   a debug state: the batch x, y, the logits, the loss, the gradient of every parameter,
                        and the losses of NSTEPS AdamW steps on that same batch.
+  --write-final-model PATH   an fp32 checkpoint of the weights after those NSTEPS steps (weight decay moves
+                       the weights by ~1e-8 per step, invisible in float32 losses but not in the weights).
 The math runs in float64 by default (--compute-dtype) and is written as float32: the reference's own rounding
 error is then far below the tolerances the tests apply to fp32/bf16 code. The initial weights are drawn in
 float32, so the float64 model starts from exactly the values in the fp32 checkpoint.
@@ -368,6 +370,8 @@ def parse_args(argv=None):
     p.add_argument("--sdpa", action="store_true", help="use F.scaled_dot_product_attention where available")
     p.add_argument("--write-model", default=None, metavar="PATH", help="write the initial weights here")
     p.add_argument("--write-state", default=None, metavar="PATH", help="write the debug state here")
+    p.add_argument("--write-final-model", default=None, metavar="PATH",
+                   help="write the weights after the AdamW steps here (fp32, rounded from the compute dtype)")
     args = p.parse_args(argv)
 
     if args.padded_vocab is None:
@@ -422,6 +426,8 @@ def main(argv=None):
     print(f"config: V={V} Vp={Vp} L={config.n_layer} NH={config.n_head} C={config.n_embd} "
           f"maxT={config.block_size} B={B} T={T} seed={args.seed} dtype={args.compute_dtype}")  # fmt: skip
     print(f"parameters: {n_params} (unpadded)")
+    if args.sdpa and not hasattr(F, "scaled_dot_product_attention"):
+        print(f"note: --sdpa needs PyTorch >= 2.0 (this is {torch.__version__}); using the explicit attention")
 
     # forward and backward on the batch: the state's logits, loss and gradients
     logits, loss = forward_backward(model, x, y)
@@ -446,6 +452,10 @@ def main(argv=None):
     if args.write_state:
         write_state(args.write_state, x.numpy(), y.numpy(), logits_fp32, loss0, grads_fp32, Vp, losses)
         print(f"wrote {args.write_state}")
+    if args.write_final_model:
+        final_fp32 = [t.float().numpy() for t in checkpoint_tensors(model, lambda p: p.detach())]
+        write_model(args.write_final_model, config, Vp, final_fp32, "fp32")
+        print(f"wrote {args.write_final_model} (fp32, after {args.adamw_steps} AdamW steps)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ trap 'rm -rf "$DIR"' EXIT
 CFG=(--vocab-size 64 --padded-vocab 128 --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 -B 4 -T 16)
 
 echo "== writing the tiny model (fp32, bf16) and state"
-$PY train_gpt2.py "${CFG[@]}" --seed 7 --write-model "$DIR/m32.bin" --write-state "$DIR/s.bin" >"$DIR/run1.txt"
+$PY train_gpt2.py "${CFG[@]}" --seed 7 --write-model "$DIR/m32.bin" --write-state "$DIR/s.bin" \
+    --write-final-model "$DIR/final.bin" >"$DIR/run1.txt"
 $PY train_gpt2.py "${CFG[@]}" --seed 7 --model-dtype bf16 --write-model "$DIR/m16.bin" \
     --write-state "$DIR/s2.bin" --adamw-steps 3 >/dev/null
 # a token shard: 100 tokens below V=64 with a known pattern
@@ -119,6 +120,8 @@ PYEOF
 
 echo "== (b) finite-difference gradient check, AdamW replay, error paths"
 $PY - "$DIR" <<'PYEOF'
+import contextlib
+import io
 import sys
 import numpy as np
 import torch
@@ -274,6 +277,15 @@ check(diff < 1e-6, f"{NSTEPS} AdamW losses == numpy replay (max abs diff {diff:.
 # compare parameters (float64 against float64: only round-off differs, 1e-12 relative to the step size)
 pdiff = max(np.abs(a.detach().numpy() - b).max() for a, b in zip(model_tg.parameters(), ps))
 check(pdiff < 1e-12, f"train_gpt2.AdamW parameters == numpy replay after {NSTEPS} steps (max diff {pdiff:.1e})")
+# --write-final-model: the replay's parameters rounded to float32 (half an ulp: 2^-24 relative)
+with torch.no_grad():
+    for dst, src in zip(model_np.parameters(), ps):
+        dst.copy_(torch.from_numpy(src))
+want = [t.numpy() for t in tg.checkpoint_tensors(model_np, lambda p: p.detach())]
+_, _, final = tg.read_model(f"{d}/final.bin")
+ok = all(np.all(np.abs(f - w) <= 2**-24 * np.abs(w) + 1e-30) for f, w in zip(final, want))
+moved = min(np.abs(f - p).max() for f, p in zip(final, params))
+check(ok and moved > 0, f"--write-final-model == replay parameters after {NSTEPS} steps, to float32 rounding")
 
 # bf16 rounding on hand-made values: ties go to the even neighbour, both directions, and negatives
 f = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -(1 + 3 * 2**-8), 3.0e-39], dtype="<f4")
@@ -281,11 +293,34 @@ bits = tg.fp32_to_bf16_bits(f)
 expect = np.array([0x3F80, 0x3F80, 0x3F82, 0x3F81, 0xBF82, 0x0021], dtype="<u2")
 check(np.array_equal(bits, expect), f"fp32_to_bf16_bits on ties and near-ties: {[hex(b) for b in bits]}")
 
-# error paths, in this process (saves a torch import each): a clear message and exit status 1
-import contextlib, io
+# the tiny config again, for in-process runs of train_gpt2.main
 B_, T_ = str(int(B)), str(int(T))
 base = ["--vocab-size", "64", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
         "-B", B_, "-T", T_]
+
+# --round-to-bf16: the fp32 checkpoint holds bf16-representable values, the bf16 one the same values, and
+# both runs compute the same state
+for dt in ["fp32", "bf16"]:
+    with contextlib.redirect_stdout(io.StringIO()):
+        tg.main(base + ["--seed", "7", "--round-to-bf16", "--model-dtype", dt, "--adamw-steps", "2",
+                        "--write-model", f"{d}/r_{dt}.bin", "--write-state", f"{d}/rs_{dt}.bin"])
+r32 = np.fromfile(f"{d}/r_fp32.bin", dtype="<u4", offset=1024)
+r16 = np.fromfile(f"{d}/r_bf16.bin", dtype="<u2", offset=1024)
+check(not (r32 & 0xFFFF).any() and np.array_equal(r32 >> 16, r16),
+      "--round-to-bf16: fp32 weights are bf16 values, the bf16 checkpoint holds exactly them")
+check(open(f"{d}/rs_fp32.bin", "rb").read() == open(f"{d}/rs_bf16.bin", "rb").read(),
+      "--round-to-bf16: the same state from the fp32 and the bf16 run")
+
+# --compute-dtype float32: same batch and weights, logits within float32 round-off (~1e-7 relative, a few
+# hundred operations deep) of the float64 reference
+with contextlib.redirect_stdout(io.StringIO()):
+    tg.main(base + ["--seed", "7", "--compute-dtype", "float32", "--adamw-steps", "0",
+                    "--write-state", f"{d}/s_f32.bin"])
+lf32 = np.fromfile(f"{d}/s_f32.bin", dtype="<f4", offset=1024 + 8 * B * T, count=B * T * V)
+err = np.abs(lf32 - logits_file.ravel()).max()
+check(0 < err < 1e-5, f"--compute-dtype float32 logits == float64 logits (max abs diff {err:.1e} < 1e-5)")
+
+# error paths, in this process (saves a torch import each): a clear message and exit status 1
 for what, extra, msg in [
     ("a token >= V", ["--vocab-size", "50", "--tokens", f"{d}/tok.bin"], "not below --vocab-size 50"),
     ("a missing token file", ["--tokens", f"{d}/nope.bin"], "does not exist"),

@@ -24,6 +24,7 @@ Examples:
 
 import argparse
 import glob
+import inspect
 import os
 import statistics
 import sys
@@ -166,7 +167,7 @@ def main(argv=None):
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = on_cuda and "fused" in torch.optim.AdamW.__init__.__code__.co_varnames
+    fused = on_cuda and "fused" in inspect.signature(torch.optim.AdamW).parameters  # PyTorch >= 2.0
     extra = {"fused": True} if fused else {}
     optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), eps=1e-8, **extra)
     use_bf16 = on_cuda and not args.fp32
@@ -213,6 +214,8 @@ def main(argv=None):
         print(f"MFU: {100.0 * median * flops_per_token / peak:.1f}% of {peak:.4g} FLOP/s")
     else:
         print(f"MFU: n/a (no peak FLOP/s known for '{device_name}'; give --peak-flops)")
+    if on_cuda:
+        print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":
