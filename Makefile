@@ -135,6 +135,27 @@ ifneq ($(HAVE_MPICXX),)
 TEST_BINS += test_mpi_collectives
 endif
 
+# NCCL layer (llmc/nccl_gpu.cuh), compiles anywhere (sm_80 + sm_90, warning-free), runs on GPUs:
+#   dev/cuda/nccl_check        one GPU, or one process per GPU with -pi tcp|fs -pn N -pr R -ps HOST / -pf DIR
+#   dev/cuda/nccl_check_mpi    built with -DUSE_MPI (where mpicxx exists): mpirun -np N dev/cuda/nccl_check_mpi
+# A program using nccl_gpu.cuh links -lnccl, and with -DUSE_MPI also $(MPI_NVCC_INC) / $(MPI_NVCC_LIBS).
+NCCL_NVCCFLAGS := -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+	-Xcompiler -Wall,-Wextra
+MPI_NVCC_INC = $(addprefix -I,$(shell $(MPICXX) --showme:incdirs 2>/dev/null))
+MPI_NVCC_LIBS = $(addprefix -L,$(shell $(MPICXX) --showme:libdirs 2>/dev/null)) \
+	$(addprefix -l,$(shell $(MPICXX) --showme:libs 2>/dev/null))
+
+dev/cuda/nccl_check: dev/cuda/nccl_check.cu llmc/nccl_gpu.cuh $(HEADERS)
+	$(NVCC) $(NCCL_NVCCFLAGS) $< -o $@ -lnccl
+
+dev/cuda/nccl_check_mpi: dev/cuda/nccl_check.cu llmc/nccl_gpu.cuh $(HEADERS)
+	$(NVCC) $(NCCL_NVCCFLAGS) -DUSE_MPI $(MPI_NVCC_INC) $< -o $@ -lnccl $(MPI_NVCC_LIBS)
+
+CUDA_BINS += dev/cuda/nccl_check
+ifneq ($(HAVE_MPICXX),)
+CUDA_BINS += dev/cuda/nccl_check_mpi
+endif
+
 # ---------------------------------------------------------------------------------------------------
 # CUDA
 
@@ -149,6 +170,34 @@ CUDA_BINS += dev/cuda/attention_check dev/cuda/attention_check_fp32
 tests/test_flash_tiling: tests/test_flash_tiling.cpp
 	$(CXX) $(CXXFLAGS) -o $@ $< $(LDLIBS)
 TEST_BINS += tests/test_flash_tiling
+
+# layer kernels: encoder, layernorm, gelu, matmul (cuBLASLt), fused classifier, AdamW, global norm.
+# dev/cuda/<layer>_check compares each kernel with a CPU reference on a GPU (BF16 build, plus an
+# _fp32 variant built with -DENABLE_FP32); tests/test_kernel_math checks their scalar math on the CPU.
+NVCCFLAGS := -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+	-Xcompiler -Wall,-Wextra --expt-relaxed-constexpr
+PRECISION ?= BF16
+ifeq ($(PRECISION),FP32)
+NVCCFLAGS += -DENABLE_FP32
+endif
+CUDA_HEADERS := $(wildcard llmc/*.cuh)
+NVCC_LDLIBS := -lcublasLt
+LAYER_CHECKS := dev/cuda/encoder_check dev/cuda/layernorm_check dev/cuda/gelu_check dev/cuda/matmul_check \
+	dev/cuda/classifier_check dev/cuda/adamw_check
+LAYER_CHECKS_FP32 := $(addsuffix _fp32,$(LAYER_CHECKS))
+$(LAYER_CHECKS): dev/cuda/%: dev/cuda/%.cu dev/cuda/check_common.h $(HEADERS) $(CUDA_HEADERS)
+	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS)
+$(LAYER_CHECKS_FP32): dev/cuda/%_fp32: dev/cuda/%.cu dev/cuda/check_common.h $(HEADERS) $(CUDA_HEADERS)
+	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 -o $@ $< $(NVCC_LDLIBS)
+CUDA_BINS += $(LAYER_CHECKS) $(LAYER_CHECKS_FP32)
+tests/test_kernel_math: tests/test_kernel_math.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) -o $@ $< $(LDLIBS)
+TEST_BINS += tests/test_kernel_math
+
+# `make cuda` builds every CUDA target of every section; the recipe is expanded when it runs, so it
+# sees CUDA_BINS additions made anywhere in this file.
+cuda:
+	$(MAKE) --no-print-directory $(CUDA_BINS)
 
 # ---------------------------------------------------------------------------------------------------
 
