@@ -168,10 +168,11 @@ struct BpeMerge {
 };
 
 struct Tokenizer {
-    uint32_t byte_to_unicode[256];            // GPT-2's printable spelling of each byte (encoder.json keys)
-    std::vector<std::string> tokens;          // id -> raw bytes
-    std::unordered_map<std::string, int> ids; // raw bytes -> id
-    int byte_token[256];                      // id of the single-byte token of each byte value
+    uint32_t byte_to_unicode[256];   // GPT-2's printable spelling of each byte (encoder.json keys)
+    int16_t unicode_to_byte[512];    // and back; -1 for code points that spell no byte (all are < 512)
+    std::vector<std::string> tokens; // id -> raw bytes
+    std::unordered_map<std::string, int> ids;      // raw bytes -> id
+    int byte_token[256];                           // id of the single-byte token of each byte value
     std::unordered_map<uint64_t, BpeMerge> merges; // (left id << 32 | right id) -> rank and merged id
     int eot_token = -1;                            // "<|endoftext|>"
     std::unordered_map<std::string, std::vector<int>> cache; // chunk bytes -> its tokens
@@ -231,10 +232,8 @@ inline std::string gpt2_unspell(const Tokenizer* t, const std::string& spelled, 
         int len = utf8_decode(s, spelled.size(), i, &cp);
         if (cp == kInvalidCodePoint)
             fail("'%s': %s: invalid UTF-8 in token '%s'", path, where, spelled.c_str());
-        // the map is tiny and only used at load time: a linear search is fine
-        int b = 0;
-        while (b < 256 && t->byte_to_unicode[b] != cp) b++;
-        if (b == 256) {
+        int b = cp < 512 ? t->unicode_to_byte[cp] : -1;
+        if (b < 0) {
             fail("'%s': %s: token '%s' holds U+%04X, which is not in GPT-2's byte-to-unicode map", path,
                  where, spelled.c_str(), cp);
         }
@@ -363,6 +362,8 @@ inline long json_int(JsonCursor* c) {
 inline void tokenizer_load(Tokenizer* t, const char* encoder_json_path, const char* vocab_bpe_path) {
     *t = Tokenizer();
     gpt2_byte_to_unicode(t->byte_to_unicode);
+    for (int u = 0; u < 512; u++) t->unicode_to_byte[u] = -1;
+    for (int b = 0; b < 256; b++) t->unicode_to_byte[t->byte_to_unicode[b]] = (int16_t)b;
 
     // encoder.json -> tokens[id] (raw bytes) and ids[bytes]
     std::string json = tokenizer_read_file(encoder_json_path);

@@ -43,6 +43,11 @@ for mode in "" "--allow-special"; do
     fi
     echo "ok: $n texts encode to the same ids as the reference ${mode:-(ordinary text)}"
 done
+# the pre-tokenizer alone: chunk boundaries (BPE rarely merges across a wrong boundary, so ids can hide them)
+$PY dev/data/gpt2_bpe_reference.py --hex-lines --chunks < "$tmp/corpus.hex" > "$tmp/ref.txt"
+./test_tokenizer chunks-hex < "$tmp/corpus.hex" > "$tmp/cpp.txt"
+cmp "$tmp/ref.txt" "$tmp/cpp.txt"
+echo "ok: $n texts split into the same pre-tokenizer chunks as the reference's regex"
 # the whole of Tiny Shakespeare, through the command-line tool
 $PY dev/data/gpt2_bpe_reference.py < data/tinyshakespeare/input.txt > "$tmp/ref.txt"
 ./tokenizer < data/tinyshakespeare/input.txt > "$tmp/cpp.txt"

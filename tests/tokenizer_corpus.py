@@ -97,6 +97,8 @@ def tricky():
         b"\xc0\xaf \xc1\xbf",  # overlong 2-byte forms of '/' and DEL
         b"\xe0\x80\xaf \xe0\x9f\xbf",  # overlong 3-byte forms
         b"\xf0\x80\x80\xaf \xf0\x8f\xbf\xbf",  # overlong 4-byte forms
+        # overlong forms of letters, digits and spaces: decoded leniently they would join words or split them
+        b"ab\xe0\x81\xa1\xe0\x81\xa2cd x\xe0\x80\xa0y \xf0\x80\x81\xa1z \xc1\xa1 12\xe0\x80\xb134 \xe0\x83\xa9t\xe0\x80\x8a",
         b"\xed\xa0\x80 \xed\xbf\xbf \xed\xa0\xbd\xed\xb8\x80",  # surrogates (incl. a CESU-8 pair for U+1F600)
         b"\xed\x9f\xbf",  # U+D7FF, the last code point before the surrogates: valid
         b"\xee\x80\x80",  # U+E000: valid

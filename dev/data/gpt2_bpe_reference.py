@@ -14,6 +14,7 @@ Usage:
 Default: all of stdin is one text; prints its ids on one line, separated by spaces.
 --hex-lines: every stdin line is one text written in hex; prints one line of ids per text.
 --allow-special: "<|endoftext|>" in a text becomes the id of that token instead of ordinary text.
+--chunks: instead of ids, print the byte length of each pre-tokenizer chunk (tests the regex split alone).
 """
 import argparse
 import json
@@ -88,6 +89,10 @@ class Encoder:
             ids.extend(self.encoder[sym] for sym in self.bpe(spelled))
         return ids
 
+    def chunk_lengths(self, data):
+        text = data.decode("utf-8", errors="surrogateescape")
+        return [len(c.encode("utf-8", errors="surrogateescape")) for c in PATTERN.findall(text)]
+
     def encode(self, data, allow_special):
         text = data.decode("utf-8", errors="surrogateescape")
         if not allow_special:
@@ -106,6 +111,7 @@ def main():
     ap.add_argument("--bpe", default="data/gpt2/vocab.bpe")
     ap.add_argument("--allow-special", action="store_true")
     ap.add_argument("--hex-lines", action="store_true")
+    ap.add_argument("--chunks", action="store_true")
     args = ap.parse_args()
     enc = Encoder(args.encoder, args.bpe)
     data = sys.stdin.buffer.read()
@@ -115,7 +121,8 @@ def main():
         texts = [data]
     out = sys.stdout
     for t in texts:
-        out.write(" ".join(str(i) for i in enc.encode(t, args.allow_special)) + "\n")
+        ids = enc.chunk_lengths(t) if args.chunks else enc.encode(t, args.allow_special)
+        out.write(" ".join(str(i) for i in ids) + "\n")
 
 
 if __name__ == "__main__":

@@ -90,8 +90,7 @@ int main(int argc, char** argv) {
             else
                 bpe_path = v;
         } else {
-            usage(stderr);
-            fail("unknown argument '%s'", a.c_str());
+            fail("unknown argument '%s' (see -h for usage)", a.c_str());
         }
     }
     if (decode && allow_special) fail("--allow-special applies to encoding, not to --decode");

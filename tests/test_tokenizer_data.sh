@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# prepro_tinyshakespeare: the val/train shards (format, counts, content vs the Python reference) and
+# llm.c's gpt2_tokenizer.bin (format, content, round trip through token_decoder_load).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+if ! $PY -c "import regex" 2>/dev/null; then
+    echo "FAIL: $PY cannot import the 'regex' module, which the reference tokenizer needs: install python3-regex"
+    exit 1
+fi
+make -s prepro_tinyshakespeare test_tokenizer tokenizer
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+./prepro_tinyshakespeare --out-dir "$tmp" --tokenizer-bin "$tmp/gpt2_tokenizer.bin"
+ls "$tmp"/*.tmp >/dev/null 2>&1 && { echo "FAIL: temporary files left behind"; exit 1; }
+echo "ok: no .tmp files left (atomic writes committed)"
+$PY tests/check_tokenizer_data.py shards "$tmp/tiny_shakespeare_val.bin" "$tmp/tiny_shakespeare_train.bin" \
+    data/tinyshakespeare/input.txt
+$PY tests/check_tokenizer_data.py bin "$tmp/gpt2_tokenizer.bin" data/gpt2/encoder.json
+./test_tokenizer decoder-bin "$tmp/gpt2_tokenizer.bin"
+# the same file from the command-line tool
+./tokenizer --write-bin "$tmp/tool.bin" 2>/dev/null
+cmp "$tmp/tool.bin" "$tmp/gpt2_tokenizer.bin"
+echo "ok: ./tokenizer --write-bin writes the same gpt2_tokenizer.bin"
+# decode the val shard's first 64 tokens through the .bin reader and through the Tokenizer: same text
+ids=$($PY -c "import struct,sys; d=open(sys.argv[1],'rb').read(); print(' '.join(map(str, struct.unpack('<64H', d[1024:1152]))))" "$tmp/tiny_shakespeare_val.bin")
+: > "$tmp/via_bin.txt"
+for id in $ids; do ./test_tokenizer decoder-piece "$tmp/gpt2_tokenizer.bin" "$id" >> "$tmp/via_bin.txt"; done
+./test_tokenizer decode $ids > "$tmp/via_tok.txt"
+cmp "$tmp/via_bin.txt" "$tmp/via_tok.txt"
+grep -q "^<|endoftext|>First Citizen:" "$tmp/via_bin.txt"
+echo "ok: the val shard's first 64 tokens decode to the same text via gpt2_tokenizer.bin and via the Tokenizer"
+echo "all data checks passed"
