@@ -99,7 +99,7 @@ TEST_BINS += build/test_quantize build/test_adamw8bit
 
 # GPU-side checks (compile anywhere, run on a GPU): codes bit-identical to the CPU reference, timings
 QUANT_NVCC_FLAGS := -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-	-Xcompiler -Wall,-Wextra
+	-Xcompiler -Wall,-Wextra,-fopenmp -lgomp
 
 dev/cuda/quantize_check: dev/cuda/quantize_check.cu $(HEADERS) llmc/*.cuh
 	$(NVCC) $(QUANT_NVCC_FLAGS) $< -o $@
@@ -140,7 +140,7 @@ endif
 #   dev/cuda/nccl_check_mpi    built with -DUSE_MPI (where mpicxx exists): mpirun -np N dev/cuda/nccl_check_mpi
 # A program using nccl_gpu.cuh links -lnccl, and with -DUSE_MPI also $(MPI_NVCC_INC) / $(MPI_NVCC_LIBS).
 NCCL_NVCCFLAGS := -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-	-Xcompiler -Wall,-Wextra
+	-Xcompiler -Wall,-Wextra,-fopenmp -lgomp
 MPI_NVCC_INC = $(addprefix -I,$(shell $(MPICXX) --showme:incdirs 2>/dev/null))
 MPI_NVCC_LIBS = $(addprefix -L,$(shell $(MPICXX) --showme:libdirs 2>/dev/null)) \
 	$(addprefix -l,$(shell $(MPICXX) --showme:libs 2>/dev/null))

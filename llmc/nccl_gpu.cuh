@@ -1,0 +1,339 @@
+// nccl_gpu.cuh: data parallelism on GPUs: the NCCL communicator bootstrap and the collectives the GPU
+// trainer needs, each one process per GPU.
+//
+// Bootstrap. NCCL ranks find each other through a 128-byte ncclUniqueId made by rank 0 and handed to
+// every other process before ncclCommInitRank. Three ways to hand it over (flag -pi):
+//   mpi  launched by mpirun (build with -DUSE_MPI): rank and world size come from MPI, the id is
+//        broadcast with MPI_Bcast, the GPU is the process's rank among the processes of its node;
+//   tcp  one command per node, no MPI: -pn processes, this one is -pr, rank 0 is reached at -ps host[:port]
+//        (llmc/rendezvous.h); the GPU is -pr % -pg (GPUs per node);
+//   fs   the same through a directory -pf that every node shares (llmc/rendezvous.h).
+// A build without USE_MPI given -pi mpi (the default) runs as a single process, and refuses to run when
+// mpirun started several.
+//
+// Streams. Collectives run on their own stream (nccl_stream) so they overlap the backward pass on the
+// compute stream. Every collective wrapper first records an event on the compute stream and makes
+// nccl_stream wait for it, so it reads gradients only after the kernels that wrote them;
+// multi_gpu_sync() makes the compute stream wait for nccl_stream before the optimizer reads the results.
+// Nothing here blocks the host except multi_gpu_wait / multi_gpu_barrier / multi_gpu_sum_host.
+//
+//   stage 0: after each layer's backward: multi_gpu_reduce_async(&mgc, stream, grads, offset, count)
+//            (all-reduce average of that layer's gradients, overlapping the next layer's backward)
+//   stage 1: after the backward: multi_gpu_reduce_scatter(&mgc, stream, grads, grads + shard_offset,
+//            shard_size, true) (average; shard_offset/shard_size from llmc/zero.h)
+//   then:    multi_gpu_sync(&mgc, stream); optimizer on this rank's part;
+//   stage 1: multi_gpu_all_gather(&mgc, stream, params + shard_offset, params, shard_size); sync again
+//   grad norm: multi_gpu_allreduce_sum(&mgc, stream, norm_squared_device, 1) (stage 1: each rank's shard)
+//
+// One process: nccl_comm is null and every wrapper returns at once (in-place calls do nothing; a
+// reduce-scatter or all-gather between distinct buffers is a device copy), so single-GPU training pays
+// nothing.
+//
+// Failures. Under mpirun, multi_gpu_config_init installs pg_install_abort_on_exit (llmc/mpi_cpu.h): any
+// exit before multi_gpu_config_free (fail(), cudaCheck, ncclCheck) aborts every rank; so the trainer must
+// call multi_gpu_config_free before every deliberate exit. Without mpirun (tcp/fs) nobody kills the other
+// processes, and a rank whose peer died can block inside a collective forever (NCCL has no timeout of its
+// own, and over NVLink/shared memory does not even notice); so the trainer should wait for the step with
+// multi_gpu_wait(&mgc, stream, timeout) instead of cudaStreamSynchronize: it polls the stream and NCCL's
+// asynchronous error state, and on an error or after the timeout aborts the communicator and fails naming
+// the rank.
+#pragma once
+
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unistd.h>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include "llmc/cuda_common.h"
+#include "llmc/mpi_cpu.h"
+#include "llmc/rendezvous.h"
+#include "llmc/utils.h"
+
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 10, 0)
+#error "nccl_gpu.cuh needs NCCL >= 2.10 (ncclAvg, ncclBfloat16)"
+#endif
+
+// checked NCCL calls: the message names the call, the call site and NCCL's error string
+inline void nccl_check(ncclResult_t status, const char* call, const char* file, int line) {
+    if (status != ncclSuccess) {
+        fail("NCCL error at %s:%d: %s: %s (%d)", file, line, call, ncclGetErrorString(status), (int)status);
+    }
+}
+#define ncclCheck(call) (nccl_check((call), #call, __FILE__, __LINE__))
+
+// the NCCL type of each element type we reduce (the dtype switch of the wrappers below)
+inline ncclDataType_t nccl_dtype(const float*) {
+    return ncclFloat32;
+}
+inline ncclDataType_t nccl_dtype(const __nv_bfloat16*) {
+    return ncclBfloat16;
+}
+
+struct MultiGpuConfig {
+    int process_rank = 0;               // 0 .. num_processes-1
+    int num_processes = 1;              // one per GPU
+    int local_device_idx = 0;           // the CUDA device of this process
+    ncclComm_t nccl_comm = nullptr;     // null when num_processes == 1
+    cudaStream_t nccl_stream = nullptr; // collectives run here
+    cudaEvent_t compute_done = nullptr; // recorded on the compute stream, waited for by nccl_stream
+    cudaEvent_t nccl_done = nullptr;    // recorded on nccl_stream, waited for by the compute stream
+    float* scratch = nullptr;           // one device float for barriers and host scalars
+    ProcessGroup pg;                    // the MPI process group when launched by mpirun
+    bool using_mpi = false;             // pg is live (must be finalized)
+};
+
+// "error: [rank R of N] <message>", then stop: the communicator is aborted (peers blocked in a collective
+// with us get an error instead of waiting forever, where the transport notices) and, under MPI, every
+// rank is aborted.
+[[noreturn]] inline void multi_gpu_fail(MultiGpuConfig* config, const char* fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+[[noreturn]] inline void multi_gpu_fail(MultiGpuConfig* config, const char* fmt, ...) {
+    char message[1024];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof(message), fmt, args);
+    va_end(args);
+    if (config->nccl_comm != nullptr) {
+        ncclCommAbort(config->nccl_comm); // best effort: we are failing anyway
+        config->nccl_comm = nullptr;
+    }
+    config->pg.rank = config->process_rank;
+    config->pg.num_ranks = config->num_processes;
+    pg_fail(&config->pg, "%s", message);
+}
+
+// ----------------------------------------------------------------------------------------------------
+// setup and teardown
+
+// Set up this process's GPU and, for more than one process, the NCCL communicator. init_method: "mpi",
+// "tcp" or "fs" (flag -pi); server (flag -ps, "host[:port]") for tcp; fs_path (flag -pf) for fs;
+// num_processes, process_rank, gpus_per_node (flags -pn, -pr, -pg) for tcp and fs (ignored under mpi,
+// where MPI knows them). gpus_per_node <= 0 means "all the GPUs this node has".
+inline MultiGpuConfig multi_gpu_config_init(int* argc, char*** argv, const char* init_method,
+                                            const char* server, const char* fs_path, int num_processes,
+                                            int process_rank, int gpus_per_node) {
+    MultiGpuConfig config;
+    std::string method = init_method != nullptr ? init_method : "mpi";
+    if (method != "mpi" && method != "tcp" && method != "fs") {
+        fail("flag -pi expects mpi, tcp or fs, got '%s'", method.c_str());
+    }
+    int local_rank = 0;
+    if (method == "mpi") {
+        process_group_init(&config.pg, argc, argv); // without USE_MPI: one process (refuses under mpirun)
+        config.using_mpi = true;
+        pg_install_abort_on_exit(&config.pg); // from here on, any failure aborts every rank
+        config.process_rank = config.pg.rank;
+        config.num_processes = config.pg.num_ranks;
+#ifdef USE_MPI
+        // the rank among the processes that share this node
+        MPI_Comm node_comm;
+        pg_check(&config.pg,
+                 MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, config.pg.rank, MPI_INFO_NULL,
+                                     &node_comm),
+                 "MPI_Comm_split_type");
+        pg_check(&config.pg, MPI_Comm_rank(node_comm, &local_rank), "MPI_Comm_rank");
+        pg_check(&config.pg, MPI_Comm_free(&node_comm), "MPI_Comm_free");
+#endif
+    }
+    int device_count = 0;
+    cudaCheck(cudaGetDeviceCount(&device_count));
+    if (method != "mpi") {
+        if (num_processes < 1 || process_rank < 0 || process_rank >= num_processes) {
+            fail("-pi %s needs -pn (number of processes, >= 1) and -pr (this process's rank, 0..pn-1), got "
+                 "-pn %d "
+                 "-pr %d",
+                 method.c_str(), num_processes, process_rank);
+        }
+        config.num_processes = num_processes;
+        config.process_rank = process_rank;
+        int per_node = gpus_per_node > 0 ? gpus_per_node : device_count;
+        if (per_node < 1) fail("no CUDA device found");
+        local_rank = process_rank % per_node;
+    }
+    config.pg.rank = config.process_rank;
+    config.pg.num_ranks = config.num_processes;
+    if (local_rank >= device_count) {
+        multi_gpu_fail(&config,
+                       "this process should use GPU %d of its node, but the node has %d (check -pg and how "
+                       "many processes run per node)",
+                       local_rank, device_count);
+    }
+    config.local_device_idx = local_rank;
+    cudaCheck(cudaSetDevice(config.local_device_idx));
+    if (config.num_processes == 1) return config; // no communicator, no streams: nothing to overlap
+
+    ncclUniqueId id;
+    if (config.process_rank == 0) ncclCheck(ncclGetUniqueId(&id));
+    if (method == "mpi") {
+#ifdef USE_MPI
+        pg_check(&config.pg, MPI_Bcast(&id, (int)sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
+#endif
+    } else if (method == "tcp") {
+        rendezvous_tcp(&id, sizeof(id), config.process_rank, config.num_processes, server);
+    } else {
+        rendezvous_fs(&id, sizeof(id), config.process_rank, config.num_processes, fs_path);
+    }
+    ncclCheck(ncclCommInitRank(&config.nccl_comm, config.num_processes, id, config.process_rank));
+    cudaCheck(cudaStreamCreateWithFlags(&config.nccl_stream, cudaStreamNonBlocking));
+    cudaCheck(cudaEventCreateWithFlags(&config.compute_done, cudaEventDisableTiming));
+    cudaCheck(cudaEventCreateWithFlags(&config.nccl_done, cudaEventDisableTiming));
+    cudaCheck(cudaMalloc(&config.scratch, sizeof(float)));
+    return config;
+}
+
+// Wait for outstanding collectives, free everything, finalize MPI. Call before every deliberate exit.
+inline void multi_gpu_config_free(MultiGpuConfig* config) {
+    if (config->nccl_comm != nullptr) {
+        cudaCheck(cudaStreamSynchronize(config->nccl_stream));
+        ncclCheck(ncclCommDestroy(config->nccl_comm));
+        config->nccl_comm = nullptr;
+        cudaCheck(cudaStreamDestroy(config->nccl_stream));
+        cudaCheck(cudaEventDestroy(config->compute_done));
+        cudaCheck(cudaEventDestroy(config->nccl_done));
+        cudaCheck(cudaFree(config->scratch));
+    }
+    if (config->using_mpi) {
+        process_group_finalize(&config->pg);
+        config->using_mpi = false;
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// ordering between the compute stream and nccl_stream
+
+// nccl_stream waits for everything queued so far on compute_stream (e.g. a layer's backward).
+inline void multi_gpu_after_compute(MultiGpuConfig* config, cudaStream_t compute_stream) {
+    cudaCheck(cudaEventRecord(config->compute_done, compute_stream));
+    cudaCheck(cudaStreamWaitEvent(config->nccl_stream, config->compute_done, 0));
+}
+
+// compute_stream waits for every collective queued so far (before the optimizer reads gradients, or the
+// forward reads all-gathered parameters). The host does not wait.
+inline void multi_gpu_sync(MultiGpuConfig* config, cudaStream_t compute_stream) {
+    if (config->num_processes == 1) return;
+    cudaCheck(cudaEventRecord(config->nccl_done, config->nccl_stream));
+    cudaCheck(cudaStreamWaitEvent(compute_stream, config->nccl_done, 0));
+}
+
+// ----------------------------------------------------------------------------------------------------
+// collectives (queued on nccl_stream after the work already queued on compute_stream)
+
+// buf (count) <- mean over processes of buf, in place.
+template <class T>
+void multi_gpu_allreduce_avg(MultiGpuConfig* config, cudaStream_t compute_stream, T* buf, size_t count) {
+    if (config->num_processes == 1) return;
+    multi_gpu_after_compute(config, compute_stream);
+    ncclCheck(
+        ncclAllReduce(buf, buf, count, nccl_dtype(buf), ncclAvg, config->nccl_comm, config->nccl_stream));
+}
+
+// buf (count) <- sum over processes of buf, in place (e.g. the squared gradient norm of each rank's shard).
+template <class T>
+void multi_gpu_allreduce_sum(MultiGpuConfig* config, cudaStream_t compute_stream, T* buf, size_t count) {
+    if (config->num_processes == 1) return;
+    multi_gpu_after_compute(config, compute_stream);
+    ncclCheck(
+        ncclAllReduce(buf, buf, count, nccl_dtype(buf), ncclSum, config->nccl_comm, config->nccl_stream));
+}
+
+// Stage-0 overlap: all-reduce average of grads[offset, offset + count) (one layer's gradients) once the
+// compute stream has produced them, while the compute stream goes on with the next layer.
+inline void multi_gpu_reduce_async(MultiGpuConfig* config, cudaStream_t compute_stream, floatX* grads,
+                                   size_t offset, size_t count) {
+    multi_gpu_allreduce_avg(config, compute_stream, grads + offset, count);
+}
+
+// ZeRO-1 gradients: send (num_processes * shard_count, the padded buffer) reduced over processes; this
+// process receives its slice recv (shard_count) = op over processes of send[rank*S, (rank+1)*S), with op
+// the mean (average = true) or the sum. recv may be send + rank * shard_count (in place).
+template <class T>
+void multi_gpu_reduce_scatter(MultiGpuConfig* config, cudaStream_t compute_stream, const T* send, T* recv,
+                              size_t shard_count, bool average) {
+    if (config->num_processes == 1) {
+        if (recv != send) {
+            cudaCheck(cudaMemcpyAsync(recv, send, shard_count * sizeof(T), cudaMemcpyDeviceToDevice,
+                                      compute_stream));
+        }
+        return;
+    }
+    multi_gpu_after_compute(config, compute_stream);
+    ncclCheck(ncclReduceScatter(send, recv, shard_count, nccl_dtype(send), average ? ncclAvg : ncclSum,
+                                config->nccl_comm, config->nccl_stream));
+}
+
+// ZeRO-1 parameters: recv (num_processes * shard_count) <- the slices of every process, slice r from
+// process r. send_shard may be recv + rank * shard_count (in place).
+template <class T>
+void multi_gpu_all_gather(MultiGpuConfig* config, cudaStream_t compute_stream, const T* send_shard, T* recv,
+                          size_t shard_count) {
+    if (config->num_processes == 1) {
+        if (recv != send_shard) {
+            cudaCheck(cudaMemcpyAsync(recv, send_shard, shard_count * sizeof(T), cudaMemcpyDeviceToDevice,
+                                      compute_stream));
+        }
+        return;
+    }
+    multi_gpu_after_compute(config, compute_stream);
+    ncclCheck(ncclAllGather(send_shard, recv, shard_count, nccl_dtype(send_shard), config->nccl_comm,
+                            config->nccl_stream));
+}
+
+// ----------------------------------------------------------------------------------------------------
+// host-side waits
+
+// Block the host until stream (and the collectives it waits for) is done, like cudaStreamSynchronize,
+// but fail instead of hanging: NCCL's asynchronous errors (a peer that died, a broken connection) and a
+// timeout (timeout_s seconds; <= 0 means none) abort the communicator and stop with the rank named.
+inline void multi_gpu_wait(MultiGpuConfig* config, cudaStream_t stream, double timeout_s) {
+    if (config->num_processes == 1) {
+        cudaCheck(cudaStreamSynchronize(stream));
+        return;
+    }
+    double start = rendezvous_now_s();
+    while (true) {
+        cudaError_t status = cudaStreamQuery(stream);
+        if (status == cudaSuccess) return;
+        if (status != cudaErrorNotReady) cudaCheck(status);
+        ncclResult_t async_error = ncclSuccess;
+        ncclCheck(ncclCommGetAsyncError(config->nccl_comm, &async_error));
+        if (async_error != ncclSuccess) {
+            multi_gpu_fail(config, "NCCL reported an asynchronous error: %s (another process died?)",
+                           ncclGetErrorString(async_error));
+        }
+        if (timeout_s > 0 && rendezvous_now_s() - start > timeout_s) {
+            multi_gpu_fail(config,
+                           "a step did not finish within %g s: a collective is waiting for a process that "
+                           "stopped or hangs",
+                           timeout_s);
+        }
+        usleep(100);
+    }
+}
+
+// Every process reaches this point before any goes on (e.g. rank 0 wrote a checkpoint the others read).
+inline void multi_gpu_barrier(MultiGpuConfig* config, double timeout_s) {
+    if (config->num_processes == 1) return;
+    ncclCheck(ncclAllReduce(config->scratch, config->scratch, 1, ncclFloat32, ncclSum, config->nccl_comm,
+                            config->nccl_stream));
+    multi_gpu_wait(config, config->nccl_stream, timeout_s);
+}
+
+// Sum of a host value over processes (e.g. the loss, for printing the mean), blocking.
+inline float multi_gpu_sum_host(MultiGpuConfig* config, float value, double timeout_s) {
+    if (config->num_processes == 1) return value;
+    cudaCheck(
+        cudaMemcpyAsync(config->scratch, &value, sizeof(float), cudaMemcpyHostToDevice, config->nccl_stream));
+    ncclCheck(ncclAllReduce(config->scratch, config->scratch, 1, ncclFloat32, ncclSum, config->nccl_comm,
+                            config->nccl_stream));
+    cudaCheck(
+        cudaMemcpyAsync(&value, config->scratch, sizeof(float), cudaMemcpyDeviceToHost, config->nccl_stream));
+    multi_gpu_wait(config, config->nccl_stream, timeout_s);
+    return value;
+}
