@@ -8,7 +8,7 @@
 //   process_group_init(&pg, &argc, &argv);  pg_install_abort_on_exit(&pg);
 //   ... forward/backward on this rank's micro-batch; grads has padded_params elements, padding zero ...
 //   s = 0:  pg_allreduce_mean(&pg, grads, padded_params);              then update all parameters
-//   s = 1:  pg_reduce_scatter_sum(&pg, grads, grads + shard_offset, shard_size);  scale by 1/N
+//   s = 1:  pg_reduce_scatter_mean(&pg, grads, grads + shard_offset, shard_size);
 //           update params[shard_offset, +shard_size) with the rank's slice of m and v
 //           pg_allgather(&pg, params + shard_offset, params, shard_size);
 //   process_group_finalize(&pg);   before every normal exit (see "failures" below)
@@ -263,6 +263,14 @@ inline void pg_reduce_scatter_sum(ProcessGroup* pg, const float* send, float* re
         }
     }
 #endif
+}
+
+// The same, averaged: recv (shard_size) <- mean over ranks of this rank's slice of send.
+inline void pg_reduce_scatter_mean(ProcessGroup* pg, const float* send, float* recv, size_t shard_size) {
+    pg_reduce_scatter_sum(pg, send, recv, shard_size);
+    if (pg->num_ranks == 1) return;
+    float scale = 1.0f / (float)pg->num_ranks;
+    for (size_t i = 0; i < shard_size; i++) recv[i] *= scale;
 }
 
 // ZeRO-1 parameter step: every rank contributes its updated slice send_shard (shard_size) and receives

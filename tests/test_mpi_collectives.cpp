@@ -84,6 +84,13 @@ static void check_case(ProcessGroup* pg, size_t P, size_t max_count, unsigned te
     pg_allgather(pg, shard.data(), full.data(), S);
     check(pg, equal(full.data(), a.data(), padded), "reduce_scatter + allgather == allreduce", P, max_count);
 
+    // reduce-scatter mean: this rank's slice of the sum / N (exact: N is a power of two)
+    std::vector<float> shard_mean(S, -1.0f);
+    pg_reduce_scatter_mean(pg, mine.data(), shard_mean.data(), S);
+    bool rs_mean_ok = true;
+    for (size_t i = 0; i < S; i++) rs_mean_ok = rs_mean_ok && shard_mean[i] == expected[off + i] / (float)N;
+    check(pg, rs_mean_ok, "reduce_scatter_mean == this rank's slice of the sum / N", P, max_count);
+
     // the same in place, as the trainers use them: grads -> grads + off, params + off -> params
     std::vector<float> g = mine;
     pg_reduce_scatter_sum(pg, g.data(), g.data() + off, S);
@@ -127,10 +134,10 @@ static int run_collectives(ProcessGroup* pg) {
     pg_check_same(pg, 124475904, "the parameter count"); // fails (aborting) if broken
     pg_barrier(pg);
     if (pg->rank == 0) {
-        printf(
-            "%d ranks: %u cases of allreduce sum/mean, reduce-scatter, allgather (also in place), broadcast "
-            "with chunk limits INT_MAX..1; scalar sums\n",
-            N, test_case);
+        printf("%d ranks: %u cases of allreduce sum/mean, reduce-scatter sum/mean, allgather (also in "
+               "place), broadcast "
+               "with chunk limits INT_MAX..1; scalar sums\n",
+               N, test_case);
     }
     // every rank reports; the total of failures decides
     int failures = (int)pg_allreduce_sum_double(pg, num_failures);
