@@ -1,0 +1,198 @@
+// checkpoint.h: the GPT-2 model file (llm.c's format), the model's configuration and its parameter table.
+//
+// Model file = int32 header of 256 slots, then the parameters:
+//   header[0] = 20240326 (magic)   header[1] = 3 (fp32 parameters) or 5 (bf16 parameters)
+//   header[2] = maxT   header[3] = V   header[4] = L   header[5] = NH   header[6] = C   header[7] = Vp
+//   then, little-endian, in this order and shape (Linear weights stored (out, in)):
+//   wte (Vp,C) wpe (maxT,C) ln1w (L,C) ln1b (L,C) qkvw (L,3C,C) qkvb (L,3C) attprojw (L,C,C) attprojb (L,C)
+//   ln2w (L,C) ln2b (L,C) fcw (L,4C,C) fcb (L,4C) fcprojw (L,C,4C) fcprojb (L,C) lnfw (C) lnfb (C)
+// Rows V..Vp-1 of wte are padding: zero, never indexed by a token, ignored by the loss.
+//
+// Both trainers use the table below, so the CPU and GPU lay out parameters identically.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "llmc/utils.h"
+
+constexpr int MODEL_MAGIC = 20240326;
+constexpr int MODEL_VERSION_FP32 = 3;
+constexpr int MODEL_VERSION_BF16 = 5;
+constexpr int HEADER_SLOTS = 256;
+
+struct GPT2Config {
+    int max_seq_len;       // maxT: the longest sequence the position embedding covers
+    int vocab_size;        // V: real vocabulary (50257 for GPT-2)
+    int padded_vocab_size; // Vp: V rounded up to a multiple of 128 (50304), for aligned matmuls
+    int num_layers;        // L
+    int num_heads;         // NH
+    int channels;          // C
+};
+
+constexpr int NUM_PARAMETER_TENSORS = 16;
+inline const char* const PARAMETER_NAMES[NUM_PARAMETER_TENSORS] = {
+    "wte",  "wpe",  "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw", "lnfb"};
+
+// Number of elements of each parameter tensor, in file order.
+inline void gpt2_parameter_sizes(const GPT2Config& c, size_t sizes[NUM_PARAMETER_TENSORS]) {
+    size_t Vp = c.padded_vocab_size, C = c.channels, maxT = c.max_seq_len, L = c.num_layers;
+    sizes[0] = Vp * C;           // wte
+    sizes[1] = maxT * C;         // wpe
+    sizes[2] = L * C;            // ln1w
+    sizes[3] = L * C;            // ln1b
+    sizes[4] = L * (3 * C) * C;  // qkvw
+    sizes[5] = L * (3 * C);      // qkvb
+    sizes[6] = L * C * C;        // attprojw
+    sizes[7] = L * C;            // attprojb
+    sizes[8] = L * C;            // ln2w
+    sizes[9] = L * C;            // ln2b
+    sizes[10] = L * (4 * C) * C; // fcw
+    sizes[11] = L * (4 * C);     // fcb
+    sizes[12] = L * C * (4 * C); // fcprojw
+    sizes[13] = L * C;           // fcprojb
+    sizes[14] = C;               // lnfw
+    sizes[15] = C;               // lnfb
+}
+
+inline size_t gpt2_num_parameters(const GPT2Config& c) {
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    gpt2_parameter_sizes(c, sizes);
+    size_t n = 0;
+    for (size_t s : sizes) n += s;
+    return n;
+}
+
+// Weight decay applies to the 2-D weight matrices only: wte, wpe, qkvw, attprojw, fcw, fcprojw.
+inline bool parameter_is_matrix(int tensor) {
+    return tensor == 0 || tensor == 1 || tensor == 4 || tensor == 6 || tensor == 10 || tensor == 12;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// model descriptors for training from scratch: "d12" etc.
+// Width rule: the GPT-2 family for d12/d24/d36/d48 (C = 768/1024/1280/1600, head size 64); any other
+// depth L gets C = 64*L and NH = L (head size 64), e.g. d2 -> C=128, NH=2; d6 -> C=384, NH=6.
+inline bool gpt2_config_from_descriptor(const char* desc, GPT2Config* c) {
+    if (desc[0] != 'd' || desc[1] == '\0') return false;
+    char* end = nullptr;
+    long depth = strtol(desc + 1, &end, 10);
+    if (*end != '\0' || depth < 1 || depth > 96) return false;
+    c->num_layers = (int)depth;
+    switch (depth) {
+    case 12: c->channels = 768, c->num_heads = 12; break;
+    case 24: c->channels = 1024, c->num_heads = 16; break;
+    case 36: c->channels = 1280, c->num_heads = 20; break;
+    case 48: c->channels = 1600, c->num_heads = 25; break;
+    default: c->channels = 64 * (int)depth, c->num_heads = (int)depth;
+    }
+    c->max_seq_len = 1024;
+    c->vocab_size = 50257;
+    c->padded_vocab_size = 50304;
+    return true;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// bf16 <-> fp32 on the host (bf16 = the top 16 bits of an fp32)
+
+inline float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+// round to nearest, ties to even; NaN stays NaN
+inline uint16_t float_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof(bits));
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+    uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)((bits + rounding) >> 16);
+}
+
+// ----------------------------------------------------------------------------------------------------
+// reading and writing model files
+
+// Reads and validates the header; fails with a message naming the file on any inconsistency,
+// including a file whose size disagrees with the sizes the header declares.
+inline void checkpoint_read_header(const char* path, GPT2Config* config, int* version) {
+    int header[HEADER_SLOTS];
+    {
+        File f(path, "rb");
+        f.read(header, sizeof(int), HEADER_SLOTS, "the 1024-byte model header");
+    }
+    if (header[0] != MODEL_MAGIC) {
+        fail("'%s' is not a GPT-2 model file: expected magic %d, got %d", path, MODEL_MAGIC, header[0]);
+    }
+    if (header[1] != MODEL_VERSION_FP32 && header[1] != MODEL_VERSION_BF16) {
+        fail("'%s': unsupported model file version %d (expected %d for fp32 or %d for bf16)", path, header[1],
+             MODEL_VERSION_FP32, MODEL_VERSION_BF16);
+    }
+    *version = header[1];
+    config->max_seq_len = header[2];
+    config->vocab_size = header[3];
+    config->num_layers = header[4];
+    config->num_heads = header[5];
+    config->channels = header[6];
+    config->padded_vocab_size = header[7];
+    const GPT2Config& c = *config;
+    if (c.max_seq_len <= 0 || c.vocab_size <= 0 || c.num_layers <= 0 || c.num_heads <= 0 || c.channels <= 0 ||
+        c.padded_vocab_size < c.vocab_size || c.channels % c.num_heads != 0) {
+        fail("'%s': inconsistent model header: maxT=%d V=%d L=%d NH=%d C=%d Vp=%d (expected all positive, "
+             "Vp >= V and C divisible by NH)",
+             path, c.max_seq_len, c.vocab_size, c.num_layers, c.num_heads, c.channels, c.padded_vocab_size);
+    }
+    size_t bytes_per = (*version == MODEL_VERSION_FP32) ? 4 : 2;
+    size_t expected = HEADER_SLOTS * sizeof(int) + gpt2_num_parameters(c) * bytes_per;
+    size_t actual = file_size_check(path);
+    if (actual != expected) {
+        fail("'%s': the header declares %zu parameters (%zu bytes with the header) but the file has %zu bytes",
+             path, gpt2_num_parameters(c), expected, actual);
+    }
+}
+
+// Reads all parameters as fp32 (converting from bf16 for version 5 files) into params[num_params].
+inline void checkpoint_read_parameters(const char* path, int version, float* params, size_t num_params) {
+    File f(path, "rb");
+    fseek_check(f.fp, HEADER_SLOTS * sizeof(int), SEEK_SET, path);
+    if (version == MODEL_VERSION_FP32) {
+        f.read(params, sizeof(float), num_params, "fp32 parameters");
+    } else {
+        uint16_t* tmp = (uint16_t*)malloc_check(num_params * sizeof(uint16_t), "bf16 parameters");
+        f.read(tmp, sizeof(uint16_t), num_params, "bf16 parameters");
+        for (size_t i = 0; i < num_params; i++) params[i] = bf16_to_float(tmp[i]);
+        free(tmp);
+    }
+}
+
+inline void fill_model_header(int header[HEADER_SLOTS], const GPT2Config& c, int version) {
+    memset(header, 0, HEADER_SLOTS * sizeof(int));
+    header[0] = MODEL_MAGIC;
+    header[1] = version;
+    header[2] = c.max_seq_len;
+    header[3] = c.vocab_size;
+    header[4] = c.num_layers;
+    header[5] = c.num_heads;
+    header[6] = c.channels;
+    header[7] = c.padded_vocab_size;
+}
+
+// Writes a model file atomically (temporary name + rename): fp32 (version 3) or bf16 (version 5).
+inline void checkpoint_write(const char* path, const GPT2Config& c, const float* params, size_t num_params,
+                             bool bf16) {
+    int header[HEADER_SLOTS];
+    fill_model_header(header, c, bf16 ? MODEL_VERSION_BF16 : MODEL_VERSION_FP32);
+    AtomicFile f(path);
+    f.write(header, sizeof(int), HEADER_SLOTS);
+    if (!bf16) {
+        f.write(params, sizeof(float), num_params);
+    } else {
+        uint16_t* tmp = (uint16_t*)malloc_check(num_params * sizeof(uint16_t), "bf16 parameters");
+        for (size_t i = 0; i < num_params; i++) tmp[i] = float_to_bf16(params[i]);
+        f.write(tmp, sizeof(uint16_t), num_params);
+        free(tmp);
+    }
+    f.commit();
+}

@@ -1,0 +1,107 @@
+// matmul_cpu.h: the two fp32 matrix-multiply kernels of the CPU trainer: where nearly all its time goes.
+//
+// A transformer layer's matmuls come in three shapes (BT = B*T rows, C inputs, OC outputs):
+//   forward           out  (BT,OC) = inp (BT,C) . weight(OC,C)^T   -> matmul_dot_kernel   (rows x rows)
+//   backward, input   dinp (BT,C) += dout(BT,OC) . weight(OC,C)    -> matmul_axpy_kernel  (broadcast form)
+//   backward, weight  dw  (OC,C) += dout(BT,OC)^T . inp (BT,C)     -> matmul_axpy_kernel  (broadcast form)
+// Both kernels hold a 12-accumulator register tile (each accumulator a vector of 8 floats: one AVX2 register;
+// GCC's vector extension lowers it to whatever the target has), so every vector loaded from memory feeds
+// several FMAs. They are cache-blocked so the data a tile reuses stays in L1/L2, and threaded with OpenMP
+// over independent output tiles (no two threads write the same element, so results do not depend on timing).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+
+typedef float vec8 __attribute__((vector_size(32)));
+
+static inline vec8 load8(const float* p) {
+    vec8 v;
+    memcpy(&v, p, sizeof(v)); // an unaligned vector load
+    return v;
+}
+static inline void store8(float* p, vec8 v) { memcpy(p, &v, sizeof(v)); }
+static inline vec8 splat8(float x) { return vec8{x, x, x, x, x, x, x, x}; }
+static inline float hsum8(vec8 v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+// ----------------------------------------------------------------------------------------------------
+// out(M,N) = (accumulate ? out : bias or 0) + A(M,K) . W(N,K)^T, every row of A and W contiguous, K % 8 == 0.
+// Tile: 4 rows of A x 3 rows of W = 12 dot products, each a vector accumulator of 8 partial sums along K.
+// K is cut into panels of KC so a tile's 7 rows (7 KiB) stay in L1 while the panel's W block stays in L2.
+static void matmul_dot_kernel(float* out, const float* A, const float* W, const float* bias, int M, int N, int K) {
+    constexpr int TM = 4, TN = 3, KC = 256, BM = 32, BN = 48; // BN is a multiple of TN, BM of TM
+    const int mblocks = (M + BM - 1) / BM, nblocks = (N + BN - 1) / BN;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        const int k1 = std::min(K, k0 + KC);
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int mb = 0; mb < mblocks; mb++) {
+            for (int nb = 0; nb < nblocks; nb++) {
+                const int mend = std::min(M, (mb + 1) * BM), nend = std::min(N, (nb + 1) * BN);
+                for (int m = mb * BM; m < mend; m += TM) {
+                    // rows past the end repeat the last row; their results are computed but not stored
+                    const float* a[TM];
+                    for (int i = 0; i < TM; i++) a[i] = A + (size_t)std::min(m + i, M - 1) * K;
+                    for (int n = nb * BN; n < nend; n += TN) {
+                        const float* w[TN];
+                        for (int j = 0; j < TN; j++) w[j] = W + (size_t)std::min(n + j, N - 1) * K;
+                        vec8 acc[TM][TN] = {};
+                        for (int k = k0; k < k1; k += 8) {
+                            vec8 av[TM], wv[TN];
+                            for (int i = 0; i < TM; i++) av[i] = load8(a[i] + k);
+                            for (int j = 0; j < TN; j++) wv[j] = load8(w[j] + k);
+                            for (int i = 0; i < TM; i++)
+                                for (int j = 0; j < TN; j++) acc[i][j] += av[i] * wv[j];
+                        }
+                        for (int i = 0; i < TM && m + i < M; i++) {
+                            for (int j = 0; j < TN && n + j < N; j++) {
+                                float* o = out + (size_t)(m + i) * N + (n + j);
+                                float start = (k0 > 0) ? *o : (bias ? bias[n + j] : 0.0f);
+                                *o = start + hsum8(acc[i][j]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// Out(R,N) += sum_j A(r,j) * Bm(j,N) for j in [0,J), where A(r,j) = A[r*a_row + j*a_col] (so A may be
+// read transposed) and Bm is row-major with leading dimension ldb; Out has leading dimension ldo; N % 16 == 0.
+// Tile: 6 rows x 16 columns = 12 vector accumulators; per j, two vector loads of Bm feed 12 FMAs with 6
+// broadcast scalars of A. J is cut into panels of JC so the 16-column strip of Bm stays in L1/L2.
+static void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_t a_row, size_t a_col, const float* Bm,
+                               int ldb, int R, int N, int J) {
+    constexpr int TR = 6, JC = 512;
+    const int rtiles = (R + TR - 1) / TR, strips = N / 16;
+    for (int j0 = 0; j0 < J; j0 += JC) {
+        const int j1 = std::min(J, j0 + JC);
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int s = 0; s < strips; s++) {
+            for (int rt = 0; rt < rtiles; rt++) {
+                const int c = s * 16, r0 = rt * TR;
+                int rows[TR]; // rows past the end repeat the last row and are not stored
+                for (int i = 0; i < TR; i++) rows[i] = std::min(r0 + i, R - 1);
+                vec8 acc[TR][2] = {};
+                for (int j = j0; j < j1; j++) {
+                    const float* b = Bm + (size_t)j * ldb + c;
+                    vec8 b0 = load8(b), b1 = load8(b + 8);
+                    for (int i = 0; i < TR; i++) {
+                        vec8 a = splat8(A[rows[i] * a_row + j * a_col]);
+                        acc[i][0] += a * b0;
+                        acc[i][1] += a * b1;
+                    }
+                }
+                for (int i = 0; i < TR && r0 + i < R; i++) {
+                    float* o = Out + (size_t)(r0 + i) * ldo + c;
+                    store8(o, load8(o) + acc[i][0]);
+                    store8(o + 8, load8(o + 8) + acc[i][1]);
+                }
+            }
+        }
+    }
+}

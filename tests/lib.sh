@@ -1,0 +1,26 @@
+# Shared by the test scripts: the Python that has torch, and the reference files made by train_gpt2.py.
+PY=/usr/bin/python3
+if ! "$PY" -c "import torch, numpy" 2>/dev/null; then
+    echo "error: $PY cannot import torch and numpy: install python3-torch python3-numpy (apt-get)" >&2
+    exit 1
+fi
+
+# (Re)make the PyTorch reference model + debug state files under build/test/ when missing or older than
+# train_gpt2.py. The tiny configuration has a 64-token vocabulary; gpt2v has GPT-2's, L=2 C=128 NH=4.
+make_reference_states() {
+    mkdir -p build/test
+    local tiny="--vocab-size 64 --padded-vocab 128 --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 -B 4 -T 16"
+    if [ ! build/test/tiny_state.bin -nt train_gpt2.py ]; then
+        $PY train_gpt2.py $tiny --write-model build/test/tiny_model.bin --write-state build/test/tiny_state.bin >/dev/null
+    fi
+    if [ ! build/test/tiny_state_bf16.bin -nt train_gpt2.py ]; then
+        $PY train_gpt2.py $tiny --round-to-bf16 --model-dtype bf16 --write-model build/test/tiny_model_bf16.bin \
+            --write-state build/test/tiny_state_bf16.bin >/dev/null
+    fi
+    if [ ! build/test/gpt2v_state.bin -nt train_gpt2.py ]; then
+        make -s data
+        $PY train_gpt2.py --n-layer 2 --n-head 4 --n-embd 128 --block-size 64 -B 4 -T 64 \
+            --tokens data/tinyshakespeare/tiny_shakespeare_val.bin \
+            --write-model build/test/gpt2v_model.bin --write-state build/test/gpt2v_state.bin >/dev/null
+    fi
+}
