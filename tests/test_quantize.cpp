@@ -4,6 +4,7 @@
 // plus a small fp32 slack (1e-6 * a: the rounding of y = x/a, of y*127 and of the dequant product are
 // each at most one ulp, ~6e-8 relative), so a real error in the scheme (a wrong code, a wrong absmax,
 // an off-by-one in the block grid) is far above the tolerance.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
