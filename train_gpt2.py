@@ -368,6 +368,8 @@ def parse_args(argv=None):
                    help="round the initial weights to bf16-representable values before computing anything, so "
                    "that a bf16 checkpoint holds exactly the weights of the state")  # fmt: skip
     p.add_argument("--sdpa", action="store_true", help="use F.scaled_dot_product_attention where available")
+    p.add_argument("--device", default="cpu", help="where the math runs: cpu (default) or cuda; the init and "
+                   "the batch are drawn on the CPU either way, so the files differ only by round-off")  # fmt: skip
     p.add_argument("--write-model", default=None, metavar="PATH", help="write the initial weights here")
     p.add_argument("--write-state", default=None, metavar="PATH", help="write the debug state here")
     p.add_argument("--write-final-model", default=None, metavar="PATH",
@@ -387,6 +389,8 @@ def parse_args(argv=None):
         fail(f"-T {args.T} must not exceed --block-size {args.block_size}")
     if args.adamw_steps < 0:
         fail(f"--adamw-steps must be >= 0, got {args.adamw_steps}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {args.device}: torch.cuda.is_available() is False")
     return args
 
 
@@ -410,8 +414,8 @@ def main(argv=None):
         tokens = read_tokens(args.tokens, B * T + 1, V)
     else:
         tokens = torch.randint(0, V, (B * T + 1,), generator=gen)
-    x = tokens[:-1].view(B, T).clone()
-    y = tokens[1:].view(B, T).clone()
+    x = tokens[:-1].view(B, T).to(args.device)
+    y = tokens[1:].view(B, T).to(args.device)
 
     # the model: drawn in float32 from the same generator, then cast up for the math
     model = GPT(config)
@@ -421,10 +425,11 @@ def main(argv=None):
             for p in model.parameters():
                 p.copy_(p.to(torch.bfloat16).float())
     initial_fp32 = [t.numpy().copy() for t in checkpoint_tensors(model, lambda p: p.detach())]
-    model.to(dtype)
+    model.to(args.device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"config: V={V} Vp={Vp} L={config.n_layer} NH={config.n_head} C={config.n_embd} "
-          f"maxT={config.block_size} B={B} T={T} seed={args.seed} dtype={args.compute_dtype}")  # fmt: skip
+          f"maxT={config.block_size} B={B} T={T} seed={args.seed} dtype={args.compute_dtype} "
+          f"device={args.device}")  # fmt: skip
     print(f"parameters: {n_params} (unpadded)")
     if args.sdpa and not hasattr(F, "scaled_dot_product_attention"):
         print(f"note: --sdpa needs PyTorch >= 2.0 (this is {torch.__version__}); using the explicit attention")
@@ -433,8 +438,8 @@ def main(argv=None):
     logits, loss = forward_backward(model, x, y)
     loss0 = loss.item()
     print(f"loss: {loss0:.6f}")
-    logits_fp32 = logits.detach().float().numpy()
-    grads_fp32 = [t.float().numpy().copy() for t in checkpoint_tensors(model, lambda p: p.grad)]
+    logits_fp32 = logits.detach().float().cpu().numpy()
+    grads_fp32 = [t.float().cpu().numpy().copy() for t in checkpoint_tensors(model, lambda p: p.grad)]
 
     # NSTEPS AdamW steps on the same batch; loss i is computed before update i (so losses[0] == loss)
     opt = AdamW(model.parameters())
@@ -450,10 +455,10 @@ def main(argv=None):
         write_model(args.write_model, config, Vp, initial_fp32, args.model_dtype)
         print(f"wrote {args.write_model} ({args.model_dtype})")
     if args.write_state:
-        write_state(args.write_state, x.numpy(), y.numpy(), logits_fp32, loss0, grads_fp32, Vp, losses)
+        write_state(args.write_state, x.cpu().numpy(), y.cpu().numpy(), logits_fp32, loss0, grads_fp32, Vp, losses)
         print(f"wrote {args.write_state}")
     if args.write_final_model:
-        final_fp32 = [t.float().numpy() for t in checkpoint_tensors(model, lambda p: p.detach())]
+        final_fp32 = [t.float().cpu().numpy() for t in checkpoint_tensors(model, lambda p: p.detach())]
         write_model(args.write_final_model, config, Vp, final_fp32, "fp32")
         print(f"wrote {args.write_final_model} (fp32, after {args.adamw_steps} AdamW steps)")
 
