@@ -11,7 +11,8 @@ The math runs in float64 by default (--compute-dtype) and is written as float32:
 error is then far below the tolerances the tests apply to fp32/bf16 code. The initial weights are drawn in
 float32, so the float64 model starts from exactly the values in the fp32 checkpoint.
 
-Runs with PyTorch 1.13 (Debian) and 2.x. Reading order: the model (a page, like nanoGPT), the AdamW of the
+Runs with PyTorch 1.13 (Debian, CPU) and 2.x (--device cuda runs the float64 math on a GPU; --sdpa picks
+F.scaled_dot_product_attention). GPT-2 124M (the defaults) takes ~2 CPU-minutes per step. Reading order: the model (a page, like nanoGPT), the AdamW of the
 debug state, the llm.c file formats, main. dev/bench/bench_pytorch_gpt2.py imports the model from here.
 
 Example:
