@@ -12,8 +12,9 @@ error is then far below the tolerances the tests apply to fp32/bf16 code. The in
 float32, so the float64 model starts from exactly the values in the fp32 checkpoint.
 
 Runs with PyTorch 1.13 (Debian, CPU) and 2.x (--device cuda runs the float64 math on a GPU; --sdpa picks
-F.scaled_dot_product_attention). GPT-2 124M (the defaults) takes ~2 CPU-minutes per step. Reading order: the model (a page, like nanoGPT), the AdamW of the
-debug state, the llm.c file formats, main. dev/bench/bench_pytorch_gpt2.py imports the model from here.
+F.scaled_dot_product_attention). GPT-2 124M (the defaults) takes ~2 CPU-minutes per step.
+Reading order: the model (a page, like nanoGPT), the AdamW of the debug state, the llm.c file formats, main.
+dev/bench/bench_pytorch_gpt2.py imports the model from here.
 
 Example:
   python3 train_gpt2.py --vocab-size 64 --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 -B 4 -T 16 \\
