@@ -160,7 +160,7 @@ inline void dynamic_map_decade(double* levels, int* count, int e, int K, double 
     for (int k = 0; k < K; k++) levels[(*count)++] = sign * pow(10.0, -e) * (0.1 + 0.9 * (k + 1) / K);
 }
 
-inline int compare_doubles(const void* a, const void* b) {
+inline int quant_compare_doubles(const void* a, const void* b) {
     double x = *(const double*)a, y = *(const double*)b;
     return (x > y) - (x < y);
 }
@@ -179,19 +179,19 @@ inline Codebook build_dynamic_map(bool is_signed) {
         for (int e = 0; e <= 7; e++) dynamic_map_decade(levels, &count, e, 1 << (7 - e), 1.0);
     }
     if (count != CODEBOOK_MAX) fail("dynamic map has %d levels, expected 256", count);
-    qsort(levels, count, sizeof(double), compare_doubles);
+    qsort(levels, count, sizeof(double), quant_compare_doubles);
     return codebook_from_levels(levels, count);
 }
 
 // standard normal CDF and its inverse (bisection: 200 halvings of [-40, 40] reach double resolution)
-inline double normal_cdf(double x) {
+inline double quant_normal_cdf(double x) {
     return 0.5 * erfc(-x / sqrt(2.0));
 }
-inline double normal_cdf_inverse(double p) {
+inline double quant_normal_cdf_inverse(double p) {
     double lo = -40.0, hi = 40.0;
     for (int it = 0; it < 200; it++) {
         double mid = 0.5 * (lo + hi);
-        if (normal_cdf(mid) < p)
+        if (quant_normal_cdf(mid) < p)
             lo = mid;
         else
             hi = mid;
@@ -203,13 +203,15 @@ inline Codebook build_nf4_map() {
     const double delta = 0.5 * ((1.0 - 1.0 / 30.0) + (1.0 - 1.0 / 32.0)); // 0.9677083...
     double levels[16];
     int count = 0;
-    const double top = normal_cdf_inverse(delta);
-    for (int k = 0; k < 8; k++) levels[count++] = normal_cdf_inverse(delta - (delta - 0.5) * k / 8.0) / top;
-    for (int k = 0; k < 7; k++) levels[count++] = -normal_cdf_inverse(delta - (delta - 0.5) * k / 7.0) / top;
+    const double top = quant_normal_cdf_inverse(delta);
+    for (int k = 0; k < 8; k++)
+        levels[count++] = quant_normal_cdf_inverse(delta - (delta - 0.5) * k / 8.0) / top;
+    for (int k = 0; k < 7; k++)
+        levels[count++] = -quant_normal_cdf_inverse(delta - (delta - 0.5) * k / 7.0) / top;
     levels[count++] = 0.0;
     levels[0] = 1.0; // exactly (it is top / top)
     levels[8] = -1.0;
-    qsort(levels, count, sizeof(double), compare_doubles);
+    qsort(levels, count, sizeof(double), quant_compare_doubles);
     return codebook_from_levels(levels, count);
 }
 
@@ -240,7 +242,7 @@ inline double codebook_half_gap(const Codebook& cb, double y) {
 // ----------------------------------------------------------------------------------------------------
 // block absmax (CPU). Returns false when the block holds a NaN or Inf.
 
-inline bool block_absmax(const float* x, size_t count, float* absmax) {
+inline bool quant_block_absmax(const float* x, size_t count, float* absmax) {
     float a = 0.0f;
     bool finite = true;
     for (size_t i = 0; i < count; i++) {
@@ -281,7 +283,7 @@ inline int64_t quantize_absmax_int8(const float* x, size_t n, size_t block_size,
         const size_t start = b * block_size;
         const size_t count = (start + block_size <= n) ? block_size : n - start;
         float a;
-        if (block_absmax(x + start, count, &a)) {
+        if (quant_block_absmax(x + start, count, &a)) {
             absmax[b] = a;
             for (size_t i = 0; i < count; i++) codes[start + i] = quantize_int8_value(x[start + i], a);
         } else {
@@ -321,7 +323,7 @@ inline int64_t quantize_codebook(const float* x, size_t n, size_t block_size, co
         const size_t start = b * block_size;
         const size_t count = (start + block_size <= n) ? block_size : n - start;
         float a;
-        if (block_absmax(x + start, count, &a)) {
+        if (quant_block_absmax(x + start, count, &a)) {
             absmax[b] = a;
             for (size_t i = 0; i < count; i++) {
                 codes[start + i] =
@@ -363,7 +365,7 @@ inline int64_t quantize_nf4(const float* x, size_t n, size_t block_size, uint8_t
         const size_t start = b * block_size;
         const size_t count = (start + block_size <= n) ? block_size : n - start;
         float a;
-        const bool finite = block_absmax(x + start, count, &a);
+        const bool finite = quant_block_absmax(x + start, count, &a);
         absmax[b] = finite ? a : NAN;
         if (!finite && (int64_t)b < bad) bad = (int64_t)b;
         for (size_t i = 0; i < count; i += 2) {

@@ -267,10 +267,10 @@ static void test_dynamic_maps() {
 static void test_nf4() {
     // inverse normal CDF against known quantiles (Phi^-1(0.975) = 1.959963984540054,
     // Phi^-1(0.8413447460685429) = 1)
-    check(fabs(normal_cdf_inverse(0.975) - 1.959963984540054) < 1e-12 &&
-              fabs(normal_cdf_inverse(0.8413447460685429) - 1.0) < 1e-12,
-          "normal_cdf_inverse at 0.975 and Phi(1)", fabs(normal_cdf_inverse(0.975) - 1.959963984540054),
-          1e-12);
+    check(fabs(quant_normal_cdf_inverse(0.975) - 1.959963984540054) < 1e-12 &&
+              fabs(quant_normal_cdf_inverse(0.8413447460685429) - 1.0) < 1e-12,
+          "quant_normal_cdf_inverse at 0.975 and Phi(1)",
+          fabs(quant_normal_cdf_inverse(0.975) - 1.959963984540054), 1e-12);
     const Codebook& cb = nf4_map();
     // QLoRA's published NF4 table (Dettmers et al. 2023, appendix / bitsandbytes)
     const double published[16] = {-1.0,
