@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -372,7 +373,17 @@ static void test_nf4() {
     check(worst2 <= 1.0, "NF4 + double quant: max |x-deq| / (a*half-gap + |a - a'|)", worst2, 1.0);
 }
 
-int main() {
+int main(int argc, char** argv) {
+    if (argc == 2 && strcmp(argv[1], "--nan-block-3") == 0) {
+        // for tests/test_quantize.sh: quantize_check_status must fail, naming block 3
+        std::vector<float> x(64 * 5, 1.0f);
+        x[3 * 64 + 9] = NAN;
+        std::vector<int8_t> codes(x.size());
+        std::vector<float> absmax(5);
+        quantize_check_status(quantize_absmax_int8(x.data(), x.size(), 64, codes.data(), absmax.data()),
+                              "test tensor");
+        return 0; // not reached when the check works
+    }
     for (size_t bs : {64, 256, 2048, 4096}) {
         test_int8_roundtrip(100003, bs, (uint32_t)bs); // not a multiple of any block size: partial last block
         test_int8_roundtrip(4 * bs, bs, (uint32_t)bs + 1);
