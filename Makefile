@@ -170,6 +170,20 @@ CUDA_BINS += dev/cuda/attention_check dev/cuda/attention_check_fp32
 tests/test_flash_tiling: tests/test_flash_tiling.cpp
 	$(CXX) $(CXXFLAGS) -o $@ $< $(LDLIBS)
 TEST_BINS += tests/test_flash_tiling
+# the kernels' own code run on the CPU (host stand-ins for cuda_common.h and mma.h, one fiber per CUDA
+# thread); the header copy drops the <<<...>>> launch syntax, which only nvcc parses
+ATTENTION_SIM_DEPS := dev/cuda/attention_sim/attention_sim.cpp dev/cuda/attention_sim/llmc/cuda_common.h \
+	dev/cuda/attention_sim/mma.h build/attention_sim/attention_sim.cuh $(HEADERS)
+ATTENTION_SIM_FLAGS := -std=c++17 -O2 -Wall -Wextra -Wno-unknown-pragmas -Wno-unused-parameter \
+	-Wno-unused-variable -Idev/cuda/attention_sim -Ibuild/attention_sim -I.
+build/attention_sim/attention_sim.cuh: llmc/attention.cuh
+	@mkdir -p $(dir $@)
+	sed -E 's/<<<[^>]*>>>//' $< > $@
+build/attention_sim_bf16: $(ATTENTION_SIM_DEPS)
+	$(CXX) $(ATTENTION_SIM_FLAGS) -o $@ $<
+build/attention_sim_fp32: $(ATTENTION_SIM_DEPS)
+	$(CXX) $(ATTENTION_SIM_FLAGS) -DENABLE_FP32 -o $@ $<
+TEST_BINS += build/attention_sim_bf16 build/attention_sim_fp32
 
 # layer kernels: encoder, layernorm, gelu, matmul (cuBLASLt), fused classifier, AdamW, global norm.
 # dev/cuda/<layer>_check compares each kernel with a CPU reference on a GPU (BF16 build, plus an

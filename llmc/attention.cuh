@@ -169,19 +169,6 @@ template <int N> struct AttWarpAcc {
             for (int i = 0; i < N / WARP_SIZE; i++) v[r][i] = 0.f;
 #endif
     }
-    __device__ void scale(float s) {
-#if !defined(ENABLE_FP32)
-#pragma unroll
-        for (int n = 0; n < N / 16; n++)
-#pragma unroll
-            for (int e = 0; e < frag[n].num_elements; e++) frag[n].x[e] *= s;
-#else
-#pragma unroll
-        for (int r = 0; r < 16; r++)
-#pragma unroll
-            for (int i = 0; i < N / WARP_SIZE; i++) v[r][i] *= s;
-#endif
-    }
     // from / to a (16, N) fp32 block of shared memory with row stride ld
     __device__ void load(const float* p, int ld) {
 #if !defined(ENABLE_FP32)
