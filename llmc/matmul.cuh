@@ -71,6 +71,9 @@ struct MatmulContext {
     cublasLtMatmulPreference_t preference = nullptr;
     MatmulPlan plans[MATMUL_CACHE_SIZE];
     int num_plans = 0;
+    // use the cuBLASLt GELU epilogues (GELU_AUX(_BIAS) forward, DGELU backward); false: plain matmul
+    // plus the separate kernels of gelu.cuh (the fallback, also taken when cuBLASLt has no algorithm)
+    bool fuse_gelu = true;
 };
 
 inline void matmul_context_init(MatmulContext* ctx) {
@@ -234,8 +237,8 @@ inline void matmul_forward(MatmulContext* ctx, floatX* out, const floatX* inp, c
     if (pre_gelu != nullptr) {
         const cublasLtEpilogue_t fused =
             bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
-        if (matmul_cublaslt(ctx, out, weight, inp, bias, pre_gelu, OC, BT, C, true, false, false, fused,
-                            stream)) {
+        if (ctx->fuse_gelu && matmul_cublaslt(ctx, out, weight, inp, bias, pre_gelu, OC, BT, C, true, false,
+                                              false, fused, stream)) {
             return;
         }
         // no fused algorithm: matmul into pre_gelu, then a separate GELU pass
@@ -293,7 +296,7 @@ inline void matmul_backward(MatmulContext* ctx, floatX* dinp, floatX* dweight, f
     matmul_check_shapes(C, OC, "matmul_backward");
     // dinp (BT,C) = dout (BT,OC) W (OC,C)  [* gelu'(pre_gelu)]
     bool done = false;
-    if (pre_gelu != nullptr) {
+    if (pre_gelu != nullptr && ctx->fuse_gelu) {
         done = matmul_cublaslt(ctx, dinp, weight, dout, nullptr, pre_gelu, C, BT, OC, false, false, false,
                                CUBLASLT_EPILOGUE_DGELU, stream);
     }

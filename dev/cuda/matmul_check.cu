@@ -226,6 +226,13 @@ int main() {
     MatmulContext ctx;
     matmul_context_init(&ctx);
 
+    // the separate-kernel GELU path first (what runs when cuBLASLt has no fused algorithm), then fused
+    ctx.fuse_gelu = false;
+    printf("=== GELU as separate kernels (MatmulContext::fuse_gelu = false)\n");
+    check_forward(&ctx, 200, 768, 3072, true, true, rng);
+    check_backward(&ctx, 128, 3072, 768, true, true, rng);
+    ctx.fuse_gelu = true;
+    printf("=== GELU fused into cuBLASLt epilogues where cuBLASLt has an algorithm\n");
     check_forward(&ctx, 64, 64, 192, true, false, rng);
     check_forward(&ctx, 64, 64, 192, false, true, rng);
     check_forward(&ctx, 200, 768, 3072, true, true, rng); // fc: bias + GELU epilogue
@@ -242,6 +249,14 @@ int main() {
     time_shape(&ctx, "fc_proj (8192, 3072 -> 768) dgelu", BT, 3072, 768, true, false, true);
     time_shape(&ctx, "lm_head (8192, 768 -> 50304)", BT, 768, 50304, false, false, false);
     printf("matmul cache: %d plans\n", ctx.num_plans);
+    for (int i = 0; i < ctx.num_plans; i++) {
+        const MatmulPlan& p = ctx.plans[i];
+        if (matmul_epilogue_has_aux(p.key.epilogue)) {
+            printf("     GELU epilogue %d, m=%d n=%d k=%d: %s\n", (int)p.key.epilogue, p.key.m, p.key.n,
+                   p.key.k,
+                   p.has_algo ? "fused in cuBLASLt" : "no cuBLASLt algorithm, separate GELU kernel used");
+        }
+    }
     matmul_context_free(&ctx);
     return finish("matmul_check");
 }
