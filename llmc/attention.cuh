@@ -291,14 +291,20 @@ __global__ void __launch_bounds__(ATT_THREADS)
     floatX* p_w = (floatX*)s_w; // P over S, row stride ATT_LDP
     float* o_w = o_s + 16 * warp * LDO;
 
+    // softmax work split: lane 2r + half owns row r of the warp's 16, the half-row of scores
+    // [half * HALF, (half + 1) * HALF) and the half-row of outputs [half * HS/2, (half + 1) * HS/2); the
+    // two lanes of a row combine their max and sum with one shuffle each. Each lane walks its columns
+    // starting at an offset of `lane`, which spreads the 32 lanes over the 32 shared-memory banks.
+    constexpr int HALF = ATT_TILE / 2, HALF_HS = HS / 2;
+    const int my_row = lane / 2, half = lane % 2;
+    const int q = row0 + my_row;
+    float* s_row = s_w + my_row * ATT_LDS + half * HALF;
+    floatX* p_row = p_w + my_row * ATT_LDP + half * HALF;
+    float* o_row = o_w + my_row * LDO + half * HALF_HS;
+
     att_load_tile<HS>(q_s, q_g, stride, q0, T);
     for (int i = lane; i < 16 * LDO; i += WARP_SIZE) o_w[i] = 0.f;
-    float m[16], l[16]; // running max (base-2 scaled scores) and sum; every lane holds all 16 rows
-#pragma unroll
-    for (int r = 0; r < 16; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0.f;
-    }
+    float m = -INFINITY, l = 0.f; // running max (of base-2 scaled scores) and sum of row q
     const float scale_log2 = ATT_LOG2E / sqrtf((float)HS);
 
     for (int kt = 0; kt <= qt; kt++) {
@@ -310,34 +316,30 @@ __global__ void __launch_bounds__(ATT_THREADS)
 
         att_warp_abt<HS>(s_w, q_w, LDX, k_s, LDX); // S = Q K^T, unscaled
         __syncwarp();
+        float s[HALF];
+        float mx = -INFINITY;
 #pragma unroll
-        for (int r = 0; r < 16; r++) {
-            const int q = row0 + r;
-            float s[ATT_TILE / WARP_SIZE];
-            float mx = -INFINITY;
-#pragma unroll
-            for (int t = 0; t < ATT_TILE / WARP_SIZE; t++) {
-                const int c = lane + WARP_SIZE * t;
-                s[t] = (k0 + c <= q) ? s_w[r * ATT_LDS + c] * scale_log2 : -INFINITY;
-                mx = fmaxf(mx, s[t]);
-            }
-            // key 0 is in every row's first tile, so m_new is finite from the first tile on
-            const float m_new = fmaxf(m[r], warp_reduce_max(mx));
-            const float alpha = exp2f(m[r] - m_new);
-            float sum = 0.f;
-#pragma unroll
-            for (int t = 0; t < ATT_TILE / WARP_SIZE; t++) {
-                s[t] = exp2f(s[t] - m_new);
-                sum += s[t];
-            }
-            l[r] = alpha * l[r] + warp_reduce_sum(sum);
-            m[r] = m_new;
-            __syncwarp(); // all lanes have read row r of S before P overwrites it
-#pragma unroll
-            for (int t = 0; t < ATT_TILE / WARP_SIZE; t++)
-                p_w[r * ATT_LDP + lane + WARP_SIZE * t] = (floatX)s[t];
-            for (int d = lane; d < HS; d += WARP_SIZE) o_w[r * LDO + d] *= alpha;
+        for (int i = 0; i < HALF; i++) {
+            const int c = (i + lane) % HALF;
+            s[i] = (k0 + half * HALF + c <= q) ? s_row[c] * scale_log2 : -INFINITY;
+            mx = fmaxf(mx, s[i]);
         }
+        // key 0 is in every row's first tile, so m_new is finite from the first tile on
+        const float m_new = fmaxf(m, fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1)));
+        const float alpha = exp2f(m - m_new);
+        float sum = 0.f;
+#pragma unroll
+        for (int i = 0; i < HALF; i++) {
+            s[i] = exp2f(s[i] - m_new);
+            sum += s[i];
+        }
+        l = alpha * l + sum + __shfl_xor_sync(0xffffffff, sum, 1);
+        m = m_new;
+        __syncwarp(); // every lane has read its scores before P overwrites the rows (the other half too)
+#pragma unroll
+        for (int i = 0; i < HALF; i++) p_row[(i + lane) % HALF] = (floatX)s[i];
+#pragma unroll 8
+        for (int i = 0; i < HALF_HS; i++) o_row[(i + lane) % HALF_HS] *= alpha;
         __syncwarp();
         AttWarpAcc<HS> acc; // o += P V
         acc.load(o_w, LDO);
@@ -345,13 +347,10 @@ __global__ void __launch_bounds__(ATT_THREADS)
         acc.store(o_w, LDO);
     }
     __syncwarp();
-#pragma unroll
-    for (int r = 0; r < 16; r++) {
-        const float inv = 1.f / l[r];
-        for (int d = lane; d < HS; d += WARP_SIZE) o_w[r * LDO + d] *= inv;
-        if (lane == 0 && row0 + r < T)
-            lse[((size_t)b * NH + h) * T + row0 + r] = (m[r] + log2f(l[r])) * ATT_LN2;
-    }
+    const float inv = 1.f / l;
+#pragma unroll 8
+    for (int i = 0; i < HALF_HS; i++) o_row[(i + lane) % HALF_HS] *= inv;
+    if (half == 0 && q < T) lse[((size_t)b * NH + h) * T + q] = (m + log2f(l)) * ATT_LN2;
     __syncwarp();
     att_store_rows<HS>(out + (size_t)b * T * C + h * HS, C, o_w, row0, T, 1.f);
 }
