@@ -178,6 +178,23 @@ def init_weights(model, gen):
                 p.zero_()
 
 
+def perturb_for_tests(model, gen):
+    """A harder starting point for the reference tests (--test-init): at GPT-2's init the biases are 0, the
+    LayerNorm weights 1 and the pre-activations tiny, so a dropped bias, a swapped LayerNorm weight/bias or
+    a wrong GELU constant (whose cubic term only matters for |x| ~ 1) change almost nothing. Here every
+    matrix is N(0, 0.1) (pre-activations of order 1), every bias and LayerNorm bias N(0, 0.1), and every
+    LayerNorm weight 1 + N(0, 0.1). The padded vocabulary rows do not exist in this model (wte has V rows)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.empty_like(p).normal_(0.0, 0.1, generator=gen)
+            if p.dim() == 2:
+                p.copy_(noise)
+            elif ".ln_" in name and name.endswith(".weight"):
+                p.add_(noise)
+            else:
+                p.copy_(noise)
+
+
 def block_params(block):
     """The 12 parameters of one block, in checkpoint order: ln1w ln1b qkvw qkvb attprojw attprojb ln2w ln2b
     fcw fcb fcprojw fcprojb."""
@@ -369,6 +386,9 @@ def parse_args(argv=None):
     p.add_argument("--round-to-bf16", action="store_true",
                    help="round the initial weights to bf16-representable values before computing anything, so "
                    "that a bf16 checkpoint holds exactly the weights of the state")  # fmt: skip
+    p.add_argument("--test-init", action="store_true",
+                   help="perturb the init so every formula matters: random biases and LayerNorm weights, "
+                        "matrices N(0,0.1) (see perturb_for_tests)")
     p.add_argument("--sdpa", action="store_true", help="use F.scaled_dot_product_attention where available")
     p.add_argument("--device", default="cpu", help="where the math runs: cpu (default) or cuda; the init and "
                    "the batch are drawn on the CPU either way, so the files differ only by round-off")  # fmt: skip
@@ -422,6 +442,8 @@ def main(argv=None):
     # the model: drawn in float32 from the same generator, then cast up for the math
     model = GPT(config)
     init_weights(model, gen)
+    if args.test_init:
+        perturb_for_tests(model, gen)
     if args.round_to_bf16:
         with torch.no_grad():
             for p in model.parameters():

@@ -104,7 +104,8 @@ inline void pg_abort_if_not_finalized() {
     int initialized = 0, finalized = 0;
     MPI_Initialized(&initialized);
     MPI_Finalized(&finalized);
-    if (initialized && !finalized) {
+    // a single process has no one to take down: exit with its own status, without MPI_Abort's banner
+    if (initialized && !finalized && pg_exit_state().num_ranks > 1) {
         PgExitState& s = pg_exit_state();
         fprintf(stderr,
                 "error: [rank %d of %d] exiting without process_group_finalize (after the error above, if "
@@ -146,6 +147,12 @@ inline void process_group_init(ProcessGroup* pg, int* argc, char*** argv) {
     pg_check(pg, MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     pg_check(pg, MPI_Comm_rank(MPI_COMM_WORLD, &pg->rank), "MPI_Comm_rank");
     pg_check(pg, MPI_Comm_size(MPI_COMM_WORLD, &pg->num_ranks), "MPI_Comm_size");
+    // every later error message from shared code (fail() in llmc/utils.h) names this process
+    if (pg->num_ranks > 1) {
+        char context[64];
+        snprintf(context, sizeof(context), "[rank %d of %d] ", pg->rank, pg->num_ranks);
+        error_context() = context;
+    }
     if (provided < MPI_THREAD_FUNNELED) {
         pg_fail(pg, "MPI_Init_thread provided thread level %d, the trainer needs MPI_THREAD_FUNNELED",
                 provided);

@@ -15,12 +15,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+// Text put before every error message: "[rank R of N] " when several processes run (process_group_init
+// sets it), so a failure under mpirun says which process hit it. Empty for a single process.
+inline std::string& error_context() {
+    static std::string context;
+    return context;
+}
+
 // Print "error: <message>" to stderr and exit(1). Under mpirun a non-zero exit of one rank makes the
 // launcher stop every other rank, so this is also the multi-process failure path.
 [[noreturn]] inline void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 [[noreturn]] inline void fail(const char* fmt, ...) {
     fflush(stdout);
-    fprintf(stderr, "error: ");
+    fprintf(stderr, "error: %s", error_context().c_str());
     va_list args;
     va_start(args, fmt);
     vfprintf(stderr, fmt, args);

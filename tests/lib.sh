@@ -9,7 +9,7 @@ fi
 # train_gpt2.py. The tiny configuration has a 64-token vocabulary; gpt2v has GPT-2's, L=2 C=128 NH=4.
 make_reference_states() {
     mkdir -p build/test
-    local tiny="--vocab-size 64 --padded-vocab 128 --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 -B 4 -T 16"
+    local tiny="--test-init --vocab-size 64 --padded-vocab 128 --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 -B 4 -T 16"
     if [ ! build/test/tiny_state.bin -nt train_gpt2.py ]; then
         $PY train_gpt2.py $tiny --write-model build/test/tiny_model.bin --write-state build/test/tiny_state.bin >/dev/null
     fi
@@ -19,7 +19,7 @@ make_reference_states() {
     fi
     if [ ! build/test/gpt2v_state.bin -nt train_gpt2.py ]; then
         make -s data
-        $PY train_gpt2.py --n-layer 2 --n-head 4 --n-embd 128 --block-size 64 -B 4 -T 64 \
+        $PY train_gpt2.py --test-init --n-layer 2 --n-head 4 --n-embd 128 --block-size 64 -B 4 -T 64 \
             --tokens data/tinyshakespeare/tiny_shakespeare_val.bin \
             --write-model build/test/gpt2v_model.bin --write-state build/test/gpt2v_state.bin >/dev/null
     fi
