@@ -30,8 +30,6 @@ static void check_adamw(size_t n, int t, float grad_scale, bool floatX_grads, st
         m[i] = 0.001f * dist(rng);
         v[i] = 1e-4f * std::fabs(dist(rng));
     }
-    std::vector<float> params(n);
-    for (size_t i = 0; i < n; i++) params[i] = round_floatX(master[i]);
     float* d_master = device_alloc<float>(n);
     float* d_grads = device_alloc<float>(n);
     floatX* d_grads_x = upload_floatX(grads);
