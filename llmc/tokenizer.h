@@ -38,6 +38,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <queue>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -177,6 +179,10 @@ struct Tokenizer {
     int eot_token = -1;                            // "<|endoftext|>"
     std::unordered_map<std::string, std::vector<int>> cache; // chunk bytes -> its tokens
     size_t max_cache_entries = 1 << 20;                      // the cache is cleared when it grows past this
+    // Chunks of at least this many bytes use the O(n log n) heap BPE (same result, see bpe_chunk_heap);
+    // shorter ones the plain O(n^2) loop, which is faster when n is small. Only if merges_ordered.
+    size_t heap_bpe_min_bytes = 64;
+    bool merges_ordered = false; // every merge's parts are made by earlier merges (or are single bytes)
 };
 
 inline uint64_t bpe_pair_key(int left, int right) {
@@ -449,9 +455,22 @@ inline void tokenizer_load(Tokenizer* t, const char* encoder_json_path, const ch
         rank++;
     }
     if (rank == 0) fail("'%s' holds no merges", vocab_bpe_path);
+
+    // Check the property that makes bpe_chunk_heap() give bpe_chunk()'s result: a merge only uses tokens
+    // that exist before it, i.e. that are single bytes or made by a merge of lower rank. True of any merge
+    // list that BPE training wrote, and of GPT-2's; if not, we always use the plain loop.
+    std::vector<int> made_at(V, INT32_MAX); // lowest rank of a merge that makes each token
+    for (int b = 0; b < 256; b++) made_at[t->byte_token[b]] = -1;
+    for (auto& [key, m] : t->merges) made_at[m.merged] = std::min(made_at[m.merged], m.rank);
+    t->merges_ordered = true;
+    for (auto& [key, m] : t->merges) {
+        int left = (int)(key >> 32), right = (int)(key & 0xFFFFFFFFu);
+        if (made_at[left] >= m.rank || made_at[right] >= m.rank) t->merges_ordered = false;
+    }
 }
 
-// BPE of one pre-tokenized chunk (raw bytes) into token ids, appended to *out.
+// BPE of one pre-tokenized chunk (raw bytes) into token ids, appended to *out: GPT-2's loop, O(n^2) in the
+// chunk length n.
 inline void bpe_chunk(const Tokenizer* t, const unsigned char* s, size_t n, std::vector<int>* out) {
     std::vector<int> word(n);
     for (size_t i = 0; i < n; i++) word[i] = t->byte_token[s[i]];
@@ -483,6 +502,48 @@ inline void bpe_chunk(const Tokenizer* t, const unsigned char* s, size_t n, std:
     out->insert(out->end(), word.begin(), word.end());
 }
 
+// The same BPE in O(n log n), for long chunks (a megabyte of letters without a space is one chunk, and the
+// loop above would take minutes). The symbols form a linked list; a min-heap holds candidate pairs keyed by
+// (rank, position). We pop the lowest rank, leftmost first, and merge that one occurrence. Why this equals
+// "merge every occurrence of the lowest pair, left to right": when merges_ordered holds, a pair created by a
+// merge of rank r involves the new token, so its own rank is > r; hence all occurrences of the rank-r pair
+// are popped, left to right, before anything else, and an occurrence that overlaps one merged just before
+// it (A A A) is gone, as in the left-to-right scan. Stale heap entries are recognised by their token ids:
+// a position's token only changes by growing, so it never returns to an id it had before.
+inline void bpe_chunk_heap(const Tokenizer* t, const unsigned char* s, size_t n, std::vector<int>* out) {
+    struct Candidate {
+        int rank, pos, left, right; // the pair (left, right) at pos, as it was when pushed
+        bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    const int N = (int)n;
+    std::vector<int> tok(N), next(N), prev(N); // tok[i] == -1: position i was merged into its left neighbour
+    for (int i = 0; i < N; i++) {
+        tok[i] = t->byte_token[s[i]];
+        next[i] = i + 1;
+        prev[i] = i - 1;
+    }
+    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+    auto push_pair_at = [&](int i) {
+        if (i < 0 || next[i] >= N) return;
+        auto it = t->merges.find(bpe_pair_key(tok[i], tok[next[i]]));
+        if (it != t->merges.end()) heap.push({it->second.rank, i, tok[i], tok[next[i]]});
+    };
+    for (int i = 0; i + 1 < N; i++) push_pair_at(i);
+    while (!heap.empty()) {
+        Candidate c = heap.top();
+        heap.pop();
+        int j = next[c.pos];
+        if (tok[c.pos] != c.left || j >= N || tok[j] != c.right) continue; // stale
+        tok[c.pos] = t->merges.at(bpe_pair_key(c.left, c.right)).merged;
+        tok[j] = -1;
+        next[c.pos] = next[j];
+        if (next[j] < N) prev[next[j]] = c.pos;
+        push_pair_at(prev[c.pos]);
+        push_pair_at(c.pos);
+    }
+    for (int i = 0; i < N; i = next[i]) out->push_back(tok[i]);
+}
+
 // Encode text that is all ordinary (no special tokens), appending to *out.
 inline void tokenizer_encode_ordinary(Tokenizer* t, const unsigned char* s, size_t n, std::vector<int>* out) {
     std::string key;
@@ -494,7 +555,10 @@ inline void tokenizer_encode_ordinary(Tokenizer* t, const unsigned char* s, size
             out->insert(out->end(), it->second.begin(), it->second.end());
         } else {
             size_t before = out->size();
-            bpe_chunk(t, s + i, end - i, out);
+            if (t->merges_ordered && end - i >= t->heap_bpe_min_bytes)
+                bpe_chunk_heap(t, s + i, end - i, out);
+            else
+                bpe_chunk(t, s + i, end - i, out);
             if (t->cache.size() >= t->max_cache_entries) t->cache.clear();
             t->cache.emplace(key, std::vector<int>(out->begin() + before, out->end()));
         }

@@ -2,7 +2,10 @@
 // shell script compares with an independent Python reference, or checks a property itself, printing what
 // it checks and exiting non-zero on the first failure.
 //
-//   test_tokenizer encode-hex [--allow-special]   stdin: one text per line, in hex -> one line of ids each
+//   test_tokenizer encode-hex [--allow-special|--heap|--loop]
+//                                                 stdin: one text per line, in hex -> one line of ids each;
+//                                                 --heap / --loop: every chunk through bpe_chunk_heap /
+//                                                 bpe_chunk
 //   test_tokenizer chunks-hex                     the same texts -> byte lengths of their pre-tokenizer
 //   chunks test_tokenizer classes                        unicode_class() of every code point, as runs "lo hi
 //   class" test_tokenizer roundtrip FILE                 decode(encode(FILE)) == FILE, with and without
@@ -211,8 +214,13 @@ int main(int argc, char** argv) {
     }
     Tokenizer t;
     tokenizer_load(&t, kEncoder, kBpe);
-    if (cmd == "encode-hex")
-        return cmd_encode_hex(&t, argc > 2 && std::string(argv[2]) == "--allow-special", false);
+    if (cmd == "encode-hex") {
+        std::string opt = argc > 2 ? argv[2] : "";
+        if (opt == "--heap") t.heap_bpe_min_bytes = 0;
+        if (opt == "--loop") t.heap_bpe_min_bytes = SIZE_MAX;
+        if (opt == "--heap" && !t.merges_ordered) fail("vocab.bpe's merges are not ordered: no heap BPE");
+        return cmd_encode_hex(&t, opt == "--allow-special", false);
+    }
     if (cmd == "chunks-hex") return cmd_encode_hex(&t, false, true);
     if (cmd == "roundtrip" && argc == 3) return cmd_roundtrip(&t, argv[2]);
     if (cmd == "random" && argc == 4) {

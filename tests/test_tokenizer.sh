@@ -32,8 +32,11 @@ echo "--- encoder vs the Python reference"
 # U+00A0/U+3000/U+0085, \x1c, combining marks, invalid UTF-8, overlong forms, surrogates) + 3000 random ones
 $PY tests/tokenizer_corpus.py corpus 3000 12345 > "$tmp/corpus.hex"
 n=$(wc -l < "$tmp/corpus.hex")
-for mode in "" "--allow-special"; do
-    $PY dev/data/gpt2_bpe_reference.py --hex-lines $mode < "$tmp/corpus.hex" > "$tmp/ref.txt"
+# (modes: default = heap BPE for chunks >= 64 bytes, plain loop below; --heap / --loop: one of them for all)
+$PY dev/data/gpt2_bpe_reference.py --hex-lines < "$tmp/corpus.hex" > "$tmp/ref_plain.txt"
+$PY dev/data/gpt2_bpe_reference.py --hex-lines --allow-special < "$tmp/corpus.hex" > "$tmp/ref_special.txt"
+for mode in "" "--allow-special" "--heap" "--loop"; do
+    if [ "$mode" = "--allow-special" ]; then cp "$tmp/ref_special.txt" "$tmp/ref.txt"; else cp "$tmp/ref_plain.txt" "$tmp/ref.txt"; fi
     ./test_tokenizer encode-hex $mode < "$tmp/corpus.hex" > "$tmp/cpp.txt"
     [ "$(wc -l < "$tmp/ref.txt")" -eq "$n" ] || { echo "FAIL: reference gave $(wc -l < "$tmp/ref.txt") lines for $n texts"; exit 1; }
     if ! cmp -s "$tmp/ref.txt" "$tmp/cpp.txt"; then

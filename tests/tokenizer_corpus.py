@@ -88,6 +88,9 @@ def tricky():
         "\n" * 50 + "y" + " \n" * 20,
         "x" + "\t" * 30,
     ]
+    # one long chunk of random letters: the heap BPE path (chunks >= 64 bytes) on a real workload
+    rng = random.Random(7)
+    t.append("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(3000)))
     out = [s.encode("utf-8") for s in t]
     # invalid UTF-8 and edge cases of well-formedness (Unicode Table 3-7)
     out += [

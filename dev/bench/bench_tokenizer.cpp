@@ -8,6 +8,7 @@
 // separately). Prints the median of the runs.
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,19 @@
 
 static double now_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// CPU time of this thread: on a shared, loaded machine it is steadier than wall time.
+static double thread_cpu_seconds() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static double median_of(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 int main(int argc, char** argv) {
@@ -43,27 +57,27 @@ int main(int argc, char** argv) {
     double load_s = now_seconds() - t0;
     std::string text = tokenizer_read_file(input.c_str());
 
-    std::vector<double> times;
+    std::vector<double> times, cpu_times;
     size_t n_tokens = 0;
     for (int r = 0; r < runs; r++) {
         tok.cache.clear(); // a fresh cache: no run profits from the chunks an earlier run saw
-        double start = now_seconds();
+        double start = now_seconds(), cpu_start = thread_cpu_seconds();
         std::vector<int> ids = tokenizer_encode(&tok, text, false);
+        cpu_times.push_back(thread_cpu_seconds() - cpu_start);
         times.push_back(now_seconds() - start);
         n_tokens = ids.size();
     }
-    std::vector<double> sorted = times;
-    std::sort(sorted.begin(), sorted.end());
-    double median = sorted[runs / 2];
-    if (runs % 2 == 0) median = 0.5 * (sorted[runs / 2 - 1] + sorted[runs / 2]);
+    double median = median_of(times), cpu_median = median_of(cpu_times);
 
     printf("input: %s, %zu bytes -> %zu tokens (%.3f bytes/token)\n", input.c_str(), text.size(), n_tokens,
            (double)text.size() / n_tokens);
     printf("load encoder.json + vocab.bpe: %.3f s\n", load_s);
-    printf("runs (fresh cache each):");
+    printf("runs (fresh cache each), wall:");
     for (double t : times) printf(" %.4f", t);
     printf(" s\n");
-    printf("median: %.4f s, %.3e bytes/s, %.2f MB/s, %.3e tokens/s\n", median, text.size() / median,
+    printf("median wall: %.4f s, %.3e bytes/s, %.2f MB/s, %.3e tokens/s\n", median, text.size() / median,
            text.size() / median / 1e6, n_tokens / median);
+    printf("median CPU:  %.4f s, %.3e bytes/s, %.2f MB/s (thread CPU time, one core)\n", cpu_median,
+           text.size() / cpu_median, text.size() / cpu_median / 1e6);
     return 0;
 }
