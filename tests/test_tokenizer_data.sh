@@ -31,4 +31,10 @@ for id in $ids; do ./test_tokenizer decoder-piece "$tmp/gpt2_tokenizer.bin" "$id
 cmp "$tmp/via_bin.txt" "$tmp/via_tok.txt"
 grep -q "^<|endoftext|>First Citizen:" "$tmp/via_bin.txt"
 echo "ok: the val shard's first 64 tokens decode to the same text via gpt2_tokenizer.bin and via the Tokenizer"
+# `make data` makes the same three files under data/, and is a no-op once they are up to date
+make -s data > /dev/null
+for f in tiny_shakespeare_val.bin tiny_shakespeare_train.bin; do cmp "$tmp/$f" "data/tinyshakespeare/$f"; done
+cmp "$tmp/gpt2_tokenizer.bin" data/gpt2_tokenizer.bin
+make -q data || { echo "FAIL: make data is not up to date right after make data"; exit 1; }
+echo "ok: make data writes the same files to data/, and then has nothing to do (make -q data)"
 echo "all data checks passed"
