@@ -208,6 +208,27 @@ tests/test_kernel_math: tests/test_kernel_math.cpp $(HEADERS)
 	$(CXX) $(CXXFLAGS) -o $@ $< $(LDLIBS)
 TEST_BINS += tests/test_kernel_math
 
+# GPU trainer
+#   train_gpt2cu / test_gpt2cu          the build PRECISION selects (BF16 by default, `PRECISION=FP32`)
+#   train_gpt2fp32cu / test_gpt2fp32cu  always FP32, so one `make cuda` builds both precisions
+# The trainer is built with -DUSE_MPI where mpicxx exists (mpirun -np N ./train_gpt2cu); without it, several
+# GPUs still work through -pi tcp|fs. The test runs one process and needs no MPI.
+# GPU tests (need a GPU, not part of `make test`): dev/cuda/run_gpu_tests.sh
+GPU_TRAINER_DEPS := train_gpt2.cu $(HEADERS) $(CUDA_HEADERS)
+# -fopenmp: llmc/adamw8bit.h (included by the 8-bit kernel) has OpenMP loops, unused on the GPU path
+GPU_TRAINER_LIBS := -Xcompiler -fopenmp -lgomp -lcublasLt -lcublas -lnccl
+GPU_TRAINER_MPI = $(if $(HAVE_MPICXX),-DUSE_MPI $(MPI_NVCC_INC),)
+GPU_TRAINER_MPI_LIBS = $(if $(HAVE_MPICXX),$(MPI_NVCC_LIBS),)
+train_gpt2cu: $(GPU_TRAINER_DEPS)
+	$(NVCC) $(NVCCFLAGS) $(GPU_TRAINER_MPI) $< -o $@ $(GPU_TRAINER_LIBS) $(GPU_TRAINER_MPI_LIBS)
+train_gpt2fp32cu: $(GPU_TRAINER_DEPS)
+	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 $(GPU_TRAINER_MPI) $< -o $@ $(GPU_TRAINER_LIBS) $(GPU_TRAINER_MPI_LIBS)
+test_gpt2cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
+	$(NVCC) $(NVCCFLAGS) $< -o $@ $(GPU_TRAINER_LIBS)
+test_gpt2fp32cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
+	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 $< -o $@ $(GPU_TRAINER_LIBS)
+CUDA_BINS += train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
+
 # `make cuda` builds every CUDA target of every section; the recipe is expanded when it runs, so it
 # sees CUDA_BINS additions made anywhere in this file.
 cuda:

@@ -1,0 +1,1433 @@
+/*
+GPT-2 training on NVIDIA GPUs: the same model, flags, files and log as the CPU reference train_gpt2.cpp,
+with mixed precision (bf16 parameters, activations and gradients; fp32 master weights, optimizer state and
+gradient accumulation), flash attention, activation recomputation and multi-GPU data parallelism (NCCL,
+ZeRO-1). `make train_gpt2cu PRECISION=FP32` (or train_gpt2fp32cu) builds everything in fp32 instead.
+
+Reading order, as in the CPU file:
+  1. the model: parameters and activations as named slices of one allocation each, carved by a table of
+     sizes that depends on the recompute mode (-r);
+  2. forward, backward (calling the launchers in llmc/, the .cuh files: this file has no kernel of its own);
+  3. the optimizer: gradient averaging over GPUs, global-norm clipping, fused AdamW on this rank's ZeRO shard;
+  4. validation, sampling, checkpoints and resume;
+  5. main: flags, the memory table, the training loop.
+Shapes: B batch, T sequence length, C channels, NH heads, HS = C/NH head size, V vocab, Vp padded vocab,
+L layers, BT = B*T.
+
+Determinism: every kernel on the training path reduces in a fixed order (no atomics), cuBLASLt plans are
+cached per shape, and stochastic rounding draws its bits from a hash of (seed, step, index): two runs with
+the same flags print bit-identical losses, and a resumed run continues bit for bit.
+*/
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <algorithm>
+#include <cublas_v2.h>
+
+#include "llmc/utils.h"
+#include "llmc/checkpoint.h"
+#include "llmc/rand.h"
+#include "llmc/dataloader.h"
+#include "llmc/schedulers.h"
+#include "llmc/sampler.h"
+#include "llmc/logger.h"
+#include "llmc/tokenizer.h"
+#include "llmc/zero.h"
+#include "llmc/mfu.h"
+#include "llmc/cuda_common.h"
+#include "llmc/encoder.cuh"
+#include "llmc/layernorm.cuh"
+#include "llmc/gelu.cuh"
+#include "llmc/matmul.cuh"
+#include "llmc/attention.cuh"
+#include "llmc/fused_classifier.cuh"
+#include "llmc/adamw.cuh"
+#include "llmc/adamw8bit.cuh"
+#include "llmc/global_norm.cuh"
+#include "llmc/nccl_gpu.cuh"
+
+// a step (or a checkpoint barrier) that takes longer than this means a peer process died or hangs
+constexpr double STEP_TIMEOUT_S = 900.0;
+#if defined(ENABLE_FP32)
+constexpr bool BF16_BUILD = false;
+#else
+constexpr bool BF16_BUILD = true;
+#endif
+
+// ----------------------------------------------------------------------------------------------------
+// 1. the model
+
+// Named slices of the one floatX parameter buffer, in checkpoint order (llmc/checkpoint.h has the sizes).
+struct ParameterTensors {
+    floatX* wte;      // (Vp, C)
+    floatX* wpe;      // (maxT, C)
+    floatX* ln1w;     // (L, C)
+    floatX* ln1b;     // (L, C)
+    floatX* qkvw;     // (L, 3C, C)
+    floatX* qkvb;     // (L, 3C)
+    floatX* attprojw; // (L, C, C)
+    floatX* attprojb; // (L, C)
+    floatX* ln2w;     // (L, C)
+    floatX* ln2b;     // (L, C)
+    floatX* fcw;      // (L, 4C, C)
+    floatX* fcb;      // (L, 4C)
+    floatX* fcprojw;  // (L, C, 4C)
+    floatX* fcprojb;  // (L, C)
+    floatX* lnfw;     // (C)
+    floatX* lnfb;     // (C)
+};
+static_assert(sizeof(ParameterTensors) == NUM_PARAMETER_TENSORS * sizeof(floatX*), "one pointer per tensor");
+
+void point_parameters(ParameterTensors* p, floatX* memory, const size_t sizes[NUM_PARAMETER_TENSORS]) {
+    floatX** ptrs = (floatX**)p;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        ptrs[i] = memory;
+        memory += sizes[i];
+    }
+}
+
+// Recompute modes (-r): what the forward keeps for the backward, and what the backward recomputes.
+//   0  keep everything
+//   1  recompute GELU: keep the pre-GELU fch, recompute fch_gelu = gelu(fch) in the backward (saves L*BT*4C)
+//   2  also recompute LayerNorm: keep mean and rstd, recompute ln1 and ln2 (saves another 2*L*BT*C)
+//   3  keep only each block's input residual: the backward re-runs the block's forward (one layer's worth
+//      of everything but residual3)
+// A recomputed tensor has one layer's slot (reused by every layer) instead of L. Recomputation runs the
+// same kernels on the same inputs, so the results are bit-identical to -r 0 (test_gpt2cu checks this).
+// For that reason the forward runs GELU as its own kernel in every mode instead of cuBLASLt's GELU
+// epilogue, whose rounding need not match gelu_forward bit for bit.
+constexpr int NUM_ACTIVATION_TENSORS = 23;
+struct ActivationTensors {
+    floatX* encoded;   // (B, T, C)                 input of layer 0
+    floatX* ln1;       // (L or 1, B, T, C)         1 for -r >= 2
+    float* ln1_mean;   // (L or 1, B, T)            1 for -r 3
+    float* ln1_rstd;   // (L or 1, B, T)
+    floatX* qkv;       // (L or 1, B, T, 3C)        1 for -r 3
+    floatX* atty;      // (L or 1, B, T, C)         attention output (heads concatenated)
+    float* lse;        // (L or 1, B, NH, T)        attention log-sum-exp, read by its backward
+    floatX* residual2; // (L or 1, B, T, C)         residual + attproj
+    floatX* ln2;       // (L or 1, B, T, C)         1 for -r >= 2
+    float* ln2_mean;   // (L or 1, B, T)
+    float* ln2_rstd;   // (L or 1, B, T)
+    floatX* fch;       // (L or 1, B, T, 4C)        fc output before GELU
+    floatX* fch_gelu;  // (L or 1, B, T, 4C)        1 for -r >= 1
+    floatX* residual3; // (L, B, T, C)              residual2 + fcproj: the input of the next layer
+    floatX* lnf;       // (B, T, C)
+    float* lnf_mean;   // (B, T)
+    float* lnf_rstd;   // (B, T)
+    floatX* logits;    // (B, T, Vp)                logits; with targets in training, dlogits in place
+    float* losses;     // (B, T)
+    // scratch of the backward, reused by every layer
+    floatX* dresidual;   // (B, T, C)  gradient of the residual stream: one buffer, added to layer by layer
+    floatX* scratch_btc; // (B, T, C)  forward: attproj/fcproj outputs before the residual add;
+                         //            backward: dlnf, dln2, datty, dln1 in turn
+    floatX* dqkv;        // (B, T, 3C)
+    floatX* dfch;        // (B, T, 4C) gradient of the pre-GELU fc output
+};
+static_assert(sizeof(ActivationTensors) == NUM_ACTIVATION_TENSORS * sizeof(void*), "one pointer per tensor");
+
+// Elements and bytes per element of each activation tensor, for recompute mode r.
+void activation_table(size_t count[NUM_ACTIVATION_TENSORS], size_t elem[NUM_ACTIVATION_TENSORS],
+                      const GPT2Config& c, size_t B, size_t T, int r) {
+    const size_t C = c.channels, NH = c.num_heads, L = c.num_layers, Vp = c.padded_vocab_size, BT = B * T;
+    const size_t L0 = r >= 1 ? 1 : L, L1 = r >= 2 ? 1 : L, L3 = r >= 3 ? 1 : L;
+    const size_t X = sizeof(floatX), F = sizeof(float);
+    size_t i = 0;
+    auto add = [&](size_t n, size_t bytes) {
+        count[i] = n;
+        elem[i++] = bytes;
+    };
+    add(BT * C, X);          // encoded
+    add(L1 * BT * C, X);     // ln1
+    add(L3 * BT, F);         // ln1_mean
+    add(L3 * BT, F);         // ln1_rstd
+    add(L3 * BT * 3 * C, X); // qkv
+    add(L3 * BT * C, X);     // atty
+    add(L3 * BT * NH, F);    // lse
+    add(L3 * BT * C, X);     // residual2
+    add(L1 * BT * C, X);     // ln2
+    add(L3 * BT, F);         // ln2_mean
+    add(L3 * BT, F);         // ln2_rstd
+    add(L3 * BT * 4 * C, X); // fch
+    add(L0 * BT * 4 * C, X); // fch_gelu
+    add(L * BT * C, X);      // residual3
+    add(BT * C, X);          // lnf
+    add(BT, F);              // lnf_mean
+    add(BT, F);              // lnf_rstd
+    add(BT * Vp, X);         // logits
+    add(BT, F);              // losses
+    add(BT * C, X);          // dresidual
+    add(BT * C, X);          // scratch_btc
+    add(BT * 3 * C, X);      // dqkv
+    add(BT * 4 * C, X);      // dfch
+}
+
+// Every tensor starts on a 256-byte boundary: the 128-bit kernels need 16, and cuBLASLt's algorithm
+// choice looks at the alignment of its pointers, which must not change with the layer or the mode.
+inline size_t align256(size_t bytes) {
+    return (bytes + 255) / 256 * 256;
+}
+
+size_t activation_bytes(const size_t count[], const size_t elem[]) {
+    size_t total = 0;
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) total += align256(count[i] * elem[i]);
+    return total;
+}
+
+void point_activations(ActivationTensors* a, char* memory, const size_t count[], const size_t elem[]) {
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) {
+        void* p = memory;
+        memcpy((char*)a + i * sizeof(void*), &p, sizeof(void*)); // the i-th pointer of the struct
+        memory += align256(count[i] * elem[i]);
+    }
+}
+
+// AdamW hyperparameters; weight decay applies to the 2-D matrices only (parameter_is_matrix).
+struct AdamWConfig {
+    float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
+    float grad_clip = 1.0f; // global-norm clipping threshold; 0 disables
+};
+
+struct GPT2 {
+    GPT2Config config;
+    size_t param_sizes[NUM_PARAMETER_TENSORS];
+    size_t param_offsets[NUM_PARAMETER_TENSORS];
+    size_t num_parameters;
+    size_t num_parameters_padded;    // >= num_parameters: equal slices per process (llmc/zero.h)
+    std::vector<float> params_host;  // (num_parameters) fp32, as loaded or initialised (until upload)
+    floatX* params_memory = nullptr; // (num_parameters_padded) the padding zero
+    ParameterTensors params;
+    floatX* grads_memory = nullptr; // (num_parameters_padded) one micro-step's gradients
+    ParameterTensors grads;
+    // The micro-steps' gradients are summed here in fp32 (4 bytes/param): adding many bf16 micro-step
+    // gradients in bf16 would round the running sum to 8 significant bits at every micro-step.
+    float* grad_acc = nullptr; // (num_parameters_padded)
+    // activations, sized for batch_size x seq_len; the forward may run on smaller B (sampling)
+    int recompute = 0;
+    size_t act_count[NUM_ACTIVATION_TENSORS], act_elem[NUM_ACTIVATION_TENSORS];
+    size_t act_bytes = 0;
+    char* acts_memory = nullptr;
+    ActivationTensors acts;
+    int batch_size = 0, seq_len = 0;
+    int* inputs = nullptr;        // (B, T) device
+    int* targets = nullptr;       // (B, T) device
+    std::vector<int> inputs_host; // the encoder backward buckets tokens on the host
+    float* losses_host = nullptr; // (B, T) pinned
+    float mean_loss = -1.0f;      // of the last forward with targets
+    // workspaces
+    MatmulContext matmul;
+    EncoderBackwardScratch encoder_scratch;
+    char* workspace = nullptr; // the scratch below, one allocation
+    size_t workspace_bytes = 0;
+    float* ln_scratch = nullptr;    // layernorm backward partial sums
+    float* dbias_scratch = nullptr; // matmul backward bias partial sums
+    float* att_scratch = nullptr;   // attention backward D
+    float* norm_scratch = nullptr;  // global norm partials
+    float* norm_device = nullptr;   // 1 float: the squared gradient norm
+    float* norm_host = nullptr;     // 1 float, pinned
+    cudaStream_t stream = nullptr;
+};
+
+// Parameter table and the host copy, fp32.
+void gpt2_init_host(GPT2* model, const GPT2Config& config) {
+    model->config = config;
+    gpt2_parameter_sizes(config, model->param_sizes);
+    model->num_parameters = gpt2_num_parameters(config);
+    size_t offset = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        model->param_offsets[i] = offset;
+        offset += model->param_sizes[i];
+    }
+    model->params_host.assign(model->num_parameters, 0.0f);
+    const int HS = config.channels / config.num_heads;
+    if (HS != 64 && HS != 128) {
+        fail("the flash attention kernels support head size 64 or 128; this model has C=%d NH=%d (head size "
+             "%d)",
+             config.channels, config.num_heads, HS);
+    }
+    if (config.channels % 8 != 0 || config.padded_vocab_size % 8 != 0) {
+        fail("the GPU kernels need C and Vp to be multiples of 8; the model has C=%d Vp=%d", config.channels,
+             config.padded_vocab_size);
+    }
+}
+
+// Load an llm.c model file (fp32 v3 or bf16 v5) into the host copy.
+void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
+    int version;
+    GPT2Config config;
+    checkpoint_read_header(path, &config, &version);
+    gpt2_init_host(model, config);
+    checkpoint_read_parameters(path, version, model->params_host.data(), model->num_parameters);
+}
+
+// A fresh model, exactly as the CPU trainer makes it from the same seed: weights ~ N(0, 0.02); attprojw
+// and fcproj get std 0.02/sqrt(2L); biases 0, LayerNorm weights 1; padded vocabulary rows 0.
+void gpt2_build_from_random(GPT2* model, const GPT2Config& config, uint64_t seed) {
+    gpt2_init_host(model, config);
+    Rng rng;
+    rng_init(&rng, seed);
+    const size_t C = config.channels, V = config.vocab_size;
+    const float residual_std = 0.02f / sqrtf(2.0f * config.num_layers);
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        float* p = model->params_host.data() + model->param_offsets[i];
+        size_t n = model->param_sizes[i];
+        if (i == 2 || i == 8 || i == 14) { // ln1w, ln2w, lnfw
+            for (size_t j = 0; j < n; j++) p[j] = 1.0f;
+        } else if (parameter_is_matrix(i)) {
+            float std = (i == 6 || i == 12) ? residual_std : 0.02f;
+            size_t fill = (i == 0) ? V * C : n; // wte: only the real vocabulary rows
+            rng_fill_normal(&rng, p, fill, 0.0f, std);
+        }
+    }
+}
+
+// fp32 (host) -> floatX (device), round to nearest even; n values at dst.
+void upload_floatX(floatX* dst, const float* src, size_t n) {
+#if defined(ENABLE_FP32)
+    cudaCheck(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice));
+#else
+    std::vector<uint16_t> tmp(n);
+    for (size_t i = 0; i < n; i++) tmp[i] = float_to_bf16(src[i]);
+    cudaCheck(cudaMemcpy(dst, tmp.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+#endif
+}
+
+// floatX (device) -> fp32 (host), exact
+void download_floatX(float* dst, const floatX* src, size_t n) {
+#if defined(ENABLE_FP32)
+    cudaCheck(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost));
+#else
+    std::vector<uint16_t> tmp(n);
+    cudaCheck(cudaMemcpy(tmp.data(), src, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_float(tmp[i]);
+#endif
+}
+
+// Device buffers: parameters (from the host copy), gradients, activations and workspaces for (B, T).
+// padded_params comes from the optimizer's ZeRO layout (every rank's slice the same length).
+void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recompute) {
+    const GPT2Config& c = model->config;
+    const size_t P_pad = padded_params, BT = (size_t)B * T;
+    model->num_parameters_padded = P_pad;
+    cudaCheck(cudaStreamCreate(&model->stream));
+    cudaCheck(cudaMalloc(&model->params_memory, P_pad * sizeof(floatX)));
+    cudaCheck(cudaMemset(model->params_memory, 0, P_pad * sizeof(floatX)));
+    upload_floatX(model->params_memory, model->params_host.data(), model->num_parameters);
+    point_parameters(&model->params, model->params_memory, model->param_sizes);
+    cudaCheck(cudaMalloc(&model->grads_memory, P_pad * sizeof(floatX)));
+    cudaCheck(cudaMemset(model->grads_memory, 0, P_pad * sizeof(floatX)));
+    point_parameters(&model->grads, model->grads_memory, model->param_sizes);
+    cudaCheck(cudaMalloc(&model->grad_acc, P_pad * sizeof(float)));
+    cudaCheck(cudaMemset(model->grad_acc, 0, P_pad * sizeof(float)));
+
+    model->recompute = recompute;
+    model->batch_size = B;
+    model->seq_len = T;
+    activation_table(model->act_count, model->act_elem, c, B, T, recompute);
+    model->act_bytes = activation_bytes(model->act_count, model->act_elem);
+    cudaCheck(cudaMalloc(&model->acts_memory, model->act_bytes));
+    point_activations(&model->acts, model->acts_memory, model->act_count, model->act_elem);
+    cudaCheck(cudaMalloc(&model->inputs, BT * sizeof(int)));
+    cudaCheck(cudaMalloc(&model->targets, BT * sizeof(int)));
+    model->inputs_host.assign(BT, 0);
+    cudaCheck(cudaMallocHost(&model->losses_host, BT * sizeof(float)));
+
+    const int C = c.channels, NH = c.num_heads;
+    matmul_context_init(&model->matmul);
+    encoder_backward_scratch_init(&model->encoder_scratch, (int)BT);
+    const size_t ln = align256(layernorm_backward_scratch_bytes(B, T, C));
+    const size_t dbias = align256(matmul_dbias_scratch_bytes((int)BT, 4 * C)); // the widest biased matmul
+    const size_t att = align256(attention_backward_scratch_bytes(B, T, NH, C / NH));
+    const size_t norm = align256(global_norm_scratch_bytes(P_pad));
+    model->workspace_bytes = ln + dbias + att + norm + 256;
+    cudaCheck(cudaMalloc(&model->workspace, model->workspace_bytes));
+    model->ln_scratch = (float*)model->workspace;
+    model->dbias_scratch = (float*)(model->workspace + ln);
+    model->att_scratch = (float*)(model->workspace + ln + dbias);
+    model->norm_scratch = (float*)(model->workspace + ln + dbias + att);
+    model->norm_device = (float*)(model->workspace + ln + dbias + att + norm);
+    cudaCheck(cudaMallocHost(&model->norm_host, sizeof(float)));
+}
+
+void gpt2_free(GPT2* model) {
+    matmul_context_free(&model->matmul);
+    encoder_backward_scratch_free(&model->encoder_scratch);
+    cudaCheck(cudaFree(model->params_memory));
+    cudaCheck(cudaFree(model->grads_memory));
+    cudaCheck(cudaFree(model->grad_acc));
+    cudaCheck(cudaFree(model->acts_memory));
+    cudaCheck(cudaFree(model->inputs));
+    cudaCheck(cudaFree(model->targets));
+    cudaCheck(cudaFree(model->workspace));
+    cudaCheck(cudaFreeHost(model->losses_host));
+    cudaCheck(cudaFreeHost(model->norm_host));
+    cudaCheck(cudaStreamDestroy(model->stream));
+}
+
+// Layer l's slices of the per-layer activations: a tensor kept for every layer has L slots, a recomputed
+// one a single slot. Slot strides use the B, T of the call (the forward may run on B < batch_size).
+struct LayerActs {
+    floatX *ln1, *qkv, *atty, *residual2, *ln2, *fch, *fch_gelu;
+    float *ln1_mean, *ln1_rstd, *lse, *ln2_mean, *ln2_rstd;
+};
+
+LayerActs layer_acts(const GPT2* model, int l, int B, int T) {
+    const ActivationTensors& a = model->acts;
+    const size_t BT = (size_t)B * T, C = model->config.channels, NH = model->config.num_heads;
+    const int r = model->recompute;
+    const size_t l0 = r >= 1 ? 0 : l, l1 = r >= 2 ? 0 : l, l3 = r >= 3 ? 0 : l;
+    LayerActs la;
+    la.ln1 = a.ln1 + l1 * BT * C;
+    la.ln1_mean = a.ln1_mean + l3 * BT;
+    la.ln1_rstd = a.ln1_rstd + l3 * BT;
+    la.qkv = a.qkv + l3 * BT * 3 * C;
+    la.atty = a.atty + l3 * BT * C;
+    la.lse = a.lse + l3 * BT * NH;
+    la.residual2 = a.residual2 + l3 * BT * C;
+    la.ln2 = a.ln2 + l1 * BT * C;
+    la.ln2_mean = a.ln2_mean + l3 * BT;
+    la.ln2_rstd = a.ln2_rstd + l3 * BT;
+    la.fch = a.fch + l3 * BT * 4 * C;
+    la.fch_gelu = a.fch_gelu + l0 * BT * 4 * C;
+    return la;
+}
+
+// the input of layer l: the embeddings for layer 0, the previous layer's residual3 otherwise
+floatX* layer_input(const GPT2* model, int l, int B, int T) {
+    const size_t BTC = (size_t)B * T * model->config.channels;
+    return l == 0 ? model->acts.encoded : model->acts.residual3 + (size_t)(l - 1) * BTC;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// 2. forward, backward
+
+// Layer l's forward up to the fc GELU (everything but fcproj and its residual add, which the caller fuses
+// with the next LayerNorm). ln1 is computed here only when compute_ln1 (layer 0's forward is given it by
+// the caller; the recompute of -r 3 needs it); otherwise the previous layer's fused residual + LayerNorm
+// wrote it.
+void block_forward(GPT2* model, int l, int B, int T, const floatX* residual, const LayerActs& la,
+                   bool compute_ln1) {
+    const GPT2Config& c = model->config;
+    const int C = c.channels, NH = c.num_heads, BT = B * T;
+    const size_t lC = (size_t)l * C;
+    const ParameterTensors& p = model->params;
+    cudaStream_t s = model->stream;
+    floatX* scratch = model->acts.scratch_btc;
+    if (compute_ln1)
+        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, p.ln1w + lC, p.ln1b + lC, BT, C, s);
+    matmul_forward(&model->matmul, la.qkv, la.ln1, p.qkvw + lC * 3 * C, p.qkvb + lC * 3, BT, C, 3 * C,
+                   nullptr, s);
+    attention_forward(la.atty, la.lse, la.qkv, B, T, NH, C / NH, s);
+    matmul_forward(&model->matmul, scratch, la.atty, p.attprojw + lC * C, p.attprojb + lC, BT, C, C, nullptr,
+                   s);
+    fused_residual_layernorm_forward(la.residual2, la.ln2, la.ln2_mean, la.ln2_rstd, residual, scratch,
+                                     p.ln2w + lC, p.ln2b + lC, BT, C, s);
+    matmul_forward(&model->matmul, la.fch, la.ln2, p.fcw + lC * 4 * C, p.fcb + lC * 4, BT, C, 4 * C, nullptr,
+                   s);
+    gelu_forward(la.fch_gelu, la.fch, (size_t)BT * 4 * C, s);
+}
+
+// Forward pass over inputs (B,T) (host). Without targets it leaves the logits in acts.logits. With
+// targets it computes the per-position losses (model->mean_loss, after gpt2_wait_loss) and, when
+// dloss_scale > 0 (training), overwrites the logits with dloss/dlogits * dloss_scale for the backward.
+// dloss_scale = 1 / (B*T*grad_accum_steps): the mean over positions and micro-steps.
+void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int T, float dloss_scale) {
+    const GPT2Config& c = model->config;
+    const int V = c.vocab_size, Vp = c.padded_vocab_size, L = c.num_layers, C = c.channels, BT = B * T;
+    if (B > model->batch_size || T != model->seq_len) {
+        fail("forward with B=%d T=%d, but the model was allocated for B<=%d T=%d", B, T, model->batch_size,
+             model->seq_len);
+    }
+    for (int i = 0; i < BT; i++) {
+        if (inputs[i] < 0 || inputs[i] >= V)
+            fail("input token %d at position %d is outside [0, %d)", inputs[i], i, V);
+        if (targets && (targets[i] < 0 || targets[i] >= V)) {
+            fail("target token %d at position %d is outside [0, %d)", targets[i], i, V);
+        }
+    }
+    cudaStream_t s = model->stream;
+    memcpy(model->inputs_host.data(), inputs, (size_t)BT * sizeof(int));
+    cudaCheck(cudaMemcpyAsync(model->inputs, inputs, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, s));
+    if (targets) {
+        cudaCheck(
+            cudaMemcpyAsync(model->targets, targets, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, s));
+    }
+    const ParameterTensors& p = model->params;
+    const ActivationTensors& a = model->acts;
+    encoder_forward(a.encoded, model->inputs, p.wte, p.wpe, B, T, C, s);
+    for (int l = 0; l < L; l++) {
+        LayerActs la = layer_acts(model, l, B, T);
+        block_forward(model, l, B, T, layer_input(model, l, B, T), la, l == 0);
+        const size_t lC = (size_t)l * C;
+        matmul_forward(&model->matmul, a.scratch_btc, la.fch_gelu, p.fcprojw + lC * 4 * C, p.fcprojb + lC, BT,
+                       4 * C, C, nullptr, s);
+        // residual3 = residual2 + fcproj, fused with the next LayerNorm (the next layer's ln1, or lnf)
+        floatX* residual3 = a.residual3 + lC * BT;
+        if (l + 1 < L) {
+            LayerActs next = layer_acts(model, l + 1, B, T);
+            fused_residual_layernorm_forward(residual3, next.ln1, next.ln1_mean, next.ln1_rstd, la.residual2,
+                                             a.scratch_btc, p.ln1w + lC + C, p.ln1b + lC + C, BT, C, s);
+        } else {
+            fused_residual_layernorm_forward(residual3, a.lnf, a.lnf_mean, a.lnf_rstd, la.residual2,
+                                             a.scratch_btc, p.lnfw, p.lnfb, BT, C, s);
+        }
+    }
+    matmul_forward(&model->matmul, a.logits, a.lnf, p.wte, nullptr, BT, C, Vp, nullptr, s); // tied to wte
+    model->mean_loss = -1.0f;
+    if (targets) {
+        fused_classifier(a.logits, a.losses, model->targets, dloss_scale, BT, V, Vp, dloss_scale > 0.0f, s);
+        cudaCheck(cudaMemcpyAsync(model->losses_host, a.losses, (size_t)BT * sizeof(float),
+                                  cudaMemcpyDeviceToHost, s));
+    }
+}
+
+// Waits for the last forward (with targets) and returns its mean loss: a fixed-order sum in double, so
+// the printed loss is reproducible.
+float gpt2_wait_loss(GPT2* model, int B, int T) {
+    cudaCheck(cudaStreamSynchronize(model->stream));
+    double sum = 0.0;
+    for (int i = 0; i < B * T; i++) sum += model->losses_host[i];
+    model->mean_loss = (float)(sum / (B * T));
+    return model->mean_loss;
+}
+
+// The per-layer parameter tensors (ln1w .. fcprojb) and the others (wte, wpe, lnfw, lnfb).
+inline bool tensor_is_per_layer(int i) {
+    return i >= 2 && i <= 13;
+}
+
+// This micro-step's floatX gradients of the tensors of layer l (l < 0: the non-layer tensors) are final:
+// add them into the fp32 accumulation buffer and, on the last micro-step of a multi-GPU ZeRO-0 step, start
+// their all-reduce (average) on the NCCL stream, overlapping the backward of the layers below.
+void gpt2_grads_ready(GPT2* model, MultiGpuConfig* mgc, int l, bool reduce) {
+    const int L = model->config.num_layers;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        if (tensor_is_per_layer(i) != (l >= 0)) continue;
+        const size_t count = l >= 0 ? model->param_sizes[i] / L : model->param_sizes[i];
+        const size_t offset = model->param_offsets[i] + (l >= 0 ? (size_t)l * count : 0);
+        accumulate_grads_fp32(model->grad_acc + offset, model->grads_memory + offset, count, model->stream);
+        if (reduce) multi_gpu_allreduce_avg(mgc, model->stream, model->grad_acc + offset, count);
+    }
+}
+
+// Backward pass of the last training forward (dloss_scale > 0): adds its gradients into grad_acc (fp32).
+// overlap_reduce: this is the last micro-step of a multi-GPU ZeRO-0 step; the gradients are averaged over
+// processes layer by layer as they become final. Otherwise the whole buffer is accumulated at the end.
+void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
+    const GPT2Config& c = model->config;
+    const int B = model->batch_size, T = model->seq_len, BT = B * T;
+    const int Vp = c.padded_vocab_size, L = c.num_layers, NH = c.num_heads, C = c.channels;
+    const ParameterTensors& p = model->params;
+    const ParameterTensors& g = model->grads;
+    const ActivationTensors& a = model->acts;
+    cudaStream_t s = model->stream;
+    MatmulContext* mm = &model->matmul;
+    floatX* dres = a.dresidual;
+    floatX* scratch = a.scratch_btc;
+    // the floatX gradients hold this micro-step only (the launchers add into them: tied wte, dbias)
+    cudaCheck(cudaMemsetAsync(model->grads_memory, 0, model->num_parameters_padded * sizeof(floatX), s));
+    cudaCheck(cudaMemsetAsync(dres, 0, (size_t)BT * C * sizeof(floatX), s));
+
+    // classifier (logits = lnf wte^T; a.logits holds dlogits) and the final LayerNorm
+    matmul_backward(mm, scratch, g.wte, nullptr, a.logits, a.lnf, p.wte, BT, C, Vp, nullptr, nullptr, s);
+    layernorm_backward(dres, g.lnfw, g.lnfb, model->ln_scratch, scratch,
+                       a.residual3 + (size_t)(L - 1) * BT * C, p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C, s);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const floatX* residual = layer_input(model, l, B, T);
+        LayerActs la = layer_acts(model, l, B, T);
+        const size_t lC = (size_t)l * C;
+        // recompute what the forward did not keep (same kernels, same inputs: the same bits)
+        if (model->recompute == 3) {
+            block_forward(model, l, B, T, residual, la, true);
+        } else {
+            if (model->recompute == 2) {
+                layernorm_forward(la.ln1, nullptr, nullptr, residual, p.ln1w + lC, p.ln1b + lC, BT, C, s);
+                layernorm_forward(la.ln2, nullptr, nullptr, la.residual2, p.ln2w + lC, p.ln2b + lC, BT, C, s);
+            }
+            if (model->recompute >= 1) gelu_forward(la.fch_gelu, la.fch, (size_t)BT * 4 * C, s);
+        }
+        // dres holds dL/d residual3 of this layer. residual3 = residual2 + fcproj(gelu(fch)):
+        matmul_backward(mm, a.dfch, g.fcprojw + lC * 4 * C, g.fcprojb + lC, dres, la.fch_gelu,
+                        p.fcprojw + lC * 4 * C, BT, 4 * C, C, la.fch, model->dbias_scratch,
+                        s); // dfch: pre-GELU
+        matmul_backward(mm, scratch, g.fcw + lC * 4 * C, g.fcb + lC * 4, a.dfch, la.ln2, p.fcw + lC * 4 * C,
+                        BT, C, 4 * C, nullptr, model->dbias_scratch, s); // scratch = dln2
+        layernorm_backward(dres, g.ln2w + lC, g.ln2b + lC, model->ln_scratch, scratch, la.residual2,
+                           p.ln2w + lC, la.ln2_mean, la.ln2_rstd, B, T, C, s); // dres = dL/d residual2
+        // residual2 = residual + attproj(attention(qkv(ln1(residual)))):
+        matmul_backward(mm, scratch, g.attprojw + lC * C, g.attprojb + lC, dres, la.atty, p.attprojw + lC * C,
+                        BT, C, C, nullptr, model->dbias_scratch, s); // scratch = datty
+        attention_backward(a.dqkv, scratch, la.qkv, la.atty, la.lse, model->att_scratch, B, T, NH, C / NH, s);
+        matmul_backward(mm, scratch, g.qkvw + lC * 3 * C, g.qkvb + lC * 3, a.dqkv, la.ln1,
+                        p.qkvw + lC * 3 * C, BT, C, 3 * C, nullptr, model->dbias_scratch,
+                        s); // scratch = dln1
+        layernorm_backward(dres, g.ln1w + lC, g.ln1b + lC, model->ln_scratch, scratch, residual, p.ln1w + lC,
+                           la.ln1_mean, la.ln1_rstd, B, T, C, s); // dres = dL/d residual (layer input)
+        if (overlap_reduce) gpt2_grads_ready(model, mgc, l, true);
+    }
+    encoder_backward(g.wte, g.wpe, dres, model->inputs, model->inputs_host.data(), &model->encoder_scratch, B,
+                     T, C, s);
+    if (overlap_reduce) {
+        gpt2_grads_ready(model, mgc, -1, true);
+    } else {
+        accumulate_grads_fp32(model->grad_acc, model->grads_memory, model->num_parameters_padded, s);
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// 3. the optimizer: AdamW on this process's shard of the parameters
+//
+// Data parallelism (llmc/zero.h has the arithmetic, llmc/nccl_gpu.cuh the collectives):
+//   ZeRO stage 0: the fp32 gradients are all-reduced (averaged) layer by layer during the last micro-step's
+//                 backward; every process updates every parameter (same gradients, same seed: same result).
+//   ZeRO stage 1: reduce-scatter (average) of the fp32 gradients, so process r holds the average of its 1/N
+//                 slice; it keeps the fp32 master weights, m and v only for that slice and updates only it;
+//                 then all-gather of the updated floatX parameters.
+// One process: every collective returns at once (in place), no communication at all.
+// AdamW, with the math in llmc/adamw.cuh; gradient clipping passes clip/norm as grad_scale. The floatX
+// parameters are written from the fp32 master with stochastic rounding, its bits a hash of (seed, step,
+// index); the seed mixes in each range's global offset so that two tensors do not share rounding bits.
+// With -qo 1, m and v are 8-bit codes with one scale per block (llmc/adamw8bit.cuh; round to nearest).
+
+struct Optimizer {
+    int zero_stage = 0;
+    ShardLayout layout;                       // which slice of the flat buffer this process updates
+    ShardRange ranges[NUM_PARAMETER_TENSORS]; // that slice cut at tensor boundaries
+    int num_ranges = 0;
+    bool keep_master = true; // fp32 master weights (needed in the BF16 build)
+    float* master = nullptr; // (shard_size) fp32
+    float* m = nullptr;      // (shard_size) fp32 AdamW state
+    float* v = nullptr;
+    bool use_8bit =
+        false; // 8-bit AdamW state: codes (shard_size each), one fp32 absmax per block of each range
+    int block_size = 0;
+    uint8_t* m_codes = nullptr;
+    uint8_t* v_codes = nullptr;
+    float* m_absmax = nullptr;
+    float* v_absmax = nullptr;
+    size_t block_offset[NUM_PARAMETER_TENSORS]; // first block of each range
+    size_t num_blocks = 0;
+    uint64_t seed = 0;               // of the stochastic rounding
+    cublasHandle_t cublas = nullptr; // scales the gradient for clipping before the 8-bit update
+};
+
+// The layout only (the model's buffers are sized from it); optimizer_allocate after gpt2_allocate.
+void optimizer_init(Optimizer* opt, const GPT2* model, const MultiGpuConfig* mgc, int zero_stage,
+                    bool use_8bit, int block_size, bool keep_master, uint64_t seed) {
+#if !defined(ENABLE_FP32)
+    if (!keep_master)
+        fail("flag -w 0: the BF16 build needs the fp32 master weights (-w 0 is for the FP32 build)");
+#endif
+    opt->zero_stage = zero_stage;
+    opt->layout = zero_layout(model->num_parameters, mgc->process_rank, mgc->num_processes, zero_stage);
+    opt->num_ranges = shard_ranges(model->param_sizes, NUM_PARAMETER_TENSORS, &opt->layout, opt->ranges);
+    opt->use_8bit = use_8bit;
+    opt->block_size = block_size;
+    opt->keep_master = keep_master;
+    opt->seed = seed;
+    opt->num_blocks = 0;
+    for (int r = 0; r < opt->num_ranges; r++) {
+        opt->block_offset[r] = opt->num_blocks;
+        if (use_8bit) opt->num_blocks += ceil_div(opt->ranges[r].count, (size_t)block_size);
+    }
+}
+
+// Allocates the state; the master weights start as this shard of the model's fp32 host copy.
+void optimizer_allocate(Optimizer* opt, const GPT2* model) {
+    const size_t S = opt->layout.shard_size;
+    if (opt->keep_master) {
+        std::vector<float> shard(S, 0.0f); // the padding stays 0
+        for (int r = 0; r < opt->num_ranges; r++) {
+            const ShardRange& rg = opt->ranges[r];
+            memcpy(shard.data() + rg.offset_in_shard, model->params_host.data() + rg.global_offset,
+                   rg.count * sizeof(float));
+        }
+        cudaCheck(cudaMalloc(&opt->master, S * sizeof(float)));
+        cudaCheck(cudaMemcpy(opt->master, shard.data(), S * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    if (!opt->use_8bit) {
+        cudaCheck(cudaMalloc(&opt->m, S * sizeof(float)));
+        cudaCheck(cudaMalloc(&opt->v, S * sizeof(float)));
+        cudaCheck(cudaMemset(opt->m, 0, S * sizeof(float)));
+        cudaCheck(cudaMemset(opt->v, 0, S * sizeof(float)));
+    } else {
+        // a block whose absmax is 0 dequantizes to all zeros whatever its codes: m = v = 0 at the start
+        const size_t nb = opt->num_blocks > 0 ? opt->num_blocks : 1;
+        cudaCheck(cudaMalloc(&opt->m_codes, S));
+        cudaCheck(cudaMalloc(&opt->v_codes, S));
+        cudaCheck(cudaMalloc(&opt->m_absmax, nb * sizeof(float)));
+        cudaCheck(cudaMalloc(&opt->v_absmax, nb * sizeof(float)));
+        cudaCheck(cudaMemset(opt->m_codes, 0, S));
+        cudaCheck(cudaMemset(opt->v_codes, 0, S));
+        cudaCheck(cudaMemset(opt->m_absmax, 0, nb * sizeof(float)));
+        cudaCheck(cudaMemset(opt->v_absmax, 0, nb * sizeof(float)));
+        cublasCheck(cublasCreate(&opt->cublas));
+        cublasCheck(cublasSetStream(opt->cublas, model->stream));
+    }
+}
+
+void optimizer_free(Optimizer* opt) {
+    cudaCheck(cudaFree(opt->master));
+    cudaCheck(cudaFree(opt->m));
+    cudaCheck(cudaFree(opt->v));
+    cudaCheck(cudaFree(opt->m_codes));
+    cudaCheck(cudaFree(opt->v_codes));
+    cudaCheck(cudaFree(opt->m_absmax));
+    cudaCheck(cudaFree(opt->v_absmax));
+    if (opt->cublas) cublasCheck(cublasDestroy(opt->cublas));
+}
+
+// Bytes of optimizer state (master weights + moments) this process holds.
+size_t optimizer_state_bytes(const Optimizer* opt) {
+    const size_t S = opt->layout.shard_size;
+    size_t bytes = opt->keep_master ? S * sizeof(float) : 0;
+    return bytes + (opt->use_8bit ? 2 * S + 2 * opt->num_blocks * sizeof(float) : 2 * S * sizeof(float));
+}
+
+// The fp32 copy of a range that AdamW updates: the master shard, or (FP32 build, -w 0) the parameters.
+float* optimizer_master(GPT2* model, Optimizer* opt, const ShardRange& rg) {
+    if (opt->master != nullptr) return opt->master + rg.offset_in_shard;
+#if defined(ENABLE_FP32)
+    return model->params_memory + rg.global_offset;
+#else
+    (void)model;
+    fail("optimizer: the BF16 build needs the fp32 master weights");
+#endif
+}
+
+// One optimizer step from the gradients accumulated in model->grad_acc. t is 1-based. Returns the global
+// gradient norm before clipping.
+float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, const AdamWConfig& h, int t) {
+    const ShardLayout& lay = opt->layout;
+    cudaStream_t s = model->stream;
+    // 1. average over processes (stage 0: queued by the backward); g = this process's slice
+    float* g = model->grad_acc + lay.shard_offset;
+    if (opt->zero_stage == 1) multi_gpu_reduce_scatter(mgc, s, model->grad_acc, g, lay.shard_size, true);
+    multi_gpu_sync(mgc, s);
+    // 2. global norm: squares summed over the slice (padding is 0), then over processes
+    global_norm_squared(model->norm_device, g, lay.shard_size, model->norm_scratch, s);
+    if (opt->zero_stage == 1) {
+        multi_gpu_allreduce_sum(mgc, s, model->norm_device, 1);
+        multi_gpu_sync(mgc, s);
+    }
+    cudaCheck(
+        cudaMemcpyAsync(model->norm_host, model->norm_device, sizeof(float), cudaMemcpyDeviceToHost, s));
+    multi_gpu_wait(mgc, s, STEP_TIMEOUT_S);
+    const float norm = sqrtf(*model->norm_host);
+    // 3. clip: scale the gradient so its norm is at most grad_clip
+    const float scale = (h.grad_clip > 0.0f && norm > h.grad_clip) ? h.grad_clip / norm : 1.0f;
+    if (opt->use_8bit && scale != 1.0f) { // the 8-bit kernel has no grad_scale argument: scale in place
+        for (size_t done = 0; done < lay.shard_size;) {
+            const int n = (int)std::min(lay.shard_size - done, (size_t)1 << 30);
+            cublasCheck(cublasSscal(opt->cublas, n, &scale, g + done, 1));
+            done += (size_t)n;
+        }
+    }
+    // 4. AdamW, range by range (weight decay only on matrices)
+    for (int r = 0; r < opt->num_ranges; r++) {
+        const ShardRange& rg = opt->ranges[r];
+        const float wd = parameter_is_matrix(rg.tensor) ? h.weight_decay : 0.0f;
+        floatX* params = model->params_memory + rg.global_offset;
+        float* master = optimizer_master(model, opt, rg);
+        const float* gr = g + rg.offset_in_shard;
+        if (!opt->use_8bit) {
+            const unsigned int seed = (unsigned int)rng_mix64(opt->seed ^ rng_mix64(rg.global_offset));
+            adamw_update(params, opt->master ? master : nullptr, gr, opt->m + rg.offset_in_shard,
+                         opt->v + rg.offset_in_shard, rg.count, lr, h.beta1, h.beta2, h.eps, wd, scale, t,
+                         seed, s);
+        } else {
+            const size_t b = opt->block_offset[r];
+            adamw8bit_update_cuda(master, opt->master ? params : nullptr, gr,
+                                  opt->m_codes + rg.offset_in_shard, opt->m_absmax + b,
+                                  opt->v_codes + rg.offset_in_shard, opt->v_absmax + b, rg.count,
+                                  opt->block_size, lr, h.beta1, h.beta2, h.eps, wd, t, s);
+        }
+    }
+    // 5. ZeRO-1: every process gets everyone's updated slice
+    if (opt->zero_stage == 1) {
+        multi_gpu_all_gather(mgc, s, model->params_memory + lay.shard_offset, model->params_memory,
+                             lay.shard_size);
+        multi_gpu_sync(mgc, s);
+    }
+    // 6. the next step accumulates from zero
+    cudaCheck(cudaMemsetAsync(model->grad_acc, 0, model->num_parameters_padded * sizeof(float), s));
+    return norm;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// 4. evaluation, sampling, checkpoints
+
+// Mean loss over the first max_batches batches of the validation set (all if max_batches < 0), averaged
+// over processes (each evaluates its own slice of every batch).
+float gpt2_validate(GPT2* model, DataLoader* val_loader, int max_batches, MultiGpuConfig* mgc) {
+    dataloader_reset(val_loader);
+    int n = (int)dataloader_num_batches(val_loader);
+    if (max_batches >= 0 && max_batches < n) n = max_batches;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        dataloader_next_batch(val_loader);
+        gpt2_forward(model, val_loader->inputs.data(), val_loader->targets.data(), model->batch_size,
+                     model->seq_len, 0.0f);
+        sum += gpt2_wait_loss(model, model->batch_size, model->seq_len);
+    }
+    float loss = n > 0 ? (float)(sum / n) : 0.0f;
+    return multi_gpu_sum_host(mgc, loss, STEP_TIMEOUT_S) / mgc->num_processes;
+}
+
+// Generates num_tokens tokens after <|endoftext|>, each drawn from softmax(logits / temperature) with coins
+// from rng, and prints them. Each token runs a B=1 forward over the whole sequence length T (the prefix,
+// padded with <|endoftext|>; causal attention keeps the padding from reaching the row we read): one
+// matmul shape for every token, so cuBLASLt plans are not rebuilt per prefix length.
+void gpt2_sample(GPT2* model, const TokenDecoder* decoder, Rng* rng, int num_tokens, float temperature) {
+    const GPT2Config& c = model->config;
+    const int T = model->seq_len, Vp = c.padded_vocab_size;
+    const int eot = decoder->vocab_size > 0 ? decoder->eot_token : c.vocab_size - 1;
+    std::vector<int> tokens(T, eot);
+    std::vector<float> logits(Vp);
+    printf("generating:\n---\n");
+    for (int t = 1; t <= num_tokens && t < T; t++) {
+        gpt2_forward(model, tokens.data(), nullptr, 1, T, 0.0f);
+        download_floatX(logits.data(), model->acts.logits + (size_t)(t - 1) * Vp, Vp);
+        int next = sample_softmax(logits.data(), c.vocab_size, temperature, rng_uniform(rng));
+        tokens[t] = next;
+        if (decoder->vocab_size > 0 && next < decoder->vocab_size) {
+            const std::string& piece = token_decoder_piece(decoder, next);
+            fwrite(piece.data(), 1, piece.size(), stdout);
+        } else {
+            printf("%d ", next);
+        }
+        fflush(stdout);
+    }
+    printf("\n---\n");
+}
+
+// Checkpoints, as the CPU trainer writes them:
+//   <dir>/model_<step>.bin      the floatX parameters as an fp32 (v3) model file (exact: bf16 -> fp32 is
+//                               lossless), readable by both trainers
+//   <dir>/state_<step>_<rank>.bin  the CPU layout: int32 header[256] (same slots as train_gpt2.cpp, plus
+//                               [8] = 1 when fp32 master weights follow), the moments (fp32 m, v or the
+//                               8-bit codes and scales), then this rank's fp32 master shard (shard size)
+//   <dir>/checkpoint_latest     the step, written (atomically) after every other file is on disk.
+// The master weights make the resume bit-exact: the bf16 parameters alone lose what stochastic rounding
+// dropped. A CPU state (no master) loads too: the master weights then start from the model file.
+constexpr int STATE_MAGIC = 20240527;
+constexpr int STATE_VERSION = 1;
+
+struct TrainState {
+    int step;
+    DataLoaderState loader;
+    Rng sample_rng;
+};
+
+static void put_u64(int* header, int slot, uint64_t v) {
+    memcpy(header + slot, &v, sizeof(v));
+}
+static uint64_t get_u64(const int* header, int slot) {
+    uint64_t v;
+    memcpy(&v, header + slot, sizeof(v));
+    return v;
+}
+
+std::string checkpoint_path(const char* dir, const char* kind, int step, int rank) {
+    char buf[64];
+    if (rank < 0)
+        snprintf(buf, sizeof(buf), "/%s_%08d.bin", kind, step);
+    else
+        snprintf(buf, sizeof(buf), "/%s_%08d_%05d.bin", kind, step, rank);
+    return std::string(dir) + buf;
+}
+
+// device -> host -> file
+template <class T> void write_device(AtomicFile* f, const T* device, size_t n) {
+    std::vector<T> tmp(n);
+    if (n > 0) cudaCheck(cudaMemcpy(tmp.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost));
+    f->write(tmp.data(), sizeof(T), n);
+}
+template <class T> void read_device(File* f, T* device, size_t n, const char* what) {
+    std::vector<T> tmp(n);
+    f->read(tmp.data(), sizeof(T), n, what);
+    if (n > 0) cudaCheck(cudaMemcpy(device, tmp.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+}
+
+void save_checkpoint(const char* dir, GPT2* model, const Optimizer* opt, const TrainState& st,
+                     MultiGpuConfig* mgc) {
+    cudaCheck(cudaStreamSynchronize(model->stream));
+    if (mgc->process_rank == 0) {
+        std::vector<float> params(model->num_parameters);
+        download_floatX(params.data(), model->params_memory, model->num_parameters);
+        checkpoint_write(checkpoint_path(dir, "model", st.step, -1).c_str(), model->config, params.data(),
+                         model->num_parameters, false);
+    }
+    int header[HEADER_SLOTS] = {};
+    header[0] = STATE_MAGIC;
+    header[1] = STATE_VERSION;
+    header[2] = mgc->num_processes;
+    header[3] = mgc->process_rank;
+    header[4] = opt->zero_stage;
+    header[5] = opt->use_8bit ? 1 : 0;
+    header[6] = st.step;
+    header[7] = opt->block_size;
+    header[8] = opt->keep_master ? 1 : 0;
+    put_u64(header, 16, opt->layout.shard_size);
+    put_u64(header, 18, opt->layout.shard_offset);
+    put_u64(header, 20, model->num_parameters);
+    put_u64(header, 22, st.loader.epoch);
+    put_u64(header, 24, st.loader.shard_pos);
+    put_u64(header, 26, st.loader.sample_pos);
+    put_u64(header, 28, st.sample_rng.state);
+    std::string path = checkpoint_path(dir, "state", st.step, mgc->process_rank);
+    AtomicFile f(path.c_str());
+    f.write(header, sizeof(int), HEADER_SLOTS);
+    const size_t S = opt->layout.shard_size;
+    if (!opt->use_8bit) {
+        write_device(&f, opt->m, S);
+        write_device(&f, opt->v, S);
+    } else {
+        write_device(&f, opt->m_codes, S);
+        write_device(&f, opt->v_codes, S);
+        write_device(&f, opt->m_absmax, opt->num_blocks);
+        write_device(&f, opt->v_absmax, opt->num_blocks);
+    }
+    if (opt->keep_master) write_device(&f, opt->master, S);
+    f.commit();
+    multi_gpu_barrier(mgc, STEP_TIMEOUT_S); // every state file is on disk before the checkpoint is complete
+    if (mgc->process_rank == 0) {
+        std::string latest = std::string(dir) + "/checkpoint_latest";
+        AtomicFile lf(latest.c_str());
+        char line[32];
+        int len = snprintf(line, sizeof(line), "%d\n", st.step);
+        lf.write(line, 1, (size_t)len);
+        lf.commit();
+    }
+}
+
+// The step of the latest complete checkpoint in dir, or -1 if there is none.
+int find_latest_checkpoint(const char* dir) {
+    std::string path = std::string(dir) + "/checkpoint_latest";
+    if (!file_exists(path.c_str())) return -1;
+    File f(path.c_str(), "r");
+    int step = -1;
+    if (fscanf(f.fp, "%d", &step) != 1 || step < 0) {
+        fail("'%s' should hold the step of the latest checkpoint, a non-negative integer", path.c_str());
+    }
+    return step;
+}
+
+// Loads this process's optimizer state and the training position (after optimizer_allocate, which set
+// the master weights from the model file the caller loaded).
+void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, TrainState* st,
+                MultiGpuConfig* mgc) {
+    std::string path = checkpoint_path(dir, "state", step, mgc->process_rank);
+    File f(path.c_str(), "rb");
+    int header[HEADER_SLOTS];
+    f.read(header, sizeof(int), HEADER_SLOTS, "the 1024-byte state header");
+    if (header[0] != STATE_MAGIC || header[1] != STATE_VERSION) {
+        fail("'%s' is not a training state file: expected magic %d version %d, got %d version %d",
+             path.c_str(), STATE_MAGIC, STATE_VERSION, header[0], header[1]);
+    }
+    if (header[2] != mgc->num_processes) {
+        fail(
+            "'%s' was written by a run with %d processes but this run has %d: resume with the same number of "
+            "processes",
+            path.c_str(), header[2], mgc->num_processes);
+    }
+    if (header[4] != opt->zero_stage || header[5] != (opt->use_8bit ? 1 : 0) ||
+        (opt->use_8bit && header[7] != opt->block_size)) {
+        fail("'%s' holds optimizer state for -z %d -qo %d -qb %d, but this run has -z %d -qo %d -qb %d",
+             path.c_str(), header[4], header[5], header[7], opt->zero_stage, opt->use_8bit ? 1 : 0,
+             opt->block_size);
+    }
+    if (header[6] != step || get_u64(header, 16) != opt->layout.shard_size ||
+        get_u64(header, 20) != model->num_parameters) {
+        fail("'%s' does not match this model: step %d, %llu parameters, shard of %llu (expected step %d, "
+             "%zu, %zu)",
+             path.c_str(), header[6], (unsigned long long)get_u64(header, 20),
+             (unsigned long long)get_u64(header, 16), step, model->num_parameters, opt->layout.shard_size);
+    }
+    st->step = step;
+    st->loader = DataLoaderState{get_u64(header, 22), get_u64(header, 24), get_u64(header, 26)};
+    st->sample_rng.state = get_u64(header, 28);
+    const size_t S = opt->layout.shard_size;
+    if (!opt->use_8bit) {
+        read_device(&f, opt->m, S, "AdamW m");
+        read_device(&f, opt->v, S, "AdamW v");
+    } else {
+        read_device(&f, opt->m_codes, S, "8-bit AdamW m codes");
+        read_device(&f, opt->v_codes, S, "8-bit AdamW v codes");
+        read_device(&f, opt->m_absmax, opt->num_blocks, "8-bit AdamW m scales");
+        read_device(&f, opt->v_absmax, opt->num_blocks, "8-bit AdamW v scales");
+    }
+    if (header[8] == 1) {
+        if (opt->keep_master) {
+            read_device(&f, opt->master, S, "fp32 master weights");
+        } else {
+            fseek_check(f.fp, (long)(S * sizeof(float)), SEEK_CUR,
+                        path.c_str()); // -w 0: the model file suffices
+        }
+    }
+    if (fgetc(f.fp) != EOF) fail("'%s' has bytes after the optimizer state: wrong file?", path.c_str());
+}
+
+// ----------------------------------------------------------------------------------------------------
+// 5. main: flags, memory table and the training loop
+
+#ifndef TESTING // test_gpt2.cu includes this file for its functions and has its own main
+
+struct TrainConfig {
+    const char* train_pattern = "data/tinyshakespeare/tiny_shakespeare_train.bin";
+    const char* val_pattern = "data/tinyshakespeare/tiny_shakespeare_val.bin";
+    const char* model = "d12";
+    const char* output_dir = nullptr;
+    const char* tokenizer_path = "data/gpt2_tokenizer.bin";
+    int B = 16, T = 1024;
+    long total_batch_tokens = -1; // -1: one micro-batch per process, no accumulation
+    float learning_rate = 6e-4f;
+    int warmup_steps = 10;
+    float final_lr_frac = 0.1f;
+    const char* schedule = "cosine";
+    float cooldown_frac = 0.2f;
+    const char* lr_scale_rule = "none";
+    long lr_scale_ref_tokens = 0;
+    AdamWConfig adamw;
+    int max_steps = 100; // -1: one epoch
+    int val_every = 20, val_max_steps = 20, sample_every = 50, gen_tokens = 64;
+    float temperature = 1.0f;
+    int checkpoint_every = 0;
+    bool resume = false, overfit_single_batch = false;
+    int zero_stage = 0;
+    bool use_8bit = false;
+    int block_size = 2048;
+    uint64_t seed = 1337;
+    // GPU only
+    int recompute = 0;
+    bool keep_master = true;
+    const char* init_method = "mpi";
+    const char* server = "127.0.0.1";
+    const char* fs_path = nullptr;
+    int num_processes = 1, process_rank = 0, gpus_per_node = 0;
+};
+
+// The usage text and the parser below are kept side by side: every flag listed is read, and only those.
+void print_usage(const TrainConfig& d) {
+    printf("usage: train_gpt2cu [flags]   (" PRECISION_NAME
+           " build; several GPUs: mpirun -np N ./train_gpt2cu, "
+           "or -pi tcp|fs)\n"
+           "data and model\n"
+           "  -i <pattern>  train token shards (glob)               default %s\n"
+           "  -j <pattern>  validation token shards (glob)          default %s\n"
+           "  -e <model>    model file (.bin, fp32 or bf16) or descriptor d2, d4, d6, d12, d24, d36, d48 to\n"
+           "                train from scratch                      default %s\n"
+           "  -o <dir>      output directory for log and checkpoints (none: no log, no checkpoints)\n"
+           "  -tk <file>    gpt2_tokenizer.bin to decode samples    default %s\n"
+           "batch\n"
+           "  -b <int>      micro-batch size per GPU                default %d\n"
+           "  -t <int>      sequence length                         default %d\n"
+           "  -d <int>      total batch size in tokens (all GPUs, gradient accumulation makes up the rest);\n"
+           "                -1 = one micro-batch per GPU            default %ld\n"
+           "optimizer\n"
+           "  -l <float>    peak learning rate                      default %g\n"
+           "  -u <int>      warmup steps                            default %d\n"
+           "  -q <float>    final learning rate, fraction of peak   default %g\n"
+           "  -k <name>     schedule: cosine, linear, constant, wsd default %s\n"
+           "  -cf <float>   wsd cooldown fraction of the steps      default %g\n"
+           "  -sr <rule>    scale the peak lr from a reference batch: none, linear, sqrt  default %s\n"
+           "  -sb <int>     reference batch size in tokens for -sr\n"
+           "  -c <float>    weight decay (matrices only)            default %g\n"
+           "  -gc <float>   gradient clipping global norm (0: off)  default %g\n"
+           "  -qo <0|1>     8-bit AdamW (m and v as 8-bit codes)    default %d\n"
+           "  -qb <int>     8-bit AdamW block size (<= 4096)        default %d\n"
+           "  -z <0|1>      ZeRO stage: 0 data parallel, 1 sharded optimizer state and master weights  "
+           "default %d\n"
+           "  -w <0|1>      keep fp32 master weights (-w 0 only in the FP32 build)  default %d\n"
+           "  -r <0..3>     recompute in the backward: 0 nothing, 1 GELU, 2 + LayerNorm, 3 whole blocks  "
+           "default %d\n"
+           "schedule of the run\n"
+           "  -x <int>      training steps (-1: one epoch)          default %d\n"
+           "  -v <int>      validation every N steps                default %d\n"
+           "  -m <int>      validation batches (-1: all)            default %d\n"
+           "  -s <int>      sample every N steps (0: never)         default %d\n"
+           "  -g <int>      tokens to sample                        default %d\n"
+           "  -st <float>   sampling temperature                    default %g\n"
+           "  -n <int>      checkpoint every N steps (0: only at the end, when -o is given)  default %d\n"
+           "  -y <0|1>      resume from the latest checkpoint in -o default %d\n"
+           "  -a <0|1>      overfit a single batch                  default %d\n"
+           "  -sd <int>     random seed (init, data order, sampling, rounding)  default %llu\n"
+           "multi-GPU (llmc/nccl_gpu.cuh)\n"
+           "  -pi <method>  bootstrap: mpi (under mpirun), tcp, fs  default %s\n"
+           "  -ps <host>    tcp: rank 0's host[:port]               default %s\n"
+           "  -pf <dir>     fs: a directory every node shares\n"
+           "  -pn <int>     tcp/fs: number of processes             default %d\n"
+           "  -pr <int>     tcp/fs: this process's rank             default %d\n"
+           "  -pg <int>     tcp/fs: GPUs per node (0: all)          default %d\n"
+           "  -h            this text\n",
+           d.train_pattern, d.val_pattern, d.model, d.tokenizer_path, d.B, d.T, d.total_batch_tokens,
+           (double)d.learning_rate, d.warmup_steps, (double)d.final_lr_frac, d.schedule,
+           (double)d.cooldown_frac, d.lr_scale_rule, (double)d.adamw.weight_decay, (double)d.adamw.grad_clip,
+           (int)d.use_8bit, d.block_size, d.zero_stage, (int)d.keep_master, d.recompute, d.max_steps,
+           d.val_every, d.val_max_steps, d.sample_every, d.gen_tokens, (double)d.temperature,
+           d.checkpoint_every, (int)d.resume, (int)d.overfit_single_batch, (unsigned long long)d.seed,
+           d.init_method, d.server, d.num_processes, d.process_rank, d.gpus_per_node);
+}
+
+static bool parse_bool_flag(const char* flag, const char* text) {
+    long v = parse_long_flag(flag, text);
+    if (v != 0 && v != 1) fail("flag %s expects 0 or 1, got '%s'", flag, text);
+    return v == 1;
+}
+
+static int parse_int_flag(const char* flag, const char* text, long lo, long hi) {
+    long v = parse_long_flag(flag, text);
+    if (v < lo || v > hi) fail("flag %s expects an integer in [%ld, %ld], got %ld", flag, lo, hi, v);
+    return (int)v;
+}
+
+// Returns false when -h was given.
+bool parse_flags(TrainConfig* c, int argc, char** argv) {
+    for (int i = 1; i < argc; i += 2) {
+        const char* f = argv[i];
+        if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) return false;
+        if (f[0] != '-' || f[1] == '\0') fail("expected a flag like -b, got '%s' (see -h)", f);
+        if (i + 1 >= argc) fail("flag %s expects a value (see -h)", f);
+        const char* v = argv[i + 1];
+        const char* k = f + 1;
+        if (!strcmp(k, "i"))
+            c->train_pattern = v;
+        else if (!strcmp(k, "j"))
+            c->val_pattern = v;
+        else if (!strcmp(k, "e"))
+            c->model = v;
+        else if (!strcmp(k, "o"))
+            c->output_dir = v;
+        else if (!strcmp(k, "tk"))
+            c->tokenizer_path = v;
+        else if (!strcmp(k, "b"))
+            c->B = parse_int_flag(f, v, 1, 1 << 20);
+        else if (!strcmp(k, "t"))
+            c->T = parse_int_flag(f, v, 1, 1 << 20);
+        else if (!strcmp(k, "d"))
+            c->total_batch_tokens = parse_long_flag(f, v);
+        else if (!strcmp(k, "l"))
+            c->learning_rate = parse_float_flag(f, v);
+        else if (!strcmp(k, "u"))
+            c->warmup_steps = parse_int_flag(f, v, 0, 1 << 30);
+        else if (!strcmp(k, "q"))
+            c->final_lr_frac = parse_float_flag(f, v);
+        else if (!strcmp(k, "k"))
+            c->schedule = v;
+        else if (!strcmp(k, "cf"))
+            c->cooldown_frac = parse_float_flag(f, v);
+        else if (!strcmp(k, "sr"))
+            c->lr_scale_rule = v;
+        else if (!strcmp(k, "sb"))
+            c->lr_scale_ref_tokens = parse_long_flag(f, v);
+        else if (!strcmp(k, "c"))
+            c->adamw.weight_decay = parse_float_flag(f, v);
+        else if (!strcmp(k, "gc"))
+            c->adamw.grad_clip = parse_float_flag(f, v);
+        else if (!strcmp(k, "qo"))
+            c->use_8bit = parse_bool_flag(f, v);
+        else if (!strcmp(k, "qb"))
+            c->block_size = parse_int_flag(f, v, 64, ADAMW8BIT_MAX_BLOCK);
+        else if (!strcmp(k, "z"))
+            c->zero_stage = parse_int_flag(f, v, 0, 1);
+        else if (!strcmp(k, "w"))
+            c->keep_master = parse_bool_flag(f, v);
+        else if (!strcmp(k, "r"))
+            c->recompute = parse_int_flag(f, v, 0, 3);
+        else if (!strcmp(k, "x"))
+            c->max_steps = parse_int_flag(f, v, -1, 1 << 30);
+        else if (!strcmp(k, "v"))
+            c->val_every = parse_int_flag(f, v, 1, 1 << 30);
+        else if (!strcmp(k, "m"))
+            c->val_max_steps = parse_int_flag(f, v, -1, 1 << 30);
+        else if (!strcmp(k, "s"))
+            c->sample_every = parse_int_flag(f, v, 0, 1 << 30);
+        else if (!strcmp(k, "g"))
+            c->gen_tokens = parse_int_flag(f, v, 1, 1 << 20);
+        else if (!strcmp(k, "st"))
+            c->temperature = parse_float_flag(f, v);
+        else if (!strcmp(k, "n"))
+            c->checkpoint_every = parse_int_flag(f, v, 0, 1 << 30);
+        else if (!strcmp(k, "y"))
+            c->resume = parse_bool_flag(f, v);
+        else if (!strcmp(k, "a"))
+            c->overfit_single_batch = parse_bool_flag(f, v);
+        else if (!strcmp(k, "sd"))
+            c->seed = (uint64_t)parse_long_flag(f, v);
+        else if (!strcmp(k, "pi"))
+            c->init_method = v;
+        else if (!strcmp(k, "ps"))
+            c->server = v;
+        else if (!strcmp(k, "pf"))
+            c->fs_path = v;
+        else if (!strcmp(k, "pn"))
+            c->num_processes = parse_int_flag(f, v, 1, 1 << 20);
+        else if (!strcmp(k, "pr"))
+            c->process_rank = parse_int_flag(f, v, 0, 1 << 20);
+        else if (!strcmp(k, "pg"))
+            c->gpus_per_node = parse_int_flag(f, v, 0, 1 << 10);
+        else
+            fail("unknown flag %s (see -h)", f);
+    }
+    return true;
+}
+
+// Device bytes this process allocates, by category (the memory table and the check after the first step).
+struct MemoryUse {
+    size_t params, grads, grad_acc, master, moments, activations, workspaces;
+    size_t total() const { return params + grads + grad_acc + master + moments + activations + workspaces; }
+};
+
+MemoryUse memory_use(const GPT2* model, const Optimizer* opt) {
+    const size_t P_pad = model->num_parameters_padded, S = opt->layout.shard_size;
+    const size_t BT = (size_t)model->batch_size * model->seq_len;
+    MemoryUse u;
+    u.params = P_pad * sizeof(floatX);
+    u.grads = P_pad * sizeof(floatX);
+    u.grad_acc = P_pad * sizeof(float);
+    u.master = opt->keep_master ? S * sizeof(float) : 0;
+    u.moments = optimizer_state_bytes(opt) - u.master;
+    u.activations = model->act_bytes;
+    u.workspaces = model->workspace_bytes + model->matmul.workspace_bytes + (2 * BT + 1) * sizeof(int);
+    return u;
+}
+
+// The memory table: each category from the buffer sizes, next to the per-parameter formula, and the
+// activation memory of every recompute mode (the memory side of the -r trade-off).
+void print_memory_table(const GPT2* model, const Optimizer* opt, int num_processes) {
+    const double MiB = 1024.0 * 1024.0, P = (double)model->num_parameters, N = num_processes;
+    const int B = model->batch_size, T = model->seq_len;
+    const MemoryUse u = memory_use(model, opt);
+    const bool sharded = opt->zero_stage == 1;
+    printf("memory (this GPU, predicted from the buffer sizes):\n");
+    printf("  parameters (%s)              %9.1f MiB\n", PRECISION_NAME, u.params / MiB);
+    printf("  gradients (%s)               %9.1f MiB\n", PRECISION_NAME, u.grads / MiB);
+    printf("  gradient accumulation (fp32)   %9.1f MiB\n", u.grad_acc / MiB);
+    printf("  master weights (fp32)          %9.1f MiB%s\n", u.master / MiB,
+           sharded ? "  (ZeRO-1 shard)" : "");
+    printf("  AdamW m, v (%s)     %9.1f MiB%s\n", opt->use_8bit ? "8-bit + scales" : "fp32          ",
+           u.moments / MiB, sharded ? "  (ZeRO-1 shard)" : "");
+    printf("  activations (-r %d)             %9.1f MiB  (B=%d T=%d)\n", model->recompute,
+           u.activations / MiB, B, T);
+    printf(
+        "  workspaces                     %9.1f MiB  (cuBLASLt %.0f MiB; attention, layernorm, bias, norm, "
+        "encoder scratch)\n",
+        u.workspaces / MiB, model->matmul.workspace_bytes / MiB);
+    printf("  total                          %9.1f MiB\n", u.total() / MiB);
+    const double state = (double)(u.params + u.grads + u.grad_acc + u.master + u.moments);
+    const double optim = (opt->keep_master ? 4.0 : 0.0) + (opt->use_8bit ? 2.0 : 8.0);
+    printf("  model state: %.2f B/param; formula %zu + %zu + 4 (fp32 accumulation) + %g / %d = %.2f",
+           state / P, sizeof(floatX), sizeof(floatX), optim, sharded ? num_processes : 1,
+           2.0 * sizeof(floatX) + 4.0 + optim / (sharded ? N : 1.0));
+    if (BF16_BUILD && opt->keep_master && !opt->use_8bit) {
+        printf(" (mixed-precision Adam %.2f + 4)",
+               zero_bytes_per_param(opt->zero_stage, num_processes, true));
+    }
+    printf("\n  activations by recompute mode:");
+    for (int r = 0; r <= 3; r++) {
+        size_t count[NUM_ACTIVATION_TENSORS], elem[NUM_ACTIVATION_TENSORS];
+        activation_table(count, elem, model->config, B, T, r);
+        printf("  -r %d: %.1f MiB", r, activation_bytes(count, elem) / MiB);
+    }
+    printf("\n");
+}
+
+int main(int argc, char** argv) {
+    TrainConfig cfg;
+    if (!parse_flags(&cfg, argc, argv)) {
+        print_usage(TrainConfig());
+        return 0;
+    }
+    MultiGpuConfig mgc = multi_gpu_config_init(&argc, &argv, cfg.init_method, cfg.server, cfg.fs_path,
+                                               cfg.num_processes, cfg.process_rank, cfg.gpus_per_node);
+    const bool main_process = mgc.process_rank == 0;
+    if (cfg.resume && cfg.output_dir == nullptr) fail("flag -y 1 needs -o <dir> to find the checkpoint in");
+    cudaCheck(cudaFree(nullptr)); // create the CUDA context now, so the memory baseline excludes it
+    size_t free_at_start = 0, total_memory = 0;
+    cudaCheck(cudaMemGetInfo(&free_at_start, &total_memory));
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, mgc.local_device_idx));
+
+    // the model: from a file, or fresh from a descriptor
+    GPT2 model;
+    GPT2Config desc;
+    if (gpt2_config_from_descriptor(cfg.model, &desc)) {
+        gpt2_build_from_random(&model, desc, cfg.seed);
+    } else {
+        if (!file_exists(cfg.model))
+            fail("flag -e: '%s' is neither a model file nor a descriptor like d12", cfg.model);
+        gpt2_build_from_checkpoint(&model, cfg.model);
+    }
+    const GPT2Config& mc = model.config;
+    const int B = cfg.B, T = cfg.T;
+    if (T > mc.max_seq_len) {
+        fail("flag -t: sequence length %d exceeds the model's maximum %d (maxT in its header)", T,
+             mc.max_seq_len);
+    }
+
+    // batch: total = B * T * processes * accumulation steps
+    const long tokens_per_micro = (long)B * T * mgc.num_processes;
+    const long total_tokens = cfg.total_batch_tokens < 0 ? tokens_per_micro : cfg.total_batch_tokens;
+    if (total_tokens % tokens_per_micro != 0) {
+        fail("flag -d: total batch %ld tokens is not a multiple of B*T*processes = %d*%d*%d = %ld",
+             total_tokens, B, T, mgc.num_processes, tokens_per_micro);
+    }
+    const int grad_accum_steps = (int)(total_tokens / tokens_per_micro);
+
+    // data
+    DataLoader train_loader, val_loader;
+    dataloader_init(&train_loader, cfg.train_pattern, B, T, mgc.process_rank, mgc.num_processes,
+                    !cfg.overfit_single_batch, cfg.seed, mc.vocab_size);
+    dataloader_init(&val_loader, cfg.val_pattern, B, T, mgc.process_rank, mgc.num_processes, false, cfg.seed,
+                    mc.vocab_size);
+    int train_steps = cfg.max_steps;
+    if (train_steps < 0) train_steps = (int)(dataloader_num_batches(&train_loader) / grad_accum_steps);
+    if (train_steps < 1)
+        fail("the training data holds less than one optimizer step of %ld tokens", total_tokens);
+
+    // learning rate: optional batch-size scaling of the peak, then the schedule
+    float peak_lr = scale_lr_for_batch(cfg.learning_rate, (size_t)cfg.lr_scale_ref_tokens,
+                                       (size_t)total_tokens, cfg.lr_scale_rule);
+    LRScheduler sched;
+    lr_scheduler_init(&sched, cfg.schedule, peak_lr, cfg.warmup_steps, train_steps, cfg.final_lr_frac,
+                      cfg.cooldown_frac);
+
+    TokenDecoder decoder; // samples are printed as token ids when the tokenizer file is missing
+    if (file_exists(cfg.tokenizer_path) && mc.vocab_size == 50257)
+        token_decoder_load(&decoder, cfg.tokenizer_path);
+
+    TrainState st;
+    st.step = 0;
+    rng_init(&st.sample_rng, cfg.seed ^ 0x5eed5a3b1eULL);
+    int resume_step = -1;
+    if (cfg.resume) {
+        resume_step = find_latest_checkpoint(cfg.output_dir);
+        if (resume_step < 0)
+            fail("flag -y 1: no checkpoint in '%s' (no checkpoint_latest file)", cfg.output_dir);
+        std::string model_path = checkpoint_path(cfg.output_dir, "model", resume_step, -1);
+        GPT2Config saved;
+        int version;
+        checkpoint_read_header(model_path.c_str(), &saved, &version);
+        if (memcmp(&saved, &mc, sizeof(saved)) != 0) {
+            fail("'%s' holds a different model shape than -e %s", model_path.c_str(), cfg.model);
+        }
+        checkpoint_read_parameters(model_path.c_str(), version, model.params_host.data(),
+                                   model.num_parameters);
+    }
+
+    Optimizer opt;
+    const uint64_t rounding_seed = rng_mix64(cfg.seed ^ 0xad4a3bULL);
+    optimizer_init(&opt, &model, &mgc, cfg.zero_stage, cfg.use_8bit, cfg.block_size, cfg.keep_master,
+                   rounding_seed);
+    gpt2_allocate(&model, opt.layout.padded_params, B, T, cfg.recompute);
+    optimizer_allocate(&opt, &model);
+    if (resume_step >= 0) {
+        load_state(cfg.output_dir, resume_step, &opt, &model, &st, &mgc);
+        dataloader_set_state(&train_loader, st.loader);
+    }
+    if (cfg.output_dir && main_process) make_dir_check(cfg.output_dir);
+    Logger logger;
+    // on resume, drop log lines from beyond the checkpoint (train lines of steps >= resume_step, val lines at
+    // it)
+    logger_init(&logger, cfg.output_dir, mgc.process_rank, resume_step >= 0 ? resume_step - 1 : -1);
+
+    if (main_process) {
+        printf("device: %s, %.1f GiB, %s build, %d GPU process(es)\n", prop.name, total_memory / 1073741824.0,
+               PRECISION_NAME, mgc.num_processes);
+        printf("model: L=%d C=%d NH=%d V=%d Vp=%d maxT=%d, %zu parameters\n", mc.num_layers, mc.channels,
+               mc.num_heads, mc.vocab_size, mc.padded_vocab_size, mc.max_seq_len, model.num_parameters);
+        printf("batch: B=%d T=%d x %d processes x %d accumulation steps = %ld tokens per step\n", B, T,
+               mgc.num_processes, grad_accum_steps, total_tokens);
+        printf("train: %zu tokens in %zu shards, %d steps; val: %zu tokens\n", train_loader.num_tokens_total,
+               train_loader.files.size(), train_steps, val_loader.num_tokens_total);
+        printf("lr: %s schedule, peak %.3e (base %.3e, batch scaling %s), warmup %d, final fraction %g\n",
+               cfg.schedule, (double)peak_lr, (double)cfg.learning_rate, cfg.lr_scale_rule, cfg.warmup_steps,
+               (double)cfg.final_lr_frac);
+        printf("optimizer: %s AdamW, ZeRO stage %d over %d processes, weight decay %g, clip %g, master "
+               "weights %s\n",
+               cfg.use_8bit ? "8-bit" : "fp32", cfg.zero_stage, mgc.num_processes,
+               (double)cfg.adamw.weight_decay, (double)cfg.adamw.grad_clip,
+               cfg.keep_master ? "fp32" : "none");
+        print_memory_table(&model, &opt, mgc.num_processes);
+        if (resume_step >= 0) printf("resumed from step %d of '%s'\n", resume_step, cfg.output_dir);
+    }
+
+    if (cfg.overfit_single_batch) dataloader_next_batch(&train_loader);
+    const double flops_per_step =
+        mfu_flops_per_token(model.num_parameters, mc.num_layers, mc.channels, T) * (double)total_tokens;
+    const double peak_flops = mfu_peak_flops(prop.name, BF16_BUILD);
+    float last_val = -1.0f;
+    for (int step = st.step; step <= train_steps; step++) {
+        const bool last_step = step == train_steps;
+        if (cfg.output_dir && step > st.step &&
+            ((cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || last_step)) {
+            TrainState now{step, dataloader_get_state(&train_loader), st.sample_rng};
+            save_checkpoint(cfg.output_dir, &model, &opt, now, &mgc);
+            if (main_process) printf("saved checkpoint of step %d to %s\n", step, cfg.output_dir);
+        }
+        if (step % cfg.val_every == 0 || last_step) {
+            last_val = gpt2_validate(&model, &val_loader, cfg.val_max_steps, &mgc);
+            if (main_process) printf("val loss %f\n", last_val);
+            logger_log_val(&logger, step, last_val);
+        }
+        if (main_process && cfg.sample_every > 0 &&
+            ((step > 0 && step % cfg.sample_every == 0) || last_step)) {
+            gpt2_sample(&model, &decoder, &st.sample_rng, cfg.gen_tokens, cfg.temperature);
+        }
+        if (last_step) break;
+
+        auto start = std::chrono::steady_clock::now();
+        double loss_sum = 0.0;
+        const float dloss_scale = 1.0f / ((float)B * T * grad_accum_steps);
+        for (int micro = 0; micro < grad_accum_steps; micro++) {
+            if (!cfg.overfit_single_batch) dataloader_next_batch(&train_loader);
+            gpt2_forward(&model, train_loader.inputs.data(), train_loader.targets.data(), B, T, dloss_scale);
+            const bool overlap =
+                micro == grad_accum_steps - 1 && cfg.zero_stage == 0 && mgc.num_processes > 1;
+            gpt2_backward(&model, &mgc, overlap);
+            loss_sum += gpt2_wait_loss(&model, B, T);
+        }
+        float lr = lr_at_step(&sched, step);
+        float norm = gpt2_update(&model, &opt, &mgc, lr, cfg.adamw, step + 1);
+        float loss = multi_gpu_sum_host(&mgc, (float)(loss_sum / grad_accum_steps), STEP_TIMEOUT_S) /
+                     mgc.num_processes;
+        multi_gpu_wait(&mgc, model.stream, STEP_TIMEOUT_S);
+        double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        if (main_process) {
+            char mfu[32];
+            mfu_format(mfu, sizeof(mfu), flops_per_step / mgc.num_processes / (ms / 1000.0), peak_flops);
+            printf("step %4d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %s\n",
+                   step + 1, train_steps, loss, (double)lr, norm, ms, total_tokens / (ms / 1000.0), mfu);
+            if (step == st.step) { // after the first step every buffer (cuBLASLt, NCCL) has been allocated
+                size_t free_now = 0, total = 0;
+                cudaCheck(cudaMemGetInfo(&free_now, &total));
+                const double MiB = 1024.0 * 1024.0;
+                const double used = (double)(free_at_start - free_now);
+                const double predicted = (double)memory_use(&model, &opt).total();
+                printf("memory after the first step: %.1f MiB used (cudaMemGetInfo), %.1f MiB predicted, "
+                       "%.1f MiB "
+                       "difference (allocator rounding and fragmentation, library and NCCL buffers, "
+                       "temporaries)\n",
+                       used / MiB, predicted / MiB, (used - predicted) / MiB);
+            }
+            fflush(stdout);
+        }
+        logger_log_train(&logger, step, loss, lr, norm); // 0-based step, as llm.c logs it
+    }
+    if (main_process) printf("final val loss %f\n", last_val);
+
+    logger_free(&logger);
+    optimizer_free(&opt);
+    gpt2_free(&model);
+    multi_gpu_config_free(&mgc);
+    return 0;
+}
+#endif
