@@ -6,8 +6,8 @@ it in the same session on the same GPU:
 
 Figures: median of 20 runs (after 3 warm-up runs) of the forward and of forward+backward, in ms; the
 backward is their difference. TFLOP/s use the causal flop counts of attention_check.cu: forward
-4 * B * NH * T * T * HS / 2, backward 2.5x the forward. Exits non-zero when there is no CUDA GPU or
-the flash backend refuses a shape.
+4 * B * NH * T * T * HS / 2, backward 2.5x the forward. Needs PyTorch >= 2.0 (F.scaled_dot_product_attention).
+Exits non-zero when there is no CUDA GPU, the PyTorch is too old, or the flash backend refuses a shape.
 """
 
 import statistics
@@ -15,7 +15,6 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # name, B, NH, T, HS: the timed shapes of attention_check.cu
 SHAPES = [
@@ -40,6 +39,16 @@ def time_ms(fn):
     return statistics.median(times)
 
 
+def flash_only():
+    """Context manager that restricts SDPA to the flash backend (the API moved in PyTorch 2.3)."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
+    except ImportError:
+        return torch.backends.cuda.sdp_kernel(enable_flash=True, enable_math=False, enable_mem_efficient=False)
+
+
 def bench(name, B, NH, T, HS):
     # the layout our kernels read: qkv (B, T, 3, NH, HS); SDPA wants (B, NH, T, HS) views of it
     qkv = torch.randn(B, T, 3, NH, HS, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -55,7 +64,7 @@ def bench(name, B, NH, T, HS):
         qkv.grad = None
         forward().backward(dout)
 
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+    with flash_only():
         with torch.no_grad():
             fwd = time_ms(forward)
         fwd_bwd = time_ms(forward_backward)
@@ -70,6 +79,9 @@ def bench(name, B, NH, T, HS):
 
 
 def main():
+    if not hasattr(F, "scaled_dot_product_attention"):
+        print(f"error: PyTorch {torch.__version__} has no F.scaled_dot_product_attention (needs >= 2.0)", file=sys.stderr)
+        return 1
     if not torch.cuda.is_available():
         print("error: no CUDA GPU visible to PyTorch", file=sys.stderr)
         return 1
