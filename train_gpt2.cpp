@@ -1137,10 +1137,10 @@ int main(int argc, char** argv) {
     // data
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, cfg.train_pattern, B, T, pg.rank, pg.num_ranks, !cfg.overfit_single_batch,
-                    cfg.seed, mc.vocab_size);
+                    cfg.seed, mc.vocab_size, grad_accum_steps);
     dataloader_init(&val_loader, cfg.val_pattern, B, T, pg.rank, pg.num_ranks, false, cfg.seed, mc.vocab_size);
     int train_steps = cfg.max_steps;
-    if (train_steps < 0) train_steps = (int)(dataloader_num_batches(&train_loader) / grad_accum_steps);
+    if (train_steps < 0) train_steps = (int)dataloader_num_batches(&train_loader); // a batch = a step's data
     if (train_steps < 1) fail("the training data holds less than one optimizer step of %ld tokens", total_tokens);
 
     // learning rate: optional batch-size scaling of the peak, then the schedule

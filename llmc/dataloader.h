@@ -4,15 +4,17 @@
 //   header[0] = 20240520 (magic), header[1] = 1 (version), header[2] = N (number of tokens),
 // followed by N little-endian uint16 tokens. So a valid file is exactly 1024 + 2*N bytes.
 //
-// Batch layout (as llm.c). With P = num_processes, one "sample" is one global batch: P*B*T
-// consecutive tokens of a shard, plus one more token so that the last target exists. Sample s of a
-// shard starts at token s*P*B*T; rank r reads the B*T+1 tokens starting at s*P*B*T + r*B*T, and row j
-// of its batch is
-//   inputs[j, t]  = tok[s*P*B*T + r*B*T + j*T + t]
-//   targets[j, t] = tok[s*P*B*T + r*B*T + j*T + t + 1]      (the next token)
-// Hence P ranks with B rows each see exactly the rows of one rank with P*B rows, in the same order:
-// the data a model trains on does not depend on how the global batch is split across processes.
-// A shard of n tokens holds (n - 1) / (P*B*T) samples; the tail that does not fill one is skipped.
+// Batch layout (llm.c's, extended to gradient accumulation). With P = num_processes and K = micro_steps
+// (the gradient-accumulation steps of one optimizer step), one "sample" is one optimizer step's global
+// batch: G = K*P*B*T consecutive tokens of a shard, plus one more token so that the last target exists.
+// Sample s of a shard starts at token s*G; micro-step k of rank r reads the B*T+1 tokens starting at
+// s*G + (k*P + r)*B*T, and row j of that micro-batch is
+//   inputs[j, t]  = tok[s*G + (k*P + r)*B*T + j*T + t]
+//   targets[j, t] = tok[s*G + (k*P + r)*B*T + j*T + t + 1]      (the next token)
+// Hence P ranks with B rows each see exactly the rows of one rank with P*B rows, and K micro-steps of
+// B rows exactly those of one micro-step with K*B rows: the data of an optimizer step does not depend on
+// how its batch is split across processes and accumulation steps.
+// A shard of n tokens holds (n - 1) / G samples; the tail that does not fill one is skipped.
 //
 // Order. Without shuffling, shards are read in sorted file-name order and samples in order. With
 // shuffling, epoch e reads the shards in a permutation drawn from a generator seeded by (seed, e),
@@ -59,6 +61,8 @@ struct DataLoader {
     uint64_t epoch = 0;
     size_t shard_pos = 0;  // index into shard_order
     size_t sample_pos = 0; // index into sample_order
+    int micro_steps = 1;   // K: micro-batches per sample (gradient accumulation)
+    int micro_pos = 0;     // the next micro-batch within the current sample
     std::vector<size_t> shard_order, sample_order;
     // current shard
     std::vector<uint16_t> tokens;
@@ -72,7 +76,7 @@ struct DataLoader {
 
 // Tokens in one global batch (all ranks) and what one sample consumes from a shard.
 inline size_t dataloader_global_batch_tokens(const DataLoader* dl) {
-    return (size_t)dl->num_processes * dl->B * dl->T;
+    return (size_t)dl->micro_steps * dl->num_processes * dl->B * dl->T;
 }
 
 // Read and check the header of a shard; returns N. Fails naming the file and what was expected.
@@ -157,6 +161,7 @@ inline void dataloader_reset(DataLoader* dl) {
     dl->epoch = 0;
     dl->shard_pos = 0;
     dl->sample_pos = 0;
+    dl->micro_pos = 0;
     dataloader_make_shard_order_(dl);
     dataloader_enter_shard_(dl);
 }
@@ -165,12 +170,14 @@ inline void dataloader_reset(DataLoader* dl) {
 // vocab_size: every token must be < vocab_size (the model's real vocabulary, not the padded one).
 inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t B, size_t T,
                             int process_rank, int num_processes, bool shuffle, uint64_t seed,
-                            int vocab_size) {
+                            int vocab_size, int micro_steps = 1) {
     if (B == 0 || T == 0) fail("data loader: B and T must be positive, got B=%zu T=%zu", B, T);
     if (num_processes < 1 || process_rank < 0 || process_rank >= num_processes) {
         fail("data loader: process_rank %d is not in [0, num_processes=%d)", process_rank, num_processes);
     }
     if (vocab_size <= 0) fail("data loader: vocab_size must be positive, got %d", vocab_size);
+    if (micro_steps < 1) fail("data loader: micro_steps must be positive, got %d", micro_steps);
+    dl->micro_steps = micro_steps;
     dl->B = B;
     dl->T = T;
     dl->process_rank = process_rank;
@@ -202,10 +209,10 @@ inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t
         File f(path.c_str(), "rb");
         size_t n = dataloader_read_header_(f.fp, path.c_str());
         if (n < need) {
-            fail("token shard '%s' has %zu tokens, but one global batch needs num_processes*B*T+1 = "
-                 "%d*%zu*%zu+1 = "
-                 "%zu tokens (use a smaller B or T, or a bigger shard)",
-                 path.c_str(), n, num_processes, B, T, need);
+            fail("token shard '%s' has %zu tokens, but one global batch needs "
+                 "accumulation_steps*num_processes*B*T+1 = %d*%d*%zu*%zu+1 = %zu tokens (use a smaller B, T or "
+                 "total batch, or a bigger shard)",
+                 path.c_str(), n, micro_steps, num_processes, B, T, need);
         }
         dl->shard_num_tokens.push_back(n);
         dl->shard_num_samples.push_back((n - 1) / dataloader_global_batch_tokens(dl));
@@ -227,7 +234,7 @@ inline size_t dataloader_num_batches(const DataLoader* dl) {
 // shard (and, after the last shard, to the next epoch with its new shuffle) happens lazily at the
 // start of the following call, so the state after a call always names the batch that comes next.
 inline void dataloader_next_batch(DataLoader* dl) {
-    if (dl->sample_pos >= dl->sample_order.size()) {
+    if (dl->micro_pos == 0 && dl->sample_pos >= dl->sample_order.size()) {
         dl->sample_pos = 0;
         dl->shard_pos++;
         if (dl->shard_pos >= dl->shard_order.size()) {
@@ -238,22 +245,26 @@ inline void dataloader_next_batch(DataLoader* dl) {
         dataloader_enter_shard_(dl);
     }
     size_t BT = dl->B * dl->T;
-    size_t start =
-        dl->sample_order[dl->sample_pos] * dataloader_global_batch_tokens(dl) + dl->process_rank * BT;
+    size_t start = dl->sample_order[dl->sample_pos] * dataloader_global_batch_tokens(dl) +
+                   ((size_t)dl->micro_pos * dl->num_processes + dl->process_rank) * BT;
     const uint16_t* tok = dl->tokens.data() + start; // B*T+1 tokens, in range by the sample count
     for (size_t i = 0; i < BT; i++) {
         dl->inputs[i] = tok[i];
         dl->targets[i] = tok[i + 1];
     }
-    dl->sample_pos++;
+    if (++dl->micro_pos == dl->micro_steps) {
+        dl->micro_pos = 0;
+        dl->sample_pos++;
+    }
 }
 
 struct DataLoaderState {
     uint64_t epoch, shard_pos, sample_pos;
+    uint64_t micro_pos = 0; // 0 between optimizer steps, where checkpoints are taken
 };
 
 inline DataLoaderState dataloader_get_state(const DataLoader* dl) {
-    return DataLoaderState{dl->epoch, (uint64_t)dl->shard_pos, (uint64_t)dl->sample_pos};
+    return DataLoaderState{dl->epoch, (uint64_t)dl->shard_pos, (uint64_t)dl->sample_pos, (uint64_t)dl->micro_pos};
 }
 
 // Resume at a saved position: the permutations of that epoch and shard are re-derived from the seed.
@@ -274,5 +285,10 @@ inline void dataloader_set_state(DataLoader* dl, DataLoaderState s) {
              (unsigned long long)s.sample_pos, dl->files[dl->current_shard].c_str(), dl->sample_order.size(),
              dataloader_global_batch_tokens(dl));
     }
+    if (s.micro_pos >= (uint64_t)dl->micro_steps) {
+        fail("data loader state: micro-step %llu, but a step has only %d", (unsigned long long)s.micro_pos,
+             dl->micro_steps);
+    }
     dl->sample_pos = (size_t)s.sample_pos;
+    dl->micro_pos = (int)s.micro_pos;
 }

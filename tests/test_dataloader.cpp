@@ -285,6 +285,40 @@ int main() {
         }
     }
 
+    // --- N ranks x K micro-steps x B rows == one rank, one micro-step, N*K*B rows -----------------------
+    printf("accumulation: N ranks x K micro-steps x B rows == 1 rank x 1 step x N*K*B rows\n");
+    for (int shuffle = 0; shuffle <= 1; shuffle++) {
+        for (int N : {1, 2}) {
+            for (int K : {2, 3}) {
+                DataLoader single;
+                dataloader_init(&single, pattern.c_str(), N * K * B, T, 0, 1, shuffle, 7, V);
+                std::vector<DataLoader> ranks(N);
+                for (int r = 0; r < N; r++)
+                    dataloader_init(&ranks[r], pattern.c_str(), B, T, r, N, shuffle, 7, V, K);
+                CHECK(dataloader_num_batches(&ranks[0]) == dataloader_num_batches(&single),
+                      "N=%d K=%d: %zu steps per epoch, single rank has %zu", N, K, dataloader_num_batches(&ranks[0]),
+                      dataloader_num_batches(&single));
+                size_t nb = dataloader_num_batches(&single) * 2 + 1;
+                bool same = true;
+                for (size_t b = 0; b < nb; b++) {
+                    dataloader_next_batch(&single);
+                    // the big batch's rows in order: micro-step k of rank r holds rows (k*N + r)*B ...
+                    std::vector<int> cat_in, cat_tg;
+                    for (int k = 0; k < K; k++) {
+                        for (int r = 0; r < N; r++) {
+                            dataloader_next_batch(&ranks[r]);
+                            cat_in.insert(cat_in.end(), ranks[r].inputs.begin(), ranks[r].inputs.end());
+                            cat_tg.insert(cat_tg.end(), ranks[r].targets.begin(), ranks[r].targets.end());
+                        }
+                    }
+                    if (cat_in != single.inputs || cat_tg != single.targets) same = false;
+                }
+                CHECK(same, "shuffle=%d N=%d K=%d: micro-batches differ from the one big batch", shuffle, N, K);
+                CHECK(ranks[0].micro_pos == 0, "micro position %d after whole steps", ranks[0].micro_pos);
+            }
+        }
+    }
+
     // --- get_state / set_state ----------------------------------------------------------------------
     printf("state: resume mid-shard, at a shard boundary, across an epoch boundary, in a later epoch\n");
     {
