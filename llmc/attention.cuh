@@ -18,7 +18,7 @@
 //   l     = alpha * l + sum_j p_ij
 //   o     = alpha * o + sum_j p_ij v_j
 // and after the last tile o /= l, lse = m + log(l). Exponentials are taken in base 2: the scores are
-// multiplied by scale * log2(e) once, so exp(x) becomes exp2(x * log2 e), a single hardware instruction;
+// multiplied by scale * log2(e) once, so exp(x) becomes exp2(x * log2 e), the GPU's native exponential;
 // lse is converted back to the natural log when stored.
 //
 // ---- backward math, given dO = dL/dO ----
@@ -59,6 +59,12 @@
 // The dK/dV and dQ accumulators live in registers (they are never rescaled); the forward's output
 // accumulator lives in shared memory because the online softmax rescales it row by row and a WMMA
 // accumulator fragment does not expose which row an element belongs to.
+//
+// ---- how it is tested ----
+// tests/test_flash_tiling.cpp: this tiling and both decompositions, emulated in float on the CPU, vs naive
+// double attention (with mutation checks). dev/cuda/attention_sim: these kernels' own code run on the CPU
+// (one fiber per CUDA thread, a host WMMA), both builds. dev/cuda/attention_check.cu: on a GPU, vs a
+// double reference, poisoned outputs, bit-identical reruns, timings.
 #pragma once
 
 #include <cmath>
@@ -656,7 +662,7 @@ void attention_backward_hs(floatX* dqkv, const floatX* dout, const floatX* qkv, 
 }
 
 // dout (B, T, C) -> dqkv (B, T, 3C), written (not accumulated); uses out and lse of the forward and
-// scratch of attention_backward_scratch_bytes() bytes
+// scratch of attention_backward_scratch_bytes() bytes. dqkv must not overlap any input.
 inline void attention_backward(floatX* dqkv, const floatX* dout, const floatX* qkv, const floatX* out,
                                const float* lse, void* scratch, int B, int T, int NH, int HS,
                                cudaStream_t stream) {
