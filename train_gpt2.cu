@@ -132,6 +132,17 @@ struct ActivationTensors {
 };
 static_assert(sizeof(ActivationTensors) == NUM_ACTIVATION_TENSORS * sizeof(void*), "one pointer per tensor");
 
+// Every tensor, and every layer's slot of a per-layer tensor, starts on a 256-byte boundary: the 128-bit
+// kernels need 16, and cuBLASLt's algorithm choice looks at the alignment of the GELU aux pointer, which
+// must not change with the layer or the recompute mode (-r 3 recomputes into slot 0) or the bits would.
+inline size_t align256(size_t bytes) {
+    return (bytes + 255) / 256 * 256;
+}
+// elements of one layer's slot of a tensor with n elements per layer of elem_bytes each
+inline size_t slot(size_t n, size_t elem_bytes) {
+    return align256(n * elem_bytes) / elem_bytes;
+}
+
 // Elements and bytes per element of each activation tensor, for recompute mode r.
 void activation_table(size_t count[NUM_ACTIVATION_TENSORS], size_t elem[NUM_ACTIVATION_TENSORS],
                       const GPT2Config& c, size_t B, size_t T, int r) {
@@ -143,35 +154,29 @@ void activation_table(size_t count[NUM_ACTIVATION_TENSORS], size_t elem[NUM_ACTI
         count[i] = n;
         elem[i++] = bytes;
     };
-    add(BT * C, X);          // encoded
-    add(L1 * BT * C, X);     // ln1
-    add(L3 * BT, F);         // ln1_mean
-    add(L3 * BT, F);         // ln1_rstd
-    add(L3 * BT * 3 * C, X); // qkv
-    add(L3 * BT * C, X);     // atty
-    add(L3 * BT * NH, F);    // lse
-    add(L3 * BT * C, X);     // residual2
-    add(L1 * BT * C, X);     // ln2
-    add(L3 * BT, F);         // ln2_mean
-    add(L3 * BT, F);         // ln2_rstd
-    add(L3 * BT * 4 * C, X); // fch
-    add(L0 * BT * 4 * C, X); // fch_gelu
-    add(L * BT * C, X);      // residual3
-    add(BT * C, X);          // lnf
-    add(BT, F);              // lnf_mean
-    add(BT, F);              // lnf_rstd
-    add(BT * Vp, X);         // logits
-    add(BT, F);              // losses
-    add(BT * C, X);          // dresidual
-    add(BT * C, X);          // scratch_btc
-    add(BT * 3 * C, X);      // dqkv
-    add(BT * 4 * C, X);      // dfch
-}
-
-// Every tensor starts on a 256-byte boundary: the 128-bit kernels need 16, and cuBLASLt's algorithm
-// choice looks at the alignment of its pointers, which must not change with the layer or the mode.
-inline size_t align256(size_t bytes) {
-    return (bytes + 255) / 256 * 256;
+    add(BT * C, X);                   // encoded
+    add(L1 * slot(BT * C, X), X);     // ln1
+    add(L3 * slot(BT, F), F);         // ln1_mean
+    add(L3 * slot(BT, F), F);         // ln1_rstd
+    add(L3 * slot(BT * 3 * C, X), X); // qkv
+    add(L3 * slot(BT * C, X), X);     // atty
+    add(L3 * slot(BT * NH, F), F);    // lse
+    add(L3 * slot(BT * C, X), X);     // residual2
+    add(L1 * slot(BT * C, X), X);     // ln2
+    add(L3 * slot(BT, F), F);         // ln2_mean
+    add(L3 * slot(BT, F), F);         // ln2_rstd
+    add(L3 * slot(BT * 4 * C, X), X); // fch
+    add(L0 * slot(BT * 4 * C, X), X); // fch_gelu
+    add(L * slot(BT * C, X), X);      // residual3
+    add(BT * C, X);                   // lnf
+    add(BT, F);                       // lnf_mean
+    add(BT, F);                       // lnf_rstd
+    add(BT * Vp, X);                  // logits
+    add(BT, F);                       // losses
+    add(BT * C, X);                   // dresidual
+    add(BT * C, X);                   // scratch_btc
+    add(BT * 3 * C, X);               // dqkv
+    add(BT * 4 * C, X);               // dfch
 }
 
 size_t activation_bytes(const size_t count[], const size_t elem[]) {
@@ -382,35 +387,36 @@ LayerActs layer_acts(const GPT2* model, int l, int B, int T) {
     const size_t BT = (size_t)B * T, C = model->config.channels, NH = model->config.num_heads;
     const int r = model->recompute;
     const size_t l0 = r >= 1 ? 0 : l, l1 = r >= 2 ? 0 : l, l3 = r >= 3 ? 0 : l;
+    const size_t X = sizeof(floatX), F = sizeof(float);
     LayerActs la;
-    la.ln1 = a.ln1 + l1 * BT * C;
-    la.ln1_mean = a.ln1_mean + l3 * BT;
-    la.ln1_rstd = a.ln1_rstd + l3 * BT;
-    la.qkv = a.qkv + l3 * BT * 3 * C;
-    la.atty = a.atty + l3 * BT * C;
-    la.lse = a.lse + l3 * BT * NH;
-    la.residual2 = a.residual2 + l3 * BT * C;
-    la.ln2 = a.ln2 + l1 * BT * C;
-    la.ln2_mean = a.ln2_mean + l3 * BT;
-    la.ln2_rstd = a.ln2_rstd + l3 * BT;
-    la.fch = a.fch + l3 * BT * 4 * C;
-    la.fch_gelu = a.fch_gelu + l0 * BT * 4 * C;
+    la.ln1 = a.ln1 + l1 * slot(BT * C, X);
+    la.ln1_mean = a.ln1_mean + l3 * slot(BT, F);
+    la.ln1_rstd = a.ln1_rstd + l3 * slot(BT, F);
+    la.qkv = a.qkv + l3 * slot(BT * 3 * C, X);
+    la.atty = a.atty + l3 * slot(BT * C, X);
+    la.lse = a.lse + l3 * slot(BT * NH, F);
+    la.residual2 = a.residual2 + l3 * slot(BT * C, X);
+    la.ln2 = a.ln2 + l1 * slot(BT * C, X);
+    la.ln2_mean = a.ln2_mean + l3 * slot(BT, F);
+    la.ln2_rstd = a.ln2_rstd + l3 * slot(BT, F);
+    la.fch = a.fch + l3 * slot(BT * 4 * C, X);
+    la.fch_gelu = a.fch_gelu + l0 * slot(BT * 4 * C, X);
     return la;
 }
 
-// the input of layer l: the embeddings for layer 0, the previous layer's residual3 otherwise
+// the input of layer l: the embeddings for layer 0, the output residual3 of layer l-1 otherwise (l = L:
+// the input of the final LayerNorm)
 floatX* layer_input(const GPT2* model, int l, int B, int T) {
     const size_t BTC = (size_t)B * T * model->config.channels;
-    return l == 0 ? model->acts.encoded : model->acts.residual3 + (size_t)(l - 1) * BTC;
+    return l == 0 ? model->acts.encoded : model->acts.residual3 + (size_t)(l - 1) * slot(BTC, sizeof(floatX));
 }
 
 // ----------------------------------------------------------------------------------------------------
 // 2. forward, backward
 
-// Layer l's forward up to the fc GELU (everything but fcproj and its residual add, which the caller fuses
-// with the next LayerNorm). ln1 is computed here only when compute_ln1 (layer 0's forward is given it by
-// the caller; the recompute of -r 3 needs it); otherwise the previous layer's fused residual + LayerNorm
-// wrote it.
+// Layer l's forward up to the fc GELU: everything but fcproj and its residual add, which the caller fuses
+// with the next LayerNorm. compute_ln1: ln1 = LayerNorm(residual) here (layer 0, and the -r 3 recompute);
+// otherwise the previous layer's fused residual + LayerNorm has written it.
 void block_forward(GPT2* model, int l, int B, int T, const floatX* residual, const LayerActs& la,
                    bool compute_ln1) {
     const GPT2Config& c = model->config;
@@ -468,7 +474,7 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
         matmul_forward(&model->matmul, a.scratch_btc, la.fch_gelu, p.fcprojw + lC * 4 * C, p.fcprojb + lC, BT,
                        4 * C, C, nullptr, s);
         // residual3 = residual2 + fcproj, fused with the next LayerNorm (the next layer's ln1, or lnf)
-        floatX* residual3 = a.residual3 + lC * BT;
+        floatX* residual3 = layer_input(model, l + 1, B, T);
         if (l + 1 < L) {
             LayerActs next = layer_acts(model, l + 1, B, T);
             fused_residual_layernorm_forward(residual3, next.ln1, next.ln1_mean, next.ln1_rstd, la.residual2,
@@ -536,8 +542,8 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
 
     // classifier (logits = lnf wte^T; a.logits holds dlogits) and the final LayerNorm
     matmul_backward(mm, scratch, g.wte, nullptr, a.logits, a.lnf, p.wte, BT, C, Vp, nullptr, nullptr, s);
-    layernorm_backward(dres, g.lnfw, g.lnfb, model->ln_scratch, scratch,
-                       a.residual3 + (size_t)(L - 1) * BT * C, p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C, s);
+    layernorm_backward(dres, g.lnfw, g.lnfb, model->ln_scratch, scratch, layer_input(model, L, B, T), p.lnfw,
+                       a.lnf_mean, a.lnf_rstd, B, T, C, s);
 
     for (int l = L - 1; l >= 0; l--) {
         const floatX* residual = layer_input(model, l, B, T);
@@ -794,6 +800,7 @@ void gpt2_sample(GPT2* model, const TokenDecoder* decoder, Rng* rng, int num_tok
     printf("generating:\n---\n");
     for (int t = 1; t <= num_tokens && t < T; t++) {
         gpt2_forward(model, tokens.data(), nullptr, 1, T, 0.0f);
+        cudaCheck(cudaStreamSynchronize(model->stream));
         download_floatX(logits.data(), model->acts.logits + (size_t)(t - 1) * Vp, Vp);
         int next = sample_softmax(logits.data(), c.vocab_size, temperature, rng_uniform(rng));
         tokens[t] = next;
