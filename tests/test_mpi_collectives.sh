@@ -61,7 +61,7 @@ run_failure() {
 run_failure fail-pg 4 "error: [rank 3 of 4] injected failure (cause: test of pg_fail)" X=1
 run_failure fail-utils 2 "error: [rank 1 of 2] exiting without process_group_finalize" \
     OMPI_MCA_orte_abort_on_non_zero_status=0
-run_failure fail-utils 2 "error: injected failure (cause: test of utils.h fail() in fail-utils mode)" \
+run_failure fail-utils 2 "error: [rank 1 of 2] injected failure (cause: test of utils.h fail() in fail-utils mode)" \
     OMPI_MCA_orte_abort_on_non_zero_status=0
-run_failure fail-plain 2 "error: injected failure (cause: test of utils.h fail() in fail-plain mode)" X=1
+run_failure fail-plain 2 "error: [rank 1 of 2] injected failure (cause: test of utils.h fail() in fail-plain mode)" X=1
 echo "OK test_mpi_collectives.sh"

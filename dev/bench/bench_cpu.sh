@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# CPU trainer throughput for d12 at B=4, T=64 (llm.c's classic CPU configuration), OMP threads = cores:
+# median ms/step and tokens/s over the steps after the first, and the GFLOP/s achieved (6*N*tokens per
+# step, N = parameters) next to this machine's measured fp32 FMA peak (dev/bench/fma_peak.cpp).
+#   bash dev/bench/bench_cpu.sh [steps]     (run on an otherwise idle machine)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+steps=${1:-8}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+make -s data train_gpt2
+g++ -O3 -march=native -fopenmp -std=c++17 -I. -Wno-psabi dev/bench/fma_peak.cpp -o build/fma_peak
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS"
+peak=$(build/fma_peak | tee /dev/stderr | sed 's/fma peak: \([0-9.]*\) .*/\1/')
+out=$(./train_gpt2 -e d12 -b 4 -t 64 -x "$steps" -v 100000 -m 1 -s 0)
+grep "^model:" <<<"$out"
+grep "^step" <<<"$out" | tail -n +2 | sed 's/.*| \([0-9.]*\) ms | \([0-9]*\) tok\/s | \([0-9.]*\) GFLOP\/s/\1 \2 \3/' |
+    sort -n | awk -v peak="$peak" '{ ms[NR] = $1; tok[NR] = $2; gf[NR] = $3 }
+        END { m = int((NR + 1) / 2);
+              printf "d12 B=4 T=64: median of %d steps: %.1f ms/step, %d tokens/s, %.1f GFLOP/s = %.0f%% of the %.1f GFLOP/s FMA peak\n",
+                     NR, ms[m], tok[m], gf[m], 100 * gf[m] / peak, peak }'

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the project needs on Debian (12+), from Debian's own packages:
+#   build-essential         g++ and make for the trainers and tests
+#   openmpi-bin libopenmpi-dev   mpirun/mpicxx for data-parallel training on the CPU (and its tests)
+#   python3-torch python3-numpy python3-regex python3-matplotlib
+#                           the PyTorch reference (train_gpt2.py), the tokenizer's reference, plots
+#   unicode-data            the Unicode database the tokenizer's tables are generated (and checked) from
+# As root it runs apt-get; otherwise it prints the apt-get line to run and exits 1. Nothing is downloaded
+# from anywhere but Debian's package archive. The CUDA toolkit (for the GPU trainer) is not installed here.
+set -euo pipefail
+packages=(build-essential openmpi-bin libopenmpi-dev python3 python3-torch python3-numpy python3-regex
+          python3-matplotlib unicode-data)
+
+missing=()
+command -v g++ >/dev/null && command -v make >/dev/null || missing+=(build-essential)
+command -v mpicxx >/dev/null && command -v mpirun >/dev/null || missing+=(openmpi-bin libopenmpi-dev)
+# Debian's Python packages import only under /usr/bin/python3
+/usr/bin/python3 -c "import torch" 2>/dev/null || missing+=(python3-torch)
+/usr/bin/python3 -c "import numpy" 2>/dev/null || missing+=(python3-numpy)
+/usr/bin/python3 -c "import regex" 2>/dev/null || missing+=(python3-regex)
+/usr/bin/python3 -c "import matplotlib" 2>/dev/null || missing+=(python3-matplotlib)
+[ -f /usr/share/unicode/UnicodeData.txt ] || missing+=(unicode-data)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install_deps: everything is installed"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install_deps: missing ${missing[*]}; run as root:"
+    echo "  apt-get update && apt-get install -y ${packages[*]}"
+    exit 1
+fi
+echo "install_deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${packages[@]}" >/dev/null
+echo "install_deps: done"
