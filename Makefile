@@ -228,6 +228,22 @@ test_gpt2cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
 test_gpt2fp32cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
 	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 $< -o $@ $(GPU_TRAINER_LIBS)
 CUDA_BINS += train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
+# The same two programs compiled by g++ with the launchers simulated on the CPU (dev/cuda/trainer_sim, fp32):
+# tests/test_gpu_trainer_sim.sh runs them in `make test` to check the trainer's wiring without a GPU. The
+# sources are copied first so that "llmc/<layer>.cuh" resolves to the stand-ins (a quoted include looks
+# next to the including file before the -I paths).
+TRAINER_SIM_DEPS := train_gpt2.cu $(HEADERS) $(wildcard dev/cuda/trainer_sim/*.h dev/cuda/trainer_sim/llmc/*)
+TRAINER_SIM_FLAGS := -std=c++17 -O3 $(NATIVE_FLAG) -Wall -Wextra -Wno-psabi -fopenmp -DENABLE_FP32 \
+	-Idev/cuda/trainer_sim -I.
+build/trainer_sim/train_gpt2_sim: $(TRAINER_SIM_DEPS)
+	@mkdir -p build/trainer_sim/train
+	cp train_gpt2.cu build/trainer_sim/train/
+	$(CXX) $(TRAINER_SIM_FLAGS) -x c++ build/trainer_sim/train/train_gpt2.cu -o $@ $(LDLIBS)
+build/trainer_sim/test_gpt2_sim: test_gpt2.cu $(TRAINER_SIM_DEPS)
+	@mkdir -p build/trainer_sim/test
+	cp train_gpt2.cu test_gpt2.cu build/trainer_sim/test/
+	$(CXX) $(TRAINER_SIM_FLAGS) -x c++ build/trainer_sim/test/test_gpt2.cu -o $@ $(LDLIBS)
+TEST_BINS += build/trainer_sim/train_gpt2_sim build/trainer_sim/test_gpt2_sim
 
 # `make cuda` builds every CUDA target of every section; the recipe is expanded when it runs, so it
 # sees CUDA_BINS additions made anywhere in this file.

@@ -1213,21 +1213,26 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_process
     const int B = model->batch_size, T = model->seq_len;
     const MemoryUse u = memory_use(model, opt);
     const bool sharded = opt->zero_stage == 1;
+    auto row = [&](const char* what, size_t bytes, const char* note) {
+        printf("  %-34s %10.1f MiB%s%s\n", what, bytes / MiB, note[0] ? "  " : "", note);
+    };
+    const char* shard = sharded ? "ZeRO-1: this rank's shard" : "";
+    char label[64], note[96];
     printf("memory (this GPU, predicted from the buffer sizes):\n");
-    printf("  parameters (%s)              %9.1f MiB\n", PRECISION_NAME, u.params / MiB);
-    printf("  gradients (%s)               %9.1f MiB\n", PRECISION_NAME, u.grads / MiB);
-    printf("  gradient accumulation (fp32)   %9.1f MiB\n", u.grad_acc / MiB);
-    printf("  master weights (fp32)          %9.1f MiB%s\n", u.master / MiB,
-           sharded ? "  (ZeRO-1 shard)" : "");
-    printf("  AdamW m, v (%s)     %9.1f MiB%s\n", opt->use_8bit ? "8-bit + scales" : "fp32          ",
-           u.moments / MiB, sharded ? "  (ZeRO-1 shard)" : "");
-    printf("  activations (-r %d)             %9.1f MiB  (B=%d T=%d)\n", model->recompute,
-           u.activations / MiB, B, T);
-    printf(
-        "  workspaces                     %9.1f MiB  (cuBLASLt %.0f MiB; attention, layernorm, bias, norm, "
-        "encoder scratch)\n",
-        u.workspaces / MiB, model->matmul.workspace_bytes / MiB);
-    printf("  total                          %9.1f MiB\n", u.total() / MiB);
+    snprintf(label, sizeof(label), "parameters (%s)", BF16_BUILD ? "bf16" : "fp32");
+    row(label, u.params, "");
+    snprintf(label, sizeof(label), "gradients (%s)", BF16_BUILD ? "bf16" : "fp32");
+    row(label, u.grads, "");
+    row("gradient accumulation (fp32)", u.grad_acc, "");
+    row("master weights (fp32)", u.master, opt->keep_master ? shard : "none (-w 0)");
+    row(opt->use_8bit ? "AdamW m, v (8-bit codes + scales)" : "AdamW m, v (fp32)", u.moments, shard);
+    snprintf(label, sizeof(label), "activations (-r %d)", model->recompute);
+    snprintf(note, sizeof(note), "B=%d T=%d", B, T);
+    row(label, u.activations, note);
+    snprintf(note, sizeof(note), "cuBLASLt %.0f MiB; attention, layernorm, bias, norm, encoder scratch",
+             model->matmul.workspace_bytes / MiB);
+    row("workspaces", u.workspaces, note);
+    row("total", u.total(), "");
     const double state = (double)(u.params + u.grads + u.grad_acc + u.master + u.moments);
     const double optim = (opt->keep_master ? 4.0 : 0.0) + (opt->use_8bit ? 2.0 : 8.0);
     printf("  model state: %.2f B/param; formula %zu + %zu + 4 (fp32 accumulation) + %g / %d = %.2f",

@@ -1,0 +1,3 @@
+// Stand-in for llmc/gelu.cuh in the CPU simulation of the GPU trainer: see sim_layers.h.
+#pragma once
+#include "llmc/sim_layers.h"

@@ -1,0 +1,311 @@
+// sim_layers.h: the launchers of llmc/*.cuh with the same names, arguments and semantics (written or
+// added into, scratch requirements, shape checks), computed on the CPU in plain loops. With them
+// train_gpt2.cu and test_gpt2.cu compile with g++ and run on a machine without a GPU, which checks the
+// trainer's wiring (which buffer feeds which launcher, the recompute modes, gradient accumulation, the
+// optimizer ranges, checkpoints and resume) against the PyTorch reference; the kernels themselves are
+// checked on a GPU by dev/cuda/*_check.
+// Semantics mirrored from the real headers:
+//   matmul_backward: dinp written, dweight and dbias added; a bias gradient needs dbias_scratch
+//   layernorm_backward: dinp, dweight, dbias added
+//   attention_backward: dqkv written; head size 64 or 128 only, as the flash kernels
+//   fused_classifier: losses, and dlogits in place of the logits when write_dlogits
+//   encoder_backward: dwte, dwpe added; the device and host token copies must agree
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "llmc/adamw8bit.h"
+#include "llmc/cuda_common.h"
+#include "llmc/kernel_math.h"
+#include "llmc/matmul_cpu.h"
+
+// ----------------------------------------------------------------------------------------------------
+// encoder
+inline void encoder_forward(floatX* out, const int* inp, const floatX* wte, const floatX* wpe, int B, int T,
+                            int C, cudaStream_t) {
+    for (int bt = 0; bt < B * T; bt++) {
+        for (int c = 0; c < C; c++) {
+            out[(size_t)bt * C + c] = wte[(size_t)inp[bt] * C + c] + wpe[(size_t)(bt % T) * C + c];
+        }
+    }
+}
+struct EncoderBackwardScratch {
+    int max_BT = 0;
+};
+inline void encoder_backward_scratch_init(EncoderBackwardScratch* s, int max_BT) {
+    s->max_BT = max_BT;
+}
+inline void encoder_backward_scratch_free(EncoderBackwardScratch* s) {
+    s->max_BT = 0;
+}
+inline void encoder_backward(floatX* dwte, floatX* dwpe, const floatX* dout, const int* inp,
+                             const int* inp_cpu, EncoderBackwardScratch* scratch, int B, int T, int C,
+                             cudaStream_t) {
+    if (B * T > scratch->max_BT) fail("encoder_backward: B*T = %d exceeds the scratch", B * T);
+    for (int bt = 0; bt < B * T; bt++) {
+        if (inp[bt] != inp_cpu[bt]) fail("encoder_backward: device and host tokens differ at %d", bt);
+        for (int c = 0; c < C; c++) {
+            dwte[(size_t)inp[bt] * C + c] += dout[(size_t)bt * C + c];
+            dwpe[(size_t)(bt % T) * C + c] += dout[(size_t)bt * C + c];
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// layernorm
+inline void fused_residual_layernorm_forward(floatX* residual_out, floatX* out, float* mean, float* rstd,
+                                             const floatX* inp1, const floatX* inp2, const floatX* weight,
+                                             const floatX* bias, int N, int C, cudaStream_t) {
+    for (int n = 0; n < N; n++) {
+        const size_t o = (size_t)n * C;
+        const floatX* x = inp1 + o;
+        if (inp2 != nullptr) {
+            for (int c = 0; c < C; c++) residual_out[o + c] = inp1[o + c] + inp2[o + c];
+            x = residual_out + o;
+        }
+        float m = 0.0f, v = 0.0f;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        const float s = 1.0f / sqrtf(v / C + 1e-5f);
+        for (int c = 0; c < C; c++) out[o + c] = (x[c] - m) * s * weight[c] + bias[c];
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = s;
+    }
+}
+inline void layernorm_forward(floatX* out, float* mean, float* rstd, const floatX* inp, const floatX* weight,
+                              const floatX* bias, int N, int C, cudaStream_t s) {
+    fused_residual_layernorm_forward(nullptr, out, mean, rstd, inp, nullptr, weight, bias, N, C, s);
+}
+inline size_t layernorm_backward_scratch_bytes(int B, int T, int C) {
+    return 2 * (size_t)((B * T + 31) / 32) * C * 4;
+}
+inline void layernorm_backward(floatX* dinp, floatX* dweight, floatX* dbias, float* scratch,
+                               const floatX* dout, const floatX* inp, const floatX* weight, const float* mean,
+                               const float* rstd, int B, int T, int C, cudaStream_t) {
+    if (scratch == nullptr) fail("layernorm_backward: needs scratch");
+    for (int n = 0; n < B * T; n++) {
+        const size_t o = (size_t)n * C;
+        float mg = 0.0f, mgx = 0.0f;
+        for (int c = 0; c < C; c++) {
+            const float g = dout[o + c] * weight[c], xhat = (inp[o + c] - mean[n]) * rstd[n];
+            mg += g, mgx += g * xhat;
+        }
+        mg /= C, mgx /= C;
+        for (int c = 0; c < C; c++) {
+            const float g = dout[o + c] * weight[c], xhat = (inp[o + c] - mean[n]) * rstd[n];
+            dinp[o + c] += layernorm_dinp_math(g, xhat, rstd[n], mg, mgx);
+            dweight[c] += dout[o + c] * xhat;
+            dbias[c] += dout[o + c];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------- gelu
+inline void gelu_forward(floatX* out, const floatX* inp, size_t N, cudaStream_t) {
+    for (size_t i = 0; i < N; i++) out[i] = gelu_forward_math(inp[i]);
+}
+
+// ---------------------------------------------------------------------------------------------------- matmul
+struct MatmulContext {
+    size_t workspace_bytes = 0;
+};
+inline void matmul_context_init(MatmulContext* ctx) {
+    ctx->workspace_bytes = 0;
+}
+inline void matmul_context_free(MatmulContext*) {}
+inline size_t matmul_dbias_scratch_bytes(int BT, int OC) {
+    return (size_t)((BT + 63) / 64) * OC * 4;
+}
+
+// out (BT,OC) = inp (BT,C) weight (OC,C)^T + bias; with pre_gelu: pre_gelu = that, out = gelu(pre_gelu).
+// The CPU trainer's kernels (llmc/matmul_cpu.h), so that a short training run is quick.
+inline void matmul_forward(MatmulContext*, floatX* out, const floatX* inp, const floatX* weight,
+                           const floatX* bias, int BT, int C, int OC, floatX* pre_gelu, cudaStream_t) {
+    if (C % 8 != 0 || OC % 8 != 0) fail("matmul_forward: C = %d and OC = %d must be multiples of 8", C, OC);
+    matmul_dot_kernel(pre_gelu ? pre_gelu : out, inp, weight, bias, BT, OC, C);
+    if (pre_gelu)
+        for (size_t i = 0; i < (size_t)BT * OC; i++) out[i] = gelu_forward_math(pre_gelu[i]);
+}
+inline void matmul_backward(MatmulContext*, floatX* dinp, floatX* dweight, floatX* dbias, const floatX* dout,
+                            const floatX* inp, const floatX* weight, int BT, int C, int OC,
+                            const floatX* pre_gelu, float* dbias_scratch, cudaStream_t) {
+    if (C % 8 != 0 || OC % 8 != 0) fail("matmul_backward: C = %d and OC = %d must be multiples of 8", C, OC);
+    if (dbias != nullptr && dbias_scratch == nullptr) fail("matmul_backward: dbias needs dbias_scratch");
+    memset(dinp, 0, (size_t)BT * C * sizeof(floatX)); // written, not added
+    matmul_axpy_kernel(dinp, C, dout, /*a_row=*/OC, /*a_col=*/1, weight, C, BT, C, OC);
+    if (pre_gelu)
+        for (size_t i = 0; i < (size_t)BT * C; i++) dinp[i] *= gelu_backward_math(pre_gelu[i]);
+    matmul_axpy_kernel(dweight, C, dout, /*a_row=*/1, /*a_col=*/OC, inp, C, OC, C, BT);
+    if (dbias)
+        for (int o = 0; o < OC; o++) {
+            float sum = 0.0f;
+            for (int r = 0; r < BT; r++) sum += dout[(size_t)r * OC + o];
+            dbias[o] += sum;
+        }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// attention
+inline void attention_check_hs(int HS, const char* who) {
+    if (HS != 64 && HS != 128) fail("%s: head size HS=%d is not supported (64 or 128)", who, HS);
+}
+inline size_t attention_backward_scratch_bytes(int B, int T, int NH, int) {
+    return (size_t)B * NH * T * 4;
+}
+
+// qkv (B,T,3C) -> out (B,T,C), lse (B,NH,T)
+inline void attention_forward(floatX* out, float* lse, const floatX* qkv, int B, int T, int NH, int HS,
+                              cudaStream_t) {
+    attention_check_hs(HS, "attention_forward");
+    const int C = NH * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    std::vector<float> s(T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const floatX* q = qkv + ((size_t)b * T + i) * 3 * C + h * HS;
+                float m = -INFINITY;
+                for (int j = 0; j <= i; j++) {
+                    const floatX* k = qkv + ((size_t)b * T + j) * 3 * C + C + h * HS;
+                    float d = 0.0f;
+                    for (int e = 0; e < HS; e++) d += q[e] * k[e];
+                    s[j] = d * scale;
+                    m = fmaxf(m, s[j]);
+                }
+                float sum = 0.0f;
+                for (int j = 0; j <= i; j++) sum += expf(s[j] - m);
+                const float l = m + logf(sum);
+                lse[((size_t)b * NH + h) * T + i] = l;
+                floatX* o = out + ((size_t)b * T + i) * C + h * HS;
+                for (int e = 0; e < HS; e++) o[e] = 0.0f;
+                for (int j = 0; j <= i; j++) {
+                    const floatX* v = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * HS;
+                    const float p = expf(s[j] - l);
+                    for (int e = 0; e < HS; e++) o[e] += p * v[e];
+                }
+            }
+}
+
+// dout (B,T,C) -> dqkv (B,T,3C), written; P recomputed from q, k and lse, D_i = dO_i . O_i
+inline void attention_backward(floatX* dqkv, const floatX* dout, const floatX* qkv, const floatX* out,
+                               const float* lse, void* scratch, int B, int T, int NH, int HS, cudaStream_t) {
+    attention_check_hs(HS, "attention_backward");
+    if (scratch == nullptr) fail("attention_backward: needs scratch");
+    const int C = NH * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    memset(dqkv, 0, (size_t)B * T * 3 * C * sizeof(floatX));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const size_t row = (size_t)b * T + i;
+                const floatX* q = qkv + row * 3 * C + h * HS;
+                const floatX* dO = dout + row * C + h * HS;
+                const floatX* O = out + row * C + h * HS;
+                float D = 0.0f;
+                for (int e = 0; e < HS; e++) D += dO[e] * O[e];
+                const float l = lse[((size_t)b * NH + h) * T + i];
+                for (int j = 0; j <= i; j++) {
+                    const size_t rj = (size_t)b * T + j;
+                    const floatX* k = qkv + rj * 3 * C + C + h * HS;
+                    const floatX* v = qkv + rj * 3 * C + 2 * C + h * HS;
+                    float sdot = 0.0f, dp = 0.0f;
+                    for (int e = 0; e < HS; e++) sdot += q[e] * k[e], dp += dO[e] * v[e];
+                    const float p = expf(sdot * scale - l);
+                    const float ds = p * (dp - D) * scale;
+                    floatX* dq = dqkv + row * 3 * C + h * HS;
+                    floatX* dk = dqkv + rj * 3 * C + C + h * HS;
+                    floatX* dv = dqkv + rj * 3 * C + 2 * C + h * HS;
+                    for (int e = 0; e < HS; e++) {
+                        dq[e] += ds * k[e];
+                        dk[e] += ds * q[e];
+                        dv[e] += p * dO[e];
+                    }
+                }
+            }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// classifier
+inline void fused_classifier(floatX* logits, float* losses, const int* targets, float dloss_scale, int BT,
+                             int V, int Vp, bool write_dlogits, cudaStream_t) {
+    for (int r = 0; r < BT; r++) {
+        floatX* x = logits + (size_t)r * Vp;
+        SoftmaxState s = softmax_state_init();
+        for (int i = 0; i < V; i++) s = softmax_state_update(s, x[i]);
+        const int y = targets[r];
+        losses[r] = (y >= 0 && y < V) ? s.max + logf(s.sum) - x[y] : NAN;
+        if (write_dlogits) {
+            for (int i = 0; i < Vp; i++) x[i] = classifier_dlogit(x[i], i, y, V, s, dloss_scale);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// optimizer
+template <class GradT>
+void adamw_update(floatX* params, float* master_fp32, const GradT* grads, float* m, float* v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t,
+                  unsigned int, cudaStream_t) {
+    if (t < 1) fail("adamw_update: step t = %d must start at 1", t);
+    const float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
+    const float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
+    for (size_t i = 0; i < n; i++) {
+        float p = master_fp32 ? master_fp32[i] : params[i];
+        p = adamw_step_math(p, grad_scale * (float)grads[i], &m[i], &v[i], lr, beta1, beta2, bc1, bc2, eps,
+                            weight_decay);
+        if (master_fp32) master_fp32[i] = p;
+        params[i] = p;
+    }
+}
+constexpr int ADAMW8BIT_MAX_BLOCK = 4096;
+inline void adamw8bit_update_cuda(float* param, floatX* param_x, const float* grad, uint8_t* m_codes,
+                                  float* m_absmax, uint8_t* v_codes, float* v_absmax, size_t n,
+                                  int block_size, float lr, float beta1, float beta2, float eps,
+                                  float weight_decay, int t, cudaStream_t) {
+    adamw8bit_update(param, grad, m_codes, m_absmax, v_codes, v_absmax, n, block_size, lr, beta1, beta2, eps,
+                     weight_decay, t);
+    if (param_x != nullptr)
+        for (size_t i = 0; i < n; i++) param_x[i] = param[i];
+}
+inline void accumulate_grads_fp32(float* acc, const floatX* g, size_t n, cudaStream_t) {
+    for (size_t i = 0; i < n; i++) acc[i] += g[i];
+}
+inline size_t global_norm_scratch_bytes(size_t) {
+    return 1024 * sizeof(float);
+}
+template <class T> void global_norm_squared(float* out, const T* g, size_t n, float* scratch, cudaStream_t) {
+    if (scratch == nullptr) fail("global_norm_squared: needs scratch");
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += (double)g[i] * (double)g[i];
+    *out = (float)sum;
+}
+
+// ---------------------------------------------------------------------------------------------------- one
+// process
+struct MultiGpuConfig {
+    int process_rank = 0, num_processes = 1, local_device_idx = 0;
+};
+inline MultiGpuConfig multi_gpu_config_init(int*, char***, const char*, const char*, const char*, int, int,
+                                            int) {
+    return MultiGpuConfig{};
+}
+inline void multi_gpu_config_free(MultiGpuConfig*) {}
+inline void multi_gpu_sync(MultiGpuConfig*, cudaStream_t) {}
+inline void multi_gpu_wait(MultiGpuConfig*, cudaStream_t, double) {}
+inline void multi_gpu_barrier(MultiGpuConfig*, double) {}
+inline float multi_gpu_sum_host(MultiGpuConfig*, float value, double) {
+    return value;
+}
+template <class T> void multi_gpu_allreduce_avg(MultiGpuConfig*, cudaStream_t, T*, size_t) {}
+template <class T> void multi_gpu_allreduce_sum(MultiGpuConfig*, cudaStream_t, T*, size_t) {}
+template <class T>
+void multi_gpu_reduce_scatter(MultiGpuConfig*, cudaStream_t, const T* send, T* recv, size_t n, bool) {
+    if (recv != send) memmove(recv, send, n * sizeof(T));
+}
+template <class T>
+void multi_gpu_all_gather(MultiGpuConfig*, cudaStream_t, const T* send, T* recv, size_t n) {
+    if (recv != send) memmove(recv, send, n * sizeof(T));
+}
