@@ -17,7 +17,8 @@ made with train_gpt2.py --test-init (random biases and LayerNorm weights, order-
 at GPT-2's own init a zero bias or a GELU's cubic term hardly matter. A wrong formula then moves results far
 more; tests/test_gpt2_mutations.sh builds these mutants and requires each to FAIL (measured on the tiny
 configuration):
-  - the qkv bias dropped from the forward:               loss off by 5e-3, wte gradient by 2e-1 (29 checks fail)
+  - the qkv bias dropped from the forward:               loss off by 5e-3, wte gradient by 2e-1 (29 checks
+fail)
   - attprojw read transposed (MUTATION=transpose_attprojw): loss off by 4e-2 (29 checks fail)
   - GELU's 0.044715 changed to 0.045 (0.6% off):           gradients off by up to 7.5e-5 (18 checks fail)
 */
@@ -25,8 +26,8 @@ configuration):
 #include "train_gpt2.cpp"
 
 // max |a - b| / max |b| over n values (b the reference); a scale-free error for a whole tensor
-static double relative_error(const float* a, const float* b, size_t n, size_t stride_a = 0, size_t stride_b = 0,
-                             size_t row = 0) {
+static double relative_error(const float* a, const float* b, size_t n, size_t stride_a = 0,
+                             size_t stride_b = 0, size_t row = 0) {
     double max_diff = 0.0, max_ref = 0.0;
     for (size_t i = 0; i < n; i++) {
         size_t ia = i, ib = i;
@@ -40,9 +41,9 @@ static double relative_error(const float* a, const float* b, size_t n, size_t st
     return max_ref > 0 ? max_diff / max_ref : max_diff;
 }
 
-static const double LOGITS_TOL = 5e-6;   // observed up to ~3e-7
-static const double LOSS_TOL = 5e-6;     // observed 0 .. 1e-7
-static const double GRAD_TOL = 1e-5;     // observed up to ~9e-7
+static const double LOGITS_TOL = 5e-6;    // observed up to ~3e-7
+static const double LOSS_TOL = 5e-6;      // observed 0 .. 1e-7
+static const double GRAD_TOL = 1e-5;      // observed up to ~9e-7
 static const double STEP_LOSS_TOL = 5e-6; // observed 0 .. 1e-7 over 10 steps
 
 // the AdamW of the reference's 10 steps (train_gpt2.py uses the same constants)
@@ -81,10 +82,12 @@ int main(int argc, char** argv) {
     }
     const int B = header[2], T = header[3], nsteps = header[4];
     if (B <= 0 || T <= 0 || T > c.max_seq_len || nsteps < 0 || nsteps > 1000) {
-        fail("'%s': bad header B=%d T=%d steps=%d for a model with maxT=%d", state_path, B, T, nsteps, c.max_seq_len);
+        fail("'%s': bad header B=%d T=%d steps=%d for a model with maxT=%d", state_path, B, T, nsteps,
+             c.max_seq_len);
     }
     std::vector<int> x((size_t)B * T), y((size_t)B * T);
-    std::vector<float> ref_logits((size_t)B * T * V), ref_grads(model.num_parameters), ref_step_losses(nsteps);
+    std::vector<float> ref_logits((size_t)B * T * V), ref_grads(model.num_parameters),
+        ref_step_losses(nsteps);
     float ref_loss;
     f.read(x.data(), sizeof(int), x.size(), "inputs x");
     f.read(y.data(), sizeof(int), y.size(), "targets y");
@@ -92,14 +95,15 @@ int main(int argc, char** argv) {
     f.read(&ref_loss, sizeof(float), 1, "loss");
     f.read(ref_grads.data(), sizeof(float), ref_grads.size(), "parameter gradients");
     f.read(ref_step_losses.data(), sizeof(float), ref_step_losses.size(), "AdamW step losses");
-    if (fgetc(f.fp) != EOF) fail("'%s' has bytes after the step losses: does it match the model?", state_path);
+    if (fgetc(f.fp) != EOF)
+        fail("'%s' has bytes after the step losses: does it match the model?", state_path);
 
     ProcessGroup pg; // single process
     Optimizer opt;
     optimizer_init(&opt, &model, &pg, 0, false, 0);
     gpt2_allocate_training_state(&model, B, T);
-    printf("model L=%d C=%d NH=%d V=%d Vp=%d; batch B=%d T=%d; %d AdamW steps\n", c.num_layers, C, c.num_heads, V,
-           Vp, B, T, nsteps);
+    printf("model L=%d C=%d NH=%d V=%d Vp=%d; batch B=%d T=%d; %d AdamW steps\n", c.num_layers, C,
+           c.num_heads, V, Vp, B, T, nsteps);
 
     int failures = 0;
     auto check = [&](const char* what, double err, double tol) {
@@ -109,14 +113,16 @@ int main(int argc, char** argv) {
     };
 
     gpt2_forward(&model, x.data(), y.data(), B, T);
-    check("logits", relative_error(model.acts.logits, ref_logits.data(), (size_t)B * T * V, Vp, V, V), LOGITS_TOL);
+    check("logits", relative_error(model.acts.logits, ref_logits.data(), (size_t)B * T * V, Vp, V, V),
+          LOGITS_TOL);
     check("loss", fabs(model.mean_loss - ref_loss) / fabs(ref_loss), LOSS_TOL);
     gpt2_zero_grad(&model);
     gpt2_backward(&model, 1.0f);
     size_t offset = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         check(PARAMETER_NAMES[i],
-              relative_error(model.grads_memory + offset, ref_grads.data() + offset, model.param_sizes[i]), GRAD_TOL);
+              relative_error(model.grads_memory + offset, ref_grads.data() + offset, model.param_sizes[i]),
+              GRAD_TOL);
         offset += model.param_sizes[i];
     }
 
@@ -133,7 +139,8 @@ int main(int argc, char** argv) {
         char name[32];
         snprintf(name, sizeof(name), "step %d", step);
         printf("  loss %.6f ref %.6f  ", model.mean_loss, ref_step_losses[step]);
-        check(name, fabs(model.mean_loss - ref_step_losses[step]) / fabs(ref_step_losses[step]), STEP_LOSS_TOL);
+        check(name, fabs(model.mean_loss - ref_step_losses[step]) / fabs(ref_step_losses[step]),
+              STEP_LOSS_TOL);
         gpt2_update(&model, &opt, &pg, TEST_LR, h, step + 1);
     }
     optimizer_free(&opt);

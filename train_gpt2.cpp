@@ -206,8 +206,8 @@ void attention_forward(float* out, float* att, const float* inp, int B, int T, i
 //   dscore[t2] = att[t2] * (datt[t2] - sum_t3 att[t3] * datt[t3])      (softmax backward)
 //   dq_t += scale * sum_t2 dscore[t2] k_t2    dk_t2 += scale * dscore[t2] q_t
 // Parallel over (b, h) only: every query position t adds into the k and v gradients of all t2 <= t.
-void attention_backward(float* dinp, const float* dout, const float* inp, const float* att, int B, int T, int C,
-                        int NH) {
+void attention_backward(float* dinp, const float* dout, const float* inp, const float* att, int B, int T,
+                        int C, int NH) {
     const int C3 = 3 * C, hs = C / NH;
     const float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel
@@ -520,10 +520,12 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
     const int V = cfg.vocab_size, Vp = cfg.padded_vocab_size, L = cfg.num_layers, NH = cfg.num_heads,
               C = cfg.channels;
     if (B > model->batch_size || T > model->seq_len) {
-        fail("forward with B=%d T=%d exceeds the allocated B=%d T=%d", B, T, model->batch_size, model->seq_len);
+        fail("forward with B=%d T=%d exceeds the allocated B=%d T=%d", B, T, model->batch_size,
+             model->seq_len);
     }
     for (int i = 0; i < B * T; i++) {
-        if (inputs[i] < 0 || inputs[i] >= V) fail("input token %d at position %d is outside [0, %d)", inputs[i], i, V);
+        if (inputs[i] < 0 || inputs[i] >= V)
+            fail("input token %d at position %d is outside [0, %d)", inputs[i], i, V);
         if (targets && (targets[i] < 0 || targets[i] >= V)) {
             fail("target token %d at position %d is outside [0, %d)", targets[i], i, V);
         }
@@ -578,7 +580,9 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
     }
 }
 
-void gpt2_zero_grad(GPT2* model) { memset(model->grads_memory, 0, model->num_parameters_padded * sizeof(float)); }
+void gpt2_zero_grad(GPT2* model) {
+    memset(model->grads_memory, 0, model->num_parameters_padded * sizeof(float));
+}
 
 // Backward pass of the last forward (which must have had targets), adding into the parameter gradients.
 // loss_scale = d(objective)/d(mean loss of this micro-batch): 1/grad_accum_steps when micro-batches are
@@ -594,7 +598,8 @@ void gpt2_backward(GPT2* model, float loss_scale) {
     ActivationTensors a = model->acts, da = model->grads_acts;
     memset(model->grads_acts_memory, 0, model->num_activations * sizeof(float));
 
-    crossentropy_softmax_backward(da.logits, a.probs, model->targets.data(), loss_scale / (B * T), B, T, V, Vp);
+    crossentropy_softmax_backward(da.logits, a.probs, model->targets.data(), loss_scale / (B * T), B, T, V,
+                                  Vp);
     matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp);
     float* residual = a.residual3 + (size_t)(L - 1) * BTC;
     float* dresidual = da.residual3 + (size_t)(L - 1) * BTC;
@@ -607,8 +612,9 @@ void gpt2_backward(GPT2* model, float loss_scale) {
         float* dresidual3 = da.residual3 + l * BTC;
         // forward order: ln1 -> qkv -> attention -> attproj -> +residual -> ln2 -> fc -> gelu -> fcproj -> +
         residual_backward(da.residual2 + l * BTC, da.fcproj + l * BTC, dresidual3, BTC);
-        matmul_backward(da.fch_gelu + l * BTC * 4, g.fcprojw + lC * 4 * C, g.fcprojb + lC, da.fcproj + l * BTC,
-                        a.fch_gelu + l * BTC * 4, p.fcprojw + lC * 4 * C, B, T, 4 * C, C);
+        matmul_backward(da.fch_gelu + l * BTC * 4, g.fcprojw + lC * 4 * C, g.fcprojb + lC,
+                        da.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, p.fcprojw + lC * 4 * C, B, T, 4 * C,
+                        C);
         gelu_backward(da.fch + l * BTC * 4, a.fch + l * BTC * 4, da.fch_gelu + l * BTC * 4, BTC * 4);
         matmul_backward(da.ln2 + l * BTC, g.fcw + lC * 4 * C, g.fcb + lC * 4, da.fch + l * BTC * 4,
                         a.ln2 + l * BTC, p.fcw + lC * 4 * C, B, T, C, 4 * C);
@@ -646,10 +652,10 @@ void gpt2_backward(GPT2* model, float loss_scale) {
 
 struct Optimizer {
     int zero_stage = 0;
-    ShardLayout layout;                            // which slice of the flat buffer this process updates
-    ShardRange ranges[NUM_PARAMETER_TENSORS];      // that slice cut at tensor boundaries
+    ShardLayout layout;                       // which slice of the flat buffer this process updates
+    ShardRange ranges[NUM_PARAMETER_TENSORS]; // that slice cut at tensor boundaries
     int num_ranges = 0;
-    float* grad_shard = nullptr;                   // (shard_size) the averaged gradient of the slice
+    float* grad_shard = nullptr; // (shard_size) the averaged gradient of the slice
     // fp32 AdamW state (shard_size each)
     float* m = nullptr;
     float* v = nullptr;
@@ -764,13 +770,13 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
         float* p = model->params_memory + rg.global_offset;
         const float* gr = g + rg.offset_in_shard;
         if (!opt->use_8bit) {
-            adamw_update(p, gr, opt->m + rg.offset_in_shard, opt->v + rg.offset_in_shard, rg.count, lr, h.beta1,
-                         h.beta2, h.eps, wd, t);
+            adamw_update(p, gr, opt->m + rg.offset_in_shard, opt->v + rg.offset_in_shard, rg.count, lr,
+                         h.beta1, h.beta2, h.eps, wd, t);
         } else {
             size_t b = opt->block_offset[r];
             adamw8bit_update(p, gr, opt->m_codes + rg.offset_in_shard, opt->m_absmax + b,
-                             opt->v_codes + rg.offset_in_shard, opt->v_absmax + b, rg.count, opt->block_size, lr,
-                             h.beta1, h.beta2, h.eps, wd, t);
+                             opt->v_codes + rg.offset_in_shard, opt->v_absmax + b, rg.count, opt->block_size,
+                             lr, h.beta1, h.beta2, h.eps, wd, t);
         }
     }
     // 5. ZeRO-1: every process gets everyone's updated slice
@@ -842,7 +848,9 @@ struct TrainState {
     Rng sample_rng;
 };
 
-static void put_u64(int* header, int slot, uint64_t v) { memcpy(header + slot, &v, sizeof(v)); }
+static void put_u64(int* header, int slot, uint64_t v) {
+    memcpy(header + slot, &v, sizeof(v));
+}
 static uint64_t get_u64(const int* header, int slot) {
     uint64_t v;
     memcpy(&v, header + slot, sizeof(v));
@@ -851,15 +859,18 @@ static uint64_t get_u64(const int* header, int slot) {
 
 std::string checkpoint_path(const char* dir, const char* kind, int step, int rank) {
     char buf[64];
-    if (rank < 0) snprintf(buf, sizeof(buf), "/%s_%08d.bin", kind, step);
-    else snprintf(buf, sizeof(buf), "/%s_%08d_%05d.bin", kind, step, rank);
+    if (rank < 0)
+        snprintf(buf, sizeof(buf), "/%s_%08d.bin", kind, step);
+    else
+        snprintf(buf, sizeof(buf), "/%s_%08d_%05d.bin", kind, step, rank);
     return std::string(dir) + buf;
 }
 
-void save_checkpoint(const char* dir, GPT2* model, const Optimizer* opt, const TrainState& st, ProcessGroup* pg) {
+void save_checkpoint(const char* dir, GPT2* model, const Optimizer* opt, const TrainState& st,
+                     ProcessGroup* pg) {
     if (pg->rank == 0) {
-        checkpoint_write(checkpoint_path(dir, "model", st.step, -1).c_str(), model->config, model->params_memory,
-                         model->num_parameters, false);
+        checkpoint_write(checkpoint_path(dir, "model", st.step, -1).c_str(), model->config,
+                         model->params_memory, model->num_parameters, false);
     }
     int header[HEADER_SLOTS] = {};
     header[0] = STATE_MAGIC;
@@ -915,19 +926,21 @@ int find_latest_checkpoint(const char* dir) {
 }
 
 // Loads this process's optimizer state and the training position; the model file is loaded by the caller.
-void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, TrainState* st, ProcessGroup* pg) {
+void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, TrainState* st,
+                ProcessGroup* pg) {
     std::string path = checkpoint_path(dir, "state", step, pg->rank);
     File f(path.c_str(), "rb");
     int header[HEADER_SLOTS];
     f.read(header, sizeof(int), HEADER_SLOTS, "the 1024-byte state header");
     if (header[0] != STATE_MAGIC || header[1] != STATE_VERSION) {
-        fail("'%s' is not a training state file: expected magic %d version %d, got %d version %d", path.c_str(),
-             STATE_MAGIC, STATE_VERSION, header[0], header[1]);
+        fail("'%s' is not a training state file: expected magic %d version %d, got %d version %d",
+             path.c_str(), STATE_MAGIC, STATE_VERSION, header[0], header[1]);
     }
     if (header[2] != pg->num_ranks) {
-        fail("'%s' was written by a run with %d processes but this run has %d: resume with the same number of "
-             "processes",
-             path.c_str(), header[2], pg->num_ranks);
+        fail(
+            "'%s' was written by a run with %d processes but this run has %d: resume with the same number of "
+            "processes",
+            path.c_str(), header[2], pg->num_ranks);
     }
     if (header[4] != opt->zero_stage || header[5] != (opt->use_8bit ? 1 : 0) ||
         (opt->use_8bit && header[7] != opt->block_size)) {
@@ -937,10 +950,11 @@ void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, Tr
     }
     if (header[6] != step || get_u64(header, 16) != opt->layout.shard_size ||
         get_u64(header, 20) != model->num_parameters) {
-        fail("'%s' does not match this model: step %d, %llu parameters, shard of %llu (expected step %d, %zu, "
-             "%zu)",
-             path.c_str(), header[6], (unsigned long long)get_u64(header, 20),
-             (unsigned long long)get_u64(header, 16), step, model->num_parameters, opt->layout.shard_size);
+        fail(
+            "'%s' does not match this model: step %d, %llu parameters, shard of %llu (expected step %d, %zu, "
+            "%zu)",
+            path.c_str(), header[6], (unsigned long long)get_u64(header, 20),
+            (unsigned long long)get_u64(header, 16), step, model->num_parameters, opt->layout.shard_size);
     }
     st->step = step;
     st->loader = DataLoaderState{get_u64(header, 22), get_u64(header, 24), get_u64(header, 26)};
@@ -1003,7 +1017,8 @@ void print_usage(const TrainConfig& d) {
            "batch\n"
            "  -b <int>      micro-batch size per process            default %d\n"
            "  -t <int>      sequence length                         default %d\n"
-           "  -d <int>      total batch size in tokens (all processes, gradient accumulation makes up the rest);\n"
+           "  -d <int>      total batch size in tokens (all processes, gradient accumulation makes up the "
+           "rest);\n"
            "                -1 = one micro-batch per process        default %ld\n"
            "optimizer\n"
            "  -l <float>    peak learning rate                      default %g\n"
@@ -1031,11 +1046,11 @@ void print_usage(const TrainConfig& d) {
            "  -sd <int>     random seed (init, data order, sampling) default %llu\n"
            "  -h            this text\n",
            d.train_pattern, d.val_pattern, d.model, d.tokenizer_path, d.B, d.T, d.total_batch_tokens,
-           (double)d.learning_rate, d.warmup_steps, (double)d.final_lr_frac, d.schedule, (double)d.cooldown_frac,
-           d.lr_scale_rule, (double)d.adamw.weight_decay, (double)d.adamw.grad_clip, (int)d.use_8bit, d.block_size,
-           d.zero_stage, d.max_steps, d.val_every, d.val_max_steps, d.sample_every, d.gen_tokens,
-           (double)d.temperature, d.checkpoint_every, (int)d.resume, (int)d.overfit_single_batch,
-           (unsigned long long)d.seed);
+           (double)d.learning_rate, d.warmup_steps, (double)d.final_lr_frac, d.schedule,
+           (double)d.cooldown_frac, d.lr_scale_rule, (double)d.adamw.weight_decay, (double)d.adamw.grad_clip,
+           (int)d.use_8bit, d.block_size, d.zero_stage, d.max_steps, d.val_every, d.val_max_steps,
+           d.sample_every, d.gen_tokens, (double)d.temperature, d.checkpoint_every, (int)d.resume,
+           (int)d.overfit_single_batch, (unsigned long long)d.seed);
 }
 
 static bool parse_bool_flag(const char* flag, const char* text) {
@@ -1059,37 +1074,68 @@ bool parse_flags(TrainConfig* c, int argc, char** argv) {
         if (i + 1 >= argc) fail("flag %s expects a value (see -h)", f);
         const char* v = argv[i + 1];
         const char* k = f + 1;
-        if (!strcmp(k, "i")) c->train_pattern = v;
-        else if (!strcmp(k, "j")) c->val_pattern = v;
-        else if (!strcmp(k, "e")) c->model = v;
-        else if (!strcmp(k, "o")) c->output_dir = v;
-        else if (!strcmp(k, "tk")) c->tokenizer_path = v;
-        else if (!strcmp(k, "b")) c->B = parse_int_flag(f, v, 1, 1 << 20);
-        else if (!strcmp(k, "t")) c->T = parse_int_flag(f, v, 1, 1 << 20);
-        else if (!strcmp(k, "d")) c->total_batch_tokens = parse_long_flag(f, v);
-        else if (!strcmp(k, "l")) c->learning_rate = parse_float_flag(f, v);
-        else if (!strcmp(k, "u")) c->warmup_steps = parse_int_flag(f, v, 0, 1 << 30);
-        else if (!strcmp(k, "q")) c->final_lr_frac = parse_float_flag(f, v);
-        else if (!strcmp(k, "k")) c->schedule = v;
-        else if (!strcmp(k, "cf")) c->cooldown_frac = parse_float_flag(f, v);
-        else if (!strcmp(k, "sr")) c->lr_scale_rule = v;
-        else if (!strcmp(k, "sb")) c->lr_scale_ref_tokens = parse_long_flag(f, v);
-        else if (!strcmp(k, "c")) c->adamw.weight_decay = parse_float_flag(f, v);
-        else if (!strcmp(k, "gc")) c->adamw.grad_clip = parse_float_flag(f, v);
-        else if (!strcmp(k, "qo")) c->use_8bit = parse_bool_flag(f, v);
-        else if (!strcmp(k, "qb")) c->block_size = parse_int_flag(f, v, 64, 1 << 20);
-        else if (!strcmp(k, "z")) c->zero_stage = parse_int_flag(f, v, 0, 1);
-        else if (!strcmp(k, "x")) c->max_steps = parse_int_flag(f, v, -1, 1 << 30);
-        else if (!strcmp(k, "v")) c->val_every = parse_int_flag(f, v, 1, 1 << 30);
-        else if (!strcmp(k, "m")) c->val_max_steps = parse_int_flag(f, v, -1, 1 << 30);
-        else if (!strcmp(k, "s")) c->sample_every = parse_int_flag(f, v, 0, 1 << 30);
-        else if (!strcmp(k, "g")) c->gen_tokens = parse_int_flag(f, v, 1, 1 << 20);
-        else if (!strcmp(k, "st")) c->temperature = parse_float_flag(f, v);
-        else if (!strcmp(k, "n")) c->checkpoint_every = parse_int_flag(f, v, 0, 1 << 30);
-        else if (!strcmp(k, "y")) c->resume = parse_bool_flag(f, v);
-        else if (!strcmp(k, "a")) c->overfit_single_batch = parse_bool_flag(f, v);
-        else if (!strcmp(k, "sd")) c->seed = (uint64_t)parse_long_flag(f, v);
-        else fail("unknown flag %s (see -h)", f);
+        if (!strcmp(k, "i"))
+            c->train_pattern = v;
+        else if (!strcmp(k, "j"))
+            c->val_pattern = v;
+        else if (!strcmp(k, "e"))
+            c->model = v;
+        else if (!strcmp(k, "o"))
+            c->output_dir = v;
+        else if (!strcmp(k, "tk"))
+            c->tokenizer_path = v;
+        else if (!strcmp(k, "b"))
+            c->B = parse_int_flag(f, v, 1, 1 << 20);
+        else if (!strcmp(k, "t"))
+            c->T = parse_int_flag(f, v, 1, 1 << 20);
+        else if (!strcmp(k, "d"))
+            c->total_batch_tokens = parse_long_flag(f, v);
+        else if (!strcmp(k, "l"))
+            c->learning_rate = parse_float_flag(f, v);
+        else if (!strcmp(k, "u"))
+            c->warmup_steps = parse_int_flag(f, v, 0, 1 << 30);
+        else if (!strcmp(k, "q"))
+            c->final_lr_frac = parse_float_flag(f, v);
+        else if (!strcmp(k, "k"))
+            c->schedule = v;
+        else if (!strcmp(k, "cf"))
+            c->cooldown_frac = parse_float_flag(f, v);
+        else if (!strcmp(k, "sr"))
+            c->lr_scale_rule = v;
+        else if (!strcmp(k, "sb"))
+            c->lr_scale_ref_tokens = parse_long_flag(f, v);
+        else if (!strcmp(k, "c"))
+            c->adamw.weight_decay = parse_float_flag(f, v);
+        else if (!strcmp(k, "gc"))
+            c->adamw.grad_clip = parse_float_flag(f, v);
+        else if (!strcmp(k, "qo"))
+            c->use_8bit = parse_bool_flag(f, v);
+        else if (!strcmp(k, "qb"))
+            c->block_size = parse_int_flag(f, v, 64, 1 << 20);
+        else if (!strcmp(k, "z"))
+            c->zero_stage = parse_int_flag(f, v, 0, 1);
+        else if (!strcmp(k, "x"))
+            c->max_steps = parse_int_flag(f, v, -1, 1 << 30);
+        else if (!strcmp(k, "v"))
+            c->val_every = parse_int_flag(f, v, 1, 1 << 30);
+        else if (!strcmp(k, "m"))
+            c->val_max_steps = parse_int_flag(f, v, -1, 1 << 30);
+        else if (!strcmp(k, "s"))
+            c->sample_every = parse_int_flag(f, v, 0, 1 << 30);
+        else if (!strcmp(k, "g"))
+            c->gen_tokens = parse_int_flag(f, v, 1, 1 << 20);
+        else if (!strcmp(k, "st"))
+            c->temperature = parse_float_flag(f, v);
+        else if (!strcmp(k, "n"))
+            c->checkpoint_every = parse_int_flag(f, v, 0, 1 << 30);
+        else if (!strcmp(k, "y"))
+            c->resume = parse_bool_flag(f, v);
+        else if (!strcmp(k, "a"))
+            c->overfit_single_batch = parse_bool_flag(f, v);
+        else if (!strcmp(k, "sd"))
+            c->seed = (uint64_t)parse_long_flag(f, v);
+        else
+            fail("unknown flag %s (see -h)", f);
     }
     return true;
 }
@@ -1121,16 +1167,18 @@ int main(int argc, char** argv) {
     const GPT2Config& mc = model.config;
     const int B = cfg.B, T = cfg.T;
     if (T > mc.max_seq_len) {
-        fail("flag -t: sequence length %d exceeds the model's maximum %d (maxT in its header)", T, mc.max_seq_len);
+        fail("flag -t: sequence length %d exceeds the model's maximum %d (maxT in its header)", T,
+             mc.max_seq_len);
     }
-    if (mc.channels % 16 != 0) fail("the CPU matmul needs C to be a multiple of 16; the model has C=%d", mc.channels);
+    if (mc.channels % 16 != 0)
+        fail("the CPU matmul needs C to be a multiple of 16; the model has C=%d", mc.channels);
 
     // batch: total = B * T * processes * accumulation steps
     const long tokens_per_micro = (long)B * T * pg.num_ranks;
     const long total_tokens = cfg.total_batch_tokens < 0 ? tokens_per_micro : cfg.total_batch_tokens;
     if (total_tokens % tokens_per_micro != 0) {
-        fail("flag -d: total batch %ld tokens is not a multiple of B*T*processes = %d*%d*%d = %ld", total_tokens, B,
-             T, pg.num_ranks, tokens_per_micro);
+        fail("flag -d: total batch %ld tokens is not a multiple of B*T*processes = %d*%d*%d = %ld",
+             total_tokens, B, T, pg.num_ranks, tokens_per_micro);
     }
     const int grad_accum_steps = (int)(total_tokens / tokens_per_micro);
 
@@ -1138,16 +1186,19 @@ int main(int argc, char** argv) {
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, cfg.train_pattern, B, T, pg.rank, pg.num_ranks, !cfg.overfit_single_batch,
                     cfg.seed, mc.vocab_size, grad_accum_steps);
-    dataloader_init(&val_loader, cfg.val_pattern, B, T, pg.rank, pg.num_ranks, false, cfg.seed, mc.vocab_size);
+    dataloader_init(&val_loader, cfg.val_pattern, B, T, pg.rank, pg.num_ranks, false, cfg.seed,
+                    mc.vocab_size);
     int train_steps = cfg.max_steps;
     if (train_steps < 0) train_steps = (int)dataloader_num_batches(&train_loader); // a batch = a step's data
-    if (train_steps < 1) fail("the training data holds less than one optimizer step of %ld tokens", total_tokens);
+    if (train_steps < 1)
+        fail("the training data holds less than one optimizer step of %ld tokens", total_tokens);
 
     // learning rate: optional batch-size scaling of the peak, then the schedule
-    float peak_lr = scale_lr_for_batch(cfg.learning_rate, (size_t)cfg.lr_scale_ref_tokens, (size_t)total_tokens,
-                                       cfg.lr_scale_rule);
+    float peak_lr = scale_lr_for_batch(cfg.learning_rate, (size_t)cfg.lr_scale_ref_tokens,
+                                       (size_t)total_tokens, cfg.lr_scale_rule);
     if (cfg.warmup_steps > train_steps) { // a short smoke run (-x 5) with the default warmup
-        if (main_process) printf("note: warmup (-u %d) cut to the %d training steps\n", cfg.warmup_steps, train_steps);
+        if (main_process)
+            printf("note: warmup (-u %d) cut to the %d training steps\n", cfg.warmup_steps, train_steps);
         cfg.warmup_steps = train_steps;
     }
     LRScheduler sched;
@@ -1159,7 +1210,8 @@ int main(int argc, char** argv) {
     gpt2_allocate_training_state(&model, B, T);
 
     TokenDecoder decoder; // samples are printed as token ids when the tokenizer file is missing
-    if (file_exists(cfg.tokenizer_path) && mc.vocab_size == 50257) token_decoder_load(&decoder, cfg.tokenizer_path);
+    if (file_exists(cfg.tokenizer_path) && mc.vocab_size == 50257)
+        token_decoder_load(&decoder, cfg.tokenizer_path);
 
     TrainState st;
     st.step = 0;
@@ -1167,7 +1219,8 @@ int main(int argc, char** argv) {
     int resume_step = -1;
     if (cfg.resume) {
         resume_step = find_latest_checkpoint(cfg.output_dir);
-        if (resume_step < 0) fail("flag -y 1: no checkpoint in '%s' (no checkpoint_latest file)", cfg.output_dir);
+        if (resume_step < 0)
+            fail("flag -y 1: no checkpoint in '%s' (no checkpoint_latest file)", cfg.output_dir);
         std::string model_path = checkpoint_path(cfg.output_dir, "model", resume_step, -1);
         GPT2Config saved;
         int version;
@@ -1181,7 +1234,8 @@ int main(int argc, char** argv) {
     }
     if (cfg.output_dir && main_process) make_dir_check(cfg.output_dir);
     Logger logger;
-    // on resume, drop log lines from beyond the checkpoint (train lines of steps >= resume_step, val lines at it)
+    // on resume, drop log lines from beyond the checkpoint (train lines of steps >= resume_step, val lines at
+    // it)
     logger_init(&logger, cfg.output_dir, pg.rank, resume_step >= 0 ? resume_step - 1 : -1);
 
     if (main_process) {
@@ -1223,7 +1277,8 @@ int main(int argc, char** argv) {
             if (main_process) printf("val loss %f\n", last_val);
             logger_log_val(&logger, step, last_val);
         }
-        if (main_process && cfg.sample_every > 0 && ((step > 0 && step % cfg.sample_every == 0) || last_step)) {
+        if (main_process && cfg.sample_every > 0 &&
+            ((step > 0 && step % cfg.sample_every == 0) || last_step)) {
             gpt2_sample(&model, &decoder, &st.sample_rng, cfg.gen_tokens, cfg.temperature);
         }
         if (last_step) break;
@@ -1240,10 +1295,11 @@ int main(int argc, char** argv) {
         float lr = lr_at_step(&sched, step);
         float norm = gpt2_update(&model, &opt, &pg, lr, cfg.adamw, step + 1);
         float loss = pg_allreduce_sum_float(&pg, (float)(loss_sum / grad_accum_steps)) / pg.num_ranks;
-        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         if (main_process) {
-            printf("step %4d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | %.1f GFLOP/s\n", step + 1,
-                   train_steps, loss, (double)lr, norm, ms, total_tokens / (ms / 1000.0),
+            printf("step %4d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | %.1f GFLOP/s\n",
+                   step + 1, train_steps, loss, (double)lr, norm, ms, total_tokens / (ms / 1000.0),
                    flops_per_step / (ms / 1000.0) / 1e9);
             fflush(stdout);
         }

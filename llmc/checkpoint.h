@@ -33,8 +33,8 @@ struct GPT2Config {
 
 constexpr int NUM_PARAMETER_TENSORS = 16;
 inline const char* const PARAMETER_NAMES[NUM_PARAMETER_TENSORS] = {
-    "wte",  "wpe",  "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-    "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw", "lnfb"};
+    "wte",  "wpe",  "ln1w", "ln1b", "qkvw",    "qkvb",    "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw",     "lnfb"};
 
 // Number of elements of each parameter tensor, in file order.
 inline void gpt2_parameter_sizes(const GPT2Config& c, size_t sizes[NUM_PARAMETER_TENSORS]) {
@@ -81,11 +81,20 @@ inline bool gpt2_config_from_descriptor(const char* desc, GPT2Config* c) {
     if (*end != '\0' || depth < 1 || depth > 96) return false;
     c->num_layers = (int)depth;
     switch (depth) {
-    case 12: c->channels = 768, c->num_heads = 12; break;
-    case 24: c->channels = 1024, c->num_heads = 16; break;
-    case 36: c->channels = 1280, c->num_heads = 20; break;
-    case 48: c->channels = 1600, c->num_heads = 25; break;
-    default: c->channels = 64 * (int)depth, c->num_heads = (int)depth;
+    case 12:
+        c->channels = 768, c->num_heads = 12;
+        break;
+    case 24:
+        c->channels = 1024, c->num_heads = 16;
+        break;
+    case 36:
+        c->channels = 1280, c->num_heads = 20;
+        break;
+    case 48:
+        c->channels = 1600, c->num_heads = 25;
+        break;
+    default:
+        c->channels = 64 * (int)depth, c->num_heads = (int)depth;
     }
     c->max_seq_len = 1024;
     c->vocab_size = 50257;
@@ -148,8 +157,9 @@ inline void checkpoint_read_header(const char* path, GPT2Config* config, int* ve
     size_t expected = HEADER_SLOTS * sizeof(int) + gpt2_num_parameters(c) * bytes_per;
     size_t actual = file_size_check(path);
     if (actual != expected) {
-        fail("'%s': the header declares %zu parameters (%zu bytes with the header) but the file has %zu bytes",
-             path, gpt2_num_parameters(c), expected, actual);
+        fail(
+            "'%s': the header declares %zu parameters (%zu bytes with the header) but the file has %zu bytes",
+            path, gpt2_num_parameters(c), expected, actual);
     }
 }
 

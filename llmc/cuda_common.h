@@ -113,7 +113,8 @@ __device__ inline float block_reduce_sum(float val, float* shared) {
 
 inline void cublas_check(cublasStatus_t status, const char* file, int line) {
     if (status != CUBLAS_STATUS_SUCCESS) {
-        fail("cuBLAS error at %s:%d: %s (status %d)", file, line, cublasLtGetStatusString(status), (int)status);
+        fail("cuBLAS error at %s:%d: %s (status %d)", file, line, cublasLtGetStatusString(status),
+             (int)status);
     }
 }
 #define cublasCheck(status) (cublas_check((status), __FILE__, __LINE__))

@@ -169,8 +169,8 @@ inline void dataloader_reset(DataLoader* dl) {
 // filename_pattern: a glob(3) pattern (or one plain path); matches are sorted by name.
 // vocab_size: every token must be < vocab_size (the model's real vocabulary, not the padded one).
 inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t B, size_t T,
-                            int process_rank, int num_processes, bool shuffle, uint64_t seed,
-                            int vocab_size, int micro_steps = 1) {
+                            int process_rank, int num_processes, bool shuffle, uint64_t seed, int vocab_size,
+                            int micro_steps = 1) {
     if (B == 0 || T == 0) fail("data loader: B and T must be positive, got B=%zu T=%zu", B, T);
     if (num_processes < 1 || process_rank < 0 || process_rank >= num_processes) {
         fail("data loader: process_rank %d is not in [0, num_processes=%d)", process_rank, num_processes);
@@ -210,7 +210,8 @@ inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t
         size_t n = dataloader_read_header_(f.fp, path.c_str());
         if (n < need) {
             fail("token shard '%s' has %zu tokens, but one global batch needs "
-                 "accumulation_steps*num_processes*B*T+1 = %d*%d*%zu*%zu+1 = %zu tokens (use a smaller B, T or "
+                 "accumulation_steps*num_processes*B*T+1 = %d*%d*%zu*%zu+1 = %zu tokens (use a smaller B, T "
+                 "or "
                  "total batch, or a bigger shard)",
                  path.c_str(), n, micro_steps, num_processes, B, T, need);
         }
@@ -264,7 +265,8 @@ struct DataLoaderState {
 };
 
 inline DataLoaderState dataloader_get_state(const DataLoader* dl) {
-    return DataLoaderState{dl->epoch, (uint64_t)dl->shard_pos, (uint64_t)dl->sample_pos, (uint64_t)dl->micro_pos};
+    return DataLoaderState{dl->epoch, (uint64_t)dl->shard_pos, (uint64_t)dl->sample_pos,
+                           (uint64_t)dl->micro_pos};
 }
 
 // Resume at a saved position: the permutations of that epoch and shard are re-derived from the seed.

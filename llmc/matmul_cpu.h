@@ -21,8 +21,12 @@ static inline vec8 load8(const float* p) {
     memcpy(&v, p, sizeof(v)); // an unaligned vector load
     return v;
 }
-static inline void store8(float* p, vec8 v) { memcpy(p, &v, sizeof(v)); }
-static inline vec8 splat8(float x) { return vec8{x, x, x, x, x, x, x, x}; }
+static inline void store8(float* p, vec8 v) {
+    memcpy(p, &v, sizeof(v));
+}
+static inline vec8 splat8(float x) {
+    return vec8{x, x, x, x, x, x, x, x};
+}
 static inline float hsum8(vec8 v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
@@ -31,7 +35,8 @@ static inline float hsum8(vec8 v) {
 // out(M,N) = (accumulate ? out : bias or 0) + A(M,K) . W(N,K)^T, every row of A and W contiguous, K % 8 == 0.
 // Tile: 4 rows of A x 3 rows of W = 12 dot products, each a vector accumulator of 8 partial sums along K.
 // K is cut into panels of KC so a tile's 7 rows (7 KiB) stay in L1 while the panel's W block stays in L2.
-static void matmul_dot_kernel(float* out, const float* A, const float* W, const float* bias, int M, int N, int K) {
+static void matmul_dot_kernel(float* out, const float* A, const float* W, const float* bias, int M, int N,
+                              int K) {
     constexpr int TM = 4, TN = 3, KC = 256, BM = 32, BN = 48; // BN is a multiple of TN, BM of TM
     const int mblocks = (M + BM - 1) / BM, nblocks = (N + BN - 1) / BN;
     for (int k0 = 0; k0 < K; k0 += KC) {
@@ -71,11 +76,11 @@ static void matmul_dot_kernel(float* out, const float* A, const float* W, const 
 
 // ----------------------------------------------------------------------------------------------------
 // Out(R,N) += sum_j A(r,j) * Bm(j,N) for j in [0,J), where A(r,j) = A[r*a_row + j*a_col] (so A may be
-// read transposed) and Bm is row-major with leading dimension ldb; Out has leading dimension ldo; N % 16 == 0.
-// Tile: 6 rows x 16 columns = 12 vector accumulators; per j, two vector loads of Bm feed 12 FMAs with 6
+// read transposed) and Bm is row-major with leading dimension ldb; Out has leading dimension ldo; N % 16 ==
+// 0. Tile: 6 rows x 16 columns = 12 vector accumulators; per j, two vector loads of Bm feed 12 FMAs with 6
 // broadcast scalars of A. J is cut into panels of JC so the 16-column strip of Bm stays in L1/L2.
-static void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_t a_row, size_t a_col, const float* Bm,
-                               int ldb, int R, int N, int J) {
+static void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_t a_row, size_t a_col,
+                               const float* Bm, int ldb, int R, int N, int J) {
     constexpr int TR = 6, JC = 512;
     const int rtiles = (R + TR - 1) / TR, strips = N / 16;
     for (int j0 = 0; j0 < J; j0 += JC) {

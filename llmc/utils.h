@@ -101,7 +101,9 @@ struct File {
     void read(void* ptr, size_t size, size_t count, const char* what) {
         fread_check(ptr, size, count, fp, path.c_str(), what);
     }
-    void write(const void* ptr, size_t size, size_t count) { fwrite_check(ptr, size, count, fp, path.c_str()); }
+    void write(const void* ptr, size_t size, size_t count) {
+        fwrite_check(ptr, size, count, fp, path.c_str());
+    }
 };
 
 // Write a file so that a crash never leaves a half-written file under its final name: the bytes go to
@@ -179,5 +181,9 @@ inline float parse_float_flag(const char* flag, const char* text) {
     return v;
 }
 
-inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
-inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+inline int ceil_div(int a, int b) {
+    return (a + b - 1) / b;
+}
+inline size_t ceil_div(size_t a, size_t b) {
+    return (a + b - 1) / b;
+}

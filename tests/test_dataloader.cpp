@@ -296,8 +296,8 @@ int main() {
                 for (int r = 0; r < N; r++)
                     dataloader_init(&ranks[r], pattern.c_str(), B, T, r, N, shuffle, 7, V, K);
                 CHECK(dataloader_num_batches(&ranks[0]) == dataloader_num_batches(&single),
-                      "N=%d K=%d: %zu steps per epoch, single rank has %zu", N, K, dataloader_num_batches(&ranks[0]),
-                      dataloader_num_batches(&single));
+                      "N=%d K=%d: %zu steps per epoch, single rank has %zu", N, K,
+                      dataloader_num_batches(&ranks[0]), dataloader_num_batches(&single));
                 size_t nb = dataloader_num_batches(&single) * 2 + 1;
                 bool same = true;
                 for (size_t b = 0; b < nb; b++) {
@@ -313,7 +313,8 @@ int main() {
                     }
                     if (cat_in != single.inputs || cat_tg != single.targets) same = false;
                 }
-                CHECK(same, "shuffle=%d N=%d K=%d: micro-batches differ from the one big batch", shuffle, N, K);
+                CHECK(same, "shuffle=%d N=%d K=%d: micro-batches differ from the one big batch", shuffle, N,
+                      K);
                 CHECK(ranks[0].micro_pos == 0, "micro position %d after whole steps", ranks[0].micro_pos);
             }
         }

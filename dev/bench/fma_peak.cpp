@@ -31,7 +31,7 @@ int main() {
         rates.push_back((double)threads * iters * 12 * 8 * 2 / s / 1e9);
     }
     std::sort(rates.begin(), rates.end());
-    printf("fma peak: %.1f GFLOP/s with %d threads (median of 5; checksum %g)\n", rates[2], omp_get_max_threads(),
-           (double)sink);
+    printf("fma peak: %.1f GFLOP/s with %d threads (median of 5; checksum %g)\n", rates[2],
+           omp_get_max_threads(), (double)sink);
     return 0;
 }

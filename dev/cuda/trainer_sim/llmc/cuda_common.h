@@ -1,7 +1,7 @@
-// Stand-in for llmc/cuda_common.h in the CPU simulation of the GPU trainer (dev/cuda/trainer_sim/README):
-// floatX is fp32, "device" memory is host memory, streams and events do nothing, every call succeeds.
-// Fresh "device" allocations are filled with 0xff bytes (NaN as float) so that a read of memory the
-// trainer never wrote shows up as a NaN loss or gradient.
+// Stand-in for llmc/cuda_common.h in the CPU simulation of the GPU trainer (see llmc/sim_layers.h):
+// floatX is fp32 (-DENABLE_FP32) or a software bf16, "device" memory is host memory, streams and events do
+// nothing, every call succeeds. Fresh "device" allocations are filled with 0xff bytes (NaN as float) so that
+// a read of memory the trainer never wrote shows up as a NaN loss or gradient.
 #pragma once
 
 #include <cstdint>
@@ -9,13 +9,27 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "llmc/kernel_math.h"
 #include "llmc/utils.h"
 
-#if !defined(ENABLE_FP32)
-#error "the trainer simulation runs the FP32 build only (floatX = float): compile with -DENABLE_FP32"
-#endif
+#if defined(ENABLE_FP32)
 typedef float floatX;
 #define PRECISION_NAME "FP32 (CPU simulation)"
+#else
+// bf16 in software: 2 bytes (the top half of an fp32), rounded to nearest even from float, so the
+// simulation rounds wherever the GPU stores bf16 (every floatX store), not in between.
+struct SimBF16 {
+    uint16_t bits;
+    SimBF16() = default;
+    SimBF16(float x) : bits(float_to_bf16_bits_rne(x)) {}
+    operator float() const { return bf16_bits_to_float(bits); }
+    SimBF16& operator+=(float x) { return *this = SimBF16((float)*this + x); }
+    SimBF16& operator*=(float x) { return *this = SimBF16((float)*this * x); }
+};
+static_assert(sizeof(SimBF16) == 2, "bf16 is 2 bytes");
+typedef SimBF16 floatX;
+#define PRECISION_NAME "BF16 (CPU simulation)"
+#endif
 constexpr int WARP_SIZE = 32;
 
 typedef int cudaError_t;
