@@ -76,7 +76,10 @@ train_gpt2: train_gpt2.cpp $(HEADERS)
 test_gpt2: test_gpt2.cpp train_gpt2.cpp $(HEADERS)
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
-TEST_BINS += build/test_dataloader build/test_schedulers
+TEST_BINS += build/test_dataloader build/test_schedulers build/test_utils
+build/test_utils: tests/test_utils.cpp $(HEADERS)
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 build/test_dataloader: tests/test_dataloader.cpp $(HEADERS)
 	@mkdir -p build
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
@@ -243,7 +246,17 @@ build/trainer_sim/test_gpt2_sim: test_gpt2.cu $(TRAINER_SIM_DEPS)
 	@mkdir -p build/trainer_sim/test
 	cp train_gpt2.cu test_gpt2.cu build/trainer_sim/test/
 	$(CXX) $(TRAINER_SIM_FLAGS) -x c++ build/trainer_sim/test/test_gpt2.cu -o $@ $(LDLIBS)
+# the BF16 build, with a software bf16 floatX (every store rounds, as on the GPU)
+build/trainer_sim/train_gpt2_sim_bf16: $(TRAINER_SIM_DEPS)
+	@mkdir -p build/trainer_sim/train_bf16
+	cp train_gpt2.cu build/trainer_sim/train_bf16/
+	$(CXX) $(filter-out -DENABLE_FP32,$(TRAINER_SIM_FLAGS)) -x c++ build/trainer_sim/train_bf16/train_gpt2.cu -o $@ $(LDLIBS)
+build/trainer_sim/test_gpt2_sim_bf16: test_gpt2.cu $(TRAINER_SIM_DEPS)
+	@mkdir -p build/trainer_sim/test_bf16
+	cp train_gpt2.cu test_gpt2.cu build/trainer_sim/test_bf16/
+	$(CXX) $(filter-out -DENABLE_FP32,$(TRAINER_SIM_FLAGS)) -x c++ build/trainer_sim/test_bf16/test_gpt2.cu -o $@ $(LDLIBS)
 TEST_BINS += build/trainer_sim/train_gpt2_sim build/trainer_sim/test_gpt2_sim
+TEST_BINS += build/trainer_sim/train_gpt2_sim_bf16 build/trainer_sim/test_gpt2_sim_bf16
 
 # `make cuda` builds every CUDA target of every section; the recipe is expanded when it runs, so it
 # sees CUDA_BINS additions made anywhere in this file.

@@ -5,6 +5,7 @@
 #     process with gradient accumulation (B=1, -d 128). Tolerance 2e-5 relative: the runs differ only in
 #     the order of fp32 sums (gradients averaged across processes vs summed in one), ~1e-6 per step,
 #     while a missing 1/N, a wrong shard or a skipped all-gather changes a loss by 1e-3 or more.
+#     8-bit AdamW with -np 2 -z 1 matches 8-bit AdamW in one process the same way.
 #  2. Resume from sharded state: -np 2 -z 1, 6 steps with a checkpoint at 3; resumed from step 3 it prints
 #     exactly the uninterrupted run's lines; resuming with -np 4 fails, naming the process counts.
 #  3. Failure: rank 1's state file is missing at resume; every rank stops (no hang), the exit status is
@@ -37,6 +38,14 @@ for np in 2 4; do
         compare "$dir/ref.txt" "$dir/np$np-z$z.txt" "-np $np -z $z"
     done
 done
+
+# 8-bit AdamW composes with ZeRO-1: each process quantizes its own shard (its block grid starts at the shard
+# boundary, a multiple of 2*128 elements, so it lines up with the single process's blocks of 256)
+q8="-qo 1 -qb 256"
+OMP_NUM_THREADS=2 ./train_gpt2 $common -b 4 $q8 > "$dir/ref8.txt"
+OMP_NUM_THREADS=1 timeout 300 "${MPIRUN[@]}" -np 2 ./train_gpt2 $common -b 2 -z 1 $q8 > "$dir/np2-z1-8bit.txt"
+grep -q "8-bit AdamW, ZeRO stage 1 over 2 processes" "$dir/np2-z1-8bit.txt"
+compare "$dir/ref8.txt" "$dir/np2-z1-8bit.txt" "-np 2 -z 1, 8-bit AdamW"
 
 # 2. resume from sharded state
 ck="-e d2 -t 32 -b 2 -z 1 -x 6 -n 3 -v 1000 -m 1 -s 0"
