@@ -14,7 +14,9 @@ weight decay 0.01 on matrices, no clipping) on that batch. Checks, each printed,
   3. resume, fp32 AdamW and 8-bit AdamW: 10 steps straight, against 5 steps, a checkpoint (model file + state
      with the fp32 master weights) in a temporary directory, a fresh model loaded from it and 5 more steps:
      the losses of steps 6..10 and the final parameters bit-identical.
-The flash attention kernels need head size 64 or 128: the states of dev/cuda/run_gpu_tests.sh have C/NH = 64.
+The flash attention kernels need head size 64 or 128: dev/cuda/run_gpu_tests.sh makes states with C/NH = 64
+and 128 and runs this in both builds and every -r mode on a GPU; tests/test_gpu_trainer_sim.sh runs it on the
+CPU with the launchers simulated (dev/cuda/trainer_sim), in `make test`.
 
 Tolerances. The reference is float64.
   FP32 build (-DENABLE_FP32): every matmul is exact fp32 (CUBLAS_COMPUTE_32F, TF32 never requested) and the
@@ -24,9 +26,11 @@ Tolerances. The reference is float64.
   BF16 build: parameters, activations and gradients are rounded to bf16, unit roundoff u = 2^-8 = 3.9e-3.
   Each rounding is a relative error <= u; a tensor's error collects the roundings of the 2L+1 matmuls and
   LayerNorms before (forward) or after (backward) it, largely independent, so a few u: 2e-2 for logits
-  and gradients (~5u). The loss is a mean over B*T positions, where the rounding errors average out: 5e-3.
-  Step losses: the updates (lr 1e-4) are kept in the fp32 master weights, the bf16 copy is stochastically
-  rounded, so the loss error stays at the level of the first step: 5e-3.
+  and gradients (~5u). The loss is a mean over B*T positions, where the roundings average out: 2e-3, and
+  the same for the step losses (the updates are kept in the fp32 master weights; the bf16 copy is rounded
+  stochastically, without bias). The CPU simulation of this build (dev/cuda/trainer_sim: fp32 math,
+  bf16 wherever a kernel stores) measures on the tiny state: logits 3.7e-3, gradients 2.9e-3 .. 6.8e-3,
+  loss 2e-6, step losses <= 7e-5; the GPU's tensor-core attention rounds P and dS to bf16 on top.
 */
 #define TESTING
 #include "train_gpt2.cu"
@@ -37,7 +41,7 @@ Tolerances. The reference is float64.
 #if defined(ENABLE_FP32)
 static const double LOGITS_TOL = 1e-4, LOSS_TOL = 1e-4, GRAD_TOL = 1e-4, STEP_LOSS_TOL = 1e-4;
 #else
-static const double LOGITS_TOL = 2e-2, LOSS_TOL = 5e-3, GRAD_TOL = 2e-2, STEP_LOSS_TOL = 5e-3;
+static const double LOGITS_TOL = 2e-2, LOSS_TOL = 2e-3, GRAD_TOL = 2e-2, STEP_LOSS_TOL = 2e-3;
 #endif
 
 // the AdamW of the reference's steps (train_gpt2.py uses the same constants)
