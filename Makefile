@@ -231,8 +231,9 @@ test_gpt2cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
 test_gpt2fp32cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
 	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 $< -o $@ $(GPU_TRAINER_LIBS)
 CUDA_BINS += train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
-# The same two programs compiled by g++ with the launchers simulated on the CPU (dev/cuda/trainer_sim, fp32):
-# tests/test_gpu_trainer_sim.sh runs them in `make test` to check the trainer's wiring without a GPU. The
+# The same two programs compiled by g++ with the launchers simulated on the CPU (dev/cuda/trainer_sim; FP32,
+# and BF16 with a software bf16): tests/test_gpu_trainer_sim.sh runs them in `make test` to check the
+# trainer's wiring without a GPU. The
 # sources are copied first so that "llmc/<layer>.cuh" resolves to the stand-ins (a quoted include looks
 # next to the including file before the -I paths).
 TRAINER_SIM_DEPS := train_gpt2.cu $(HEADERS) $(wildcard dev/cuda/trainer_sim/*.h dev/cuda/trainer_sim/llmc/*)
