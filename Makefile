@@ -256,7 +256,12 @@ build/trainer_sim/test_gpt2_sim_bf16: test_gpt2.cu $(TRAINER_SIM_DEPS)
 	@mkdir -p build/trainer_sim/test_bf16
 	cp train_gpt2.cu test_gpt2.cu build/trainer_sim/test_bf16/
 	$(CXX) $(filter-out -DENABLE_FP32,$(TRAINER_SIM_FLAGS)) -x c++ build/trainer_sim/test_bf16/test_gpt2.cu -o $@ $(LDLIBS)
-TEST_BINS += build/trainer_sim/train_gpt2_sim build/trainer_sim/test_gpt2_sim
+# 2 simulated processes (threads) for the ZeRO-0 / ZeRO-1 paths
+build/trainer_sim/test_zero_sim: dev/cuda/trainer_sim/test_zero_sim.cpp $(TRAINER_SIM_DEPS)
+	@mkdir -p build/trainer_sim/zero
+	cp train_gpt2.cu dev/cuda/trainer_sim/test_zero_sim.cpp build/trainer_sim/zero/
+	$(CXX) $(TRAINER_SIM_FLAGS) -pthread build/trainer_sim/zero/test_zero_sim.cpp -o $@ $(LDLIBS)
+TEST_BINS += build/trainer_sim/train_gpt2_sim build/trainer_sim/test_gpt2_sim build/trainer_sim/test_zero_sim
 TEST_BINS += build/trainer_sim/train_gpt2_sim_bf16 build/trainer_sim/test_gpt2_sim_bf16
 
 # `make cuda` builds every CUDA target of every section; the recipe is expanded when it runs, so it

@@ -6,7 +6,9 @@
 #     (bf16-rounded model): logits, loss, gradients and 10 AdamW steps against the PyTorch float64
 #     reference (test_gpt2.cu's tolerances), every recompute mode bit-identical to -r 0, save/resume
 #     bit-exact (AdamW with stochastic rounding and fp32 master weights, and 8-bit AdamW);
-#  2. the trainer's main on d2 / Tiny Shakespeare, 4 steps, checkpoint at step 2, both builds: a resume from
+#  2. data parallelism with 2 simulated processes (threads): ZeRO-0 (per-layer all-reduce) and ZeRO-1 (fp32 and
+#     8-bit AdamW) train like one process on the whole batch (test_zero_sim.cpp);
+#  3. the trainer's main on d2 / Tiny Shakespeare, 4 steps, checkpoint at step 2, both builds: a resume from
 #     step 2 prints the same step lines and leaves the same log as the uninterrupted run, and the losses
 #     agree with the CPU trainer train_gpt2 given the same flags (same init, data, schedule, clipping):
 #     FP32 to 1e-4 relative (fp32 summation order), BF16 to 1e-2 (bf16 rounding; measured ~1e-3).
@@ -14,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib.sh
 sim=build/trainer_sim
-make -s $sim/train_gpt2_sim $sim/test_gpt2_sim $sim/train_gpt2_sim_bf16 $sim/test_gpt2_sim_bf16 train_gpt2 data
+make -s $sim/train_gpt2_sim $sim/test_gpt2_sim $sim/train_gpt2_sim_bf16 $sim/test_gpt2_sim_bf16 $sim/test_zero_sim \
+    train_gpt2 data
 
 mkdir -p build/test/gpu
 tiny="--vocab-size 64 --padded-vocab 128 --n-layer 2 --n-head 2 --n-embd 128 --block-size 64 -B 4 -T 32"
@@ -29,6 +32,8 @@ echo "-- test_gpt2.cu, simulated launchers, FP32"
 $sim/test_gpt2_sim build/test/gpu/tiny_model.bin build/test/gpu/tiny_state.bin -r 3
 echo "-- test_gpt2.cu, simulated launchers, BF16"
 $sim/test_gpt2_sim_bf16 build/test/gpu/tiny_model_bf16.bin build/test/gpu/tiny_state_bf16.bin -r 2
+echo "-- ZeRO-0 / ZeRO-1 with 2 simulated processes against 1 (dev/cuda/trainer_sim/test_zero_sim.cpp)"
+$sim/test_zero_sim build/test/gpu/tiny_model.bin build/test/gpu/tiny_state.bin
 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <vector>
 
 #include "llmc/adamw8bit.h"
@@ -344,10 +346,34 @@ template <class T> void global_norm_squared(float* out, const T* g, size_t n, fl
     *out = (float)sum;
 }
 
-// ---------------------------------------------------------------------------------------------------- one
-// process
+// ----------------------------------------------------------------------------------------------------
+// processes. One process (comm null): every collective is the single-process no-op or copy of
+// nccl_gpu.cuh. Several simulated processes are threads sharing a SimComm: each collective posts its
+// buffer, waits for all, and rank 0 reduces in rank order (deterministic), as a stand-in for NCCL.
+struct SimComm {
+    int n = 1;
+    std::mutex mu;
+    std::condition_variable cv;
+    int waiting = 0;
+    long generation = 0;
+    std::vector<void*> bufs;
+    std::vector<float> tmp;
+    explicit SimComm(int num) : n(num), bufs(num) {}
+    void barrier() {
+        std::unique_lock<std::mutex> lock(mu);
+        long gen = generation;
+        if (++waiting == n) {
+            waiting = 0;
+            generation++;
+            cv.notify_all();
+        } else {
+            cv.wait(lock, [&] { return generation != gen; });
+        }
+    }
+};
 struct MultiGpuConfig {
     int process_rank = 0, num_processes = 1, local_device_idx = 0;
+    SimComm* comm = nullptr;
 };
 inline MultiGpuConfig multi_gpu_config_init(int*, char***, const char*, const char*, const char*, int, int,
                                             int) {
@@ -356,17 +382,69 @@ inline MultiGpuConfig multi_gpu_config_init(int*, char***, const char*, const ch
 inline void multi_gpu_config_free(MultiGpuConfig*) {}
 inline void multi_gpu_sync(MultiGpuConfig*, cudaStream_t) {}
 inline void multi_gpu_wait(MultiGpuConfig*, cudaStream_t, double) {}
-inline void multi_gpu_barrier(MultiGpuConfig*, double) {}
-inline float multi_gpu_sum_host(MultiGpuConfig*, float value, double) {
+inline void multi_gpu_barrier(MultiGpuConfig* c, double) {
+    if (c->comm) c->comm->barrier();
+}
+// buf (count) of every rank <- sum over ranks (or the mean), fp32 buffers only (all the trainer reduces)
+inline void sim_allreduce(MultiGpuConfig* c, float* buf, size_t count, bool average) {
+    SimComm* m = c->comm;
+    m->bufs[c->process_rank] = buf;
+    m->barrier();
+    if (c->process_rank == 0) {
+        m->tmp.assign(count, 0.0f);
+        for (int r = 0; r < m->n; r++)
+            for (size_t i = 0; i < count; i++) m->tmp[i] += ((float*)m->bufs[r])[i];
+        if (average)
+            for (float& x : m->tmp) x /= m->n;
+    }
+    m->barrier();
+    memcpy(buf, m->tmp.data(), count * sizeof(float));
+    m->barrier();
+}
+inline float multi_gpu_sum_host(MultiGpuConfig* c, float value, double) {
+    if (c->comm) sim_allreduce(c, &value, 1, false);
     return value;
 }
-template <class T> void multi_gpu_allreduce_avg(MultiGpuConfig*, cudaStream_t, T*, size_t) {}
-template <class T> void multi_gpu_allreduce_sum(MultiGpuConfig*, cudaStream_t, T*, size_t) {}
-template <class T>
-void multi_gpu_reduce_scatter(MultiGpuConfig*, cudaStream_t, const T* send, T* recv, size_t n, bool) {
-    if (recv != send) memmove((void*)recv, (const void*)send, n * sizeof(T));
+template <class T> void multi_gpu_allreduce_avg(MultiGpuConfig* c, cudaStream_t, T* buf, size_t count) {
+    if (c->comm) sim_allreduce(c, buf, count, true);
 }
+template <class T> void multi_gpu_allreduce_sum(MultiGpuConfig* c, cudaStream_t, T* buf, size_t count) {
+    if (c->comm) sim_allreduce(c, buf, count, false);
+}
+// recv (n) <- sum (or mean) over ranks of send[rank*n, (rank+1)*n); recv may be send + rank*n
 template <class T>
-void multi_gpu_all_gather(MultiGpuConfig*, cudaStream_t, const T* send, T* recv, size_t n) {
-    if (recv != send) memmove((void*)recv, (const void*)send, n * sizeof(T));
+void multi_gpu_reduce_scatter(MultiGpuConfig* c, cudaStream_t, const T* send, T* recv, size_t n,
+                              bool average) {
+    if (!c->comm) {
+        if (recv != send) memmove((void*)recv, (const void*)send, n * sizeof(T));
+        return;
+    }
+    SimComm* m = c->comm;
+    m->bufs[c->process_rank] = (void*)send;
+    m->barrier();
+    if (c->process_rank == 0) {
+        m->tmp.assign(n * m->n, 0.0f);
+        for (int r = 0; r < m->n; r++)
+            for (size_t i = 0; i < n * m->n; i++) m->tmp[i] += ((const float*)m->bufs[r])[i];
+        if (average)
+            for (float& x : m->tmp) x /= m->n;
+    }
+    m->barrier();
+    memcpy((void*)recv, m->tmp.data() + (size_t)c->process_rank * n, n * sizeof(float));
+    m->barrier();
+}
+// recv (num_processes * n) <- every rank's send (n), slice r from rank r; send may be recv + rank*n
+template <class T>
+void multi_gpu_all_gather(MultiGpuConfig* c, cudaStream_t, const T* send, T* recv, size_t n) {
+    if (!c->comm) {
+        if (recv != send) memmove((void*)recv, (const void*)send, n * sizeof(T));
+        return;
+    }
+    SimComm* m = c->comm;
+    m->bufs[c->process_rank] = (void*)send;
+    m->barrier();
+    for (int r = 0; r < m->n; r++) {
+        if (r != c->process_rank) memcpy((void*)(recv + (size_t)r * n), m->bufs[r], n * sizeof(T));
+    }
+    m->barrier();
 }
