@@ -50,7 +50,8 @@ expect_error "shard with a token >= vocab" "token 65535 at position 40 is >= voc
 expect_error "missing shard" "no token shard matches '$dir/none_\*.bin'" -e d2 -i "$dir/none_*.bin"
 expect_error "the tiny model (V=64) on GPT-2 tokens" "is >= vocab size 64" -e $good -t 16
 # flags
-expect_error "unknown flag" "unknown flag -w" -w 3
+expect_error "unknown flag" "unknown flag -zz" -zz 3
+expect_error "a GPU-only flag" "flag -r is a flag of the GPU trainer" -r 1
 expect_error "malformed number" "flag -b expects an integer, got 'four'" -b four
 expect_error "flag without a value" "flag -l expects a value" -l
 expect_error "not a flag" "expected a flag like -b, got 'oops'" oops 1

@@ -1,0 +1,136 @@
+// state_file.h: the training state beside each model checkpoint, and how a run finds its latest checkpoint.
+// Shared by both trainers, so a checkpoint directory reads the same whichever wrote it.
+//
+// <dir>/model_<step>.bin          the model (llmc/checkpoint.h), written by process 0
+// <dir>/state_<step>_<rank>.bin   one per process:
+//   int32 header[256]: [0] = STATE_MAGIC, [1] = STATE_VERSION, [2] = processes, [3] = rank,
+//   [4] = ZeRO stage, [5] = optimizer (0 fp32 AdamW, 1 8-bit AdamW), [6] = step, [7] = 8-bit block size,
+//   [8] = 1 if fp32 master weights follow the optimizer state (GPU trainer), then 64-bit values at int32
+//   slots 16..: [16] shard size, [18] shard offset, [20] number of parameters, [22] data loader epoch,
+//   [24] shard position, [26] sample position, [28] sampling RNG state;
+//   then the optimizer state of the process's shard: m and v (fp32, shard size each), or for 8-bit AdamW
+//   m codes, v codes (uint8, shard size each), m absmax, v absmax (fp32, one per block); then, if [8] = 1,
+//   the shard's fp32 master weights.
+// <dir>/checkpoint_latest         the step of the newest complete checkpoint, as text. It is written
+//   (atomically) only after the model and every process's state are on disk, so a crash mid-save leaves
+//   the previous checkpoint as the one a resume finds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "llmc/checkpoint.h"
+#include "llmc/dataloader.h"
+#include "llmc/rand.h"
+#include "llmc/utils.h"
+
+constexpr int STATE_MAGIC = 20240527;
+constexpr int STATE_VERSION = 1;
+
+// Everything in a state file's header.
+struct StateHeader {
+    int num_processes = 1, rank = 0, zero_stage = 0;
+    bool use_8bit = false;
+    int step = 0, block_size = 0;
+    bool has_master = false;
+    uint64_t shard_size = 0, shard_offset = 0, num_parameters = 0;
+    DataLoaderState loader{0, 0, 0};
+    Rng sample_rng{0};
+};
+
+inline std::string checkpoint_path(const char* dir, const char* kind, int step, int rank) {
+    char buf[64];
+    if (rank < 0)
+        snprintf(buf, sizeof(buf), "/%s_%08d.bin", kind, step);
+    else
+        snprintf(buf, sizeof(buf), "/%s_%08d_%05d.bin", kind, step, rank);
+    return std::string(dir) + buf;
+}
+
+inline void state_header_write(AtomicFile* f, const StateHeader& h) {
+    if (h.loader.micro_pos != 0)
+        fail("state_header_write: a checkpoint must be taken between optimizer steps");
+    int header[HEADER_SLOTS] = {};
+    header[0] = STATE_MAGIC;
+    header[1] = STATE_VERSION;
+    header[2] = h.num_processes;
+    header[3] = h.rank;
+    header[4] = h.zero_stage;
+    header[5] = h.use_8bit ? 1 : 0;
+    header[6] = h.step;
+    header[7] = h.block_size;
+    header[8] = h.has_master ? 1 : 0;
+    const uint64_t wide[7] = {h.shard_size,       h.shard_offset,      h.num_parameters,  h.loader.epoch,
+                              h.loader.shard_pos, h.loader.sample_pos, h.sample_rng.state};
+    memcpy(header + 16, wide, sizeof(wide));
+    f->write(header, sizeof(int), HEADER_SLOTS);
+}
+
+// Reads the header of this process's state file and checks it against what this run expects (process
+// count, ZeRO stage, optimizer, shard and model size): a resume with other settings fails with a message
+// that names the file and both settings, instead of loading mismatched state.
+inline StateHeader state_header_read(File* f, const StateHeader& expected) {
+    const char* path = f->path.c_str();
+    int header[HEADER_SLOTS];
+    f->read(header, sizeof(int), HEADER_SLOTS, "the 1024-byte state header");
+    if (header[0] != STATE_MAGIC || header[1] != STATE_VERSION) {
+        fail("'%s' is not a training state file: expected magic %d version %d, got %d version %d", path,
+             STATE_MAGIC, STATE_VERSION, header[0], header[1]);
+    }
+    StateHeader h;
+    h.num_processes = header[2];
+    h.rank = header[3];
+    h.zero_stage = header[4];
+    h.use_8bit = header[5] == 1;
+    h.step = header[6];
+    h.block_size = header[7];
+    h.has_master = header[8] == 1;
+    uint64_t wide[7];
+    memcpy(wide, header + 16, sizeof(wide));
+    h.shard_size = wide[0], h.shard_offset = wide[1], h.num_parameters = wide[2];
+    h.loader = DataLoaderState{wide[3], wide[4], wide[5]};
+    h.sample_rng.state = wide[6];
+    if (h.num_processes != expected.num_processes) {
+        fail("'%s' was written by a run with %d processes but this run has %d: resume with the same number "
+             "of processes",
+             path, h.num_processes, expected.num_processes);
+    }
+    if (h.zero_stage != expected.zero_stage || h.use_8bit != expected.use_8bit ||
+        (h.use_8bit && h.block_size != expected.block_size)) {
+        fail("'%s' holds optimizer state for -z %d -qo %d -qb %d, but this run has -z %d -qo %d -qb %d", path,
+             h.zero_stage, (int)h.use_8bit, h.block_size, expected.zero_stage, (int)expected.use_8bit,
+             expected.block_size);
+    }
+    if (h.step != expected.step || h.rank != expected.rank || h.shard_size != expected.shard_size ||
+        h.num_parameters != expected.num_parameters) {
+        fail("'%s' does not match this run: step %d, rank %d, %llu parameters, shard of %llu (expected step "
+             "%d, "
+             "rank %d, %llu, %llu)",
+             path, h.step, h.rank, (unsigned long long)h.num_parameters, (unsigned long long)h.shard_size,
+             expected.step, expected.rank, (unsigned long long)expected.num_parameters,
+             (unsigned long long)expected.shard_size);
+    }
+    return h;
+}
+
+// Declares the checkpoint of `step` complete (process 0, after every process's files are on disk).
+inline void write_latest_checkpoint(const char* dir, int step) {
+    std::string latest = std::string(dir) + "/checkpoint_latest";
+    AtomicFile lf(latest.c_str());
+    char line[32];
+    int len = snprintf(line, sizeof(line), "%d\n", step);
+    lf.write(line, 1, (size_t)len);
+    lf.commit();
+}
+
+// The step of the latest complete checkpoint in dir, or -1 if there is none.
+inline int find_latest_checkpoint(const char* dir) {
+    std::string path = std::string(dir) + "/checkpoint_latest";
+    if (!file_exists(path.c_str())) return -1;
+    File f(path.c_str(), "r");
+    int step = -1;
+    if (fscanf(f.fp, "%d", &step) != 1 || step < 0) {
+        fail("'%s' should hold the step of the latest checkpoint, a non-negative integer", path.c_str());
+    }
+    return step;
+}
