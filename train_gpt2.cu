@@ -51,6 +51,8 @@ the same flags print bit-identical losses, and a resumed run continues bit for b
 #include "llmc/adamw8bit.cuh"
 #include "llmc/global_norm.cuh"
 #include "llmc/nccl_gpu.cuh"
+#include "llmc/train_config.h"
+#include "llmc/state_file.h"
 
 // a step (or a checkpoint barrier) that takes longer than this means a peer process died or hangs
 constexpr double STEP_TIMEOUT_S = 900.0;
@@ -192,12 +194,6 @@ void point_activations(ActivationTensors* a, char* memory, const size_t count[],
         memory += align256(count[i] * elem[i]);
     }
 }
-
-// AdamW hyperparameters; weight decay applies to the 2-D matrices only (parameter_is_matrix).
-struct AdamWConfig {
-    float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
-    float grad_clip = 1.0f; // global-norm clipping threshold; 0 disables
-};
 
 struct GPT2 {
     GPT2Config config;
@@ -815,40 +811,34 @@ void gpt2_sample(GPT2* model, const TokenDecoder* decoder, Rng* rng, int num_tok
     printf("\n---\n");
 }
 
-// Checkpoints, as the CPU trainer writes them:
+// Checkpoints, as the CPU trainer writes them (llmc/state_file.h has the layout):
 //   <dir>/model_<step>.bin      the floatX parameters as an fp32 (v3) model file (exact: bf16 -> fp32 is
 //                               lossless), readable by both trainers
-//   <dir>/state_<step>_<rank>.bin  the CPU layout: int32 header[256] (same slots as train_gpt2.cpp, plus
-//                               [8] = 1 when fp32 master weights follow), the moments (fp32 m, v or the
-//                               8-bit codes and scales), then this rank's fp32 master shard (shard size)
+//   <dir>/state_<step>_<rank>.bin  the shared state header with has_master = 1, the moments (fp32 m, v or
+//                               the 8-bit codes and scales), then this rank's fp32 master shard
 //   <dir>/checkpoint_latest     the step, written (atomically) after every other file is on disk.
 // The master weights make the resume bit-exact: the bf16 parameters alone lose what stochastic rounding
 // dropped. A CPU state (no master) loads too: the master weights then start from the model file.
-constexpr int STATE_MAGIC = 20240527;
-constexpr int STATE_VERSION = 1;
-
 struct TrainState {
     int step;
     DataLoaderState loader;
     Rng sample_rng;
 };
 
-static void put_u64(int* header, int slot, uint64_t v) {
-    memcpy(header + slot, &v, sizeof(v));
-}
-static uint64_t get_u64(const int* header, int slot) {
-    uint64_t v;
-    memcpy(&v, header + slot, sizeof(v));
-    return v;
-}
-
-std::string checkpoint_path(const char* dir, const char* kind, int step, int rank) {
-    char buf[64];
-    if (rank < 0)
-        snprintf(buf, sizeof(buf), "/%s_%08d.bin", kind, step);
-    else
-        snprintf(buf, sizeof(buf), "/%s_%08d_%05d.bin", kind, step, rank);
-    return std::string(dir) + buf;
+// What this process's state file must say (and says, when written) about the run.
+StateHeader state_header_of(const GPT2* model, const Optimizer* opt, const MultiGpuConfig* mgc, int step) {
+    StateHeader h;
+    h.num_processes = mgc->num_processes;
+    h.rank = mgc->process_rank;
+    h.zero_stage = opt->zero_stage;
+    h.use_8bit = opt->use_8bit;
+    h.step = step;
+    h.block_size = opt->block_size;
+    h.has_master = opt->keep_master;
+    h.shard_size = opt->layout.shard_size;
+    h.shard_offset = opt->layout.shard_offset;
+    h.num_parameters = model->num_parameters;
+    return h;
 }
 
 // device -> host -> file
@@ -872,26 +862,12 @@ void save_checkpoint(const char* dir, GPT2* model, const Optimizer* opt, const T
         checkpoint_write(checkpoint_path(dir, "model", st.step, -1).c_str(), model->config, params.data(),
                          model->num_parameters, false);
     }
-    int header[HEADER_SLOTS] = {};
-    header[0] = STATE_MAGIC;
-    header[1] = STATE_VERSION;
-    header[2] = mgc->num_processes;
-    header[3] = mgc->process_rank;
-    header[4] = opt->zero_stage;
-    header[5] = opt->use_8bit ? 1 : 0;
-    header[6] = st.step;
-    header[7] = opt->block_size;
-    header[8] = opt->keep_master ? 1 : 0;
-    put_u64(header, 16, opt->layout.shard_size);
-    put_u64(header, 18, opt->layout.shard_offset);
-    put_u64(header, 20, model->num_parameters);
-    put_u64(header, 22, st.loader.epoch);
-    put_u64(header, 24, st.loader.shard_pos);
-    put_u64(header, 26, st.loader.sample_pos);
-    put_u64(header, 28, st.sample_rng.state);
+    StateHeader h = state_header_of(model, opt, mgc, st.step);
+    h.loader = st.loader;
+    h.sample_rng = st.sample_rng;
     std::string path = checkpoint_path(dir, "state", st.step, mgc->process_rank);
     AtomicFile f(path.c_str());
-    f.write(header, sizeof(int), HEADER_SLOTS);
+    state_header_write(&f, h);
     const size_t S = opt->layout.shard_size;
     if (!opt->use_8bit) {
         write_device(&f, opt->m, S);
@@ -905,26 +881,7 @@ void save_checkpoint(const char* dir, GPT2* model, const Optimizer* opt, const T
     if (opt->keep_master) write_device(&f, opt->master, S);
     f.commit();
     multi_gpu_barrier(mgc, STEP_TIMEOUT_S); // every state file is on disk before the checkpoint is complete
-    if (mgc->process_rank == 0) {
-        std::string latest = std::string(dir) + "/checkpoint_latest";
-        AtomicFile lf(latest.c_str());
-        char line[32];
-        int len = snprintf(line, sizeof(line), "%d\n", st.step);
-        lf.write(line, 1, (size_t)len);
-        lf.commit();
-    }
-}
-
-// The step of the latest complete checkpoint in dir, or -1 if there is none.
-int find_latest_checkpoint(const char* dir) {
-    std::string path = std::string(dir) + "/checkpoint_latest";
-    if (!file_exists(path.c_str())) return -1;
-    File f(path.c_str(), "r");
-    int step = -1;
-    if (fscanf(f.fp, "%d", &step) != 1 || step < 0) {
-        fail("'%s' should hold the step of the latest checkpoint, a non-negative integer", path.c_str());
-    }
-    return step;
+    if (mgc->process_rank == 0) write_latest_checkpoint(dir, st.step);
 }
 
 // Loads this process's optimizer state and the training position (after optimizer_allocate, which set
@@ -933,34 +890,11 @@ void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, Tr
                 MultiGpuConfig* mgc) {
     std::string path = checkpoint_path(dir, "state", step, mgc->process_rank);
     File f(path.c_str(), "rb");
-    int header[HEADER_SLOTS];
-    f.read(header, sizeof(int), HEADER_SLOTS, "the 1024-byte state header");
-    if (header[0] != STATE_MAGIC || header[1] != STATE_VERSION) {
-        fail("'%s' is not a training state file: expected magic %d version %d, got %d version %d",
-             path.c_str(), STATE_MAGIC, STATE_VERSION, header[0], header[1]);
-    }
-    if (header[2] != mgc->num_processes) {
-        fail(
-            "'%s' was written by a run with %d processes but this run has %d: resume with the same number of "
-            "processes",
-            path.c_str(), header[2], mgc->num_processes);
-    }
-    if (header[4] != opt->zero_stage || header[5] != (opt->use_8bit ? 1 : 0) ||
-        (opt->use_8bit && header[7] != opt->block_size)) {
-        fail("'%s' holds optimizer state for -z %d -qo %d -qb %d, but this run has -z %d -qo %d -qb %d",
-             path.c_str(), header[4], header[5], header[7], opt->zero_stage, opt->use_8bit ? 1 : 0,
-             opt->block_size);
-    }
-    if (header[6] != step || get_u64(header, 16) != opt->layout.shard_size ||
-        get_u64(header, 20) != model->num_parameters) {
-        fail("'%s' does not match this model: step %d, %llu parameters, shard of %llu (expected step %d, "
-             "%zu, %zu)",
-             path.c_str(), header[6], (unsigned long long)get_u64(header, 20),
-             (unsigned long long)get_u64(header, 16), step, model->num_parameters, opt->layout.shard_size);
-    }
+    StateHeader expected = state_header_of(model, opt, mgc, step);
+    StateHeader h = state_header_read(&f, expected);
     st->step = step;
-    st->loader = DataLoaderState{get_u64(header, 22), get_u64(header, 24), get_u64(header, 26)};
-    st->sample_rng.state = get_u64(header, 28);
+    st->loader = h.loader;
+    st->sample_rng = h.sample_rng;
     const size_t S = opt->layout.shard_size;
     if (!opt->use_8bit) {
         read_device(&f, opt->m, S, "AdamW m");
@@ -971,7 +905,7 @@ void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, Tr
         read_device(&f, opt->m_absmax, opt->num_blocks, "8-bit AdamW m scales");
         read_device(&f, opt->v_absmax, opt->num_blocks, "8-bit AdamW v scales");
     }
-    if (header[8] == 1) {
+    if (h.has_master) {
         if (opt->keep_master) {
             read_device(&f, opt->master, S, "fp32 master weights");
         } else {
@@ -986,205 +920,6 @@ void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, Tr
 // 5. main: flags, memory table and the training loop
 
 #ifndef TESTING // test_gpt2.cu includes this file for its functions and has its own main
-
-struct TrainConfig {
-    const char* train_pattern = "data/tinyshakespeare/tiny_shakespeare_train.bin";
-    const char* val_pattern = "data/tinyshakespeare/tiny_shakespeare_val.bin";
-    const char* model = "d12";
-    const char* output_dir = nullptr;
-    const char* tokenizer_path = "data/gpt2_tokenizer.bin";
-    int B = 16, T = 1024;
-    long total_batch_tokens = -1; // -1: one micro-batch per process, no accumulation
-    float learning_rate = 6e-4f;
-    int warmup_steps = 10;
-    float final_lr_frac = 0.1f;
-    const char* schedule = "cosine";
-    float cooldown_frac = 0.2f;
-    const char* lr_scale_rule = "none";
-    long lr_scale_ref_tokens = 0;
-    AdamWConfig adamw;
-    int max_steps = 100; // -1: one epoch
-    int val_every = 20, val_max_steps = 20, sample_every = 50, gen_tokens = 64;
-    float temperature = 1.0f;
-    int checkpoint_every = 0;
-    bool resume = false, overfit_single_batch = false;
-    int zero_stage = 0;
-    bool use_8bit = false;
-    int block_size = 2048;
-    uint64_t seed = 1337;
-    // GPU only
-    int recompute = 0;
-    bool keep_master = true;
-    const char* init_method = "mpi";
-    const char* server = "127.0.0.1";
-    const char* fs_path = nullptr;
-    int num_processes = 1, process_rank = 0, gpus_per_node = 0;
-};
-
-// The usage text and the parser below are kept side by side: every flag listed is read, and only those.
-void print_usage(const TrainConfig& d) {
-    printf("usage: train_gpt2cu [flags]   (" PRECISION_NAME
-           " build; several GPUs: mpirun -np N ./train_gpt2cu, "
-           "or -pi tcp|fs)\n"
-           "data and model\n"
-           "  -i <pattern>  train token shards (glob)               default %s\n"
-           "  -j <pattern>  validation token shards (glob)          default %s\n"
-           "  -e <model>    model file (.bin, fp32 or bf16) or descriptor d2, d4, d6, d12, d24, d36, d48 to\n"
-           "                train from scratch                      default %s\n"
-           "  -o <dir>      output directory for log and checkpoints (none: no log, no checkpoints)\n"
-           "  -tk <file>    gpt2_tokenizer.bin to decode samples    default %s\n"
-           "batch\n"
-           "  -b <int>      micro-batch size per GPU                default %d\n"
-           "  -t <int>      sequence length                         default %d\n"
-           "  -d <int>      total batch size in tokens (all GPUs, gradient accumulation makes up the rest);\n"
-           "                -1 = one micro-batch per GPU            default %ld\n"
-           "optimizer\n"
-           "  -l <float>    peak learning rate                      default %g\n"
-           "  -u <int>      warmup steps                            default %d\n"
-           "  -q <float>    final learning rate, fraction of peak   default %g\n"
-           "  -k <name>     schedule: cosine, linear, constant, wsd default %s\n"
-           "  -cf <float>   wsd cooldown fraction of the steps      default %g\n"
-           "  -sr <rule>    scale the peak lr from a reference batch: none, linear, sqrt  default %s\n"
-           "  -sb <int>     reference batch size in tokens for -sr\n"
-           "  -c <float>    weight decay (matrices only)            default %g\n"
-           "  -gc <float>   gradient clipping global norm (0: off)  default %g\n"
-           "  -qo <0|1>     8-bit AdamW (m and v as 8-bit codes)    default %d\n"
-           "  -qb <int>     8-bit AdamW block size (<= 4096)        default %d\n"
-           "  -z <0|1>      ZeRO stage: 0 data parallel, 1 sharded optimizer state and master weights  "
-           "default %d\n"
-           "  -w <0|1>      keep fp32 master weights (-w 0 only in the FP32 build)  default %d\n"
-           "  -r <0..3>     recompute in the backward: 0 nothing, 1 GELU, 2 + LayerNorm, 3 whole blocks  "
-           "default %d\n"
-           "schedule of the run\n"
-           "  -x <int>      training steps (-1: one epoch)          default %d\n"
-           "  -v <int>      validation every N steps                default %d\n"
-           "  -m <int>      validation batches (-1: all)            default %d\n"
-           "  -s <int>      sample every N steps (0: never)         default %d\n"
-           "  -g <int>      tokens to sample                        default %d\n"
-           "  -st <float>   sampling temperature                    default %g\n"
-           "  -n <int>      checkpoint every N steps (0: only at the end, when -o is given)  default %d\n"
-           "  -y <0|1>      resume from the latest checkpoint in -o default %d\n"
-           "  -a <0|1>      overfit a single batch                  default %d\n"
-           "  -sd <int>     random seed (init, data order, sampling, rounding)  default %llu\n"
-           "multi-GPU (llmc/nccl_gpu.cuh)\n"
-           "  -pi <method>  bootstrap: mpi (under mpirun), tcp, fs  default %s\n"
-           "  -ps <host>    tcp: rank 0's host[:port]               default %s\n"
-           "  -pf <dir>     fs: a directory every node shares\n"
-           "  -pn <int>     tcp/fs: number of processes             default %d\n"
-           "  -pr <int>     tcp/fs: this process's rank             default %d\n"
-           "  -pg <int>     tcp/fs: GPUs per node (0: all)          default %d\n"
-           "  -h            this text\n",
-           d.train_pattern, d.val_pattern, d.model, d.tokenizer_path, d.B, d.T, d.total_batch_tokens,
-           (double)d.learning_rate, d.warmup_steps, (double)d.final_lr_frac, d.schedule,
-           (double)d.cooldown_frac, d.lr_scale_rule, (double)d.adamw.weight_decay, (double)d.adamw.grad_clip,
-           (int)d.use_8bit, d.block_size, d.zero_stage, (int)d.keep_master, d.recompute, d.max_steps,
-           d.val_every, d.val_max_steps, d.sample_every, d.gen_tokens, (double)d.temperature,
-           d.checkpoint_every, (int)d.resume, (int)d.overfit_single_batch, (unsigned long long)d.seed,
-           d.init_method, d.server, d.num_processes, d.process_rank, d.gpus_per_node);
-}
-
-static bool parse_bool_flag(const char* flag, const char* text) {
-    long v = parse_long_flag(flag, text);
-    if (v != 0 && v != 1) fail("flag %s expects 0 or 1, got '%s'", flag, text);
-    return v == 1;
-}
-
-static int parse_int_flag(const char* flag, const char* text, long lo, long hi) {
-    long v = parse_long_flag(flag, text);
-    if (v < lo || v > hi) fail("flag %s expects an integer in [%ld, %ld], got %ld", flag, lo, hi, v);
-    return (int)v;
-}
-
-// Returns false when -h was given.
-bool parse_flags(TrainConfig* c, int argc, char** argv) {
-    for (int i = 1; i < argc; i += 2) {
-        const char* f = argv[i];
-        if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) return false;
-        if (f[0] != '-' || f[1] == '\0') fail("expected a flag like -b, got '%s' (see -h)", f);
-        if (i + 1 >= argc) fail("flag %s expects a value (see -h)", f);
-        const char* v = argv[i + 1];
-        const char* k = f + 1;
-        if (!strcmp(k, "i"))
-            c->train_pattern = v;
-        else if (!strcmp(k, "j"))
-            c->val_pattern = v;
-        else if (!strcmp(k, "e"))
-            c->model = v;
-        else if (!strcmp(k, "o"))
-            c->output_dir = v;
-        else if (!strcmp(k, "tk"))
-            c->tokenizer_path = v;
-        else if (!strcmp(k, "b"))
-            c->B = parse_int_flag(f, v, 1, 1 << 20);
-        else if (!strcmp(k, "t"))
-            c->T = parse_int_flag(f, v, 1, 1 << 20);
-        else if (!strcmp(k, "d"))
-            c->total_batch_tokens = parse_long_flag(f, v);
-        else if (!strcmp(k, "l"))
-            c->learning_rate = parse_float_flag(f, v);
-        else if (!strcmp(k, "u"))
-            c->warmup_steps = parse_int_flag(f, v, 0, 1 << 30);
-        else if (!strcmp(k, "q"))
-            c->final_lr_frac = parse_float_flag(f, v);
-        else if (!strcmp(k, "k"))
-            c->schedule = v;
-        else if (!strcmp(k, "cf"))
-            c->cooldown_frac = parse_float_flag(f, v);
-        else if (!strcmp(k, "sr"))
-            c->lr_scale_rule = v;
-        else if (!strcmp(k, "sb"))
-            c->lr_scale_ref_tokens = parse_long_flag(f, v);
-        else if (!strcmp(k, "c"))
-            c->adamw.weight_decay = parse_float_flag(f, v);
-        else if (!strcmp(k, "gc"))
-            c->adamw.grad_clip = parse_float_flag(f, v);
-        else if (!strcmp(k, "qo"))
-            c->use_8bit = parse_bool_flag(f, v);
-        else if (!strcmp(k, "qb"))
-            c->block_size = parse_int_flag(f, v, 64, ADAMW8BIT_MAX_BLOCK);
-        else if (!strcmp(k, "z"))
-            c->zero_stage = parse_int_flag(f, v, 0, 1);
-        else if (!strcmp(k, "w"))
-            c->keep_master = parse_bool_flag(f, v);
-        else if (!strcmp(k, "r"))
-            c->recompute = parse_int_flag(f, v, 0, 3);
-        else if (!strcmp(k, "x"))
-            c->max_steps = parse_int_flag(f, v, -1, 1 << 30);
-        else if (!strcmp(k, "v"))
-            c->val_every = parse_int_flag(f, v, 1, 1 << 30);
-        else if (!strcmp(k, "m"))
-            c->val_max_steps = parse_int_flag(f, v, -1, 1 << 30);
-        else if (!strcmp(k, "s"))
-            c->sample_every = parse_int_flag(f, v, 0, 1 << 30);
-        else if (!strcmp(k, "g"))
-            c->gen_tokens = parse_int_flag(f, v, 1, 1 << 20);
-        else if (!strcmp(k, "st"))
-            c->temperature = parse_float_flag(f, v);
-        else if (!strcmp(k, "n"))
-            c->checkpoint_every = parse_int_flag(f, v, 0, 1 << 30);
-        else if (!strcmp(k, "y"))
-            c->resume = parse_bool_flag(f, v);
-        else if (!strcmp(k, "a"))
-            c->overfit_single_batch = parse_bool_flag(f, v);
-        else if (!strcmp(k, "sd"))
-            c->seed = (uint64_t)parse_long_flag(f, v);
-        else if (!strcmp(k, "pi"))
-            c->init_method = v;
-        else if (!strcmp(k, "ps"))
-            c->server = v;
-        else if (!strcmp(k, "pf"))
-            c->fs_path = v;
-        else if (!strcmp(k, "pn"))
-            c->num_processes = parse_int_flag(f, v, 1, 1 << 20);
-        else if (!strcmp(k, "pr"))
-            c->process_rank = parse_int_flag(f, v, 0, 1 << 20);
-        else if (!strcmp(k, "pg"))
-            c->gpus_per_node = parse_int_flag(f, v, 0, 1 << 10);
-        else
-            fail("unknown flag %s (see -h)", f);
-    }
-    return true;
-}
 
 // Device bytes this process allocates, by category (the memory table and the check after the first step).
 struct MemoryUse {
@@ -1252,9 +987,9 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_process
 }
 
 int main(int argc, char** argv) {
-    TrainConfig cfg;
-    if (!parse_flags(&cfg, argc, argv)) {
-        print_usage(TrainConfig());
+    TrainConfig cfg = train_config_gpu_defaults();
+    if (!parse_flags(&cfg, argc, argv, /*gpu=*/true)) {
+        print_usage("train_gpt2cu", train_config_gpu_defaults(), /*gpu=*/true);
         return 0;
     }
     MultiGpuConfig mgc = multi_gpu_config_init(&argc, &argv, cfg.init_method, cfg.server, cfg.fs_path,
