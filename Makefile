@@ -13,7 +13,7 @@ NVCC ?= /usr/local/cuda/bin/nvcc
 # -march=native where the compiler accepts it, a portable x86-64-v2 / generic build otherwise.
 NATIVE_FLAG := $(shell $(CXX) -march=native -x c++ -c /dev/null -o /dev/null >/dev/null 2>&1 && echo -march=native)
 CXXFLAGS ?= -O3 $(NATIVE_FLAG)
-CXXFLAGS += -std=c++17 -Wall -Wextra -Wno-psabi -fopenmp -I.
+CXXFLAGS += -std=c++17 -Wall -Wextra -Wno-psabi -fno-math-errno -fopenmp -I.
 LDLIBS += -lm -fopenmp
 
 # headers every C++ program depends on (a change rebuilds everything; simple and always correct)

@@ -139,19 +139,39 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 
 // matmul: out = inp . weight^T + bias
 // inp (B,T,C), weight (OC,C), bias (OC) or null -> out (B,T,OC). The kernels are in llmc/matmul_cpu.h.
+// For a batch of many rows the weight is first packed into scratch as contiguous 16-column strips of
+// weight^T (one pass over it, a small fraction of the matmul's work), so the forward runs the same
+// broadcast-form register tile as the backward, the faster of the two kernels; a few rows (sampling) use
+// the dot-product kernel directly.
+// packed (OC*C floats) receives the packed weight, or already holds it when packed_ready (the classifier
+// reuses its packed wte until the next update).
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C,
-                    int OC) {
-    matmul_dot_kernel(out, inp, weight, bias, B * T, OC, C);
+                    int OC, float* packed, bool packed_ready) {
+    const int BT = B * T;
+    if (BT < 64) {
+        matmul_dot_kernel(out, inp, weight, bias, BT, OC, C);
+        return;
+    }
+    if (!packed_ready) pack_weight_strips(packed, weight, OC, C);
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        float* o = out + (size_t)bt * OC;
+        for (int i = 0; i < OC; i++) o[i] = bias ? bias[i] : 0.0f;
+    }
+    matmul_axpy_kernel(out, OC, inp, /*a_row=*/C, /*a_col=*/1, packed, /*strip_stride=*/(size_t)C * 16, 16,
+                       BT, OC, C);
 }
 
-// dinp += dout . weight      (BT,OC).(OC,C)
+// dinp += dout . weight      (BT,OC).(OC,C)     weight packed into 16-column strips first (see above)
 // dweight += dout^T . inp    (OC,BT).(BT,C)
 // dbias += column sums of dout
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int B, int T, int C, int OC) {
+                     const float* weight, int B, int T, int C, int OC, float* scratch) {
     const int BT = B * T;
-    matmul_axpy_kernel(dinp, C, dout, /*a_row=*/OC, /*a_col=*/1, weight, C, BT, C, OC);
-    matmul_axpy_kernel(dweight, C, dout, /*a_row=*/1, /*a_col=*/OC, inp, C, OC, C, BT);
+    pack_column_strips(scratch, weight, OC, C);
+    matmul_axpy_kernel(dinp, C, dout, /*a_row=*/OC, /*a_col=*/1, scratch, /*strip_stride=*/(size_t)OC * 16,
+                       16, BT, C, OC);
+    matmul_axpy_kernel(dweight, C, dout, /*a_row=*/1, /*a_col=*/OC, inp, 16, C, OC, C, BT);
     if (dbias != nullptr) {
 #pragma omp parallel for
         for (int o = 0; o < OC; o++) {
@@ -437,8 +457,12 @@ struct GPT2 {
     int batch_size = 0, seq_len = 0;
     // inputs of the last forward
     std::vector<int> inputs, targets;
-    float* losses = nullptr; // (B, T) per-position loss of the last forward
-    float mean_loss = -1.0f; // mean over (B, T), or -1 when the forward ran without targets
+    float* matmul_scratch = nullptr; // (max(Vp*C, 4C*C)) a weight packed for matmul_forward / _backward
+    float* wte_packed = nullptr;     // (Vp*C) wte packed for the classifier's forward
+    int param_version = 1;           // incremented by every update
+    int wte_packed_version = 0;      // the param_version wte_packed was made from
+    float* losses = nullptr;         // (B, T) per-position loss of the last forward
+    float mean_loss = -1.0f;         // mean over (B, T), or -1 when the forward ran without targets
 };
 
 void gpt2_allocate_parameters(GPT2* model) {
@@ -495,6 +519,10 @@ void gpt2_allocate_training_state(GPT2* model, int B, int T) {
     model->grads_memory = (float*)calloc_check(model->num_parameters_padded, sizeof(float), "gradients");
     point_parameters(&model->grads, model->grads_memory, model->param_sizes);
     model->losses = (float*)malloc_check((size_t)B * T * sizeof(float), "losses");
+    const size_t C = c.channels, Vp = c.padded_vocab_size;
+    model->matmul_scratch =
+        (float*)malloc_check(std::max(Vp * C, 4 * C * C) * sizeof(float), "matmul scratch");
+    model->wte_packed = (float*)malloc_check(Vp * C * sizeof(float), "packed wte");
     model->inputs.resize((size_t)B * T);
     model->targets.resize((size_t)B * T);
 }
@@ -505,6 +533,8 @@ void gpt2_free(GPT2* model) {
     free(model->acts_memory);
     free(model->grads_acts_memory);
     free(model->losses);
+    free(model->matmul_scratch);
+    free(model->wte_packed);
 }
 
 // ----------------------------------------------------------------------------------------------------
@@ -552,19 +582,26 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
         float* residual3 = a.residual3 + l * BTC;
         const size_t lC = (size_t)l * C;
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + lC, p.ln1b + lC, B, T, C);
-        matmul_forward(qkv, ln1, p.qkvw + lC * 3 * C, p.qkvb + lC * 3, B, T, C, 3 * C);
+        matmul_forward(qkv, ln1, p.qkvw + lC * 3 * C, p.qkvb + lC * 3, B, T, C, 3 * C, model->matmul_scratch,
+                       false);
         attention_forward(atty, att, qkv, B, T, C, NH);
-        matmul_forward(attproj, atty, p.attprojw + lC * C, p.attprojb + lC, B, T, C, C);
+        matmul_forward(attproj, atty, p.attprojw + lC * C, p.attprojb + lC, B, T, C, C, model->matmul_scratch,
+                       false);
         residual_forward(residual2, residual, attproj, BTC);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + lC, p.ln2b + lC, B, T, C);
-        matmul_forward(fch, ln2, p.fcw + lC * 4 * C, p.fcb + lC * 4, B, T, C, 4 * C);
+        matmul_forward(fch, ln2, p.fcw + lC * 4 * C, p.fcb + lC * 4, B, T, C, 4 * C, model->matmul_scratch,
+                       false);
         gelu_forward(fch_gelu, fch, BTC * 4);
-        matmul_forward(fcproj, fch_gelu, p.fcprojw + lC * 4 * C, p.fcprojb + lC, B, T, 4 * C, C);
+        matmul_forward(fcproj, fch_gelu, p.fcprojw + lC * 4 * C, p.fcprojb + lC, B, T, 4 * C, C,
+                       model->matmul_scratch, false);
         residual_forward(residual3, residual2, fcproj, BTC);
     }
     const float* residual = a.residual3 + (size_t)(L - 1) * BTC;
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, p.lnfw, p.lnfb, B, T, C);
-    matmul_forward(a.logits, a.lnf, p.wte, nullptr, B, T, C, Vp); // classifier, tied to wte
+    // the classifier, tied to wte; its packed copy is made once per update, not once per forward
+    matmul_forward(a.logits, a.lnf, p.wte, nullptr, B, T, C, Vp, model->wte_packed,
+                   model->wte_packed_version == model->param_version);
+    if (B * T >= 64) model->wte_packed_version = model->param_version;
     softmax_forward(a.probs, a.logits, B, T, V, Vp);
     if (targets) {
         crossentropy_forward(model->losses, a.probs, targets, B, T, Vp);
@@ -596,7 +633,7 @@ void gpt2_backward(GPT2* model, float loss_scale) {
 
     crossentropy_softmax_backward(da.logits, a.probs, model->targets.data(), loss_scale / (B * T), B, T, V,
                                   Vp);
-    matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp);
+    matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp, model->matmul_scratch);
     float* residual = a.residual3 + (size_t)(L - 1) * BTC;
     float* dresidual = da.residual3 + (size_t)(L - 1) * BTC;
     layernorm_backward(dresidual, g.lnfw, g.lnfb, da.lnf, residual, p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
@@ -609,20 +646,20 @@ void gpt2_backward(GPT2* model, float loss_scale) {
         // forward order: ln1 -> qkv -> attention -> attproj -> +residual -> ln2 -> fc -> gelu -> fcproj -> +
         residual_backward(da.residual2 + l * BTC, da.fcproj + l * BTC, dresidual3, BTC);
         matmul_backward(da.fch_gelu + l * BTC * 4, g.fcprojw + lC * 4 * C, g.fcprojb + lC,
-                        da.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, p.fcprojw + lC * 4 * C, B, T, 4 * C,
-                        C);
+                        da.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, p.fcprojw + lC * 4 * C, B, T, 4 * C, C,
+                        model->matmul_scratch);
         gelu_backward(da.fch + l * BTC * 4, a.fch + l * BTC * 4, da.fch_gelu + l * BTC * 4, BTC * 4);
         matmul_backward(da.ln2 + l * BTC, g.fcw + lC * 4 * C, g.fcb + lC * 4, da.fch + l * BTC * 4,
-                        a.ln2 + l * BTC, p.fcw + lC * 4 * C, B, T, C, 4 * C);
+                        a.ln2 + l * BTC, p.fcw + lC * 4 * C, B, T, C, 4 * C, model->matmul_scratch);
         layernorm_backward(da.residual2 + l * BTC, g.ln2w + lC, g.ln2b + lC, da.ln2 + l * BTC,
                            a.residual2 + l * BTC, p.ln2w + lC, a.ln2_mean + lBT, a.ln2_rstd + lBT, B, T, C);
         residual_backward(dresidual, da.attproj + l * BTC, da.residual2 + l * BTC, BTC);
         matmul_backward(da.atty + l * BTC, g.attprojw + lC * C, g.attprojb + lC, da.attproj + l * BTC,
-                        a.atty + l * BTC, p.attprojw + lC * C, B, T, C, C);
+                        a.atty + l * BTC, p.attprojw + lC * C, B, T, C, C, model->matmul_scratch);
         attention_backward(da.qkv + l * BTC * 3, da.atty + l * BTC, a.qkv + l * BTC * 3,
                            a.att + (size_t)l * B * NH * T * T, B, T, C, NH);
         matmul_backward(da.ln1 + l * BTC, g.qkvw + lC * 3 * C, g.qkvb + lC * 3, da.qkv + l * BTC * 3,
-                        a.ln1 + l * BTC, p.qkvw + lC * 3 * C, B, T, C, 3 * C);
+                        a.ln1 + l * BTC, p.qkvw + lC * 3 * C, B, T, C, 3 * C, model->matmul_scratch);
         layernorm_backward(dresidual, g.ln1w + lC, g.ln1b + lC, da.ln1 + l * BTC, residual, p.ln1w + lC,
                            a.ln1_mean + lBT, a.ln1_rstd + lBT, B, T, C);
     }
@@ -775,6 +812,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
                              lr, h.beta1, h.beta2, h.eps, wd, t);
         }
     }
+    model->param_version++; // cached copies of the parameters (the packed wte) are stale now
     // 5. ZeRO-1: every process gets everyone's updated slice
     if (opt->zero_stage == 1) {
         pg_allgather(pg, model->params_memory + lay.shard_offset, model->params_memory, lay.shard_size);
@@ -878,6 +916,7 @@ void save_checkpoint(const char* dir, GPT2* model, const Optimizer* opt, const T
 void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, TrainState* st,
                 ProcessGroup* pg) {
     std::string path = checkpoint_path(dir, "state", step, pg->rank);
+    state_check_process_count(dir, step, pg->num_ranks);
     File f(path.c_str(), "rb");
     StateHeader h = state_header_read(&f, state_header_of(model, opt, pg, step));
     if (h.has_master)

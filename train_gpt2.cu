@@ -889,6 +889,7 @@ void save_checkpoint(const char* dir, GPT2* model, const Optimizer* opt, const T
 void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, TrainState* st,
                 MultiGpuConfig* mgc) {
     std::string path = checkpoint_path(dir, "state", step, mgc->process_rank);
+    state_check_process_count(dir, step, mgc->num_processes);
     File f(path.c_str(), "rb");
     StateHeader expected = state_header_of(model, opt, mgc, step);
     StateHeader h = state_header_read(&f, expected);

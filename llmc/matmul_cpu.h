@@ -34,10 +34,11 @@ static inline float hsum8(vec8 v) {
 // ----------------------------------------------------------------------------------------------------
 // out(M,N) = (accumulate ? out : bias or 0) + A(M,K) . W(N,K)^T, every row of A and W contiguous, K % 8 == 0.
 // Tile: 4 rows of A x 3 rows of W = 12 dot products, each a vector accumulator of 8 partial sums along K.
-// K is cut into panels of KC so a tile's 7 rows (7 KiB) stay in L1 while the panel's W block stays in L2.
-static void matmul_dot_kernel(float* out, const float* A, const float* W, const float* bias, int M, int N,
-                              int K) {
-    constexpr int TM = 4, TN = 3, KC = 256, BM = 32, BN = 48; // BN is a multiple of TN, BM of TM
+// K is cut into panels of KC (most layers fit in one panel, so each tile's horizontal sums are done once)
+// so that a tile's 7 rows (up to 28 KiB) stay in L1 while the block's 48 W rows stay in L2.
+static inline void matmul_dot_kernel(float* out, const float* A, const float* W, const float* bias, int M,
+                                     int N, int K) {
+    constexpr int TM = 4, TN = 3, KC = 1024, BM = 32, BN = 48; // BN is a multiple of TN, BM of TM
     const int mblocks = (M + BM - 1) / BM, nblocks = (N + BN - 1) / BN;
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int k1 = std::min(K, k0 + KC);
@@ -76,24 +77,27 @@ static void matmul_dot_kernel(float* out, const float* A, const float* W, const 
 
 // ----------------------------------------------------------------------------------------------------
 // Out(R,N) += sum_j A(r,j) * Bm(j,N) for j in [0,J), where A(r,j) = A[r*a_row + j*a_col] (so A may be
-// read transposed) and Bm is row-major with leading dimension ldb; Out has leading dimension ldo; N % 16 ==
-// 0. Tile: 6 rows x 16 columns = 12 vector accumulators; per j, two vector loads of Bm feed 12 FMAs with 6
+// read transposed), and the 16 columns of strip s of Bm at row j start at Bm + s*strip_stride + j*ldb:
+// strip_stride = 16 for a row-major Bm with leading dimension ldb, or J*16 with ldb = 16 for a Bm packed by
+// pack_weight_strips. Out has leading dimension ldo; N % 16 == 0.
+// Tile: 6 rows x 16 columns = 12 vector accumulators; per j, two vector loads of Bm feed 12 FMAs with 6
 // broadcast scalars of A. J is cut into panels of JC so the 16-column strip of Bm stays in L1/L2.
-static void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_t a_row, size_t a_col,
-                               const float* Bm, int ldb, int R, int N, int J) {
+static inline void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_t a_row, size_t a_col,
+                                      const float* Bm, size_t strip_stride, int ldb, int R, int N, int J) {
     constexpr int TR = 6, JC = 512;
     const int rtiles = (R + TR - 1) / TR, strips = N / 16;
     for (int j0 = 0; j0 < J; j0 += JC) {
         const int j1 = std::min(J, j0 + JC);
 #pragma omp parallel for collapse(2) schedule(static)
-        for (int s = 0; s < strips; s++) {
-            for (int rt = 0; rt < rtiles; rt++) {
+        for (int rt = 0; rt < rtiles;
+             rt++) { // row tile outer: the tile's A values stay in cache across strips
+            for (int s = 0; s < strips; s++) {
                 const int c = s * 16, r0 = rt * TR;
                 int rows[TR]; // rows past the end repeat the last row and are not stored
                 for (int i = 0; i < TR; i++) rows[i] = std::min(r0 + i, R - 1);
                 vec8 acc[TR][2] = {};
                 for (int j = j0; j < j1; j++) {
-                    const float* b = Bm + (size_t)j * ldb + c;
+                    const float* b = Bm + (size_t)s * strip_stride + (size_t)j * ldb;
                     vec8 b0 = load8(b), b1 = load8(b + 8);
                     for (int i = 0; i < TR; i++) {
                         vec8 a = splat8(A[rows[i] * a_row + j * a_col]);
@@ -108,5 +112,31 @@ static void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_t a_row
                 }
             }
         }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// Pack W (N,K) for the forward's broadcast-form matmul: the 16-row strip s of W becomes one contiguous
+// (K,16) panel, dst[s][k][i] = W[s*16 + i][k], so the kernel walks each strip's panel linearly (N % 16 == 0).
+// One pass over W: a small fraction of the matmul's work when the batch has many rows.
+static inline void pack_weight_strips(float* dst, const float* W, int N, int K) {
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < N / 16; s++) {
+        float* panel = dst + (size_t)s * K * 16;
+        for (int i = 0; i < 16; i++) {
+            const float* w = W + (size_t)(s * 16 + i) * K;
+            for (int k = 0; k < K; k++) panel[(size_t)k * 16 + i] = w[k];
+        }
+    }
+}
+
+// Pack B (J,N) row-major into contiguous (J,16) panels, one per 16-column strip: dst[s][j][i] = B[j][s*16 +
+// i] (N % 16 == 0), so the broadcast-form kernel reads each strip linearly instead of one cache line per row.
+static inline void pack_column_strips(float* dst, const float* Bm, int J, int N) {
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < N / 16; s++) {
+        float* panel = dst + (size_t)s * J * 16;
+        for (int j = 0; j < J; j++)
+            memcpy(panel + (size_t)j * 16, Bm + (size_t)j * N + s * 16, 16 * sizeof(float));
     }
 }

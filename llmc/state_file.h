@@ -113,6 +113,21 @@ inline StateHeader state_header_read(File* f, const StateHeader& expected) {
     return h;
 }
 
+// Before a process opens its own state file: the checkpoint must have been written by as many processes as
+// this run has. Read from process 0's file (every checkpoint has one), so that every process reports the
+// real cause, not just "state_<step>_<rank>.bin is missing" on the processes the old run did not have.
+inline void state_check_process_count(const char* dir, int step, int num_processes) {
+    std::string path = checkpoint_path(dir, "state", step, 0);
+    File f(path.c_str(), "rb");
+    int header[4];
+    f.read(header, sizeof(int), 4, "the state header");
+    if (header[0] == STATE_MAGIC && header[2] != num_processes) {
+        fail("'%s' was written by a run with %d processes but this run has %d: resume with the same number "
+             "of processes",
+             path.c_str(), header[2], num_processes);
+    }
+}
+
 // Declares the checkpoint of `step` complete (process 0, after every process's files are on disk).
 inline void write_latest_checkpoint(const char* dir, int step) {
     std::string latest = std::string(dir) + "/checkpoint_latest";

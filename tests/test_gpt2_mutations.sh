@@ -24,7 +24,7 @@ expect_fail() { # name, binary, [env]
 
 # 1. the qkv bias dropped from the forward pass
 mkdir -p "$dir/nobias"
-sed 's/p\.qkvb + lC \* 3, B, T, C, 3 \* C)/nullptr, B, T, C, 3 * C)/' train_gpt2.cpp > "$dir/nobias/train_gpt2.cpp"
+sed 's/p\.qkvb + lC \* 3, B, T, C, 3 \* C,/nullptr, B, T, C, 3 * C,/' train_gpt2.cpp > "$dir/nobias/train_gpt2.cpp"
 ! cmp -s train_gpt2.cpp "$dir/nobias/train_gpt2.cpp" || { echo "sed for the bias mutant matched nothing"; exit 1; }
 cp test_gpt2.cpp "$dir/nobias/"
 $CXX $flags "$dir/nobias/test_gpt2.cpp" -o "$dir/nobias/test_gpt2" -lm

@@ -177,11 +177,11 @@ inline void matmul_backward(MatmulContext*, floatX* dinp, floatX* dweight, float
     std::vector<float> d = sim_to_float(dout, (size_t)BT * OC), w = sim_to_float(weight, (size_t)OC * C),
                        a = sim_to_float(inp, (size_t)BT * C);
     std::vector<float> di((size_t)BT * C, 0.0f), dw((size_t)OC * C, 0.0f);
-    matmul_axpy_kernel(di.data(), C, d.data(), /*a_row=*/OC, /*a_col=*/1, w.data(), C, BT, C, OC);
+    matmul_axpy_kernel(di.data(), C, d.data(), /*a_row=*/OC, /*a_col=*/1, w.data(), 16, C, BT, C, OC);
     for (size_t i = 0; i < di.size(); i++) {
         dinp[i] = pre_gelu ? di[i] * gelu_backward_math((float)pre_gelu[i]) : di[i]; // written, not added
     }
-    matmul_axpy_kernel(dw.data(), C, d.data(), /*a_row=*/1, /*a_col=*/OC, a.data(), C, OC, C, BT);
+    matmul_axpy_kernel(dw.data(), C, d.data(), /*a_row=*/1, /*a_col=*/OC, a.data(), 16, C, OC, C, BT);
     for (size_t i = 0; i < dw.size(); i++) dweight[i] = (float)dweight[i] + dw[i];
     if (dbias)
         for (int o = 0; o < OC; o++) {
