@@ -11,7 +11,9 @@ make -s data train_gpt2
 g++ -O3 -march=native -fopenmp -std=c++17 -I. -Wno-psabi dev/bench/fma_peak.cpp -o build/fma_peak
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, OMP_NUM_THREADS=$OMP_NUM_THREADS"
-peak=$(build/fma_peak | tee /dev/stderr | sed 's/fma peak: \([0-9.]*\) .*/\1/')
+peak_line=$(build/fma_peak)
+echo "$peak_line"
+peak=$(sed 's/fma peak: \([0-9.]*\) .*/\1/' <<<"$peak_line")
 out=$(./train_gpt2 -e d12 -b 4 -t 64 -x "$steps" -v 100000 -m 1 -s 0)
 grep "^model:" <<<"$out"
 grep "^step" <<<"$out" | tail -n +2 | sed 's/.*| \([0-9.]*\) ms | \([0-9]*\) tok\/s | \([0-9.]*\) GFLOP\/s/\1 \2 \3/' |
