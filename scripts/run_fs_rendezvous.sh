@@ -24,46 +24,7 @@
 # If one process on this machine fails, the script stops the others on this machine and exits non-zero;
 # processes on other machines get an NCCL error or time out (the trainer's multi_gpu_wait) and stop too.
 set -euo pipefail
-TRAINER=${TRAINER:-./train_gpt2cu}
-ZERO_STAGE=${ZERO_STAGE:-1}
-NUM_NODES=${NUM_NODES:-1}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-[ -n "${NODE_RANK:-}" ] || { echo "error: set NODE_RANK (this machine's index, 0..NUM_NODES-1)" >&2; exit 1; }
+source "$(dirname "$0")/lib_launch_node.sh"
 [ -n "${FS_PATH:-}" ] || { echo "error: set FS_PATH (a directory shared by every machine)" >&2; exit 1; }
 [ -d "$FS_PATH" ] || { echo "error: FS_PATH '$FS_PATH' is not a directory" >&2; exit 1; }
-if [ "$NODE_RANK" -lt 0 ] || [ "$NODE_RANK" -ge "$NUM_NODES" ]; then
-    echo "error: NODE_RANK=$NODE_RANK is not in 0..$((NUM_NODES - 1))" >&2
-    exit 1
-fi
-[ -x "$TRAINER" ] || { echo "error: trainer '$TRAINER' not found or not executable (make it first)" >&2; exit 1; }
-NUM_PROCESSES=$((NUM_NODES * GPUS_PER_NODE))
-
-pids=()
-stop_all() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap 'stop_all; exit 130' INT TERM
-for ((g = 0; g < GPUS_PER_NODE; g++)); do
-    rank=$((NODE_RANK * GPUS_PER_NODE + g))
-    echo "starting process $rank of $NUM_PROCESSES: $TRAINER -pi fs -pf $FS_PATH -pn $NUM_PROCESSES -pr $rank -pg $GPUS_PER_NODE -z $ZERO_STAGE $*"
-    "$TRAINER" -pi fs -pf "$FS_PATH" -pn "$NUM_PROCESSES" -pr "$rank" -pg "$GPUS_PER_NODE" -z "$ZERO_STAGE" "$@" &
-    pids+=($!)
-done
-# wait for every process (bash >= 5.1 for wait -n -p); the first failure stops the rest
-status=0
-remaining=("${pids[@]}")
-while [ ${#remaining[@]} -gt 0 ]; do
-    rc=0
-    finished=""
-    wait -n -p finished "${remaining[@]}" || rc=$?
-    [ -n "$finished" ] || break # nothing left to wait for
-    if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then
-        status=$rc
-        echo "error: a trainer process on this machine exited with status $rc; stopping the others" >&2
-        stop_all
-    fi
-    still=()
-    for pid in "${remaining[@]}"; do
-        if [ "$pid" != "$finished" ]; then still+=("$pid"); fi
-    done
-    remaining=("${still[@]}")
-done
-exit "$status"
+launch_node -pi fs -pf "$FS_PATH" -- "$@"
