@@ -17,7 +17,7 @@ CXXFLAGS += -std=c++17 -Wall -Wextra -Wno-psabi -fno-math-errno -fopenmp -I.
 LDLIBS += -lm -fopenmp
 
 # headers every C++ program depends on (a change rebuilds everything; simple and always correct)
-HEADERS := $(wildcard llmc/*.h)
+HEADERS := $(wildcard llmc/*.h) tests/test_common.h
 
 TEST_BINS :=
 CUDA_BINS :=

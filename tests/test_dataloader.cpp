@@ -20,20 +20,7 @@
 #include <vector>
 
 #include "llmc/dataloader.h"
-
-static int g_failures = 0;
-static int g_checks = 0;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        g_checks++;                                                                                          \
-        if (!(cond)) {                                                                                       \
-            g_failures++;                                                                                    \
-            printf("  FAIL (%s:%d) %s: ", __FILE__, __LINE__, #cond);                                        \
-            printf(__VA_ARGS__);                                                                             \
-            printf("\n");                                                                                    \
-        }                                                                                                    \
-    } while (0)
+#include "tests/test_common.h"
 
 // ----------------------------------------------------------------------------------------------------
 // writing shards
@@ -95,51 +82,6 @@ static std::vector<BatchId> collect(DataLoader* dl, size_t nbatches) {
 
 // ----------------------------------------------------------------------------------------------------
 // running a case that must fail, in a child process
-
-struct ChildResult {
-    int exit_code; // -1 if killed by a signal
-    std::string err;
-};
-
-static ChildResult run_child(const std::function<void()>& fn) {
-    fflush(stdout);
-    fflush(stderr);
-    int fds[2];
-    if (pipe(fds) != 0) fail("pipe failed");
-    pid_t pid = fork();
-    if (pid < 0) fail("fork failed");
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], STDERR_FILENO);
-        FILE* devnull = freopen("/dev/null", "w", stdout);
-        (void)devnull;
-        fn();
-        _exit(0); // fn returned: no failure
-    }
-    close(fds[1]);
-    ChildResult r{-1, ""};
-    char buf[4096];
-    ssize_t got;
-    while ((got = read(fds[0], buf, sizeof(buf))) > 0) r.err.append(buf, (size_t)got);
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-    return r;
-}
-
-static void expect_failure(const char* what, const std::function<void()>& fn,
-                           const std::vector<std::string>& needles) {
-    ChildResult r = run_child(fn);
-    bool ok = r.exit_code > 0;
-    CHECK(ok, "%s: expected a non-zero exit, got %d", what, r.exit_code);
-    for (const std::string& n : needles) {
-        CHECK(r.err.find(n) != std::string::npos, "%s: message lacks '%s'; got: %s", what, n.c_str(),
-              r.err.c_str());
-    }
-    printf("  %-44s -> %s", what, r.err.c_str());
-    if (r.err.empty() || r.err.back() != '\n') printf("\n");
-}
 
 // ----------------------------------------------------------------------------------------------------
 

@@ -6,16 +6,7 @@
 #include <sys/wait.h>
 
 #include "llmc/utils.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            printf("FAIL: " __VA_ARGS__);                                                                    \
-            printf("\n");                                                                                    \
-            failures++;                                                                                      \
-        }                                                                                                    \
-    } while (0)
+#include "tests/test_common.h"
 
 static std::string read_all(const std::string& path) {
     FILE* fp = fopen(path.c_str(), "rb");
@@ -83,6 +74,7 @@ int main() {
     remove((path + ".tmp").c_str());
     remove(path.c_str());
     rmdir(dir.c_str());
-    printf(failures == 0 ? "test_utils: all checks passed\n" : "test_utils: %d checks FAILED\n", failures);
-    return failures == 0 ? 0 : 1;
+    printf(g_failures == 0 ? "test_utils: all checks passed\n" : "test_utils: %d checks FAILED\n",
+           g_failures);
+    return g_failures == 0 ? 0 : 1;
 }

@@ -13,22 +13,7 @@
 #include <vector>
 
 #include "llmc/zero.h"
-
-static int num_failures = 0;
-static int num_checks = 0;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        num_checks++;                                                                                        \
-        if (!(cond)) {                                                                                       \
-            num_failures++;                                                                                  \
-            if (num_failures <= 20) {                                                                        \
-                printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                       \
-                printf(__VA_ARGS__);                                                                         \
-                printf("\n");                                                                                \
-            }                                                                                                \
-        }                                                                                                    \
-    } while (0)
+#include "tests/test_common.h"
 
 // The layout of every rank for (P, N): equal, aligned, disjoint, covering, little padding.
 static void check_layout(size_t P, int N) {
@@ -213,8 +198,8 @@ int main() {
 
     check_memory();
 
-    printf("%d checks, %d failures\n", num_checks, num_failures);
-    if (num_failures > 0) {
+    printf("%d checks, %d failures\n", g_checks, g_failures);
+    if (g_failures > 0) {
         printf("FAIL test_zero\n");
         return 1;
     }
