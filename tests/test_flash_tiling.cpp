@@ -22,6 +22,8 @@
 #include <cstdio>
 #include <vector>
 
+#include "llmc/rand.h"
+
 namespace {
 
 struct Shape {
@@ -36,21 +38,6 @@ struct Mutation {
 
 const float LOG2E = 1.4426950408889634f;
 const float LN2 = 0.6931471805599453f;
-
-// deterministic normal random numbers (xorshift + Box-Muller)
-struct Rng {
-    uint64_t state;
-    explicit Rng(uint64_t seed) : state(seed * 2654435761ull + 1) {}
-    double uniform() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        return ((state >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-    }
-    double normal() {
-        return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform());
-    }
-};
 
 struct Grads {
     std::vector<double> out, lse, dqkv;
@@ -319,15 +306,16 @@ const double TOL = 1e-5;
 // Runs emulation vs reference for one shape and tile; prints one line; returns whether all tensors pass.
 bool check(Shape s, int TILE, Mutation mut, bool verbose) {
     const int C = s.NH * s.HS;
-    Rng rng(1000003ull * s.T + 1009 * s.NH + 17 * s.HS + s.B);
+    Rng rng;
+    rng_init(&rng, 1000003ull * s.T + 1009 * s.NH + 17 * s.HS + s.B);
     std::vector<float> qkv((size_t)s.B * s.T * 3 * C), dout((size_t)s.B * s.T * C);
     // q and k a little wider than N(0, 1) so the scaled scores have a spread of ~2 and the running max
     // of the online softmax changes from tile to tile
     for (size_t i = 0; i < qkv.size(); i++) {
         const bool is_v = (i % (3 * C)) >= (size_t)2 * C;
-        qkv[i] = (float)(rng.normal() * (is_v ? 1.0 : 1.5));
+        qkv[i] = rng_normal(&rng, 0.0f, is_v ? 1.0f : 1.5f);
     }
-    for (float& x : dout) x = (float)rng.normal();
+    for (float& x : dout) x = rng_normal(&rng, 0.0f, 1.0f);
 
     const Grads ref = reference(qkv, dout, s);
     std::vector<float> out, lse, dqkv;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "llmc/cuda_common.h"
+#include "llmc/rand.h"
 
 // the dynamic shared memory every kernel declares as extern; blocks run one at a time
 alignas(128) unsigned char att_smem[256 * 1024];
@@ -101,20 +102,6 @@ static void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function
     }
 }
 
-struct Rng {
-    uint64_t state;
-    explicit Rng(uint64_t seed) : state(seed * 2654435761ull + 1) {}
-    double uniform() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        return ((state >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-    }
-    double normal() {
-        return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform());
-    }
-};
-
 // naive causal attention and its backward in double, one query row at a time
 static void reference(std::vector<double>& out, std::vector<double>& lse, std::vector<double>& dqkv,
                       const std::vector<float>& qkv, const std::vector<float>& dout, int B, int T, int NH,
@@ -190,11 +177,12 @@ static const double TOL = 2e-2;
 
 template <int HS> static bool run(int B, int NH, int T) {
     const int C = NH * HS;
-    Rng rng(31ull * T + NH + 7 * HS + B);
+    Rng rng;
+    rng_init(&rng, 31ull * T + NH + 7 * HS + B);
     std::vector<float> qkv((size_t)B * T * 3 * C), dout((size_t)B * T * C);
     for (float& x : qkv)
-        x = (float)(floatX)(float)(1.5 * rng.normal()); // rounded to floatX, as the GPU sees it
-    for (float& x : dout) x = (float)(floatX)(float)rng.normal();
+        x = (float)(floatX)rng_normal(&rng, 0.0f, 1.5f); // rounded to floatX, as the GPU sees it
+    for (float& x : dout) x = (float)(floatX)rng_normal(&rng, 0.0f, 1.0f);
     const std::vector<floatX> qkv_x(qkv.begin(), qkv.end()), dout_x(dout.begin(), dout.end());
     // every output starts as NaN: an element no kernel writes fails the comparison
     std::vector<floatX> out_x(dout.size(), floatX(NAN)), dqkv_x(qkv.size(), floatX(NAN));
