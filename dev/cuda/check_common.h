@@ -147,6 +147,18 @@ inline bool check_close(const char* what, const std::vector<float>& got, const s
     return check_close(what, got, ref, std::vector<double>(ref.size(), tol));
 }
 
+// tanh GELU and its derivative in double: the reference for the GELU kernels and the matmul's GELU epilogue
+inline double gelu_ref(double x) {
+    const double pi = 3.14159265358979323846;
+    return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / pi) * (x + 0.044715 * x * x * x)));
+}
+inline double gelu_grad_ref(double x) {
+    const double pi = 3.14159265358979323846;
+    double s = std::sqrt(2.0 / pi);
+    double th = std::tanh(s * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * s * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
 inline double max_abs(const std::vector<double>& v) {
     double m = 0.0;
     for (double x : v) m = std::max(m, std::fabs(x));

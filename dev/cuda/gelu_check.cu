@@ -5,17 +5,6 @@
 #include "dev/cuda/check_common.h"
 #include "llmc/gelu.cuh"
 
-static double gelu_ref(double x) {
-    const double pi = 3.14159265358979323846;
-    return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / pi) * (x + 0.044715 * x * x * x)));
-}
-static double gelu_grad_ref(double x) {
-    const double pi = 3.14159265358979323846;
-    double s = std::sqrt(2.0 / pi);
-    double th = std::tanh(s * (x + 0.044715 * x * x * x));
-    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * s * (1.0 + 3.0 * 0.044715 * x * x);
-}
-
 static void check_size(size_t N, std::mt19937& rng, double copy_gbs) {
     printf("--- gelu N=%zu\n", N);
     std::vector<float> x = random_floatX_values(N, rng, 2.0f);

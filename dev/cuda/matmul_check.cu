@@ -12,17 +12,6 @@
 #include "dev/cuda/check_common.h"
 #include "llmc/matmul.cuh"
 
-static double gelu_ref(double x) {
-    const double pi = 3.14159265358979323846;
-    return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / pi) * (x + 0.044715 * x * x * x)));
-}
-static double gelu_grad_ref(double x) {
-    const double pi = 3.14159265358979323846;
-    double s = std::sqrt(2.0 / pi);
-    double th = std::tanh(s * (x + 0.044715 * x * x * x));
-    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * s * (1.0 + 3.0 * 0.044715 * x * x);
-}
-
 static void check_forward(MatmulContext* ctx, int BT, int C, int OC, bool has_bias, bool gelu,
                           std::mt19937& rng) {
     printf("--- matmul_forward BT=%d C=%d OC=%d bias=%d gelu=%d\n", BT, C, OC, has_bias, gelu);
