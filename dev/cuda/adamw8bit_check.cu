@@ -18,6 +18,7 @@
 #include <random>
 #include <vector>
 
+#include "dev/cuda/check_common.h"
 #include "llmc/adamw8bit.cuh"
 #include "llmc/adamw8bit.h"
 #include "llmc/cuda_common.h"
@@ -127,26 +128,9 @@ __global__ void adamw_fp32_kernel(float* param, floatX* param_x, const float* gr
     }
 }
 
-template <class F> static float time_ms(F f, int reps = 20) {
-    f();
-    cudaEvent_t a, b;
-    cudaCheck(cudaEventCreate(&a));
-    cudaCheck(cudaEventCreate(&b));
-    cudaCheck(cudaEventRecord(a));
-    for (int r = 0; r < reps; r++) f();
-    cudaCheck(cudaEventRecord(b));
-    cudaCheck(cudaEventSynchronize(b));
-    float ms;
-    cudaCheck(cudaEventElapsedTime(&ms, a, b));
-    cudaCheck(cudaEventDestroy(a));
-    cudaCheck(cudaEventDestroy(b));
-    return ms / reps;
-}
-
-static void report(const char* name, float ms, double bytes, double peak_gbs) {
-    double gbs = bytes / (ms * 1e-3) / 1e9;
-    printf("  %-40s %8.3f ms  %7.1f GB/s  floor %8.3f ms  (%.0f%% of peak)\n", name, ms, gbs,
-           bytes / peak_gbs / 1e6, 100.0 * gbs / peak_gbs);
+// (name, time, bytes moved, copy bandwidth) -> check_common.h's report_bandwidth
+static void report_bw(const char* name, float ms, double bytes, double peak_gbs) {
+    report_bandwidth(name, bytes, ms, peak_gbs);
 }
 
 static void timing() {
@@ -167,34 +151,31 @@ static void timing() {
     for (DeviceBuffer* b : {&d_m, &d_v, &d_mc, &d_vc, &d_ma, &d_va})
         cudaCheck(cudaMemset(b->ptr, 0, b->bytes));
 
-    float copy_ms =
-        time_ms([&] { cudaCheck(cudaMemcpyAsync(d_m.ptr, d_p.ptr, n * 4, cudaMemcpyDeviceToDevice)); });
-    cudaCheck(cudaMemset(d_m.ptr, 0, n * 4));
-    const double peak = 2.0 * n * 4 / (copy_ms * 1e-3) / 1e9;
+    const double peak = measure_copy_bandwidth_gbs(); // read + write of a device-to-device copy
     printf("timing, n = %zu parameters, block %d; peak bandwidth from a D2D cudaMemcpy: %.1f GB/s\n", n, bs,
            peak);
     const double xb = sizeof(floatX), absmax_bytes = 2.0 * 2 * 4 * nb; // read + write both absmax arrays
     int t = 1;
     const AdamW8bitHyperparams h = adamw8bit_hyperparams(LR, BETA1, BETA2, EPS, WD, 1);
-    report("fp32 AdamW (m, v fp32), fp32 grads", time_ms([&] {
-               adamw_fp32_kernel<<<(int)std::min<size_t>(ceil_div(n, (size_t)256), 65536), 256>>>(
-                   d_p.as<float>(), d_px.as<floatX>(), d_g.as<float>(), d_m.as<float>(), d_v.as<float>(), n,
-                   h);
-               cudaCheck(cudaGetLastError());
-           }),
-           (4 + 4 + 8) * (double)n + (4 + xb + 8) * (double)n, peak);
-    report("8-bit AdamW, fp32 grads", time_ms([&] {
-               adamw8bit_update_cuda(d_p.as<float>(), d_px.as<floatX>(), d_g.as<float>(), d_mc.as<uint8_t>(),
-                                     d_ma.as<float>(), d_vc.as<uint8_t>(), d_va.as<float>(), n, bs, LR, BETA1,
-                                     BETA2, EPS, WD, t++, 0);
-           }),
-           (4 + 4 + 2) * (double)n + (4 + xb + 2) * (double)n + absmax_bytes, peak);
-    report("8-bit AdamW, floatX grads", time_ms([&] {
-               adamw8bit_update_cuda(d_p.as<float>(), d_px.as<floatX>(), d_gx.as<floatX>(),
-                                     d_mc.as<uint8_t>(), d_ma.as<float>(), d_vc.as<uint8_t>(),
-                                     d_va.as<float>(), n, bs, LR, BETA1, BETA2, EPS, WD, t++, 0);
-           }),
-           (4 + xb + 2) * (double)n + (4 + xb + 2) * (double)n + absmax_bytes, peak);
+    report_bw("fp32 AdamW (m, v fp32), fp32 grads", median_ms([&] {
+                  adamw_fp32_kernel<<<(int)std::min<size_t>(ceil_div(n, (size_t)256), 65536), 256>>>(
+                      d_p.as<float>(), d_px.as<floatX>(), d_g.as<float>(), d_m.as<float>(), d_v.as<float>(),
+                      n, h);
+                  cudaCheck(cudaGetLastError());
+              }),
+              (4 + 4 + 8) * (double)n + (4 + xb + 8) * (double)n, peak);
+    report_bw("8-bit AdamW, fp32 grads", median_ms([&] {
+                  adamw8bit_update_cuda(d_p.as<float>(), d_px.as<floatX>(), d_g.as<float>(),
+                                        d_mc.as<uint8_t>(), d_ma.as<float>(), d_vc.as<uint8_t>(),
+                                        d_va.as<float>(), n, bs, LR, BETA1, BETA2, EPS, WD, t++, 0);
+              }),
+              (4 + 4 + 2) * (double)n + (4 + xb + 2) * (double)n + absmax_bytes, peak);
+    report_bw("8-bit AdamW, floatX grads", median_ms([&] {
+                  adamw8bit_update_cuda(d_p.as<float>(), d_px.as<floatX>(), d_gx.as<floatX>(),
+                                        d_mc.as<uint8_t>(), d_ma.as<float>(), d_vc.as<uint8_t>(),
+                                        d_va.as<float>(), n, bs, LR, BETA1, BETA2, EPS, WD, t++, 0);
+              }),
+              (4 + xb + 2) * (double)n + (4 + xb + 2) * (double)n + absmax_bytes, peak);
 }
 
 int main() {

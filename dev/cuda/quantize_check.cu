@@ -17,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "dev/cuda/check_common.h"
 #include "llmc/cuda_common.h"
 #include "llmc/quantize.cuh"
 #include "llmc/quantize.h"
@@ -179,26 +180,9 @@ static void check_case(size_t n, size_t bs, uint32_t seed, bool with_nan) {
 // ----------------------------------------------------------------------------------------------------
 // timing
 
-template <class F> static float time_ms(F f, int reps = 20) {
-    f(); // warm up
-    cudaEvent_t a, b;
-    cudaCheck(cudaEventCreate(&a));
-    cudaCheck(cudaEventCreate(&b));
-    cudaCheck(cudaEventRecord(a));
-    for (int r = 0; r < reps; r++) f();
-    cudaCheck(cudaEventRecord(b));
-    cudaCheck(cudaEventSynchronize(b));
-    float ms;
-    cudaCheck(cudaEventElapsedTime(&ms, a, b));
-    cudaCheck(cudaEventDestroy(a));
-    cudaCheck(cudaEventDestroy(b));
-    return ms / reps;
-}
-
-static void report(const char* name, float ms, double bytes, double peak_gbs) {
-    double gbs = bytes / (ms * 1e-3) / 1e9;
-    printf("  %-34s %8.3f ms  %7.1f GB/s  floor %8.3f ms  (%.0f%% of peak)\n", name, ms, gbs,
-           bytes / peak_gbs / 1e6, 100.0 * gbs / peak_gbs);
+// (name, time, bytes moved, copy bandwidth) -> check_common.h's report_bandwidth
+static void report_bw(const char* name, float ms, double bytes, double peak_gbs) {
+    report_bandwidth(name, bytes, ms, peak_gbs);
 }
 
 static void timing() {
@@ -206,47 +190,45 @@ static void timing() {
     DeviceBuffer d_x(n * 4), d_y(n * 4), d_codes(n), d_absmax(n / 64 * 4);
     std::vector<float> x = make_data(n, 4096, 99, false);
     cudaCheck(cudaMemcpy(d_x.ptr, x.data(), n * 4, cudaMemcpyHostToDevice));
-    float copy_ms =
-        time_ms([&] { cudaCheck(cudaMemcpyAsync(d_y.ptr, d_x.ptr, n * 4, cudaMemcpyDeviceToDevice)); });
-    const double peak = 2.0 * n * 4 / (copy_ms * 1e-3) / 1e9; // read + write
+    const double peak = measure_copy_bandwidth_gbs(); // read + write of a device-to-device copy
     printf("timing, n = %zu values; peak bandwidth from a D2D cudaMemcpy: %.1f GB/s\n", n, peak);
     for (size_t bs : {64, 2048}) {
         const double absmax_bytes = 4.0 * n / bs;
         char name[64];
         snprintf(name, sizeof(name), "int8 quantize, block %zu", bs);
-        report(name, time_ms([&] {
-                   quantize_absmax_int8_cuda(d_x.as<float>(), n, bs, d_codes.as<int8_t>(),
-                                             d_absmax.as<float>(), nullptr, 0);
-               }),
-               5.0 * n + absmax_bytes, peak);
+        report_bw(name, median_ms([&] {
+                      quantize_absmax_int8_cuda(d_x.as<float>(), n, bs, d_codes.as<int8_t>(),
+                                                d_absmax.as<float>(), nullptr, 0);
+                  }),
+                  5.0 * n + absmax_bytes, peak);
         snprintf(name, sizeof(name), "int8 dequantize, block %zu", bs);
-        report(name, time_ms([&] {
-                   dequantize_absmax_int8_cuda(d_codes.as<int8_t>(), d_absmax.as<float>(), n, bs,
-                                               d_y.as<float>(), 0);
-               }),
-               5.0 * n + absmax_bytes, peak);
+        report_bw(name, median_ms([&] {
+                      dequantize_absmax_int8_cuda(d_codes.as<int8_t>(), d_absmax.as<float>(), n, bs,
+                                                  d_y.as<float>(), 0);
+                  }),
+                  5.0 * n + absmax_bytes, peak);
         snprintf(name, sizeof(name), "signed map quantize, block %zu", bs);
-        report(name, time_ms([&] {
-                   quantize_codebook_cuda(d_x.as<float>(), n, bs, dynamic_map_signed(), d_codes.as<uint8_t>(),
-                                          d_absmax.as<float>(), nullptr, 0);
-               }),
-               5.0 * n + absmax_bytes, peak);
+        report_bw(name, median_ms([&] {
+                      quantize_codebook_cuda(d_x.as<float>(), n, bs, dynamic_map_signed(),
+                                             d_codes.as<uint8_t>(), d_absmax.as<float>(), nullptr, 0);
+                  }),
+                  5.0 * n + absmax_bytes, peak);
         snprintf(name, sizeof(name), "signed map dequantize, block %zu", bs);
-        report(name, time_ms([&] {
-                   dequantize_codebook_cuda(d_codes.as<uint8_t>(), d_absmax.as<float>(), n, bs,
-                                            dynamic_map_signed(), d_y.as<float>(), 0);
-               }),
-               5.0 * n + absmax_bytes, peak);
+        report_bw(name, median_ms([&] {
+                      dequantize_codebook_cuda(d_codes.as<uint8_t>(), d_absmax.as<float>(), n, bs,
+                                               dynamic_map_signed(), d_y.as<float>(), 0);
+                  }),
+                  5.0 * n + absmax_bytes, peak);
     }
-    report("nf4 quantize, block 64", time_ms([&] {
-               quantize_nf4_cuda(d_x.as<float>(), n, 64, d_codes.as<uint8_t>(), d_absmax.as<float>(), nullptr,
-                                 0);
-           }),
-           4.5 * n + 4.0 * n / 64, peak);
-    report("nf4 dequantize, block 64", time_ms([&] {
-               dequantize_nf4_cuda(d_codes.as<uint8_t>(), d_absmax.as<float>(), n, 64, d_y.as<float>(), 0);
-           }),
-           4.5 * n + 4.0 * n / 64, peak);
+    report_bw("nf4 quantize, block 64", median_ms([&] {
+                  quantize_nf4_cuda(d_x.as<float>(), n, 64, d_codes.as<uint8_t>(), d_absmax.as<float>(),
+                                    nullptr, 0);
+              }),
+              4.5 * n + 4.0 * n / 64, peak);
+    report_bw("nf4 dequantize, block 64", median_ms([&] {
+                  dequantize_nf4_cuda(d_codes.as<uint8_t>(), d_absmax.as<float>(), n, 64, d_y.as<float>(), 0);
+              }),
+              4.5 * n + 4.0 * n / 64, peak);
 }
 
 int main() {
