@@ -264,6 +264,47 @@ build/trainer_sim/test_zero_sim: dev/cuda/trainer_sim/test_zero_sim.cpp $(TRAINE
 TEST_BINS += build/trainer_sim/train_gpt2_sim build/trainer_sim/test_gpt2_sim build/trainer_sim/test_zero_sim
 TEST_BINS += build/trainer_sim/train_gpt2_sim_bf16 build/trainer_sim/test_gpt2_sim_bf16
 
+# ---------------------------------------------------------------------------------------------------
+# CPU emulator of CUDA (dev/cuda/emu): the same .cu/.cuh sources compiled by clang++ against emulated
+# CUDA, cuBLASLt, NCCL and wmma headers, so every kernel runs on the CPU under checked CUDA rules.
+# `make emu` builds build/emu/<program> for the GPU trainer, its test and every dev/cuda check; they
+# take the same flags as the GPU programs. clang++ because it keeps template statics (__shared__) in
+# the section the emulator poisons before every block (g++ does not; the emulator checks at start-up).
+EMU_CXX ?= clang++
+EMU_INCLUDE := dev/cuda/emu/include
+EMU_HEADERS := $(wildcard $(EMU_INCLUDE)/*.h) $(HEADERS) $(CUDA_HEADERS) dev/cuda/check_common.h
+EMU_FLAGS := -std=c++17 -O2 -g -fopenmp -Wall -Wextra -I$(EMU_INCLUDE) -I. -x c++
+EMU_LIBS := -fopenmp -lm -lrt -pthread
+EMU_MPI = $(if $(HAVE_MPICXX),-DUSE_MPI $(MPI_NVCC_INC),)
+EMU_MPI_LIBS = $(if $(HAVE_MPICXX),$(MPI_NVCC_LIBS),)
+EMU_CHECKS := encoder_check layernorm_check gelu_check matmul_check classifier_check adamw_check attention_check
+EMU_BINS := build/emu/train_gpt2cu build/emu/train_gpt2fp32cu build/emu/test_gpt2cu build/emu/test_gpt2fp32cu \
+	$(addprefix build/emu/,$(EMU_CHECKS) $(addsuffix _fp32,$(EMU_CHECKS))) \
+	build/emu/quantize_check build/emu/adamw8bit_check build/emu/nccl_check
+.PHONY: emu
+emu: $(EMU_BINS)
+build/emu/train_gpt2cu: train_gpt2.cu $(EMU_HEADERS)
+	@mkdir -p build/emu
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_MPI) $< -o $@ $(EMU_LIBS) $(EMU_MPI_LIBS)
+build/emu/train_gpt2fp32cu: train_gpt2.cu $(EMU_HEADERS)
+	@mkdir -p build/emu
+	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $(EMU_MPI) $< -o $@ $(EMU_LIBS) $(EMU_MPI_LIBS)
+build/emu/test_gpt2cu: test_gpt2.cu train_gpt2.cu $(EMU_HEADERS)
+	@mkdir -p build/emu
+	$(EMU_CXX) $(EMU_FLAGS) $< -o $@ $(EMU_LIBS)
+build/emu/test_gpt2fp32cu: test_gpt2.cu train_gpt2.cu $(EMU_HEADERS)
+	@mkdir -p build/emu
+	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $< -o $@ $(EMU_LIBS)
+build/emu/%_check: dev/cuda/%_check.cu $(EMU_HEADERS)
+	@mkdir -p build/emu
+	$(EMU_CXX) $(EMU_FLAGS) $< -o $@ $(EMU_LIBS)
+build/emu/%_check_fp32: dev/cuda/%_check.cu $(EMU_HEADERS)
+	@mkdir -p build/emu
+	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $< -o $@ $(EMU_LIBS)
+build/emu/nccl_check: dev/cuda/nccl_check.cu $(EMU_HEADERS)
+	@mkdir -p build/emu
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_MPI) $< -o $@ $(EMU_LIBS) $(EMU_MPI_LIBS)
+
 # `make cuda` builds every CUDA target of every section; the recipe is expanded when it runs, so it
 # sees CUDA_BINS additions made anywhere in this file.
 cuda:

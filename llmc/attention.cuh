@@ -273,7 +273,7 @@ template <int HS>
 __global__ void __launch_bounds__(ATT_THREADS)
     attention_forward_kernel(floatX* out, float* lse, const floatX* qkv, int T, int NH) {
     constexpr int LDX = att_ldx(HS), LDO = att_ldo(HS);
-    extern __shared__ __align__(128) unsigned char att_smem[];
+    DYNAMIC_SHARED_MEMORY(att_smem);
     floatX* q_s = (floatX*)att_smem;
     floatX* k_s = q_s + ATT_TILE * LDX;
     floatX* v_s = k_s + ATT_TILE * LDX;
@@ -428,7 +428,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     attention_backward_dkdv_kernel(floatX* dqkv, const floatX* dout, const floatX* qkv, const float* lse,
                                    const float* D, int T, int NH) {
     constexpr int LDX = att_ldx(HS), LDO = att_ldo(HS);
-    extern __shared__ __align__(128) unsigned char att_smem[];
+    DYNAMIC_SHARED_MEMORY(att_smem);
     const AttBackwardSmem sm = att_backward_smem<HS>(att_smem);
 
     const int C = NH * HS;
@@ -514,7 +514,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     attention_backward_dq_kernel(floatX* dqkv, const floatX* dout, const floatX* qkv, const float* lse,
                                  const float* D, int T, int NH) {
     constexpr int LDX = att_ldx(HS), LDO = att_ldo(HS);
-    extern __shared__ __align__(128) unsigned char att_smem[];
+    DYNAMIC_SHARED_MEMORY(att_smem);
     const AttBackwardSmem sm = att_backward_smem<HS>(att_smem);
 
     const int C = NH * HS;
@@ -621,7 +621,7 @@ void attention_forward_hs(floatX* out, float* lse, const floatX* qkv, int B, int
     const size_t smem = att_forward_smem_bytes(HS);
     attention_set_smem(attention_forward_kernel<HS>, smem, "attention_forward");
     const dim3 grid((T + ATT_TILE - 1) / ATT_TILE, NH, B);
-    attention_forward_kernel<HS><<<grid, ATT_THREADS, smem, stream>>>(out, lse, qkv, T, NH);
+    CUDA_LAUNCH(attention_forward_kernel<HS>, grid, ATT_THREADS, smem, stream)(out, lse, qkv, T, NH);
     cudaCheck(cudaGetLastError());
 }
 
@@ -647,17 +647,16 @@ void attention_backward_hs(floatX* dqkv, const floatX* dout, const floatX* qkv, 
                            const float* lse, float* D, int B, int T, int NH, cudaStream_t stream) {
     const size_t threads = (size_t)B * T * NH * (HS / x128::size);
     const int block = 256;
-    attention_backward_d_kernel<HS>
-        <<<(unsigned)((threads + block - 1) / block), block, 0, stream>>>(D, dout, out, B, T, NH);
+    CUDA_LAUNCH(attention_backward_d_kernel<HS>, (unsigned)((threads + block - 1) / block), block, 0, stream)(D, dout, out, B, T, NH);
     cudaCheck(cudaGetLastError());
 
     const size_t smem = att_backward_smem_bytes(HS);
     const dim3 grid((T + ATT_TILE - 1) / ATT_TILE, NH, B);
     attention_set_smem(attention_backward_dkdv_kernel<HS>, smem, "attention_backward");
-    attention_backward_dkdv_kernel<HS><<<grid, ATT_THREADS, smem, stream>>>(dqkv, dout, qkv, lse, D, T, NH);
+    CUDA_LAUNCH(attention_backward_dkdv_kernel<HS>, grid, ATT_THREADS, smem, stream)(dqkv, dout, qkv, lse, D, T, NH);
     cudaCheck(cudaGetLastError());
     attention_set_smem(attention_backward_dq_kernel<HS>, smem, "attention_backward");
-    attention_backward_dq_kernel<HS><<<grid, ATT_THREADS, smem, stream>>>(dqkv, dout, qkv, lse, D, T, NH);
+    CUDA_LAUNCH(attention_backward_dq_kernel<HS>, grid, ATT_THREADS, smem, stream)(dqkv, dout, qkv, lse, D, T, NH);
     cudaCheck(cudaGetLastError());
 }
 

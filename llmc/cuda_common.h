@@ -24,6 +24,16 @@ typedef __nv_bfloat16 floatX;
 constexpr int WARP_SIZE = 32;
 
 // ----------------------------------------------------------------------------------------------------
+// Launches and dynamic shared memory, written so that the same source also compiles for the CPU emulator
+// (dev/cuda/emu, `make emu`), whose headers define both macros itself:
+//   CUDA_LAUNCH(kernel, grid, block, smem_bytes, stream)(args...)   is  kernel<<<grid, block, smem_bytes, stream>>>(args...)
+//   DYNAMIC_SHARED_MEMORY(name);   declares the launch's dynamic shared memory as `unsigned char name[]`
+#if !defined(CUDA_EMULATOR)
+#define CUDA_LAUNCH(kernel, grid, block, smem_bytes, stream) kernel<<<grid, block, smem_bytes, stream>>>
+#define DYNAMIC_SHARED_MEMORY(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
+// ----------------------------------------------------------------------------------------------------
 // checked CUDA calls: the message names the call site and the CUDA error string.
 
 inline void cuda_check(cudaError_t err, const char* file, int line) {

@@ -92,7 +92,7 @@ inline void encoder_forward(floatX* out, const int* inp, const floatX* wte, cons
     const int block_size = 256;
     size_t threads = (size_t)B * T * (C / x128::size);
     unsigned int grid = (unsigned int)((threads + block_size - 1) / block_size);
-    encoder_forward_kernel<<<grid, block_size, 0, stream>>>(out, inp, wte, wpe, B, T, C);
+    CUDA_LAUNCH(encoder_forward_kernel, grid, block_size, 0, stream)(out, inp, wte, wpe, B, T, C);
     cudaCheck(cudaGetLastError());
 }
 
@@ -160,12 +160,12 @@ inline void encoder_backward(floatX* dwte, floatX* dwpe, const floatX* dout, con
     unsigned int grid = (unsigned int)((threads + block_size - 1) / block_size);
     const int* offsets_device = scratch->workload_device;
     const int* positions_device = scratch->workload_device + num_buckets + 1;
-    encoder_backward_wte_kernel<<<grid, block_size, 0, stream>>>(dwte, dout, inp, offsets_device,
+    CUDA_LAUNCH(encoder_backward_wte_kernel, grid, block_size, 0, stream)(dwte, dout, inp, offsets_device,
                                                                  positions_device, num_buckets, C);
     cudaCheck(cudaGetLastError());
 
     threads = (size_t)T * chunks;
     grid = (unsigned int)((threads + block_size - 1) / block_size);
-    encoder_backward_wpe_kernel<<<grid, block_size, 0, stream>>>(dwpe, dout, B, T, C);
+    CUDA_LAUNCH(encoder_backward_wpe_kernel, grid, block_size, 0, stream)(dwpe, dout, B, T, C);
     cudaCheck(cudaGetLastError());
 }

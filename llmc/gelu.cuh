@@ -43,7 +43,7 @@ inline void gelu_forward(floatX* out, const floatX* inp, size_t N, cudaStream_t 
     const int block_size = 256;
     unsigned int grid = gelu_grid(N, block_size, "gelu_forward");
     if (grid == 0) return;
-    gelu_forward_kernel<<<grid, block_size, 0, stream>>>(out, inp, N);
+    CUDA_LAUNCH(gelu_forward_kernel, grid, block_size, 0, stream)(out, inp, N);
     cudaCheck(cudaGetLastError());
 }
 
@@ -52,6 +52,6 @@ inline void gelu_backward_inplace(floatX* d_in_out, const floatX* inp, size_t N,
     const int block_size = 256;
     unsigned int grid = gelu_grid(N, block_size, "gelu_backward_inplace");
     if (grid == 0) return;
-    gelu_backward_inplace_kernel<<<grid, block_size, 0, stream>>>(d_in_out, inp, N);
+    CUDA_LAUNCH(gelu_backward_inplace_kernel, grid, block_size, 0, stream)(d_in_out, inp, N);
     cudaCheck(cudaGetLastError());
 }

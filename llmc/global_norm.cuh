@@ -51,8 +51,8 @@ __global__ void global_norm_final_kernel(float* out, const float* partials, int 
 template <class T>
 void global_norm_squared(float* out_device, const T* g, size_t n, float* scratch, cudaStream_t stream) {
     const int blocks = global_norm_num_blocks(n);
-    global_norm_partials_kernel<T><<<blocks, GLOBAL_NORM_BLOCK_SIZE, 0, stream>>>(scratch, g, n);
+    CUDA_LAUNCH(global_norm_partials_kernel<T>, blocks, GLOBAL_NORM_BLOCK_SIZE, 0, stream)(scratch, g, n);
     cudaCheck(cudaGetLastError());
-    global_norm_final_kernel<<<1, WARP_SIZE, 0, stream>>>(out_device, scratch, blocks);
+    CUDA_LAUNCH(global_norm_final_kernel, 1, WARP_SIZE, 0, stream)(out_device, scratch, blocks);
     cudaCheck(cudaGetLastError());
 }

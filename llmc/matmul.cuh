@@ -319,9 +319,9 @@ inline void matmul_backward(MatmulContext* ctx, floatX* dinp, floatX* dweight, f
         const int block_size = 128;
         const int chunks = OC / x128::size;
         dim3 grid((chunks + block_size - 1) / block_size, num_partials);
-        matmul_dbias_partials_kernel<<<grid, block_size, 0, stream>>>(dbias_scratch, dout, BT, OC);
+        CUDA_LAUNCH(matmul_dbias_partials_kernel, grid, block_size, 0, stream)(dbias_scratch, dout, BT, OC);
         cudaCheck(cudaGetLastError());
-        matmul_dbias_reduce_kernel<<<(OC + 255) / 256, 256, 0, stream>>>(dbias, dbias_scratch, OC,
+        CUDA_LAUNCH(matmul_dbias_reduce_kernel, (OC + 255) / 256, 256, 0, stream)(dbias, dbias_scratch, OC,
                                                                          num_partials);
         cudaCheck(cudaGetLastError());
     }

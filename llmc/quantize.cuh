@@ -139,7 +139,7 @@ void quantize_blockwise_cuda(const float* x, size_t n, size_t block_size, const 
     if (d_bad_block != nullptr) cudaCheck(cudaMemsetAsync(d_bad_block, 0xFF, sizeof(unsigned int), stream));
     if (n == 0) return;
     const int grid = quant_grid_for(quant_num_blocks(n, block_size), what);
-    quantize_blockwise_kernel<SCHEME><<<grid, quant_threads_for(block_size), 0, stream>>>(
+    CUDA_LAUNCH(quantize_blockwise_kernel<SCHEME>, grid, quant_threads_for(block_size), 0, stream)(
         x, n, block_size, cb, codes, absmax, d_bad_block);
     cudaCheck(cudaGetLastError());
 }
@@ -149,8 +149,7 @@ void dequantize_blockwise_cuda(const uint8_t* codes, const float* absmax, size_t
                                const Codebook& cb, float* out, cudaStream_t stream) {
     if (n == 0) return;
     const size_t grid = std::min<size_t>((n + QUANT_THREADS - 1) / QUANT_THREADS, 65536);
-    dequantize_blockwise_kernel<SCHEME>
-        <<<(int)grid, QUANT_THREADS, 0, stream>>>(codes, absmax, n, block_size, cb, out);
+    CUDA_LAUNCH(dequantize_blockwise_kernel<SCHEME>, (int)grid, QUANT_THREADS, 0, stream)(codes, absmax, n, block_size, cb, out);
     cudaCheck(cudaGetLastError());
 }
 
@@ -256,13 +255,13 @@ inline void double_quantize_absmax_cuda(const float* a, size_t num, float* d_mea
     float* centered;
     cudaCheck(cudaMallocAsync((void**)&group_sums, groups * sizeof(double), stream));
     cudaCheck(cudaMallocAsync((void**)&centered, num * sizeof(float), stream));
-    dq_group_sums_kernel<<<(int)ceil_div(groups, (size_t)QUANT_THREADS), QUANT_THREADS, 0, stream>>>(
+    CUDA_LAUNCH(dq_group_sums_kernel, (int)ceil_div(groups, (size_t)QUANT_THREADS), QUANT_THREADS, 0, stream)(
         a, num, group_sums);
     cudaCheck(cudaGetLastError());
-    dq_mean_kernel<<<1, 1, 0, stream>>>(group_sums, groups, num, d_mean);
+    CUDA_LAUNCH(dq_mean_kernel, 1, 1, 0, stream)(group_sums, groups, num, d_mean);
     cudaCheck(cudaGetLastError());
     const int grid = (int)std::min<size_t>(ceil_div(num, (size_t)QUANT_THREADS), 65536);
-    dq_center_kernel<<<grid, QUANT_THREADS, 0, stream>>>(a, num, d_mean, centered);
+    CUDA_LAUNCH(dq_center_kernel, grid, QUANT_THREADS, 0, stream)(a, num, d_mean, centered);
     cudaCheck(cudaGetLastError());
     quantize_absmax_int8_cuda(centered, num, DQ_BLOCK, codes, group_absmax, d_bad_block, stream);
     cudaCheck(cudaFreeAsync(group_sums, stream));
@@ -273,6 +272,6 @@ inline void double_dequantize_absmax_cuda(const int8_t* codes, const float* grou
                                           size_t num, float* a, cudaStream_t stream) {
     if (num == 0) return;
     const int grid = (int)std::min<size_t>(ceil_div(num, (size_t)QUANT_THREADS), 65536);
-    dq_dequantize_kernel<<<grid, QUANT_THREADS, 0, stream>>>(codes, group_absmax, d_mean, num, a);
+    CUDA_LAUNCH(dq_dequantize_kernel, grid, QUANT_THREADS, 0, stream)(codes, group_absmax, d_mean, num, a);
     cudaCheck(cudaGetLastError());
 }

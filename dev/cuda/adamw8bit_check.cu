@@ -158,7 +158,7 @@ static void timing() {
     int t = 1;
     const AdamW8bitHyperparams h = adamw8bit_hyperparams(LR, BETA1, BETA2, EPS, WD, 1);
     report_bw("fp32 AdamW (m, v fp32), fp32 grads", median_ms([&] {
-                  adamw_fp32_kernel<<<(int)std::min<size_t>(ceil_div(n, (size_t)256), 65536), 256>>>(
+                  CUDA_LAUNCH(adamw_fp32_kernel, (int)std::min<size_t>(ceil_div(n, (size_t)256), 65536), 256, 0, 0)(
                       d_p.as<float>(), d_px.as<floatX>(), d_g.as<float>(), d_m.as<float>(), d_v.as<float>(),
                       n, h);
                   cudaCheck(cudaGetLastError());

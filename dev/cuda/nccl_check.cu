@@ -136,7 +136,7 @@ static void check_type(MultiGpuConfig* mgc, cudaStream_t stream, const char* typ
     // ordering: a slow kernel on the compute stream writes value + 1, then the average is queued at once
     // (for floatX through the stage-0 overlap helper, as the trainer calls it)
     upload();
-    slow_fill<<<64, 256, 0, stream>>>(buf, P, rank, 50 * 1000 * 1000LL); // ~25 ms at 2 GHz
+    CUDA_LAUNCH(slow_fill<T>, 64, 256, 0, stream)(buf, P, rank, 50 * 1000 * 1000LL); // ~25 ms at 2 GHz
     cudaCheck(cudaGetLastError());
     if constexpr (std::is_same<T, floatX>::value) {
         multi_gpu_reduce_async(mgc, stream, buf, 0, padded);
