@@ -78,9 +78,9 @@ void adamw_update(floatX* params, float* master_fp32, const GradT* grads, float*
     const int block_size = 512;
     size_t blocks = (n + block_size - 1) / block_size;
     const unsigned int grid = (unsigned int)(blocks < 65536 * 8 ? blocks : 65536 * 8); // grid-stride beyond
-    CUDA_LAUNCH(adamw_kernel<GradT>, grid, block_size, 0, stream)(params, master_fp32, grads, m, v, n, lr, beta1,
-                                                         beta2, bias_correction1, bias_correction2, eps,
-                                                         weight_decay, grad_scale, adamw_step_seed(seed, t));
+    CUDA_LAUNCH(adamw_kernel<GradT>, grid, block_size, 0, stream)
+    (params, master_fp32, grads, m, v, n, lr, beta1, beta2, bias_correction1, bias_correction2, eps,
+     weight_decay, grad_scale, adamw_step_seed(seed, t));
     cudaCheck(cudaGetLastError());
 }
 

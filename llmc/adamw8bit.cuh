@@ -117,7 +117,7 @@ void adamw8bit_update_cuda(float* param, floatX* param_x, const GradT* grad, uin
     maps.v_map = dynamic_map_unsigned();
     const int grid = quant_grid_for(adamw8bit_num_blocks(n, block_size), "adamw8bit_update_cuda");
     const int threads = quant_threads_for((size_t)block_size); // <= 256, and threads * 16 >= block_size
-    CUDA_LAUNCH(adamw8bit_kernel<GradT>, grid, threads, 0, stream)(param, param_x, grad, m_codes, m_absmax, v_codes,
-                                                          v_absmax, n, block_size, h, maps);
+    CUDA_LAUNCH(adamw8bit_kernel<GradT>, grid, threads, 0, stream)
+    (param, param_x, grad, m_codes, m_absmax, v_codes, v_absmax, n, block_size, h, maps);
     cudaCheck(cudaGetLastError());
 }

@@ -61,10 +61,9 @@
 // accumulator fragment does not expose which row an element belongs to.
 //
 // ---- how it is tested ----
-// tests/test_flash_tiling.cpp: this tiling and both decompositions, emulated in float on the CPU, vs naive
-// double attention (with mutation checks). dev/cuda/attention_sim: these kernels' own code run on the CPU
-// (one fiber per CUDA thread, a host WMMA), both builds. dev/cuda/attention_check.cu: on a GPU, vs a
-// double reference, poisoned outputs, bit-identical reruns, timings.
+// dev/cuda/attention_check.cu: these kernels against a naive double-precision reference, poisoned outputs,
+// bit-identical reruns and timings; on a GPU, and in `make test` on the CPU emulator (dev/cuda/emu: the
+// same code, one fiber per CUDA thread in shuffled orders, an emulated wmma, CUDA's rules checked).
 #pragma once
 
 #include <cmath>
@@ -647,16 +646,19 @@ void attention_backward_hs(floatX* dqkv, const floatX* dout, const floatX* qkv, 
                            const float* lse, float* D, int B, int T, int NH, cudaStream_t stream) {
     const size_t threads = (size_t)B * T * NH * (HS / x128::size);
     const int block = 256;
-    CUDA_LAUNCH(attention_backward_d_kernel<HS>, (unsigned)((threads + block - 1) / block), block, 0, stream)(D, dout, out, B, T, NH);
+    CUDA_LAUNCH(attention_backward_d_kernel<HS>, (unsigned)((threads + block - 1) / block), block, 0, stream)
+    (D, dout, out, B, T, NH);
     cudaCheck(cudaGetLastError());
 
     const size_t smem = att_backward_smem_bytes(HS);
     const dim3 grid((T + ATT_TILE - 1) / ATT_TILE, NH, B);
     attention_set_smem(attention_backward_dkdv_kernel<HS>, smem, "attention_backward");
-    CUDA_LAUNCH(attention_backward_dkdv_kernel<HS>, grid, ATT_THREADS, smem, stream)(dqkv, dout, qkv, lse, D, T, NH);
+    CUDA_LAUNCH(attention_backward_dkdv_kernel<HS>, grid, ATT_THREADS, smem, stream)
+    (dqkv, dout, qkv, lse, D, T, NH);
     cudaCheck(cudaGetLastError());
     attention_set_smem(attention_backward_dq_kernel<HS>, smem, "attention_backward");
-    CUDA_LAUNCH(attention_backward_dq_kernel<HS>, grid, ATT_THREADS, smem, stream)(dqkv, dout, qkv, lse, D, T, NH);
+    CUDA_LAUNCH(attention_backward_dq_kernel<HS>, grid, ATT_THREADS, smem, stream)
+    (dqkv, dout, qkv, lse, D, T, NH);
     cudaCheck(cudaGetLastError());
 }
 

@@ -26,11 +26,13 @@ constexpr int WARP_SIZE = 32;
 // ----------------------------------------------------------------------------------------------------
 // Launches and dynamic shared memory, written so that the same source also compiles for the CPU emulator
 // (dev/cuda/emu, `make emu`), whose headers define both macros itself:
-//   CUDA_LAUNCH(kernel, grid, block, smem_bytes, stream)(args...)   is  kernel<<<grid, block, smem_bytes, stream>>>(args...)
-//   DYNAMIC_SHARED_MEMORY(name);   declares the launch's dynamic shared memory as `unsigned char name[]`
+//   CUDA_LAUNCH(kernel, grid, block, smem_bytes, stream)(args...)
+//       is kernel<<<grid, block, smem_bytes, stream>>>(args...)
+//   DYNAMIC_SHARED_MEMORY(name);
+//       declares the launch's dynamic shared memory as `unsigned char name[]`
 #if !defined(CUDA_EMULATOR)
 #define CUDA_LAUNCH(kernel, grid, block, smem_bytes, stream) kernel<<<grid, block, smem_bytes, stream>>>
-#define DYNAMIC_SHARED_MEMORY(name) extern __shared__ __align__(128) unsigned char name[]
+#define DYNAMIC_SHARED_MEMORY(name)                          extern __shared__ __align__(128) unsigned char name[]
 #endif
 
 // ----------------------------------------------------------------------------------------------------

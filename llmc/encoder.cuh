@@ -160,8 +160,8 @@ inline void encoder_backward(floatX* dwte, floatX* dwpe, const floatX* dout, con
     unsigned int grid = (unsigned int)((threads + block_size - 1) / block_size);
     const int* offsets_device = scratch->workload_device;
     const int* positions_device = scratch->workload_device + num_buckets + 1;
-    CUDA_LAUNCH(encoder_backward_wte_kernel, grid, block_size, 0, stream)(dwte, dout, inp, offsets_device,
-                                                                 positions_device, num_buckets, C);
+    CUDA_LAUNCH(encoder_backward_wte_kernel, grid, block_size, 0, stream)
+    (dwte, dout, inp, offsets_device, positions_device, num_buckets, C);
     cudaCheck(cudaGetLastError());
 
     threads = (size_t)T * chunks;

@@ -94,7 +94,7 @@ inline void fused_classifier(floatX* logits_in_dlogits_out, float* losses, const
              Vp);
     }
     if (BT == 0) return;
-    CUDA_LAUNCH(fused_classifier_kernel, BT, CLASSIFIER_BLOCK_SIZE, 0, stream)(logits_in_dlogits_out, losses, targets,
-                                                                      dloss_scale, V, Vp, write_dlogits);
+    CUDA_LAUNCH(fused_classifier_kernel, BT, CLASSIFIER_BLOCK_SIZE, 0, stream)
+    (logits_in_dlogits_out, losses, targets, dloss_scale, V, Vp, write_dlogits);
     cudaCheck(cudaGetLastError());
 }

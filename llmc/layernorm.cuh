@@ -176,7 +176,8 @@ inline void layernorm_forward(floatX* out, float* mean, float* rstd, const float
     const int block_size = 256;
     const int rows_per_block = block_size / WARP_SIZE;
     const int grid = (N + rows_per_block - 1) / rows_per_block;
-    CUDA_LAUNCH(layernorm_forward_kernel<false>, grid, block_size, 0, stream)(nullptr, out, mean, rstd, inp, nullptr, weight, bias, N, C);
+    CUDA_LAUNCH(layernorm_forward_kernel<false>, grid, block_size, 0, stream)
+    (nullptr, out, mean, rstd, inp, nullptr, weight, bias, N, C);
     cudaCheck(cudaGetLastError());
 }
 
@@ -189,7 +190,8 @@ inline void fused_residual_layernorm_forward(floatX* residual_out, floatX* ln_ou
     const int block_size = 256;
     const int rows_per_block = block_size / WARP_SIZE;
     const int grid = (N + rows_per_block - 1) / rows_per_block;
-    CUDA_LAUNCH(layernorm_forward_kernel<true>, grid, block_size, 0, stream)(residual_out, ln_out, mean, rstd, inp1, inp2, weight, bias, N, C);
+    CUDA_LAUNCH(layernorm_forward_kernel<true>, grid, block_size, 0, stream)
+    (residual_out, ln_out, mean, rstd, inp1, inp2, weight, bias, N, C);
     cudaCheck(cudaGetLastError());
 }
 
@@ -210,19 +212,20 @@ inline void layernorm_backward(floatX* dinp, floatX* dweight, floatX* dbias, flo
     const int N = B * T;
     const int block_size = 256;
     const int rows_per_block = block_size / WARP_SIZE;
-    CUDA_LAUNCH(layernorm_backward_dinp_kernel, (N + rows_per_block - 1) / rows_per_block, block_size, 0, stream)(
-        dinp, dout, inp, weight, mean, rstd, N, C);
+    CUDA_LAUNCH(layernorm_backward_dinp_kernel, (N + rows_per_block - 1) / rows_per_block, block_size, 0,
+                stream)
+    (dinp, dout, inp, weight, mean, rstd, N, C);
     cudaCheck(cudaGetLastError());
 
     const int num_partials = layernorm_backward_num_partials(N);
     const int chunks = C / x128::size;
     const int partial_block = 128;
     dim3 grid((chunks + partial_block - 1) / partial_block, num_partials);
-    CUDA_LAUNCH(layernorm_backward_partials_kernel, grid, partial_block, 0, stream)(scratch, dout, inp, mean, rstd, N,
-                                                                           C, num_partials);
+    CUDA_LAUNCH(layernorm_backward_partials_kernel, grid, partial_block, 0, stream)
+    (scratch, dout, inp, mean, rstd, N, C, num_partials);
     cudaCheck(cudaGetLastError());
 
-    CUDA_LAUNCH(layernorm_backward_reduce_kernel, (C + block_size - 1) / block_size, block_size, 0, stream)(
-        dweight, dbias, scratch, C, num_partials);
+    CUDA_LAUNCH(layernorm_backward_reduce_kernel, (C + block_size - 1) / block_size, block_size, 0, stream)
+    (dweight, dbias, scratch, C, num_partials);
     cudaCheck(cudaGetLastError());
 }

@@ -321,8 +321,8 @@ inline void matmul_backward(MatmulContext* ctx, floatX* dinp, floatX* dweight, f
         dim3 grid((chunks + block_size - 1) / block_size, num_partials);
         CUDA_LAUNCH(matmul_dbias_partials_kernel, grid, block_size, 0, stream)(dbias_scratch, dout, BT, OC);
         cudaCheck(cudaGetLastError());
-        CUDA_LAUNCH(matmul_dbias_reduce_kernel, (OC + 255) / 256, 256, 0, stream)(dbias, dbias_scratch, OC,
-                                                                         num_partials);
+        CUDA_LAUNCH(matmul_dbias_reduce_kernel, (OC + 255) / 256, 256, 0, stream)
+        (dbias, dbias_scratch, OC, num_partials);
         cudaCheck(cudaGetLastError());
     }
 }

@@ -139,8 +139,8 @@ void quantize_blockwise_cuda(const float* x, size_t n, size_t block_size, const 
     if (d_bad_block != nullptr) cudaCheck(cudaMemsetAsync(d_bad_block, 0xFF, sizeof(unsigned int), stream));
     if (n == 0) return;
     const int grid = quant_grid_for(quant_num_blocks(n, block_size), what);
-    CUDA_LAUNCH(quantize_blockwise_kernel<SCHEME>, grid, quant_threads_for(block_size), 0, stream)(
-        x, n, block_size, cb, codes, absmax, d_bad_block);
+    CUDA_LAUNCH(quantize_blockwise_kernel<SCHEME>, grid, quant_threads_for(block_size), 0, stream)
+    (x, n, block_size, cb, codes, absmax, d_bad_block);
     cudaCheck(cudaGetLastError());
 }
 
@@ -149,7 +149,8 @@ void dequantize_blockwise_cuda(const uint8_t* codes, const float* absmax, size_t
                                const Codebook& cb, float* out, cudaStream_t stream) {
     if (n == 0) return;
     const size_t grid = std::min<size_t>((n + QUANT_THREADS - 1) / QUANT_THREADS, 65536);
-    CUDA_LAUNCH(dequantize_blockwise_kernel<SCHEME>, (int)grid, QUANT_THREADS, 0, stream)(codes, absmax, n, block_size, cb, out);
+    CUDA_LAUNCH(dequantize_blockwise_kernel<SCHEME>, (int)grid, QUANT_THREADS, 0, stream)
+    (codes, absmax, n, block_size, cb, out);
     cudaCheck(cudaGetLastError());
 }
 
@@ -255,8 +256,8 @@ inline void double_quantize_absmax_cuda(const float* a, size_t num, float* d_mea
     float* centered;
     cudaCheck(cudaMallocAsync((void**)&group_sums, groups * sizeof(double), stream));
     cudaCheck(cudaMallocAsync((void**)&centered, num * sizeof(float), stream));
-    CUDA_LAUNCH(dq_group_sums_kernel, (int)ceil_div(groups, (size_t)QUANT_THREADS), QUANT_THREADS, 0, stream)(
-        a, num, group_sums);
+    CUDA_LAUNCH(dq_group_sums_kernel, (int)ceil_div(groups, (size_t)QUANT_THREADS), QUANT_THREADS, 0, stream)
+    (a, num, group_sums);
     cudaCheck(cudaGetLastError());
     CUDA_LAUNCH(dq_mean_kernel, 1, 1, 0, stream)(group_sums, groups, num, d_mean);
     cudaCheck(cudaGetLastError());

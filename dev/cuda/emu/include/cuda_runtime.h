@@ -64,7 +64,7 @@
 #define __launch_bounds__(...)
 #define __grid_constant__
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ static __attribute__((section("emu_shared")))
+#define __shared__   static __attribute__((section("emu_shared")))
 #define __constant__
 
 extern "C" char __start_emu_shared[] __attribute__((weak));
@@ -72,7 +72,8 @@ extern "C" char __stop_emu_shared[] __attribute__((weak));
 
 // CUDA_LAUNCH(kernel, grid, block, smem, stream)(args...) is how this project launches a kernel
 // (llmc/cuda_common.h); with nvcc it is kernel<<<grid, block, smem, stream>>>(args...)
-#define CUDA_LAUNCH(kernel, grid, block, smem, stream) ::emu::make_launch(kernel, #kernel, grid, block, smem, stream)
+#define CUDA_LAUNCH(kernel, grid, block, smem, stream)                                                       \
+    ::emu::make_launch(kernel, #kernel, grid, block, smem, stream)
 // the launch's dynamic shared memory (CUDA's `extern __shared__ unsigned char name[]`)
 #define DYNAMIC_SHARED_MEMORY(name) unsigned char* const name = ::emu::dynamic_shared_memory()
 
@@ -95,21 +96,21 @@ void check_vector_alignment(const void* address, size_t alignment, const char* w
 
 // 16-byte vectors: copying one from (or into) memory is a 128-bit load (store) on the GPU, which must be
 // 16-byte aligned; the copy operations check the alignment of the address they read or write.
-#define EMU_VECTOR16(Name, T)                                                                            \
-    struct alignas(16) Name {                                                                            \
-        T x, y, z, w;                                                                                    \
-        Name() = default;                                                                                \
-        constexpr Name(T a, T b, T c, T d) : x(a), y(b), z(c), w(d) {}                                   \
-        Name(const Name& other) {                                                                        \
-            emu::check_vector_alignment(&other, 16, "128-bit load of " #Name);                           \
-            memcpy((void*)this, (const void*)&other, 16);                                                \
-        }                                                                                                \
-        Name& operator=(const Name& other) {                                                             \
-            emu::check_vector_alignment(this, 16, "128-bit store of " #Name);                            \
-            emu::check_vector_alignment(&other, 16, "128-bit load of " #Name);                           \
-            memcpy((void*)this, (const void*)&other, 16);                                                \
-            return *this;                                                                                \
-        }                                                                                                \
+#define EMU_VECTOR16(Name, T)                                                                                \
+    struct alignas(16) Name {                                                                                \
+        T x, y, z, w;                                                                                        \
+        Name() = default;                                                                                    \
+        constexpr Name(T a, T b, T c, T d) : x(a), y(b), z(c), w(d) {}                                       \
+        Name(const Name& other) {                                                                            \
+            emu::check_vector_alignment(&other, 16, "128-bit load of " #Name);                               \
+            memcpy((void*)this, (const void*)&other, 16);                                                    \
+        }                                                                                                    \
+        Name& operator=(const Name& other) {                                                                 \
+            emu::check_vector_alignment(this, 16, "128-bit store of " #Name);                                \
+            emu::check_vector_alignment(&other, 16, "128-bit load of " #Name);                               \
+            memcpy((void*)this, (const void*)&other, 16);                                                    \
+            return *this;                                                                                    \
+        }                                                                                                    \
     };
 EMU_VECTOR16(int4, int)
 EMU_VECTOR16(uint4, unsigned)
@@ -206,32 +207,32 @@ namespace emu {
 constexpr int MAX_THREADS_PER_BLOCK = 1024;
 constexpr unsigned MAX_BLOCK_X = 1024, MAX_BLOCK_Y = 1024, MAX_BLOCK_Z = 64;
 constexpr unsigned MAX_GRID_X = 2147483647u, MAX_GRID_YZ = 65535;
-constexpr size_t SHARED_MEMORY_DEFAULT = 48 * 1024;  // per block without opt-in
-constexpr size_t SHARED_MEMORY_OPTIN = 227 * 1024;   // per block with cudaFuncSetAttribute
-constexpr size_t DEVICE_MEMORY = 141000000000ull;    // H200: 141 GB
-constexpr size_t ALLOCATION_ALIGNMENT = 256;         // cudaMalloc's alignment
+constexpr size_t SHARED_MEMORY_DEFAULT = 48 * 1024; // per block without opt-in
+constexpr size_t SHARED_MEMORY_OPTIN = 227 * 1024;  // per block with cudaFuncSetAttribute
+constexpr size_t DEVICE_MEMORY = 141000000000ull;   // H200: 141 GB
+constexpr size_t ALLOCATION_ALIGNMENT = 256;        // cudaMalloc's alignment
 constexpr size_t FIBER_STACK_BYTES = 256 * 1024;
-constexpr unsigned char POISON = 0xFF;               // 0xFFFF.. is NaN in fp32 and bf16
+constexpr unsigned char POISON = 0xFF; // 0xFFFF.. is NaN in fp32 and bf16
 
 enum class FiberState { Runnable, BlockBarrier, WarpBarrier, Done };
 
 struct Fiber {
-    void* sp = nullptr;          // saved stack pointer while switched out
-    char* stack = nullptr;       // mmap'ed, with a guard page at its low end
-    uint3 idx{};                 // threadIdx
-    int tid = 0;                 // linear thread index in the block
+    void* sp = nullptr;    // saved stack pointer while switched out
+    char* stack = nullptr; // mmap'ed, with a guard page at its low end
+    uint3 idx{};           // threadIdx
+    int tid = 0;           // linear thread index in the block
     FiberState state = FiberState::Runnable;
-    unsigned warp_mask = 0;      // the mask it waits with in a warp barrier
-    bool at_shuffle = false;     // the warp barrier is part of a shuffle/vote (for messages)
-    unsigned full_shuffles = 0;  // full-warp shuffles so far: picks the slot set
+    unsigned warp_mask = 0;     // the mask it waits with in a warp barrier
+    bool at_shuffle = false;    // the warp barrier is part of a shuffle/vote (for messages)
+    unsigned full_shuffles = 0; // full-warp shuffles so far: picks the slot set
 };
 
 struct Allocation {
-    size_t size;         // bytes asked for
-    size_t padded;       // rounded up to ALLOCATION_ALIGNMENT: [base, base + padded) ends at a guard page
-    char* map;           // the mapping (data pages + one guard page)
+    size_t size;   // bytes asked for
+    size_t padded; // rounded up to ALLOCATION_ALIGNMENT: [base, base + padded) ends at a guard page
+    char* map;     // the mapping (data pages + one guard page)
     size_t map_bytes;
-    bool host;           // cudaMallocHost (pinned host memory: kernels may read it too)
+    bool host; // cudaMallocHost (pinned host memory: kernels may read it too)
 };
 
 struct Emulator {
@@ -255,13 +256,13 @@ struct Emulator {
     void* scheduler_sp = nullptr;
     void (*body)(void*) = nullptr;
     void* body_arg = nullptr;
-    int exited = 0;               // threads of the block that returned
-    int block_arrived = 0;        // threads waiting in __syncthreads
-    int block_vote[2] = {0, 0};   // __syncthreads_and/or/count: counts by barrier generation parity
+    int exited = 0;             // threads of the block that returned
+    int block_arrived = 0;      // threads waiting in __syncthreads
+    int block_vote[2] = {0, 0}; // __syncthreads_and/or/count: counts by barrier generation parity
     unsigned block_generation = 0;
-    unsigned warp_arrived[32] = {};     // per warp: lanes waiting in a warp barrier
-    unsigned warp_done[32] = {};        // per warp: lanes that returned
-    uint64_t warp_slot[32][3][32] = {}; // per warp, slot set, lane: the values a shuffle/vote exchanges
+    unsigned warp_arrived[32] = {};      // per warp: lanes waiting in a warp barrier
+    unsigned warp_done[32] = {};         // per warp: lanes that returned
+    uint64_t warp_slot[32][3][32] = {};  // per warp, slot set, lane: the values a shuffle/vote exchanges
     char* dynamic_smem_region = nullptr; // SHARED_MEMORY_OPTIN bytes, a guard page after it
     char* dynamic_smem = nullptr;        // this launch's: ends at the guard page
     size_t dynamic_smem_bytes = 0;
@@ -277,22 +278,36 @@ inline Emulator& state() {
 inline int describe_location(char* out, size_t n) {
     Emulator& e = state();
     if (e.kernel == nullptr) return snprintf(out, n, "(in host code)");
-    return snprintf(out, n, "in kernel %s, block (%u,%u,%u) of grid (%u,%u,%u), thread (%u,%u,%u) of block (%u,%u,%u)",
-                    e.kernel, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y, gridDim.z, threadIdx.x,
-                    threadIdx.y, threadIdx.z, blockDim.x, blockDim.y, blockDim.z);
+    return snprintf(
+        out, n, "in kernel %s, block (%u,%u,%u) of grid (%u,%u,%u), thread (%u,%u,%u) of block (%u,%u,%u)",
+        e.kernel, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x, gridDim.y, gridDim.z, threadIdx.x,
+        threadIdx.y, threadIdx.z, blockDim.x, blockDim.y, blockDim.z);
 }
 
-[[noreturn]] inline void fatal(const char* fmt, ...) {
+inline void vreport(const char* fmt, va_list args) {
     char message[1024], where[512];
-    va_list args;
-    va_start(args, fmt);
     vsnprintf(message, sizeof(message), fmt, args);
-    va_end(args);
     describe_location(where, sizeof(where));
     fflush(stdout);
     fprintf(stderr, "CUDA emulator: %s\n  %s\n", message, where);
     fflush(stderr);
-    _exit(1); // not exit(): we may be on a fiber's stack, and atexit handlers would run there
+}
+
+// A violation: the message, where it happened, exit status 1. exit() runs the atexit handlers (OpenMP's
+// removes its file in /dev/shm) on whatever stack we are, a fiber's is fine; a fault handler uses _exit.
+[[noreturn]] inline void fatal(const char* fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vreport(fmt, args);
+    va_end(args);
+    exit(1);
+}
+[[noreturn]] inline void fatal_in_signal_handler(const char* fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vreport(fmt, args);
+    va_end(args);
+    _exit(1);
 }
 
 inline void check_vector_alignment(const void* address, size_t alignment, const char* what) {
@@ -324,7 +339,8 @@ inline void describe_address(const void* p, char* out, size_t n) {
     const uintptr_t a = (uintptr_t)p;
     for (const auto& f : e.freed) {
         if (a >= f.first && a < f.first + f.second) {
-            snprintf(out, n, "inside an allocation of %zu bytes at %p that was freed", f.second, (void*)f.first);
+            snprintf(out, n, "inside an allocation of %zu bytes at %p that was freed", f.second,
+                     (void*)f.first);
             return;
         }
     }
@@ -333,8 +349,8 @@ inline void describe_address(const void* p, char* out, size_t n) {
         --it;
         const uintptr_t end = it->first + it->second.size;
         if (a >= it->first && a < end) {
-            snprintf(out, n, "at byte %zu of the allocation of %zu bytes at %p", (size_t)(a - it->first), it->second.size,
-                     (void*)it->first);
+            snprintf(out, n, "at byte %zu of the allocation of %zu bytes at %p", (size_t)(a - it->first),
+                     it->second.size, (void*)it->first);
             return;
         }
         if (a >= end && a < end + 1024 * 1024) {
@@ -357,7 +373,8 @@ inline void check_device_range(const void* p, size_t bytes, const char* what) {
     if (find_allocation(p, bytes) == nullptr) {
         char where[256];
         describe_address(p, where, sizeof(where));
-        fatal("%s: [%p, +%zu bytes) is not inside one device allocation (%p is %s)", what, p, bytes, p, where);
+        fatal("%s: [%p, +%zu bytes) is not inside one device allocation (%p is %s)", what, p, bytes, p,
+              where);
     }
 }
 
@@ -365,7 +382,8 @@ inline void check_device_range(const void* p, size_t bytes, const char* what) {
 inline void on_fault(int sig, siginfo_t* info, void*) {
     char where[256];
     describe_address(info->si_addr, where, sizeof(where));
-    fatal("invalid memory access (%s) at %p, %s", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS", info->si_addr, where);
+    fatal_in_signal_handler("invalid memory access (%s) at %p, %s", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
+                            info->si_addr, where);
 }
 
 inline void self_check();
@@ -377,9 +395,10 @@ inline void init() {
     e.announced = true;
     const char* seed = getenv("CUDA_EMU_SEED");
     if (seed != nullptr && *seed) e.seed = strtoull(seed, nullptr, 10);
-    printf("CUDA emulator: running on the CPU, not a GPU (seed %llu): results are checked, timings are not GPU "
-           "timings\n",
-           (unsigned long long)e.seed);
+    printf(
+        "CUDA emulator: running on the CPU, not a GPU (seed %llu): results are checked, timings are not GPU "
+        "timings\n",
+        (unsigned long long)e.seed);
     fflush(stdout);
     static char alt_stack[64 * 1024];
     stack_t ss{};
@@ -414,10 +433,12 @@ inline void* device_alloc(size_t size, bool host) {
     init();
     Emulator& e = state();
     const size_t page = 4096;
-    const size_t padded = (std::max<size_t>(size, 1) + ALLOCATION_ALIGNMENT - 1) / ALLOCATION_ALIGNMENT * ALLOCATION_ALIGNMENT;
+    const size_t padded =
+        (std::max<size_t>(size, 1) + ALLOCATION_ALIGNMENT - 1) / ALLOCATION_ALIGNMENT * ALLOCATION_ALIGNMENT;
     const size_t data = (padded + page - 1) / page * page;
     const size_t map_bytes = data + page;
-    char* map = (char*)mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    char* map = (char*)mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (map == MAP_FAILED) return nullptr;
     mprotect(map + data, page, PROT_NONE);
     char* base = map + data - padded;
@@ -451,8 +472,8 @@ inline void check_padding(const char* kernel) {
         const unsigned char* p = (const unsigned char*)base;
         for (size_t i = a.size; i < a.padded; i++) {
             if (p[i] != POISON) {
-                fatal("kernel %s wrote %zu bytes past the end of the allocation of %zu bytes at %p", kernel, i - a.size + 1,
-                      a.size, (void*)base);
+                fatal("kernel %s wrote %zu bytes past the end of the allocation of %zu bytes at %p", kernel,
+                      i - a.size + 1, a.size, (void*)base);
             }
         }
     }
@@ -548,13 +569,13 @@ inline void fiber_reset(Fiber* f) {
     uintptr_t top = ((uintptr_t)f->stack + FIBER_STACK_BYTES) & ~(uintptr_t)15;
     void** sp = (void**)top;
 #if defined(__x86_64__)
-    *--sp = nullptr;              // fiber_main's (never used) return address: keeps the ABI's alignment
-    *--sp = (void*)&fiber_main;   // popped by ret
+    *--sp = nullptr;            // fiber_main's (never used) return address: keeps the ABI's alignment
+    *--sp = (void*)&fiber_main; // popped by ret
     for (int i = 0; i < 6; i++) *--sp = nullptr; // rbp rbx r12..r15
 #else
-    sp -= 22;                     // 176 bytes: x19..x30, d8..d15
+    sp -= 22; // 176 bytes: x19..x30, d8..d15
     memset(sp, 0, 176);
-    sp[11] = (void*)&fiber_main;  // x30, the link register: ret jumps there
+    sp[11] = (void*)&fiber_main; // x30, the link register: ret jumps there
 #endif
     f->sp = sp;
 }
@@ -606,10 +627,14 @@ inline void make_runnable(Fiber* f) {
 
 inline const char* state_name(const Fiber& f) {
     switch (f.state) {
-    case FiberState::Runnable: return "runnable";
-    case FiberState::BlockBarrier: return "waits in __syncthreads";
-    case FiberState::WarpBarrier: return f.at_shuffle ? "waits in a warp shuffle/vote" : "waits in __syncwarp";
-    case FiberState::Done: return "returned";
+    case FiberState::Runnable:
+        return "runnable";
+    case FiberState::BlockBarrier:
+        return "waits in __syncthreads";
+    case FiberState::WarpBarrier:
+        return f.at_shuffle ? "waits in a warp shuffle/vote" : "waits in __syncwarp";
+    case FiberState::Done:
+        return "returned";
     }
     return "?";
 }
@@ -651,11 +676,13 @@ inline void run_block() {
             if (f.state != FiberState::Done && (t < 4 || t == n - 1)) {
                 len += snprintf(list + len, sizeof(list) - len, " thread (%u,%u,%u) %s%s;", f.idx.x, f.idx.y,
                                 f.idx.z, state_name(f), f.state == FiberState::WarpBarrier ? " (mask" : "");
-                if (f.state == FiberState::WarpBarrier) len += snprintf(list + len, sizeof(list) - len, " 0x%08x)", f.warp_mask);
+                if (f.state == FiberState::WarpBarrier)
+                    len += snprintf(list + len, sizeof(list) - len, " 0x%08x)", f.warp_mask);
             }
         }
         threadIdx = e.fibers[0].idx;
-        fatal("deadlock: %d of %d threads wait in barriers that the others never reach:%s", n - e.exited, n, list);
+        fatal("deadlock: %d of %d threads wait in barriers that the others never reach:%s", n - e.exited, n,
+              list);
     }
     e.current = nullptr;
 }
@@ -680,9 +707,10 @@ inline unsigned block_barrier(int vote) {
     Emulator& e = state();
     Fiber* f = e.current;
     if (e.exited > 0) {
-        fatal("__syncthreads reached after %d thread(s) of the block returned: every thread of the block must "
-              "reach every __syncthreads",
-              e.exited);
+        fatal(
+            "__syncthreads reached after %d thread(s) of the block returned: every thread of the block must "
+            "reach every __syncthreads",
+            e.exited);
     }
     const unsigned generation = e.block_generation;
     e.block_vote[generation & 1] += vote;
@@ -708,11 +736,14 @@ inline void warp_barrier(unsigned mask, const char* what, bool shuffle) {
     const int lane = lane_id(), warp = warp_id();
     const unsigned lanes = warp_lanes();
     if ((mask & ~lanes) != 0) {
-        fatal("%s with mask 0x%08x names lanes that do not exist (this warp has lanes 0x%08x)", what, mask, lanes);
+        fatal("%s with mask 0x%08x names lanes that do not exist (this warp has lanes 0x%08x)", what, mask,
+              lanes);
     }
-    if ((mask & (1u << lane)) == 0) fatal("%s with mask 0x%08x called by lane %d, which is not in the mask", what, mask, lane);
+    if ((mask & (1u << lane)) == 0)
+        fatal("%s with mask 0x%08x called by lane %d, which is not in the mask", what, mask, lane);
     if ((mask & e.warp_done[warp]) != 0) {
-        fatal("%s with mask 0x%08x: lane %d has already returned", what, mask, __builtin_ctz(mask & e.warp_done[warp]));
+        fatal("%s with mask 0x%08x: lane %d has already returned", what, mask,
+              __builtin_ctz(mask & e.warp_done[warp]));
     }
     f->warp_mask = mask;
     f->at_shuffle = shuffle;
@@ -720,10 +751,12 @@ inline void warp_barrier(unsigned mask, const char* what, bool shuffle) {
     // all lanes of the mask here, with the same mask: they go on
     if ((e.warp_arrived[warp] & mask) == mask) {
         bool same = true;
-        for (unsigned m = mask; m != 0; m &= m - 1) same = same && e.fibers[warp * 32 + __builtin_ctz(m)].warp_mask == mask;
+        for (unsigned m = mask; m != 0; m &= m - 1)
+            same = same && e.fibers[warp * 32 + __builtin_ctz(m)].warp_mask == mask;
         if (same) {
             e.warp_arrived[warp] &= ~mask;
-            for (unsigned m = mask & ~(1u << lane); m != 0; m &= m - 1) make_runnable(&e.fibers[warp * 32 + __builtin_ctz(m)]);
+            for (unsigned m = mask & ~(1u << lane); m != 0; m &= m - 1)
+                make_runnable(&e.fibers[warp * 32 + __builtin_ctz(m)]);
             return;
         }
     }
@@ -736,7 +769,8 @@ inline void on_thread_exit(Fiber* f) {
     Emulator& e = state();
     e.exited++;
     if (e.block_arrived > 0) {
-        fatal("thread returned while %d thread(s) of its block wait in __syncthreads: every thread of the block "
+        fatal("thread returned while %d thread(s) of its block wait in __syncthreads: every thread of the "
+              "block "
               "must reach every __syncthreads",
               e.block_arrived);
     }
@@ -804,7 +838,8 @@ template <class T> inline void check_pointer_argument(const char* kernel, int in
         if (find_allocation((const void*)value, 0) == nullptr) {
             char where[256];
             describe_address((const void*)value, where, sizeof(where));
-            fatal("kernel %s: argument %d is the pointer %p, which is %s", kernel, index + 1, (const void*)value, where);
+            fatal("kernel %s: argument %d is the pointer %p, which is %s", kernel, index + 1,
+                  (const void*)value, where);
         }
     } else {
         (void)kernel, (void)index, (void)value;
@@ -816,19 +851,22 @@ inline void check_launch(const char* name, const void* fn, dim3 grid, dim3 block
     const unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
     if (threads == 0 || threads > MAX_THREADS_PER_BLOCK || block.x > MAX_BLOCK_X || block.y > MAX_BLOCK_Y ||
         block.z > MAX_BLOCK_Z) {
-        fatal("launch of %s with a block of (%u,%u,%u) threads: at most %d threads, x,y <= %u, z <= %u (and none 0)", name,
-              block.x, block.y, block.z, MAX_THREADS_PER_BLOCK, MAX_BLOCK_X, MAX_BLOCK_Z);
+        fatal("launch of %s with a block of (%u,%u,%u) threads: at most %d threads, x,y <= %u, z <= %u (and "
+              "none 0)",
+              name, block.x, block.y, block.z, MAX_THREADS_PER_BLOCK, MAX_BLOCK_X, MAX_BLOCK_Z);
     }
-    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > MAX_GRID_X || grid.y > MAX_GRID_YZ || grid.z > MAX_GRID_YZ) {
-        fatal("launch of %s with a grid of (%u,%u,%u) blocks: x <= %u, y and z <= %u (and none 0)", name, grid.x, grid.y,
-              grid.z, MAX_GRID_X, MAX_GRID_YZ);
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > MAX_GRID_X || grid.y > MAX_GRID_YZ ||
+        grid.z > MAX_GRID_YZ) {
+        fatal("launch of %s with a grid of (%u,%u,%u) blocks: x <= %u, y and z <= %u (and none 0)", name,
+              grid.x, grid.y, grid.z, MAX_GRID_X, MAX_GRID_YZ);
     }
     if (smem > SHARED_MEMORY_DEFAULT) {
         auto it = e.max_dynamic_smem.find(fn);
         const size_t allowed = it == e.max_dynamic_smem.end() ? SHARED_MEMORY_DEFAULT : (size_t)it->second;
         if (smem > allowed) {
             fatal("launch of %s with %zu bytes of dynamic shared memory: over %zu without "
-                  "cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) (at most %zu)",
+                  "cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) (at most "
+                  "%zu)",
                   name, smem, allowed, SHARED_MEMORY_OPTIN);
         }
     }
@@ -845,7 +883,8 @@ inline void run_kernel(const char* name, dim3 grid, dim3 block, size_t smem, voi
     ensure_fibers(e.block_threads);
     if (e.dynamic_smem_region == nullptr) {
         const size_t bytes = (SHARED_MEMORY_OPTIN + 4095) / 4096 * 4096;
-        char* map = (char*)mmap(nullptr, bytes + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        char* map =
+            (char*)mmap(nullptr, bytes + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (map == MAP_FAILED) fatal("out of memory for shared memory");
         mprotect(map + bytes, 4096, PROT_NONE);
         e.dynamic_smem_region = map + bytes - SHARED_MEMORY_OPTIN;
@@ -864,7 +903,8 @@ inline void run_kernel(const char* name, dim3 grid, dim3 block, size_t smem, voi
     for (size_t i = blocks; i > 1; i--) std::swap(order[i - 1], order[next_random() % i]);
     const size_t static_smem = (size_t)(__stop_emu_shared - __start_emu_shared);
     for (size_t b : order) {
-        blockIdx = uint3{(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y), (unsigned)(b / ((size_t)grid.x * grid.y))};
+        blockIdx = uint3{(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y),
+                         (unsigned)(b / ((size_t)grid.x * grid.y))};
         if (static_smem > 0) memset(__start_emu_shared, POISON, static_smem);
         memset(e.dynamic_smem, POISON, padded);
         run_block();
@@ -883,19 +923,23 @@ template <class... P> struct Launch {
         static_assert(sizeof...(A) == sizeof...(P), "kernel launched with the wrong number of arguments");
         init();
         check_launch(name, (const void*)fn, grid, block, smem);
-        // the kernel's parameters, converted as in a call; each thread gets its own copy (CUDA passes them by value)
+        // the kernel's parameters, converted as in a call; each thread gets its own copy (CUDA passes them by
+        // value)
         std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
         check_arguments(params, std::index_sequence_for<P...>{});
         auto body = [&]() { std::apply([&](auto... copy) { fn(copy...); }, params); };
-        run_kernel(name, grid, block, smem, [](void* f) { (*(decltype(body)*)f)(); }, &body);
+        run_kernel(
+            name, grid, block, smem, [](void* f) { (*(decltype(body)*)f)(); }, &body);
     }
-    template <class Tuple, size_t... I> void check_arguments(const Tuple& t, std::index_sequence<I...>) const {
+    template <class Tuple, size_t... I>
+    void check_arguments(const Tuple& t, std::index_sequence<I...>) const {
         (check_pointer_argument(name, (int)I, std::get<I>(t)), ...);
     }
 };
 
 template <class... P>
-inline Launch<P...> make_launch(void (*fn)(P...), const char* name, dim3 grid, dim3 block, size_t smem, cudaStream_t) {
+inline Launch<P...> make_launch(void (*fn)(P...), const char* name, dim3 grid, dim3 block, size_t smem,
+                                cudaStream_t) {
     return Launch<P...>{fn, name, grid, block, smem};
 }
 
@@ -908,7 +952,8 @@ template <int N> inline char* self_check_template_shared() {
 inline void self_check() {
     char* p = self_check_template_shared<4>();
     if (p < __start_emu_shared || p >= __stop_emu_shared) {
-        fatal("this compiler does not place __shared__ statics of templates in the emu_shared section: build the "
+        fatal("this compiler does not place __shared__ statics of templates in the emu_shared section: build "
+              "the "
               "emulated programs with clang++");
     }
 }
@@ -1037,14 +1082,22 @@ inline float __fdividef(float a, float b) {
 
 inline const char* cudaGetErrorString(cudaError_t error) {
     switch (error) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    case cudaErrorNotReady: return "device not ready";
-    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaSuccess:
+        return "no error";
+    case cudaErrorInvalidValue:
+        return "invalid argument";
+    case cudaErrorMemoryAllocation:
+        return "out of memory";
+    case cudaErrorInvalidConfiguration:
+        return "invalid configuration argument";
+    case cudaErrorInvalidDevice:
+        return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle:
+        return "invalid resource handle";
+    case cudaErrorNotReady:
+        return "device not ready";
+    case cudaErrorLaunchFailure:
+        return "unspecified launch failure";
     }
     return "unknown error";
 }
@@ -1105,18 +1158,34 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int d
     cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return cudaErrorInvalidDevice;
     switch (attr) {
-    case cudaDevAttrMaxThreadsPerBlock: *value = p.maxThreadsPerBlock; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = (int)p.sharedMemPerBlock; break;
-    case cudaDevAttrWarpSize: *value = p.warpSize; break;
-    case cudaDevAttrMultiProcessorCount: *value = p.multiProcessorCount; break;
-    case cudaDevAttrComputeCapabilityMajor: *value = p.major; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = p.minor; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)p.sharedMemPerBlockOptin; break;
-    default: return cudaErrorInvalidValue;
+    case cudaDevAttrMaxThreadsPerBlock:
+        *value = p.maxThreadsPerBlock;
+        break;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+        *value = (int)p.sharedMemPerBlock;
+        break;
+    case cudaDevAttrWarpSize:
+        *value = p.warpSize;
+        break;
+    case cudaDevAttrMultiProcessorCount:
+        *value = p.multiProcessorCount;
+        break;
+    case cudaDevAttrComputeCapabilityMajor:
+        *value = p.major;
+        break;
+    case cudaDevAttrComputeCapabilityMinor:
+        *value = p.minor;
+        break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+        *value = (int)p.sharedMemPerBlockOptin;
+        break;
+    default:
+        return cudaErrorInvalidValue;
     }
     return cudaSuccess;
 }
-template <class Kernel> inline cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attr, int value) {
+template <class Kernel>
+inline cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attr, int value) {
     if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
     if (value < 0 || (size_t)value > emu::SHARED_MEMORY_OPTIN) return cudaErrorInvalidValue;
     emu::state().max_dynamic_smem[(const void*)kernel] = value;
@@ -1160,8 +1229,10 @@ inline cudaError_t cudaFreeHost(void* p) {
 }
 inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
     emu::init();
-    if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) emu::check_device_range(dst, bytes, "cudaMemcpy destination");
-    if (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice) emu::check_device_range(src, bytes, "cudaMemcpy source");
+    if (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice)
+        emu::check_device_range(dst, bytes, "cudaMemcpy destination");
+    if (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice)
+        emu::check_device_range(src, bytes, "cudaMemcpy source");
     if (kind == cudaMemcpyHostToDevice && emu::is_device_range(src, bytes)) {
         emu::fatal("cudaMemcpy(HostToDevice) with a device source %p", src);
     }
@@ -1171,7 +1242,8 @@ inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemc
     if (bytes > 0) memmove(dst, src, bytes);
     return cudaSuccess;
 }
-inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t = nullptr) {
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                                   cudaStream_t = nullptr) {
     return cudaMemcpy(dst, src, bytes, kind);
 }
 inline cudaError_t cudaMemset(void* dst, int value, size_t bytes) {

@@ -34,7 +34,8 @@ inline void check_tile(const void* p, unsigned ldm, size_t element_size, const c
     if ((uintptr_t)p % 32 != 0) emu::fatal("%s: pointer %p is not 32-byte (256-bit) aligned", what, p);
     const unsigned multiple = element_size == 2 ? 8 : 4;
     if (ldm % multiple != 0) {
-        emu::fatal("%s: ldm %u is not a multiple of %u (%zu-byte elements)", what, ldm, multiple, element_size);
+        emu::fatal("%s: ldm %u is not a multiple of %u (%zu-byte elements)", what, ldm, multiple,
+                   element_size);
     }
     const uint64_t mine = (uint64_t)(uintptr_t)p ^ ((uint64_t)ldm << 48);
     const uint64_t lane0 = __shfl_sync(0xffffffffu, mine, 0);
@@ -50,17 +51,20 @@ inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p
         for (int c = 0; c < 16; c++) f.x[r * 16 + c] = (float)(row ? p[r * ldm + c] : p[c * ldm + r]);
 }
 template <class T>
-inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, T>& f, const T* p, unsigned ldm, layout_t layout) {
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, T>& f, const T* p, unsigned ldm,
+                             layout_t layout) {
     check_tile(p, ldm, sizeof(T), "wmma::load_matrix_sync (accumulator)");
     for (int r = 0; r < 16; r++)
         for (int c = 0; c < 16; c++)
             f.x[r * 16 + c] = (float)(layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]);
 }
 template <class T>
-inline void store_matrix_sync(T* p, const fragment<accumulator, 16, 16, 16, T>& f, unsigned ldm, layout_t layout) {
+inline void store_matrix_sync(T* p, const fragment<accumulator, 16, 16, 16, T>& f, unsigned ldm,
+                              layout_t layout) {
     check_tile(p, ldm, sizeof(T), "wmma::store_matrix_sync");
     for (int r = 0; r < 16; r++)
-        for (int c = 0; c < 16; c++) (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = (T)f.x[r * 16 + c];
+        for (int c = 0; c < 16; c++)
+            (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = (T)f.x[r * 16 + c];
     __syncwarp();
 }
 template <class Fragment> inline void fill_fragment(Fragment& f, float value) {
