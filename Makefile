@@ -162,7 +162,7 @@ endif
 # ---------------------------------------------------------------------------------------------------
 # CUDA
 
-# attention: flash attention forward/backward (llmc/attention.cuh), its GPU check and its CPU emulation test
+# attention: flash attention forward/backward (llmc/attention.cuh) and its check (on the CPU: make emu)
 ATTENTION_NVCCFLAGS := -O3 -std=c++17 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
 	-Xcompiler -Wall,-Wextra,-fopenmp
 dev/cuda/attention_check: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS)
@@ -170,23 +170,6 @@ dev/cuda/attention_check: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADE
 dev/cuda/attention_check_fp32: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS)
 	$(NVCC) $(ATTENTION_NVCCFLAGS) -DENABLE_FP32 -o $@ $< -lgomp
 CUDA_BINS += dev/cuda/attention_check dev/cuda/attention_check_fp32
-tests/test_flash_tiling: tests/test_flash_tiling.cpp
-	$(CXX) $(CXXFLAGS) -o $@ $< $(LDLIBS)
-TEST_BINS += tests/test_flash_tiling
-# the kernels' own code run on the CPU (host stand-ins for cuda_common.h and mma.h, one fiber per CUDA
-# thread); the header copy drops the <<<...>>> launch syntax, which only nvcc parses
-ATTENTION_SIM_DEPS := dev/cuda/attention_sim/attention_sim.cpp dev/cuda/attention_sim/llmc/cuda_common.h \
-	dev/cuda/attention_sim/mma.h build/attention_sim/attention_sim.cuh $(HEADERS)
-ATTENTION_SIM_FLAGS := -std=c++17 -O2 -Wall -Wextra -Wno-unknown-pragmas -Wno-unused-parameter \
-	-Wno-unused-variable -Idev/cuda/attention_sim -Ibuild/attention_sim -I.
-build/attention_sim/attention_sim.cuh: llmc/attention.cuh
-	@mkdir -p $(dir $@)
-	sed -E 's/<<<[^>]*>>>//' $< > $@
-build/attention_sim_bf16: $(ATTENTION_SIM_DEPS)
-	$(CXX) $(ATTENTION_SIM_FLAGS) -o $@ $<
-build/attention_sim_fp32: $(ATTENTION_SIM_DEPS)
-	$(CXX) $(ATTENTION_SIM_FLAGS) -DENABLE_FP32 -o $@ $<
-TEST_BINS += build/attention_sim_bf16 build/attention_sim_fp32
 
 # layer kernels: encoder, layernorm, gelu, matmul (cuBLASLt), fused classifier, AdamW, global norm.
 # dev/cuda/<layer>_check compares each kernel with a CPU reference on a GPU (BF16 build, plus an
@@ -231,38 +214,6 @@ test_gpt2cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
 test_gpt2fp32cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
 	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 $< -o $@ $(GPU_TRAINER_LIBS)
 CUDA_BINS += train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
-# The same two programs compiled by g++ with the launchers simulated on the CPU (dev/cuda/trainer_sim; FP32,
-# and BF16 with a software bf16): tests/test_gpu_trainer_sim.sh runs them in `make test` to check the
-# trainer's wiring without a GPU. The
-# sources are copied first so that "llmc/<layer>.cuh" resolves to the stand-ins (a quoted include looks
-# next to the including file before the -I paths).
-TRAINER_SIM_DEPS := train_gpt2.cu $(HEADERS) $(wildcard dev/cuda/trainer_sim/*.h dev/cuda/trainer_sim/llmc/*)
-TRAINER_SIM_FLAGS := -std=c++17 -O3 $(NATIVE_FLAG) -Wall -Wextra -Wno-psabi -fopenmp -DENABLE_FP32 \
-	-Idev/cuda/trainer_sim -I.
-build/trainer_sim/train_gpt2_sim: $(TRAINER_SIM_DEPS)
-	@mkdir -p build/trainer_sim/train
-	cp train_gpt2.cu build/trainer_sim/train/
-	$(CXX) $(TRAINER_SIM_FLAGS) -x c++ build/trainer_sim/train/train_gpt2.cu -o $@ $(LDLIBS)
-build/trainer_sim/test_gpt2_sim: test_gpt2.cu $(TRAINER_SIM_DEPS)
-	@mkdir -p build/trainer_sim/test
-	cp train_gpt2.cu test_gpt2.cu build/trainer_sim/test/
-	$(CXX) $(TRAINER_SIM_FLAGS) -x c++ build/trainer_sim/test/test_gpt2.cu -o $@ $(LDLIBS)
-# the BF16 build, with a software bf16 floatX (every store rounds, as on the GPU)
-build/trainer_sim/train_gpt2_sim_bf16: $(TRAINER_SIM_DEPS)
-	@mkdir -p build/trainer_sim/train_bf16
-	cp train_gpt2.cu build/trainer_sim/train_bf16/
-	$(CXX) $(filter-out -DENABLE_FP32,$(TRAINER_SIM_FLAGS)) -x c++ build/trainer_sim/train_bf16/train_gpt2.cu -o $@ $(LDLIBS)
-build/trainer_sim/test_gpt2_sim_bf16: test_gpt2.cu $(TRAINER_SIM_DEPS)
-	@mkdir -p build/trainer_sim/test_bf16
-	cp train_gpt2.cu test_gpt2.cu build/trainer_sim/test_bf16/
-	$(CXX) $(filter-out -DENABLE_FP32,$(TRAINER_SIM_FLAGS)) -x c++ build/trainer_sim/test_bf16/test_gpt2.cu -o $@ $(LDLIBS)
-# 2 simulated processes (threads) for the ZeRO-0 / ZeRO-1 paths
-build/trainer_sim/test_zero_sim: dev/cuda/trainer_sim/test_zero_sim.cpp $(TRAINER_SIM_DEPS)
-	@mkdir -p build/trainer_sim/zero
-	cp train_gpt2.cu dev/cuda/trainer_sim/test_zero_sim.cpp build/trainer_sim/zero/
-	$(CXX) $(TRAINER_SIM_FLAGS) -pthread build/trainer_sim/zero/test_zero_sim.cpp -o $@ $(LDLIBS)
-TEST_BINS += build/trainer_sim/train_gpt2_sim build/trainer_sim/test_gpt2_sim build/trainer_sim/test_zero_sim
-TEST_BINS += build/trainer_sim/train_gpt2_sim_bf16 build/trainer_sim/test_gpt2_sim_bf16
 
 # ---------------------------------------------------------------------------------------------------
 # CPU emulator of CUDA (dev/cuda/emu): the same .cu/.cuh sources compiled by clang++ against emulated

@@ -1032,17 +1032,22 @@ int main(int argc, char** argv) {
     // data
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, cfg.train_pattern, B, T, mgc.process_rank, mgc.num_processes,
-                    !cfg.overfit_single_batch, cfg.seed, mc.vocab_size);
+                    !cfg.overfit_single_batch, cfg.seed, mc.vocab_size, grad_accum_steps);
     dataloader_init(&val_loader, cfg.val_pattern, B, T, mgc.process_rank, mgc.num_processes, false, cfg.seed,
                     mc.vocab_size);
     int train_steps = cfg.max_steps;
-    if (train_steps < 0) train_steps = (int)(dataloader_num_batches(&train_loader) / grad_accum_steps);
+    if (train_steps < 0) train_steps = (int)dataloader_num_batches(&train_loader); // a batch = a step's data
     if (train_steps < 1)
         fail("the training data holds less than one optimizer step of %ld tokens", total_tokens);
 
     // learning rate: optional batch-size scaling of the peak, then the schedule
     float peak_lr = scale_lr_for_batch(cfg.learning_rate, (size_t)cfg.lr_scale_ref_tokens,
                                        (size_t)total_tokens, cfg.lr_scale_rule);
+    if (cfg.warmup_steps > train_steps) { // a short smoke run (-x 5) with the default warmup
+        if (main_process)
+            printf("note: warmup (-u %d) cut to the %d training steps\n", cfg.warmup_steps, train_steps);
+        cfg.warmup_steps = train_steps;
+    }
     LRScheduler sched;
     lr_scheduler_init(&sched, cfg.schedule, peak_lr, cfg.warmup_steps, train_steps, cfg.final_lr_frac,
                       cfg.cooldown_frac);

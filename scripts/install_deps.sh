@@ -5,11 +5,12 @@
 #   python3-torch python3-numpy python3-regex python3-matplotlib
 #                           the PyTorch reference (train_gpt2.py), the tokenizer's reference, plots
 #   unicode-data            the Unicode database the tokenizer's tables are generated (and checked) from
+#   clang libomp-dev        clang++ and its OpenMP for the CPU emulator of the GPU programs (make emu)
 # As root it runs apt-get; otherwise it prints the apt-get line to run and exits 1. Nothing is downloaded
 # from anywhere but Debian's package archive. The CUDA toolkit (for the GPU trainer) is not installed here.
 set -euo pipefail
 packages=(build-essential openmpi-bin libopenmpi-dev python3 python3-torch python3-numpy python3-regex
-          python3-matplotlib unicode-data)
+          python3-matplotlib unicode-data clang libomp-dev)
 
 missing=()
 command -v g++ >/dev/null && command -v make >/dev/null || missing+=(build-essential)
@@ -20,6 +21,7 @@ command -v mpicxx >/dev/null && command -v mpirun >/dev/null || missing+=(openmp
 /usr/bin/python3 -c "import regex" 2>/dev/null || missing+=(python3-regex)
 /usr/bin/python3 -c "import matplotlib" 2>/dev/null || missing+=(python3-matplotlib)
 [ -f /usr/share/unicode/UnicodeData.txt ] || missing+=(unicode-data)
+echo 'int main() {}' | clang++ -fopenmp -x c++ - -o /dev/null 2>/dev/null || missing+=(clang libomp-dev)
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install_deps: everything is installed"

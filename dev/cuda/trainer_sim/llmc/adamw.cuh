@@ -1,3 +1,0 @@
-// Stand-in for llmc/adamw.cuh in the CPU simulation of the GPU trainer: see sim_layers.h.
-#pragma once
-#include "llmc/sim_layers.h"

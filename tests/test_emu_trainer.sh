@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU trainer's main (train_gpt2.cu) on the CPU emulator against the CPU trainer's main (train_gpt2)
+# given the same flags, on d2 / Tiny Shakespeare (GPT-2's vocabulary): the losses, learning rates,
+# gradient norms and validation losses of every step agree (compare_train_logs.py). Cases:
+#   1. FP32 and BF16 builds, 4 steps, checkpoint at step 2; a resume from step 2 prints the same step and
+#      validation lines as the uninterrupted run and leaves the same main.log;
+#   2. gradient accumulation (-d 512 at B=4, T=64: 2 micro-steps), FP32;
+#   3. -x 3 shorter than the default warmup (both trainers cut the warmup to the 3 steps), FP32;
+#   4. 8-bit AdamW (-qo 1), FP32;
+#   5. data parallel: 2 and 4 emulated GPUs (processes under mpirun, emulated NCCL), ZeRO-0 and ZeRO-1,
+#      the same 512-token step as the 1-GPU run of case 2, 2 steps (validation is left out: each process
+#      evaluates its own share of the validation batches, so the validation loss depends on the process
+#      count, in the CPU trainer too).
+# Tolerances (relative, max over every value): FP32 1e-4 against the CPU: both are fp32, summed in
+# different orders (cuBLASLt-style GEMM, tiled attention, block reductions), ~1e-6 per value measured,
+# while a wrong schedule, a missed micro-step or different data moves a loss by 1e-3 or more; BF16 1e-2:
+# bf16 rounding of activations and gradients (u = 2^-8), measured ~1e-3. 8-bit AdamW: the fp32 rounding
+# differences can flip a code near a decision boundary, 1e-4 as well (measured ~1e-6). 2 and 4 GPUs against
+# 1 GPU: 2e-5 (only the order of the gradient sums differs, as tests/test_mpi_training.sh's CPU runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tests/lib.sh
+make -s build/emu/train_gpt2fp32cu build/emu/train_gpt2cu train_gpt2 data
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+cmp_logs() { $PY tests/compare_train_logs.py "$@"; }
+gpu=build/emu/train_gpt2fp32cu
+common="-e d2 -b 4 -t 64 -l 6e-4 -v 2 -m 1 -s 0" # the defaults of the two trainers differ: set them
+
+# 1. both builds against the CPU, and resume
+flags="$common -x 4 -u 1"
+./train_gpt2 $flags > "$dir/cpu.txt"
+for build in fp32 bf16; do
+    bin=build/emu/train_gpt2fp32cu tol=1e-4
+    if [ $build = bf16 ]; then bin=build/emu/train_gpt2cu tol=1e-2; fi
+    $bin $flags -n 2 -o "$dir/a" > "$dir/a.txt"
+    cp -r "$dir/a" "$dir/b"
+    echo 2 > "$dir/b/checkpoint_latest"
+    $bin $flags -n 2 -o "$dir/b" -y 1 > "$dir/b.txt"
+    grep -q "resumed from step 2" "$dir/b.txt" || { echo "FAIL: the resumed run does not say so"; exit 1; }
+    cmp_logs "$dir/cpu.txt" "$dir/a.txt" --steps 4 --tol $tol --label "$build: against the CPU trainer"
+    cmp_logs "$dir/a.txt" "$dir/b.txt" --steps 4 --from-step 3 --identical --label "$build: resumed at step 2"
+    cmp -s "$dir/a/main.log" "$dir/b/main.log" || { echo "FAIL: $build: resumed main.log differs"; exit 1; }
+    echo "$build: resumed main.log identical: ok"
+    rm -rf "$dir/a" "$dir/b"
+done
+
+# 2.-4. accumulation, a short run with the default warmup, 8-bit AdamW
+check_case() { # label, tolerance, flags...
+    local label=$1 tol=$2
+    shift 2
+    ./train_gpt2 $common "$@" > "$dir/cpu.txt"
+    $gpu $common "$@" > "$dir/gpu.txt"
+    grep -q "^step    3/3" "$dir/gpu.txt" || { echo "FAIL: $label: the GPU trainer did not run 3 steps"; cat "$dir/gpu.txt"; exit 1; }
+    cmp_logs "$dir/cpu.txt" "$dir/gpu.txt" --steps 3 --tol $tol --label "fp32: $label"
+}
+check_case "accumulation -d 512 (2 micro-steps)" 1e-4 -x 3 -u 1 -d 512
+check_case "-x 3 with the default warmup" 1e-4 -x 3
+grep -q "note: warmup (-u 10) cut to the 3 training steps" "$dir/gpu.txt" || { echo "FAIL: no warmup note"; exit 1; }
+check_case "8-bit AdamW (-qo 1)" 1e-4 -x 3 -u 1 -qo 1
+
+# 5. 2 and 4 emulated GPUs against 1 (the 512-token step of case 2)
+if command -v mpirun >/dev/null; then
+    MPIRUN=(mpirun --oversubscribe)
+    [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
+    zflags="$common -x 2 -u 1 -d 512 -v 1000"
+    $gpu $zflags > "$dir/gpu1.txt"
+    for np in 2 4; do
+        for z in 0 1; do
+            OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np $np $gpu $zflags -b $((8 / np)) -z $z > "$dir/np$np.txt"
+            grep -q "$np GPU process(es)" "$dir/np$np.txt" || { echo "FAIL: not $np processes"; exit 1; }
+            cmp_logs "$dir/gpu1.txt" "$dir/np$np.txt" --steps 2 --no-val --tol 2e-5 \
+                --label "fp32: $np GPUs, ZeRO-$z, against 1 GPU"
+        done
+    done
+else
+    echo "error: mpirun not found: install openmpi-bin libopenmpi-dev (apt-get)"
+    exit 1
+fi
