@@ -256,6 +256,12 @@ build/emu/nccl_check: dev/cuda/nccl_check.cu $(EMU_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_MPI) $< -o $@ $(EMU_LIBS) $(EMU_MPI_LIBS)
 
+# the emulator's bf16 conversions against the CUDA toolkit's host ones (tests/test_emu_bf16.sh)
+build/emu/test_emu_bf16: tests/test_emu_bf16.cpp tests/emu_bf16_nvidia.cpp $(EMU_INCLUDE)/cuda_bf16.h
+	@mkdir -p build/emu
+	$(CXX) -O2 -c -I/usr/local/cuda/include tests/emu_bf16_nvidia.cpp -o build/emu/emu_bf16_nvidia.o
+	$(EMU_CXX) -std=c++17 -O2 -Wall -Wextra -I$(EMU_INCLUDE) tests/test_emu_bf16.cpp build/emu/emu_bf16_nvidia.o -o $@
+
 # `make cuda` builds every CUDA target of every section; the recipe is expanded when it runs, so it
 # sees CUDA_BINS additions made anywhere in this file.
 cuda:

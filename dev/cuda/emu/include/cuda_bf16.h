@@ -17,8 +17,8 @@ inline unsigned short emu_float_to_bf16_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof(u));
     if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fff;
-    u +=
-        0x7fffu + ((u >> 16) & 1u); // round to nearest even: add half an ulp, plus one if the kept lsb is odd
+    // round to nearest even: add half an ulp less one, plus one if the kept lsb is odd
+    u += 0x7fffu + ((u >> 16) & 1u);
     return (unsigned short)(u >> 16);
 }
 
