@@ -100,12 +100,12 @@ static void check_adamw(size_t n, int t, float grad_scale, bool floatX_grads, st
     cudaCheck(cudaFree(d_params));
 }
 
-// stochastic rounding on the device is unbiased: 2^20 parameters with the same master value, lr = 0,
+// stochastic rounding on the device is unbiased: 2^log2_n parameters with the same master value, lr = 0,
 // so the master stays put and only the rounding varies with the index
-static void check_stochastic_rounding_mean() {
+static void check_stochastic_rounding_mean(int log2_n) {
 #if !defined(ENABLE_FP32)
     printf("--- adamw stochastic rounding mean\n");
-    const size_t n = 1 << 20;
+    const size_t n = (size_t)1 << log2_n;
     const float x = 0.7f + 0.37f * 0x1p-8f;
     float* d_master = device_alloc<float>(n);
     float* d_zero = device_alloc<float>(n);
@@ -125,13 +125,16 @@ static void check_stochastic_rounding_mean() {
     double ulp =
         (double)bf16_bits_to_float((uint16_t)((bits >> 16) + 1)) - bf16_bits_to_float((uint16_t)(bits >> 16));
     double bound = 6.0 * 0.5 * ulp / std::sqrt((double)n);
-    report(std::fabs(sum / n - x) <= bound, "mean of 2^20 stochastic roundings of one value (6 sigma)",
-           std::fabs(sum / n - x), bound);
+    char what[96];
+    snprintf(what, sizeof(what), "mean of 2^%d stochastic roundings of one value (6 sigma)", log2_n);
+    report(std::fabs(sum / n - x) <= bound, what, std::fabs(sum / n - x), bound);
     cudaCheck(cudaFree(d_master));
     cudaCheck(cudaFree(d_zero));
     cudaCheck(cudaFree(d_params));
     cudaCheck(cudaFree(d_m));
     cudaCheck(cudaFree(d_v));
+#else
+    (void)log2_n;
 #endif
 }
 
@@ -224,15 +227,20 @@ static void time_optimizer(size_t n, double copy_gbs) {
 int main() {
     print_device();
     std::mt19937 rng(31337);
-    check_adamw(1000003, 1, 1.0f, false, rng);
+    // the elementwise kernels (grid-stride only beyond 2^19 blocks of 512) cover the same paths at a
+    // tenth of the size on the emulator: many blocks, the last one partial
+    const size_t n_elementwise = ON_EMULATOR ? 100003 : 1000003;
+    check_adamw(n_elementwise, 1, 1.0f, false, rng);
     check_adamw(100000, 500, 0.5f, false, rng);
     check_adamw(4099, 3, 1.0f, true, rng);
-    check_stochastic_rounding_mean();
-    check_accumulate(1000003, rng);
+    check_stochastic_rounding_mean(ON_EMULATOR ? 16 : 20); // the 6-sigma bound scales with the count
+    check_accumulate(n_elementwise, rng);
+    // the norm: one block; 1024 blocks striding twice over n, the second pass partial (also on the
+    // emulator); GPT-2 small's 124M parameters, 238 terms per thread (GPU only)
     check_norm<float>(1, rng, "fp32");
     check_norm<float>(1000003, rng, "fp32");
-    check_norm<float>(124475904, rng, "fp32");
+    if (!ON_EMULATOR) check_norm<float>(124475904, rng, "fp32");
     check_norm<floatX>(777777, rng, "floatX");
-    time_optimizer(124475904, measure_copy_bandwidth_gbs());
+    if (timing_enabled()) time_optimizer(124475904, measure_copy_bandwidth_gbs());
     return finish("adamw_check");
 }

@@ -3,6 +3,9 @@
 //   make dev/cuda/attention_check && ./dev/cuda/attention_check             (BF16 build)
 //   make dev/cuda/attention_check_fp32 && ./dev/cuda/attention_check_fp32   (FP32 build, tight tolerances)
 //   ./dev/cuda/attention_check --quick     only the two small shapes, no timing (a smoke test)
+//   make build/emu/attention_check && build/emu/attention_check     (CPU emulator, dev/cuda/emu: the small
+//       shapes plus two whose T is a whole number of tiles, as in the T = 1024 shapes, which would take
+//       hours there; no timing)
 //
 // For each shape (B, NH, T, HS): random qkv and dout, rounded to floatX; the CPU reference is naive
 // causal attention in double (every row of the full score matrix, one row at a time) and its analytic
@@ -30,6 +33,7 @@
 #include <cstring>
 #include <vector>
 
+#include "dev/cuda/check_common.h"
 #include "llmc/attention.cuh"
 #include "llmc/rand.h"
 
@@ -206,12 +210,12 @@ static void run_once(const DeviceBuffers& d, const Shape& s) {
     cudaCheck(cudaDeviceSynchronize());
 }
 
-static double median_ms(std::vector<float> v) {
+static double median_of(std::vector<float> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
 }
 
-static bool check_shape(const Shape& s) {
+static bool check_shape(const Shape& s, bool timing) {
     const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
     printf("%s: B=%d NH=%d T=%d HS=%d\n", s.name, B, NH, T, HS);
     const size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C, n_lse = (size_t)B * NH * T;
@@ -275,7 +279,7 @@ static bool check_shape(const Shape& s) {
     printf("    second run bit-identical: %s\n", same ? "yes" : "NO (FAIL)");
     ok &= same;
 
-    if (s.timed) {
+    if (s.timed && timing) {
         const int warmup = 3, reps = 20;
         cudaEvent_t start, stop;
         cudaCheck(cudaEventCreate(&start));
@@ -297,7 +301,7 @@ static bool check_shape(const Shape& s) {
             if (r >= warmup) bwd_ms.push_back(ms);
         }
         const double fwd_flops = 4.0 * B * NH * (double)T * T * HS / 2.0, bwd_flops = 2.5 * fwd_flops;
-        const double f = median_ms(fwd_ms), bk = median_ms(bwd_ms);
+        const double f = median_of(fwd_ms), bk = median_of(bwd_ms);
         printf("    timing (median of %d): forward %.3f ms %.1f TFLOP/s   backward %.3f ms %.1f TFLOP/s   "
                "fwd+bwd %.3f ms\n",
                reps, f, fwd_flops / (f * 1e-3) / 1e12, bk, bwd_flops / (bk * 1e-3) / 1e12, f + bk);
@@ -336,9 +340,19 @@ int main(int argc, char** argv) {
         {"HS=128", 2, 8, 1024, 128, true},           {"T not a multiple of 64", 2, 3, 200, 64, false},
         {"HS=128, short T", 1, 2, 77, 128, false},
     };
+    // on the CPU emulator (ON_EMULATOR, check_common.h): the small shapes and these, no timing
+    const Shape emulator_shapes[] = {
+        {"T a multiple of the tile", 1, 2, 192, 64, false},
+        {"HS=128, T a multiple of the tile", 1, 1, 128, 128, false},
+    };
+    const bool small_only = quick || ON_EMULATOR;
+    const bool timing = !quick && timing_enabled(); // prints that the emulator skips it
     int failures = 0;
     for (const Shape& s : shapes) {
-        if (!quick || s.T < 1024) failures += !check_shape(s);
+        if (!small_only || s.T < 1024) failures += !check_shape(s, timing);
+    }
+    if (ON_EMULATOR) {
+        for (const Shape& s : emulator_shapes) failures += !check_shape(s, false);
     }
     printf("%s: %d shape(s) failed\n", failures == 0 ? "PASS" : "FAIL", failures);
     return failures == 0 ? 0 : 1;

@@ -10,7 +10,8 @@
 //   - tolerances are built from the unit roundoff of the output type (FLOATX_EPS: 2^-8 for bf16 with
 //     round-to-nearest, 2^-24 for fp32) times the magnitude, plus, for reductions, the worst-case fp32
 //     summation error (length * 2^-24 * sum of |terms|);
-//   - the program exits 1 when any check failed.
+//   - the program exits 1 when any check failed;
+//   - on the CPU emulator (ON_EMULATOR below) they run small sizes only and skip the timing.
 #pragma once
 
 #include <algorithm>
@@ -29,6 +30,16 @@ constexpr double FLOATX_EPS = 0x1p-24;
 constexpr double FLOATX_EPS = 0x1p-8;
 #endif
 constexpr double FP32_EPS = 0x1p-24;
+
+// The CPU emulator of CUDA (dev/cuda/emu, `make emu`) runs each CUDA thread as a fiber, ~0.3-0.5 us per
+// thread per barrier segment. Built against it, a check runs its correctness checks at small sizes only
+// (still several blocks, grid-stride loops, partial last blocks and every code path of the large sizes)
+// and skips the timing: an emulated event measures the host's wall time, never a GPU figure.
+#if defined(CUDA_EMULATOR)
+constexpr bool ON_EMULATOR = true;
+#else
+constexpr bool ON_EMULATOR = false;
+#endif
 
 static int check_failures = 0;
 
@@ -187,8 +198,16 @@ inline int finish(const char* program) {
 // ----------------------------------------------------------------------------------------------------
 // timing
 
+// whether the timing part runs; on the CPU emulator it does not, and this prints so
+inline bool timing_enabled() {
+    if (ON_EMULATOR) printf("timing: skipped on the CPU emulator (no GPU timings)\n");
+    return !ON_EMULATOR;
+}
+
 // median of `reps` timed launches (after 3 warm-up launches), in milliseconds
 template <class F> float median_ms(F launch, int reps = 21) {
+    if (ON_EMULATOR)
+        fail("median_ms: the CPU emulator has no GPU timings (guard the timing with timing_enabled())");
     cudaEvent_t start, stop;
     cudaCheck(cudaEventCreate(&start));
     cudaCheck(cudaEventCreate(&stop));
@@ -210,6 +229,10 @@ template <class F> float median_ms(F launch, int reps = 21) {
 // device-to-device copy bandwidth in GB/s (bytes read + bytes written), the practical roof for a
 // memory-bound kernel
 inline double measure_copy_bandwidth_gbs() {
+    if (ON_EMULATOR) {
+        fail("measure_copy_bandwidth_gbs: the CPU emulator has no GPU bandwidth (guard the timing with "
+             "timing_enabled())");
+    }
     const size_t bytes = 512ull << 20;
     char* a = device_alloc<char>(bytes);
     char* b = device_alloc<char>(bytes);

@@ -11,7 +11,7 @@
 #include "llmc/fused_classifier.cuh"
 
 static void check_shape(int BT, int V, int Vp, float spread, std::mt19937& rng, bool check_values,
-                        double copy_gbs) {
+                        bool time_it) {
     printf("--- fused_classifier BT=%d V=%d Vp=%d logits ~N(0,%g)\n", BT, V, Vp, spread);
     const size_t n = (size_t)BT * Vp;
     std::vector<float> logits = random_floatX_values(n, rng, spread);
@@ -75,7 +75,8 @@ static void check_shape(int BT, int V, int Vp, float spread, std::mt19937& rng, 
         check_close("fused_classifier dlogits (padding exactly 0)", to_float(d_bits[0]), d_ref, d_tol);
     }
 
-    if (copy_gbs > 0.0) {
+    if (time_it && timing_enabled()) {
+        const double copy_gbs = measure_copy_bandwidth_gbs();
         float ms =
             median_ms([&] { fused_classifier(d_logits, d_losses, d_targets, scale, BT, V, Vp, true, 0); });
         report_bandwidth("fused_classifier (read + write the logits once)", 2.0 * n * sizeof(floatX), ms,
@@ -89,9 +90,11 @@ static void check_shape(int BT, int V, int Vp, float spread, std::mt19937& rng, 
 int main() {
     print_device();
     std::mt19937 rng(99);
-    check_shape(4, 5, 128, 1.0f, rng, true, -1.0);       // V smaller than one chunk per thread
-    check_shape(64, 1000, 1024, 20.0f, rng, true, -1.0); // large logits: stability of the online softmax
-    check_shape(256, 50257, 50304, 2.0f, rng, true, -1.0);
-    check_shape(8 * 1024, 50257, 50304, 2.0f, rng, false, measure_copy_bandwidth_gbs());
+    check_shape(4, 5, 128, 1.0f, rng, true, false);       // V smaller than one chunk per thread
+    check_shape(64, 1000, 1024, 20.0f, rng, true, false); // large logits: stability of the online softmax
+    // GPT-2's vocabulary: each thread strides over several chunks, the last one partial. One block per
+    // row, so on the emulator fewer rows cover the same code paths.
+    check_shape(ON_EMULATOR ? 16 : 256, 50257, 50304, 2.0f, rng, true, false);
+    check_shape(ON_EMULATOR ? 4 : 8 * 1024, 50257, 50304, 2.0f, rng, false, true);
     return finish("classifier_check");
 }

@@ -84,7 +84,7 @@ static void check_shape(int B, int T, int C, int V, int Vp, int maxT, std::mt199
     check_identical("encoder_backward dwte bit-identical across two runs", dwte_bits[0], dwte_bits[1]);
     check_identical("encoder_backward dwpe bit-identical across two runs", dwpe_bits[0], dwpe_bits[1]);
 
-    if (time_it) {
+    if (time_it && timing_enabled()) {
         float ms = median_ms([&] { encoder_forward(d_out, d_tokens, d_wte, d_wpe, B, T, C, 0); });
         report_time("encoder_forward", ms);
         ms = median_ms(
@@ -107,6 +107,12 @@ int main() {
     std::mt19937 rng(1337);
     check_shape(2, 16, 64, 100, 128, 32, rng, false);
     check_shape(4, 64, 256, 1000, 1024, 128, rng, false);
-    check_shape(8, 1024, 768, 50257, 50304, 1024, rng, true);
+    if (ON_EMULATOR) {
+        // GPT-2's C = 768 (96 chunks a row: blocks straddle rows) and T = maxT = 1024, with a quarter of
+        // the positions and a smaller vocabulary: the same code paths as the full size
+        check_shape(2, 1024, 768, 2000, 2048, 1024, rng, true);
+    } else {
+        check_shape(8, 1024, 768, 50257, 50304, 1024, rng, true);
+    }
     return finish("encoder_check");
 }

@@ -5,7 +5,7 @@
 #include "dev/cuda/check_common.h"
 #include "llmc/gelu.cuh"
 
-static void check_size(size_t N, std::mt19937& rng, double copy_gbs) {
+static void check_size(size_t N, std::mt19937& rng, bool time_it) {
     printf("--- gelu N=%zu\n", N);
     std::vector<float> x = random_floatX_values(N, rng, 2.0f);
     std::vector<float> dout = random_floatX_values(N, rng, 1.0f);
@@ -31,7 +31,8 @@ static void check_size(size_t N, std::mt19937& rng, double copy_gbs) {
     }
     check_close("gelu_backward_inplace", download_floatX(d_d, N), ref, tol);
 
-    if (copy_gbs > 0.0) {
+    if (time_it && timing_enabled()) {
+        const double copy_gbs = measure_copy_bandwidth_gbs();
         const double bytes = (double)N * sizeof(floatX);
         float ms = median_ms([&] { gelu_forward(d_out, d_x, N, 0); });
         report_bandwidth("gelu_forward (read 1, write 1)", 2 * bytes, ms, copy_gbs);
@@ -46,7 +47,9 @@ static void check_size(size_t N, std::mt19937& rng, double copy_gbs) {
 int main() {
     print_device();
     std::mt19937 rng(3);
-    check_size(8 * 17, rng, -1.0);
-    check_size((size_t)8 * 1024 * 3072, rng, measure_copy_bandwidth_gbs());
+    check_size(8 * 17, rng, false); // one partial block
+    // GPT-2 small's fc activations (B*T = 8192, 4C = 3072); on the emulator 5 full blocks of 256 threads
+    // and a partial one (the same code paths: one element chunk per thread, no grid-stride loop)
+    check_size(ON_EMULATOR ? 8 * (5 * 256 + 77) : (size_t)8 * 1024 * 3072, rng, true);
     return finish("gelu_check");
 }

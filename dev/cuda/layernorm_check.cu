@@ -16,7 +16,7 @@
 #include "dev/cuda/check_common.h"
 #include "llmc/layernorm.cuh"
 
-static void check_shape(int B, int T, int C, std::mt19937& rng, double copy_gbs) {
+static void check_shape(int B, int T, int C, std::mt19937& rng, bool time_it) {
     printf("--- layernorm B=%d T=%d C=%d\n", B, T, C);
     const int N = B * T;
     const size_t NC = (size_t)N * C;
@@ -175,7 +175,8 @@ static void check_shape(int B, int T, int C, std::mt19937& rng, double copy_gbs)
     check_identical("layernorm_backward dweight bit-identical across two runs", dw_bits[0], dw_bits[1]);
     check_identical("layernorm_backward dbias bit-identical across two runs", db_bits[0], db_bits[1]);
 
-    if (copy_gbs > 0.0) {
+    if (time_it && timing_enabled()) {
+        const double copy_gbs = measure_copy_bandwidth_gbs();
         const double x = (double)NC * sizeof(floatX);
         float ms =
             median_ms([&] { layernorm_forward(d_out, d_mean, d_rstd, d_inp1, d_weight, d_bias, N, C, 0); });
@@ -210,10 +211,10 @@ static void check_shape(int B, int T, int C, std::mt19937& rng, double copy_gbs)
 int main() {
     print_device();
     std::mt19937 rng(42);
-    const double copy_gbs = measure_copy_bandwidth_gbs();
-    check_shape(2, 8, 40, rng, -1.0);   // C smaller than one warp's 256-channel stride
-    check_shape(3, 37, 768, rng, -1.0); // N not a multiple of the rows per block / per partial
-    check_shape(4, 64, 1600, rng, -1.0);
-    check_shape(8, 1024, 768, rng, copy_gbs);
+    check_shape(2, 8, 40, rng, false);   // C smaller than one warp's 256-channel stride
+    check_shape(3, 37, 768, rng, false); // N not a multiple of the rows per block / per partial
+    check_shape(4, 64, 1600, rng, false);
+    // GPT-2 small's activations (256 partial slices); on the emulator 32 slices of the same C
+    check_shape(8, ON_EMULATOR ? 128 : 1024, 768, rng, true);
     return finish("layernorm_check");
 }
