@@ -927,7 +927,7 @@ template <class... P> struct Launch {
         // value)
         std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
         check_arguments(params, std::index_sequence_for<P...>{});
-        auto body = [&]() { std::apply([&](auto... copy) { fn(copy...); }, params); };
+        auto body = [&]() { std::apply(fn, params); }; // each parameter copied once, by value
         run_kernel(
             name, grid, block, smem, [](void* f) { (*(decltype(body)*)f)(); }, &body);
     }
