@@ -605,13 +605,13 @@ static void test_fatal() {
             fn(h, p, b);
         };
     };
-    static std::vector<unsigned char> host(1 << 20);
-    expect_failure("A in host memory",
-                   with(CUBLASLT_EPILOGUE_DEFAULT,
-                        [](cublasLtHandle_t h, Problem& p, Buffers& b) {
-                            matmul(h, p, host.data(), b.b, b.d, b.d, nullptr);
-                        }),
-                   {"CUDA emulator", "matrix A"});
+    // host memory, 256-byte aligned so that only its being host memory is wrong
+    alignas(256) static unsigned char host[1 << 20];
+    expect_failure(
+        "A in host memory",
+        with(CUBLASLT_EPILOGUE_DEFAULT,
+             [](cublasLtHandle_t h, Problem& p, Buffers& b) { matmul(h, p, host, b.b, b.d, b.d, nullptr); }),
+        {"CUDA emulator", "matrix A"});
     expect_failure("B one element short",
                    with(CUBLASLT_EPILOGUE_DEFAULT,
                         [](cublasLtHandle_t h, Problem& p, Buffers& b) {
@@ -621,22 +621,20 @@ static void test_fatal() {
                             matmul(h, p, b.a, small, b.d, b.d, nullptr);
                         }),
                    {"CUDA emulator", "matrix B"});
-    expect_failure("C in host memory, beta 1",
-                   with(CUBLASLT_EPILOGUE_DEFAULT,
-                        [](cublasLtHandle_t h, Problem& p, Buffers& b) {
-                            matmul(h, p, b.a, b.b, host.data(), b.d, nullptr, 1.0f);
-                        }),
-                   {"CUDA emulator", "matrix C"});
-    expect_failure("D in host memory",
-                   with(CUBLASLT_EPILOGUE_DEFAULT,
-                        [](cublasLtHandle_t h, Problem& p, Buffers& b) {
-                            matmul(h, p, b.a, b.b, b.d, host.data(), nullptr);
-                        }),
-                   {"CUDA emulator", "matrix D"});
+    expect_failure(
+        "C in host memory, beta 1",
+        with(CUBLASLT_EPILOGUE_DEFAULT, [](cublasLtHandle_t h, Problem& p,
+                                           Buffers& b) { matmul(h, p, b.a, b.b, host, b.d, nullptr, 1.0f); }),
+        {"CUDA emulator", "matrix C"});
+    expect_failure(
+        "D in host memory",
+        with(CUBLASLT_EPILOGUE_DEFAULT,
+             [](cublasLtHandle_t h, Problem& p, Buffers& b) { matmul(h, p, b.a, b.b, b.d, host, nullptr); }),
+        {"CUDA emulator", "matrix D"});
     expect_failure("bias in host memory",
                    with(CUBLASLT_EPILOGUE_BIAS,
                         [](cublasLtHandle_t h, Problem& p, Buffers& b) {
-                            set_pointer(p, CUBLASLT_MATMUL_DESC_BIAS_POINTER, host.data());
+                            set_pointer(p, CUBLASLT_MATMUL_DESC_BIAS_POINTER, host);
                             matmul(h, p, b.a, b.b, b.d, b.d, nullptr);
                         }),
                    {"CUDA emulator", "bias"});
@@ -672,7 +670,7 @@ static void test_fatal() {
     Problem p = make_problem(bf, m, n, k, CUBLASLT_EPILOGUE_DEFAULT);
     Buffers b = make_buffers(p);
     set_layout(&p.c, bf, m, n, m + 8); // C is its own matrix here
-    expect_status(matmul(h, p, b.a, b.b, host.data(), b.d, nullptr), CUBLAS_STATUS_SUCCESS,
+    expect_status(matmul(h, p, b.a, b.b, host, b.d, nullptr), CUBLAS_STATUS_SUCCESS,
                   "beta 0 with C in host memory (C is not read)");
     free_buffers(b);
     free_problem(p);

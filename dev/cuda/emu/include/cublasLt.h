@@ -456,13 +456,6 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc
     // algo NULL: an implicit heuristic with the default preference, which sees bias and aux as they are now
     cublasLtMatmulAlgo_t al = {256, 256, 256, 256, emu_lt_alignment(desc->bias), emu_lt_alignment(desc->aux)};
     if (algo != nullptr) al = *algo;
-    if (emu_lt_alignment(A) < al.align_a || emu_lt_alignment(B) < al.align_b ||
-        emu_lt_alignment(C) < al.align_c || emu_lt_alignment(D) < al.align_d ||
-        (emu_lt_has_bias(e) && emu_lt_alignment(desc->bias) < al.align_bias) ||
-        (emu_lt_has_aux(e) && emu_lt_alignment(desc->aux) < al.align_aux)) {
-        return CUBLAS_STATUS_INVALID_VALUE;
-    }
-
     EmuLtGemm g;
     g.ta = desc->transa == CUBLAS_OP_T;
     g.tb = desc->transb == CUBLAS_OP_T;
@@ -487,6 +480,13 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc
     if (emu_lt_has_bias(e)) emu_lt_check_range(g.bias, (size_t)g.m * es, "bias vector");
     if (emu_lt_has_aux(e)) {
         emu_lt_check_range(g.aux, emu_lt_extent(g.m, g.n, g.aux_ld, es), "epilogue aux matrix");
+    }
+    // (a pointer outside device memory stops the program above, whatever its alignment)
+    if (emu_lt_alignment(A) < al.align_a || emu_lt_alignment(B) < al.align_b ||
+        emu_lt_alignment(C) < al.align_c || emu_lt_alignment(D) < al.align_d ||
+        (emu_lt_has_bias(e) && emu_lt_alignment(desc->bias) < al.align_bias) ||
+        (emu_lt_has_aux(e) && emu_lt_alignment(desc->aux) < al.align_aux)) {
+        return CUBLAS_STATUS_INVALID_VALUE;
     }
     emu_lt_check_range(workspace, workspace_bytes, "workspace");
 

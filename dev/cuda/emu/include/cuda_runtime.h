@@ -5,9 +5,11 @@
 // Execution. A launch runs every block of the grid, one block at a time, in an order shuffled by the
 // seed (CUDA_EMU_SEED, default 1). The threads of a block are cooperative fibers, each with its own
 // stack and threadIdx; a fiber runs until it waits in a barrier (__syncthreads, __syncwarp, a shuffle, a
-// vote) or returns, and the next fiber to run is drawn at random from those that can run. So between two
-// barriers the threads run in a shuffled order: a missing barrier, or a block that depends on another
-// block, changes the result from seed to seed. Launches are synchronous: when the launch call returns,
+// vote) or returns, and the next fiber to run is drawn at random from those that can run; in half the
+// blocks (drawn by the seed) from the lanes of one warp first, the warps in a random order, so that one
+// warp runs ahead to its next __syncthreads before the others start. So between two barriers the threads
+// run in a shuffled order: a missing barrier, or a block that depends on another block, changes the
+// result from seed to seed. Launches are synchronous: when the launch call returns,
 // the kernel has run (streams and events are bookkeeping, and cross-stream races are not emulated).
 //
 // CUDA's rules are checked; a violation stops the program with a message naming the kernel, the block
@@ -20,7 +22,8 @@
 //             vote mask names only lanes that exist and includes the caller; a deadlock is reported;
 //   memory:   128-bit loads/stores (int4, float4 copies) 16-byte aligned; wmma pointers 32-byte
 //             aligned and ldm a multiple of 16 bytes (mma.h); device memory comes from mmap with a
-//             guard page after each allocation, so an access past the end (or after cudaFree) faults
+//             guard page after each allocation, so an access past the end (or after cudaFree: the last 64
+//             freed ranges stay reserved with no access, never handed out again meanwhile) faults
 //             and is reported with the allocation it missed; a write into the <= 255 bytes of padding
 //             after an allocation is found after the kernel; cudaMemcpy/cudaMemset ranges must lie in
 //             device allocations;
@@ -92,7 +95,14 @@ struct dim3 {
 
 namespace emu {
 void check_vector_alignment(const void* address, size_t alignment, const char* what);
+// the address, with what the compiler knows about it forgotten: a reference to a 16-byte aligned type is
+// aligned by the language's rules, so without this clang folds the alignment check to "aligned" and
+// deletes it (and may emit an aligned SSE access, whose fault on a misaligned address has no address)
+inline const void* opaque_address(const void* p) {
+    asm volatile("" : "+r"(p));
+    return p;
 }
+} // namespace emu
 
 // 16-byte vectors: copying one from (or into) memory is a 128-bit load (store) on the GPU, which must be
 // 16-byte aligned; the copy operations check the alignment of the address they read or write.
@@ -102,13 +112,16 @@ void check_vector_alignment(const void* address, size_t alignment, const char* w
         Name() = default;                                                                                    \
         constexpr Name(T a, T b, T c, T d) : x(a), y(b), z(c), w(d) {}                                       \
         Name(const Name& other) {                                                                            \
-            emu::check_vector_alignment(&other, 16, "128-bit load of " #Name);                               \
-            memcpy((void*)this, (const void*)&other, 16);                                                    \
+            const void* from = emu::opaque_address(&other);                                                  \
+            emu::check_vector_alignment(from, 16, "128-bit load of " #Name);                                 \
+            memcpy((void*)this, from, 16);                                                                   \
         }                                                                                                    \
         Name& operator=(const Name& other) {                                                                 \
-            emu::check_vector_alignment(this, 16, "128-bit store of " #Name);                                \
-            emu::check_vector_alignment(&other, 16, "128-bit load of " #Name);                               \
-            memcpy((void*)this, (const void*)&other, 16);                                                    \
+            void* to = (void*)emu::opaque_address(this);                                                     \
+            const void* from = emu::opaque_address(&other);                                                  \
+            emu::check_vector_alignment(to, 16, "128-bit store of " #Name);                                  \
+            emu::check_vector_alignment(from, 16, "128-bit load of " #Name);                                 \
+            memcpy(to, from, 16);                                                                            \
             return *this;                                                                                    \
         }                                                                                                    \
     };
@@ -225,6 +238,7 @@ struct Fiber {
     unsigned warp_mask = 0;     // the mask it waits with in a warp barrier
     bool at_shuffle = false;    // the warp barrier is part of a shuffle/vote (for messages)
     unsigned full_shuffles = 0; // full-warp shuffles so far: picks the slot set
+    int runnable_at = -1;       // its index in Emulator::runnable while runnable
 };
 
 struct Allocation {
@@ -238,7 +252,8 @@ struct Allocation {
 struct Emulator {
     // device memory: base address -> allocation
     std::map<uintptr_t, Allocation> allocations;
-    std::vector<std::pair<uintptr_t, size_t>> freed; // recently freed ranges, for messages
+    std::vector<std::pair<uintptr_t, size_t>> freed;  // recently freed ranges, for messages
+    std::vector<std::pair<char*, size_t>> quarantine; // their mappings, PROT_NONE: not reused while listed
     size_t allocated_bytes = 0;
     int device = 0;
     cudaError_t last_error = cudaSuccess;
@@ -267,6 +282,13 @@ struct Emulator {
     char* dynamic_smem = nullptr;        // this launch's: ends at the guard page
     size_t dynamic_smem_bytes = 0;
     bool announced = false;
+    // a warp-greedy block runs its warps one after another in warp_order: the first warp with a runnable
+    // lane runs (a random lane of it), so a warp races ahead to its next __syncthreads while the others
+    // have not started, as warps that are not in lockstep can on a GPU; the other blocks draw any
+    // runnable thread
+    bool warp_greedy = false;
+    int warp_order[32] = {};
+    unsigned warp_runnable[32] = {}; // per warp: its runnable lanes
 };
 
 inline Emulator& state() {
@@ -380,6 +402,12 @@ inline void check_device_range(const void* p, size_t bytes, const char* what) {
 
 // SIGSEGV / SIGBUS: an access outside the allocations, in a kernel or a runtime call
 inline void on_fault(int sig, siginfo_t* info, void*) {
+    if (sig == SIGSEGV && info->si_code == SI_KERNEL && info->si_addr == nullptr) {
+        // x86-64 reports a general-protection fault without an address: in a kernel almost always an
+        // aligned 16-byte SSE access (a copy of an alignas(16) type) at an address not 16-byte aligned
+        fatal_in_signal_handler("invalid memory access (general-protection fault, no address): most likely a "
+                                "128-bit load or store at an address that is not 16-byte aligned");
+    }
     char where[256];
     describe_address(info->si_addr, where, sizeof(where));
     fatal_in_signal_handler("invalid memory access (%s) at %p, %s", sig == SIGSEGV ? "SIGSEGV" : "SIGBUS",
@@ -459,9 +487,17 @@ inline cudaError_t device_free(void* p, bool host) {
               host ? "cudaMallocHost" : "cudaMalloc", where);
     }
     if (!host) e.allocated_bytes -= it->second.padded;
+    // the mapping stays reserved (no access, no memory) while the range is in the freed list, so a later
+    // cudaMalloc cannot get the same addresses and an access through a dangling pointer faults
+    mprotect(it->second.map, it->second.map_bytes, PROT_NONE);
+    madvise(it->second.map, it->second.map_bytes, MADV_DONTNEED);
     e.freed.emplace_back(it->first, it->second.size);
-    if (e.freed.size() > 64) e.freed.erase(e.freed.begin());
-    munmap(it->second.map, it->second.map_bytes);
+    e.quarantine.emplace_back(it->second.map, it->second.map_bytes);
+    if (e.freed.size() > 64) {
+        e.freed.erase(e.freed.begin());
+        munmap(e.quarantine.front().first, e.quarantine.front().second);
+        e.quarantine.erase(e.quarantine.begin());
+    }
     e.allocations.erase(it);
     return cudaSuccess;
 }
@@ -595,13 +631,32 @@ inline void ensure_fibers(int n) {
     e.runnable.reserve(n);
 }
 
-// the fiber that runs next: drawn at random from the runnable ones
+// a random number in [0, n) (multiply-shift: no division, the hot spot of the scheduler)
+inline size_t random_below(size_t n) {
+    return (size_t)(((unsigned __int128)next_random() * n) >> 64);
+}
+
+// the fiber that runs next: drawn at random from the runnable ones, or in a warp-greedy block from the
+// runnable lanes of the first warp in warp_order that has any
 inline Fiber* pick_runnable() {
     Emulator& e = state();
-    const size_t pick = next_random() % e.runnable.size();
+    size_t pick;
+    if (e.warp_greedy) {
+        int w = 0;
+        for (int r = 0; r < 32 && e.warp_runnable[w = e.warp_order[r]] == 0; r++) {
+        }
+        unsigned lanes = e.warp_runnable[w];
+        for (size_t k = random_below(__builtin_popcount(lanes)); k > 0; k--) lanes &= lanes - 1;
+        pick = (size_t)e.fibers[w * 32 + __builtin_ctz(lanes)].runnable_at;
+    } else {
+        pick = random_below(e.runnable.size());
+    }
     Fiber* f = e.runnable[pick];
     e.runnable[pick] = e.runnable.back();
+    e.runnable[pick]->runnable_at = (int)pick;
     e.runnable.pop_back();
+    f->runnable_at = -1;
+    e.warp_runnable[f->tid / 32] &= ~(1u << (f->tid % 32));
     return f;
 }
 
@@ -621,8 +676,11 @@ inline void yield() {
 }
 
 inline void make_runnable(Fiber* f) {
+    Emulator& e = state();
     f->state = FiberState::Runnable;
-    state().runnable.push_back(f);
+    f->runnable_at = (int)e.runnable.size();
+    e.runnable.push_back(f);
+    e.warp_runnable[f->tid / 32] |= 1u << (f->tid % 32);
 }
 
 inline const char* state_name(const Fiber& f) {
@@ -650,6 +708,11 @@ inline void run_block() {
     memset(e.warp_arrived, 0, sizeof(e.warp_arrived));
     memset(e.warp_done, 0, sizeof(e.warp_done));
     e.runnable.clear();
+    memset(e.warp_runnable, 0, sizeof(e.warp_runnable));
+    // half the blocks warp-greedy, in a random warp order
+    e.warp_greedy = next_random() % 2 == 0;
+    for (int w = 0; w < 32; w++) e.warp_order[w] = w;
+    for (int w = 31; w > 0; w--) std::swap(e.warp_order[w], e.warp_order[next_random() % (w + 1)]);
     for (int t = 0; t < n; t++) {
         Fiber& f = e.fibers[t];
         f.tid = t;
@@ -674,10 +737,11 @@ inline void run_block() {
         for (int t = 0; t < n && len < (int)sizeof(list) - 64; t++) {
             const Fiber& f = e.fibers[t];
             if (f.state != FiberState::Done && (t < 4 || t == n - 1)) {
-                len += snprintf(list + len, sizeof(list) - len, " thread (%u,%u,%u) %s%s;", f.idx.x, f.idx.y,
-                                f.idx.z, state_name(f), f.state == FiberState::WarpBarrier ? " (mask" : "");
+                len += snprintf(list + len, sizeof(list) - len, " thread (%u,%u,%u) %s", f.idx.x, f.idx.y,
+                                f.idx.z, state_name(f));
                 if (f.state == FiberState::WarpBarrier)
-                    len += snprintf(list + len, sizeof(list) - len, " 0x%08x)", f.warp_mask);
+                    len += snprintf(list + len, sizeof(list) - len, " (mask 0x%08x)", f.warp_mask);
+                len += snprintf(list + len, sizeof(list) - len, ";");
             }
         }
         threadIdx = e.fibers[0].idx;
