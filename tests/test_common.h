@@ -2,6 +2,7 @@
 // and running a case that must fail (fail() exits the process) in a child process with its stderr captured.
 #pragma once
 
+#include <cstdarg>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -27,6 +28,21 @@ static int g_checks = 0;
             }                                                                                                \
         }                                                                                                    \
     } while (0)
+
+// check(ok, printf-style description): counts the check and prints one line, "ok   ..." or "FAIL ...",
+// for tests that report every check, not only the failures
+static void check(bool ok, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void check(bool ok, const char* fmt, ...) {
+    g_checks++;
+    if (!ok) g_failures++;
+    printf("%s ", ok ? "ok  " : "FAIL");
+    va_list args;
+    va_start(args, fmt);
+    vprintf(fmt, args);
+    va_end(args);
+    printf("\n");
+    fflush(stdout);
+}
 
 // Run fn in a child process with stderr captured and stdout discarded.
 struct ChildResult {

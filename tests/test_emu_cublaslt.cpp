@@ -23,18 +23,6 @@
 #include "llmc/matmul.cuh"
 #include "tests/test_common.h"
 
-static void check(bool ok, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(bool ok, const char* fmt, ...) {
-    g_checks++;
-    if (!ok) g_failures++;
-    printf("%s ", ok ? "ok  " : "FAIL");
-    va_list args;
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-    printf("\n");
-}
-
 static const char* type_name(cudaDataType_t t) {
     return t == CUDA_R_32F ? "fp32" : "bf16";
 }

@@ -42,19 +42,6 @@
 
 extern char** environ;
 
-static void check(bool ok, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(bool ok, const char* fmt, ...) {
-    g_checks++;
-    if (!ok) g_failures++;
-    printf("%s ", ok ? "ok  " : "FAIL");
-    va_list args;
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-    printf("\n");
-    fflush(stdout);
-}
-
 // fn must stop the program with the emulator's message: exit status 1, "CUDA emulator: " and every needle
 // on stderr. Prints the first line of the message.
 static void expect_error(const char* what, const std::function<void()>& fn,
