@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 source tests/lib.sh
 make -s build/emu/test_gpt2cu build/emu/test_gpt2fp32cu
 make_gpu_reference_states
+make_reference_states # gpt2v
 s=build/test/gpu
 run() { # label, seed, program, args...
     local label=$1 seed=$2
@@ -24,4 +25,4 @@ run() { # label, seed, program, args...
 }
 run "tiny, FP32 build, -r 0" 1 build/emu/test_gpt2fp32cu $s/tiny_model.bin $s/tiny_state.bin -r 0
 run "tiny, BF16 build, -r 3" 2 build/emu/test_gpt2cu $s/tiny_model_bf16.bin $s/tiny_state_bf16.bin -r 3
-run "gpt2v, FP32 build, -r 1" 3 build/emu/test_gpt2fp32cu $s/gpt2v_model.bin $s/gpt2v_state.bin -r 1 -q
+run "gpt2v, FP32 build, -r 1" 3 build/emu/test_gpt2fp32cu build/test/gpt2v_model.bin build/test/gpt2v_state.bin -r 1 -q
