@@ -7,6 +7,8 @@
 #   make cuda          every CUDA target, for sm_80 and sm_90 (compiles without a GPU)
 
 CXX ?= g++
+# the GPU architectures every CUDA target is built for: A100 (sm_80) and H100/H200 (sm_90)
+CUDA_ARCHS ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 PYTHON ?= /usr/bin/python3
 NVCC ?= /usr/local/cuda/bin/nvcc
 
@@ -101,7 +103,7 @@ build/test_adamw8bit: tests/test_adamw8bit.cpp $(HEADERS)
 TEST_BINS += build/test_quantize build/test_adamw8bit
 
 # GPU-side checks (compile anywhere, run on a GPU): codes bit-identical to the CPU reference, timings
-QUANT_NVCC_FLAGS := -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+QUANT_NVCC_FLAGS := -std=c++17 -O3 -I. $(CUDA_ARCHS) \
 	-Xcompiler -Wall,-Wextra,-fopenmp -lgomp
 
 dev/cuda/quantize_check: dev/cuda/quantize_check.cu $(HEADERS) llmc/*.cuh
@@ -142,7 +144,7 @@ endif
 #   dev/cuda/nccl_check        one GPU, or one process per GPU with -pi tcp|fs -pn N -pr R -ps HOST / -pf DIR
 #   dev/cuda/nccl_check_mpi    built with -DUSE_MPI (where mpicxx exists): mpirun -np N dev/cuda/nccl_check_mpi
 # A program using nccl_gpu.cuh links -lnccl, and with -DUSE_MPI also $(MPI_NVCC_INC) / $(MPI_NVCC_LIBS).
-NCCL_NVCCFLAGS := -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+NCCL_NVCCFLAGS := -std=c++17 -O3 -I. $(CUDA_ARCHS) \
 	-Xcompiler -Wall,-Wextra,-fopenmp -lgomp
 MPI_NVCC_INC = $(addprefix -I,$(shell $(MPICXX) --showme:incdirs 2>/dev/null))
 MPI_NVCC_LIBS = $(addprefix -L,$(shell $(MPICXX) --showme:libdirs 2>/dev/null)) \
@@ -163,7 +165,7 @@ endif
 # CUDA
 
 # attention: flash attention forward/backward (llmc/attention.cuh) and its check (on the CPU: make emu)
-ATTENTION_NVCCFLAGS := -O3 -std=c++17 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+ATTENTION_NVCCFLAGS := -O3 -std=c++17 -I. $(CUDA_ARCHS) \
 	-Xcompiler -Wall,-Wextra,-fopenmp
 dev/cuda/attention_check: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS)
 	$(NVCC) $(ATTENTION_NVCCFLAGS) -o $@ $< -lgomp
@@ -174,7 +176,7 @@ CUDA_BINS += dev/cuda/attention_check dev/cuda/attention_check_fp32
 # layer kernels: encoder, layernorm, gelu, matmul (cuBLASLt), fused classifier, AdamW, global norm.
 # dev/cuda/<layer>_check compares each kernel with a CPU reference on a GPU (BF16 build, plus an
 # _fp32 variant built with -DENABLE_FP32); tests/test_kernel_math checks their scalar math on the CPU.
-NVCCFLAGS := -std=c++17 -O3 -I. -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+NVCCFLAGS := -std=c++17 -O3 -I. $(CUDA_ARCHS) \
 	-Xcompiler -Wall,-Wextra --expt-relaxed-constexpr
 PRECISION ?= BF16
 ifeq ($(PRECISION),FP32)

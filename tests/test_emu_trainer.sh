@@ -4,18 +4,17 @@
 # gradient norms and validation losses of every step agree (compare_train_logs.py). Cases:
 #   1. FP32 and BF16 builds, 4 steps, checkpoint at step 2; a resume from step 2 prints the same step and
 #      validation lines as the uninterrupted run and leaves the same main.log;
-#   2. gradient accumulation (-d 512 at B=4, T=64: 2 micro-steps), FP32;
-#   3. -x 3 shorter than the default warmup (both trainers cut the warmup to the 3 steps), FP32;
-#   4. 8-bit AdamW (-qo 1), FP32;
-#   5. data parallel: 2 and 4 emulated GPUs (processes under mpirun, emulated NCCL), ZeRO-0 and ZeRO-1,
-#      the same 512-token step as the 1-GPU run of case 2, 2 steps (validation is left out: each process
-#      evaluates its own share of the validation batches, so the validation loss depends on the process
-#      count, in the CPU trainer too).
+#   2. FP32, in one run: gradient accumulation (-d 512 at B=4, T=64: 2 micro-steps), -x 3 shorter than
+#      the default warmup (both trainers cut the warmup to the 3 steps) and 8-bit AdamW (-qo 1);
+#   3. data parallel, emulated GPUs as processes under mpirun (emulated NCCL): 2 with ZeRO-0 and ZeRO-1,
+#      4 with ZeRO-1, against one emulated GPU taking the same 512-token steps in 2 micro-steps; 2 steps,
+#      validation left out (each process evaluates its own share of the validation batches, so the
+#      validation loss depends on the process count, in the CPU trainer too).
 # Tolerances (relative, max over every value): FP32 1e-4 against the CPU: both are fp32, summed in
 # different orders (cuBLASLt-style GEMM, tiled attention, block reductions), ~1e-6 per value measured,
 # while a wrong schedule, a missed micro-step or different data moves a loss by 1e-3 or more; BF16 1e-2:
-# bf16 rounding of activations and gradients (u = 2^-8), measured ~1e-3. 8-bit AdamW: the fp32 rounding
-# differences can flip a code near a decision boundary, 1e-4 as well (measured ~1e-6). 2 and 4 GPUs against
+# bf16 rounding of activations and gradients (u = 2^-8), measured ~5e-4. With 8-bit AdamW the fp32 rounding
+# differences could flip a code near a decision boundary; 1e-4 as well (measured ~1e-7). 2 and 4 GPUs against
 # 1 GPU: 2e-5 (only the order of the gradient sums differs, as tests/test_mpi_training.sh's CPU runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,33 +44,27 @@ for build in fp32 bf16; do
     rm -rf "$dir/a" "$dir/b"
 done
 
-# 2.-4. accumulation, a short run with the default warmup, 8-bit AdamW
-check_case() { # label, tolerance, flags...
-    local label=$1 tol=$2
-    shift 2
-    ./train_gpt2 $common "$@" > "$dir/cpu.txt"
-    $gpu $common "$@" > "$dir/gpu.txt"
-    grep -q "^step    3/3" "$dir/gpu.txt" || { echo "FAIL: $label: the GPU trainer did not run 3 steps"; cat "$dir/gpu.txt"; exit 1; }
-    cmp_logs "$dir/cpu.txt" "$dir/gpu.txt" --steps 3 --tol $tol --label "fp32: $label"
-}
-check_case "accumulation -d 512 (2 micro-steps)" 1e-4 -x 3 -u 1 -d 512
-check_case "-x 3 with the default warmup" 1e-4 -x 3
+# 2. accumulation, a short run with the default warmup, 8-bit AdamW
+flags="$common -x 3 -d 512 -qo 1"
+./train_gpt2 $flags > "$dir/cpu.txt"
+$gpu $flags > "$dir/gpu.txt"
 grep -q "note: warmup (-u 10) cut to the 3 training steps" "$dir/gpu.txt" || { echo "FAIL: no warmup note"; exit 1; }
-check_case "8-bit AdamW (-qo 1)" 1e-4 -x 3 -u 1 -qo 1
+grep -q "x 2 accumulation steps = 512 tokens" "$dir/gpu.txt" || { echo "FAIL: not 2 micro-steps"; exit 1; }
+cmp_logs "$dir/cpu.txt" "$dir/gpu.txt" --steps 3 --tol 1e-4 \
+    --label "fp32: -d 512 (2 micro-steps), -x 3 < warmup, 8-bit AdamW"
 
-# 5. 2 and 4 emulated GPUs against 1 (the 512-token step of case 2)
+# 3. 2 and 4 emulated GPUs against 1 (a 512-token step)
 if command -v mpirun >/dev/null; then
     MPIRUN=(mpirun --oversubscribe)
     [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
     zflags="$common -x 2 -u 1 -d 512 -v 1000"
     $gpu $zflags > "$dir/gpu1.txt"
-    for np in 2 4; do
-        for z in 0 1; do
-            OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np $np $gpu $zflags -b $((8 / np)) -z $z > "$dir/np$np.txt"
-            grep -q "$np GPU process(es)" "$dir/np$np.txt" || { echo "FAIL: not $np processes"; exit 1; }
-            cmp_logs "$dir/gpu1.txt" "$dir/np$np.txt" --steps 2 --no-val --tol 2e-5 \
-                --label "fp32: $np GPUs, ZeRO-$z, against 1 GPU"
-        done
+    for run in "2 0" "2 1" "4 1"; do
+        read -r np z <<< "$run"
+        OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np $np $gpu $zflags -b $((8 / np)) -z $z > "$dir/np$np.txt"
+        grep -q "$np GPU process(es)" "$dir/np$np.txt" || { echo "FAIL: not $np processes"; exit 1; }
+        cmp_logs "$dir/gpu1.txt" "$dir/np$np.txt" --steps 2 --no-val --tol 2e-5 \
+            --label "fp32: $np GPUs, ZeRO-$z, against 1 GPU"
     done
 else
     echo "error: mpirun not found: install openmpi-bin libopenmpi-dev (apt-get)"

@@ -45,6 +45,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <unistd.h>
@@ -231,9 +232,11 @@ enum class FiberState { Runnable, BlockBarrier, WarpBarrier, Done };
 
 struct Fiber {
     void* sp = nullptr;    // saved stack pointer while switched out
-    char* stack = nullptr; // mmap'ed, with a guard page at its low end
-    uint3 idx{};           // threadIdx
-    int tid = 0;           // linear thread index in the block
+    char* stack = nullptr; // one of the block's stacks (mmap'ed, a guard page at the low end): the pool
+    char* stack_in_use = nullptr; // the stack it runs on, once started
+    bool started = false;
+    uint3 idx{}; // threadIdx
+    int tid = 0; // linear thread index in the block
     FiberState state = FiberState::Runnable;
     unsigned warp_mask = 0;     // the mask it waits with in a warp barrier
     bool at_shuffle = false;    // the warp barrier is part of a shuffle/vote (for messages)
@@ -267,6 +270,7 @@ struct Emulator {
     int block_threads = 0;
     std::vector<Fiber> fibers;
     std::vector<Fiber*> runnable;
+    std::vector<char*> free_stacks; // stacks no started, unfinished thread runs on
     Fiber* current = nullptr;
     void* scheduler_sp = nullptr;
     void (*body)(void*) = nullptr;
@@ -288,6 +292,8 @@ struct Emulator {
     // runnable thread
     bool warp_greedy = false;
     int warp_order[32] = {};
+    int warp_rank[32] = {};          // warp_order's inverse
+    int greedy_rank = 0;             // the warps before warp_order[greedy_rank] have no runnable lane
     unsigned warp_runnable[32] = {}; // per warp: its runnable lanes
 };
 
@@ -587,22 +593,11 @@ namespace emu {
 
 inline void on_thread_exit(Fiber* f);
 inline void yield();
+[[noreturn]] inline void fiber_main();
 
-// every fiber runs this forever: the current thread's kernel body, then back to the scheduler
-[[noreturn]] inline void fiber_main() {
-    for (;;) {
-        Emulator& e = state();
-        e.body(e.body_arg);
-        Fiber* f = e.current;
-        on_thread_exit(f);
-        f->state = FiberState::Done;
-        yield();
-    }
-}
-
-// a fresh fiber's stack: what emu_switch_stack pops, then fiber_main as the return address
-inline void fiber_reset(Fiber* f) {
-    uintptr_t top = ((uintptr_t)f->stack + FIBER_STACK_BYTES) & ~(uintptr_t)15;
+// a fresh stack: what emu_switch_stack pops, then fiber_main as the return address
+inline void* fresh_stack(char* stack) {
+    uintptr_t top = ((uintptr_t)stack + FIBER_STACK_BYTES) & ~(uintptr_t)15;
     void** sp = (void**)top;
 #if defined(__x86_64__)
     *--sp = nullptr;            // fiber_main's (never used) return address: keeps the ABI's alignment
@@ -613,7 +608,52 @@ inline void fiber_reset(Fiber* f) {
     memset(sp, 0, 176);
     sp[11] = (void*)&fiber_main; // x30, the link register: ret jumps there
 #endif
-    f->sp = sp;
+    return sp;
+}
+
+// Switches from the running code (its stack pointer saved in *save_sp) to `next`: where it waits, or, if
+// it has not started, at the top of a free stack.
+inline void switch_to(void** save_sp, Fiber* next) {
+    Emulator& e = state();
+    e.current = next;
+    threadIdx = next->idx;
+    if (!next->started) {
+        next->started = true;
+        next->stack_in_use = e.free_stacks.back();
+        e.free_stacks.pop_back();
+        next->sp = fresh_stack(next->stack_in_use);
+    }
+    emu_switch_stack(save_sp, next->sp);
+}
+
+inline Fiber* pick_runnable();
+
+// Every stack runs this: the current thread's kernel body; when it returns, the next thread. A thread that
+// has not started yet runs on right here, on the same stack, so a kernel without barriers costs no
+// context switch per thread; a waiting one is switched to, and this stack goes back to the pool.
+[[noreturn]] inline void fiber_main() {
+    for (;;) {
+        Emulator& e = state();
+        e.body(e.body_arg);
+        Fiber* f = e.current;
+        on_thread_exit(f);
+        f->state = FiberState::Done;
+        void* abandoned_sp; // this stack is left for good
+        if (e.runnable.empty()) {
+            e.free_stacks.push_back(f->stack_in_use);
+            emu_switch_stack(&abandoned_sp, e.scheduler_sp);
+        }
+        Fiber* next = pick_runnable();
+        if (!next->started) {
+            next->started = true;
+            next->stack_in_use = f->stack_in_use;
+            e.current = next;
+            threadIdx = next->idx;
+            continue;
+        }
+        e.free_stacks.push_back(f->stack_in_use);
+        switch_to(&abandoned_sp, next);
+    }
 }
 
 inline void ensure_fibers(int n) {
@@ -642,12 +682,14 @@ inline Fiber* pick_runnable() {
     Emulator& e = state();
     size_t pick;
     if (e.warp_greedy) {
-        int w = 0;
-        for (int r = 0; r < 32 && e.warp_runnable[w = e.warp_order[r]] == 0; r++) {
-        }
-        unsigned lanes = e.warp_runnable[w];
-        for (size_t k = random_below(__builtin_popcount(lanes)); k > 0; k--) lanes &= lanes - 1;
-        pick = (size_t)e.fibers[w * 32 + __builtin_ctz(lanes)].runnable_at;
+        // the first warp in warp_order with a runnable lane (none before greedy_rank has one), and in it
+        // the first runnable lane at or after a random lane
+        while (e.warp_runnable[e.warp_order[e.greedy_rank]] == 0) e.greedy_rank++;
+        const int w = e.warp_order[e.greedy_rank];
+        const unsigned lanes = e.warp_runnable[w];
+        const unsigned r = (unsigned)random_below(32);
+        const unsigned rotated = r == 0 ? lanes : (lanes >> r) | (lanes << (32 - r));
+        pick = (size_t)e.fibers[w * 32 + (__builtin_ctz(rotated) + r) % 32].runnable_at;
     } else {
         pick = random_below(e.runnable.size());
     }
@@ -669,10 +711,7 @@ inline void yield() {
         emu_switch_stack(&f->sp, e.scheduler_sp);
         return;
     }
-    Fiber* next = pick_runnable();
-    e.current = next;
-    threadIdx = next->idx;
-    emu_switch_stack(&f->sp, next->sp);
+    switch_to(&f->sp, pick_runnable());
 }
 
 inline void make_runnable(Fiber* f) {
@@ -681,6 +720,7 @@ inline void make_runnable(Fiber* f) {
     f->runnable_at = (int)e.runnable.size();
     e.runnable.push_back(f);
     e.warp_runnable[f->tid / 32] |= 1u << (f->tid % 32);
+    e.greedy_rank = std::min(e.greedy_rank, e.warp_rank[f->tid / 32]);
 }
 
 inline const char* state_name(const Fiber& f) {
@@ -708,11 +748,14 @@ inline void run_block() {
     memset(e.warp_arrived, 0, sizeof(e.warp_arrived));
     memset(e.warp_done, 0, sizeof(e.warp_done));
     e.runnable.clear();
+    e.free_stacks.clear();
     memset(e.warp_runnable, 0, sizeof(e.warp_runnable));
     // half the blocks warp-greedy, in a random warp order
     e.warp_greedy = next_random() % 2 == 0;
     for (int w = 0; w < 32; w++) e.warp_order[w] = w;
     for (int w = 31; w > 0; w--) std::swap(e.warp_order[w], e.warp_order[next_random() % (w + 1)]);
+    for (int r = 0; r < 32; r++) e.warp_rank[e.warp_order[r]] = r;
+    e.greedy_rank = 0;
     for (int t = 0; t < n; t++) {
         Fiber& f = e.fibers[t];
         f.tid = t;
@@ -720,16 +763,12 @@ inline void run_block() {
         f.warp_mask = 0;
         f.at_shuffle = false;
         f.full_shuffles = 0;
-        fiber_reset(&f);
+        f.started = false;
+        e.free_stacks.push_back(f.stack);
         make_runnable(&f);
     }
     // the fibers switch among themselves, and come back here when none can run
-    if (!e.runnable.empty()) {
-        Fiber* f = pick_runnable();
-        e.current = f;
-        threadIdx = f->idx;
-        emu_switch_stack(&e.scheduler_sp, f->sp);
-    }
+    if (!e.runnable.empty()) switch_to(&e.scheduler_sp, pick_runnable());
     if (e.exited != n) {
         // nothing can run and not every thread returned: a deadlock
         char list[512];
@@ -937,8 +976,38 @@ inline void check_launch(const char* name, const void* fn, dim3 grid, dim3 block
 }
 
 // runs body(arg) as every thread of every block of the grid
+// CUDA_EMU_PROFILE=1: at exit, the emulator's time per kernel (where the emulator spends it, not the GPU)
+struct KernelProfile {
+    double seconds = 0;
+    long launches = 0, threads = 0;
+};
+inline std::map<std::string, KernelProfile>& kernel_profile() {
+    static std::map<std::string, KernelProfile> profile;
+    return profile;
+}
+inline void print_kernel_profile() {
+    std::vector<std::pair<std::string, KernelProfile>> rows(kernel_profile().begin(), kernel_profile().end());
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+    fprintf(stderr, "CUDA emulator: time per kernel on the CPU (not GPU timings)\n");
+    for (const auto& [name, p] : rows) {
+        fprintf(stderr, "  %9.3f s %8ld launches %12ld threads  %s\n", p.seconds, p.launches, p.threads,
+                name.c_str());
+    }
+}
+
 inline void run_kernel(const char* name, dim3 grid, dim3 block, size_t smem, void (*body)(void*), void* arg) {
     Emulator& e = state();
+    static const bool profile = [] {
+        const char* v = getenv("CUDA_EMU_PROFILE");
+        if (v != nullptr && *v && *v != '0') {
+            kernel_profile(); // constructed before the handler is registered, so destroyed after it ran
+            atexit(print_kernel_profile);
+            return true;
+        }
+        return false;
+    }();
+    const auto start = std::chrono::steady_clock::now();
     e.launches++;
     e.rng = e.seed * 0x2545F4914F6CDD1Dull + e.launches;
     gridDim = grid;
@@ -975,6 +1044,12 @@ inline void run_kernel(const char* name, dim3 grid, dim3 block, size_t smem, voi
     }
     e.kernel = nullptr;
     check_padding(name);
+    if (profile) {
+        KernelProfile& p = kernel_profile()[name];
+        p.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        p.launches++;
+        p.threads += (long)(grid.x * grid.y * grid.z) * e.block_threads;
+    }
 }
 
 template <class... P> struct Launch {
