@@ -271,9 +271,9 @@ cuda:
 
 # ---------------------------------------------------------------------------------------------------
 
-# the emulated programs are built first, two at a time (about half the suite's compile time)
-test: all $(TEST_BINS)
-	$(MAKE) --no-print-directory -j2 emu
+# everything is built first, two compiles at a time (the emulated programs are half the compile time)
+test:
+	$(MAKE) --no-print-directory -j2 all $(TEST_BINS) emu
 	bash tests/run_all.sh
 
 format:
