@@ -210,11 +210,6 @@ static void run_once(const DeviceBuffers& d, const Shape& s) {
     cudaCheck(cudaDeviceSynchronize());
 }
 
-static double median_of(std::vector<float> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-
 static bool check_shape(const Shape& s, bool timing) {
     const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
     printf("%s: B=%d NH=%d T=%d HS=%d\n", s.name, B, NH, T, HS);
@@ -280,33 +275,15 @@ static bool check_shape(const Shape& s, bool timing) {
     ok &= same;
 
     if (s.timed && timing) {
-        const int warmup = 3, reps = 20;
-        cudaEvent_t start, stop;
-        cudaCheck(cudaEventCreate(&start));
-        cudaCheck(cudaEventCreate(&stop));
-        std::vector<float> fwd_ms, bwd_ms;
-        for (int r = 0; r < warmup + reps; r++) {
-            float ms = 0.f;
-            cudaCheck(cudaEventRecord(start));
-            attention_forward(d.out, d.lse, d.qkv, B, T, NH, HS, 0);
-            cudaCheck(cudaEventRecord(stop));
-            cudaCheck(cudaEventSynchronize(stop));
-            cudaCheck(cudaEventElapsedTime(&ms, start, stop));
-            if (r >= warmup) fwd_ms.push_back(ms);
-            cudaCheck(cudaEventRecord(start));
-            attention_backward(d.dqkv, d.dout, d.qkv, d.out, d.lse, d.scratch, B, T, NH, HS, 0);
-            cudaCheck(cudaEventRecord(stop));
-            cudaCheck(cudaEventSynchronize(stop));
-            cudaCheck(cudaEventElapsedTime(&ms, start, stop));
-            if (r >= warmup) bwd_ms.push_back(ms);
-        }
+        const int reps = 20; // after check_common.h's 3 warm-up runs
+        const double f = median_ms([&] { attention_forward(d.out, d.lse, d.qkv, B, T, NH, HS, 0); }, reps);
+        const double bk = median_ms(
+            [&] { attention_backward(d.dqkv, d.dout, d.qkv, d.out, d.lse, d.scratch, B, T, NH, HS, 0); },
+            reps);
         const double fwd_flops = 4.0 * B * NH * (double)T * T * HS / 2.0, bwd_flops = 2.5 * fwd_flops;
-        const double f = median_of(fwd_ms), bk = median_of(bwd_ms);
         printf("    timing (median of %d): forward %.3f ms %.1f TFLOP/s   backward %.3f ms %.1f TFLOP/s   "
                "fwd+bwd %.3f ms\n",
                reps, f, fwd_flops / (f * 1e-3) / 1e12, bk, bwd_flops / (bk * 1e-3) / 1e12, f + bk);
-        cudaCheck(cudaEventDestroy(start));
-        cudaCheck(cudaEventDestroy(stop));
     }
 
     cudaCheck(cudaFree(d.qkv));
