@@ -1020,11 +1020,7 @@ int main(int argc, char** argv) {
     // learning rate: optional batch-size scaling of the peak, then the schedule
     float peak_lr = scale_lr_for_batch(cfg.learning_rate, (size_t)cfg.lr_scale_ref_tokens,
                                        (size_t)total_tokens, cfg.lr_scale_rule);
-    if (cfg.warmup_steps > train_steps) { // a short smoke run (-x 5) with the default warmup
-        if (main_process)
-            printf("note: warmup (-u %d) cut to the %d training steps\n", cfg.warmup_steps, train_steps);
-        cfg.warmup_steps = train_steps;
-    }
+    train_config_fit_warmup(&cfg, train_steps, main_process);
     LRScheduler sched;
     lr_scheduler_init(&sched, cfg.schedule, peak_lr, cfg.warmup_steps, train_steps, cfg.final_lr_frac,
                       cfg.cooldown_frac);

@@ -211,3 +211,12 @@ inline bool parse_flags(TrainConfig* c, int argc, char** argv, bool gpu) {
     }
     return true;
 }
+
+// A run shorter than the warmup (a smoke run, -x 5, with the default -u) warms up over all its steps;
+// the main process says so.
+inline void train_config_fit_warmup(TrainConfig* c, int train_steps, bool main_process) {
+    if (c->warmup_steps <= train_steps) return;
+    if (main_process)
+        printf("note: warmup (-u %d) cut to the %d training steps\n", c->warmup_steps, train_steps);
+    c->warmup_steps = train_steps;
+}
