@@ -1,5 +1,7 @@
-// tokenizer.h: GPT-2's byte-level BPE tokenizer (encode and decode), and a decode-only reader of llm.c's
-// gpt2_tokenizer.bin for the trainers to print samples.
+// tokenizer.h: GPT-2's byte-level BPE tokenizer (encode and decode) from encoder.json and vocab.bpe, and a
+// writer of llm.c's gpt2_tokenizer.bin. For the data tools; the trainers, which only print samples, read
+// gpt2_tokenizer.bin with the decode-only llmc/token_decoder.h (included here, so users of this header get
+// TokenDecoder too).
 //
 // Encoding is three steps, the same as OpenAI's encoder.py and tiktoken's "gpt2" encoding:
 //   1. Pre-tokenize: split the UTF-8 text into chunks with GPT-2's regex
@@ -36,8 +38,8 @@
 // are cached, so Tiny Shakespeare (1.1 MB) encodes in ~0.05 s on one core (dev/results/tokenizer_bench.txt).
 // Chunks of 64+ bytes use a heap-based BPE, O(n log n) instead of O(n^2), with the same result.
 //
-// Interface: tokenizer_load, tokenizer_encode, tokenizer_decode, tokenizer_write_bin; and for the trainers,
-// which only print samples, TokenDecoder with token_decoder_load and token_decoder_piece.
+// Interface: tokenizer_load, tokenizer_encode, tokenizer_decode, tokenizer_write_bin; and, from
+// llmc/token_decoder.h, TokenDecoder with token_decoder_load and token_decoder_piece.
 #pragma once
 
 #include <algorithm>
@@ -48,6 +50,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "llmc/token_decoder.h"
 #include "llmc/unicode_tables.h"
 #include "llmc/utils.h"
 
@@ -607,10 +610,7 @@ inline std::string tokenizer_decode(const Tokenizer* t, const std::vector<int>& 
 }
 
 // ----------------------------------------------------------------------------------------------------
-// llm.c's gpt2_tokenizer.bin: int32 header[256] = {20240328 magic, version, vocab size, EOT id (version 2),
-// 0...}, then every token in id order as a 1-byte length (1..255) followed by its bytes.
-
-inline constexpr int kTokenizerBinMagic = 20240328;
+// llm.c's gpt2_tokenizer.bin (format and reader in llmc/token_decoder.h)
 
 inline void tokenizer_write_bin(const Tokenizer* t, const char* path) {
     int32_t header[256] = {0};
@@ -631,49 +631,4 @@ inline void tokenizer_write_bin(const Tokenizer* t, const char* path) {
         f.write(tok.data(), 1, tok.size());
     }
     f.commit();
-}
-
-struct TokenDecoder {
-    int vocab_size = 0;
-    int eot_token = -1;
-    std::vector<std::string> tokens; // id -> raw bytes
-};
-
-// Reads gpt2_tokenizer.bin, version 2 (header[3] is the EOT id) or llm.c's older version 1 (no EOT field;
-// GPT-2's 50256 is assumed). Fails naming the file on a bad magic, version or size, a zero-length token,
-// a truncated file, or bytes after the last token.
-inline void token_decoder_load(TokenDecoder* d, const char* path) {
-    File f(path, "rb");
-    int32_t header[256];
-    f.read(header, sizeof(int32_t), 256, "the 256-int32 header");
-    if (header[0] != kTokenizerBinMagic) {
-        fail("'%s' is not a gpt2_tokenizer.bin: magic number %d, expected %d", path, header[0],
-             kTokenizerBinMagic);
-    }
-    if (header[1] != 1 && header[1] != 2)
-        fail("'%s': unsupported version %d, expected 1 or 2", path, header[1]);
-    if (header[2] <= 0 || header[2] > (1 << 24)) {
-        fail("'%s': vocab size %d is not in 1..%d", path, header[2], 1 << 24);
-    }
-    d->vocab_size = header[2];
-    d->eot_token = header[1] == 2 ? header[3] : 50256;
-    if (d->eot_token < 0 || d->eot_token >= d->vocab_size) {
-        fail("'%s': EOT token %d is outside the vocab of %d tokens", path, d->eot_token, d->vocab_size);
-    }
-    d->tokens.assign(d->vocab_size, std::string());
-    for (int id = 0; id < d->vocab_size; id++) {
-        unsigned char len;
-        f.read(&len, 1, 1, "a token length");
-        if (len == 0) fail("'%s': token %d has length 0", path, id);
-        d->tokens[id].resize(len);
-        f.read(&d->tokens[id][0], 1, len, "a token's bytes");
-    }
-    if (fgetc(f.fp) != EOF) fail("'%s': unexpected bytes after the last of %d tokens", path, d->vocab_size);
-}
-
-inline const std::string& token_decoder_piece(const TokenDecoder* d, int id) {
-    if (id < 0 || id >= d->vocab_size) {
-        fail("token id %d is out of range: the tokenizer has ids 0..%d", id, d->vocab_size - 1);
-    }
-    return d->tokens[id];
 }
