@@ -86,12 +86,14 @@ constexpr int ATT_LDP = ATT_LDS * (int)(sizeof(float) / sizeof(floatX));
 constexpr float ATT_LOG2E = 1.4426950408889634f;
 constexpr float ATT_LN2 = 0.6931471805599453f;
 
+// floatX tile row stride
 __host__ __device__ constexpr int att_ldx(int HS) {
     return HS + ATT_PAD;
-} // floatX tile row stride
+}
+// fp32 accumulator / staging row stride
 __host__ __device__ constexpr int att_ldo(int HS) {
     return HS + 4;
-} // fp32 accumulator / staging row stride
+}
 
 constexpr size_t att_forward_smem_bytes(int HS) {
     return 3 * ATT_TILE * att_ldx(HS) * sizeof(floatX) + ATT_TILE * ATT_LDS * sizeof(float) +

@@ -6,11 +6,13 @@
 //            dwpe[t,:] += sum over b of dout[b,t,:]
 //
 // The backward is deterministic: a token that occurs many times in the batch is summed by ONE thread
-// per 8 channels, over its positions in increasing (b,t) order, in fp32, and added to dwte once. There
-// are no atomics, so the result is bit-identical run to run. The grouping of positions by token
-// ("buckets") is done on the host from the host copy of the tokens (the data loader has it anyway),
-// then uploaded: offsets[num_buckets + 1] followed by positions[B*T], positions sorted by (token, b*T+t).
-// Requires C % 8 == 0 (one 128-bit load of bf16 per thread; 4 fp32 in the FP32 build).
+// per 128-bit chunk of channels, over its positions in increasing (b,t) order, in fp32, and added to
+// dwte once. There are no atomics, so the result is bit-identical run to run. The grouping of positions
+// by token ("buckets") is done on the host from the host copy of the tokens (the data loader has it
+// anyway), then uploaded: offsets[num_buckets + 1] followed by positions[B*T], positions sorted by
+// (token, b*T+t).
+// Requires C to be a multiple of x128::size (one 128-bit load per thread: 8 bf16, or 4 fp32 in the FP32
+// build).
 #pragma once
 
 #include <algorithm>
@@ -100,7 +102,7 @@ inline void encoder_forward(floatX* out, const int* inp, const floatX* wte, cons
 // event guards the pinned buffer: the next call waits until the previous upload has been read.
 struct EncoderBackwardScratch {
     int max_BT = 0;
-    int* workload_device = nullptr; // offsets[max_BT + 1] then positions[max_BT]
+    int* workload_device = nullptr; // 2 max_BT + 1 ints: offsets[num_buckets + 1] then positions[B*T]
     int* workload_host = nullptr;   // pinned, same layout
     cudaEvent_t upload_done = nullptr;
     std::vector<int> order; // host sort buffer

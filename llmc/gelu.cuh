@@ -4,11 +4,11 @@
 //     gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 0.044715 x^2)
 //     forward:  out = gelu(inp)
 //     backward: d = d * gelu'(inp)   (in place: the gradient buffer arrives holding dout)
-// The constants and the scalar math live in kernel_math.h (gelu_forward_math, gelu_backward_math), the
-// same device functions a fused matmul epilogue would call. In the trainer the forward GELU normally
-// runs inside the fc matmul (cuBLASLt GELU_AUX_BIAS epilogue) and its backward inside the fc_proj
-// dinp matmul (DGELU epilogue); these kernels are the fallback and the reference for those.
-// Requires N % 8 == 0 (one 128-bit load per thread).
+// The constants and the scalar math live in kernel_math.h (gelu_forward_math, gelu_backward_math); the
+// emulator's cuBLASLt GELU epilogues call the same functions. llmc/matmul.cuh can fuse GELU into a matmul
+// (forward: GELU_AUX(_BIAS) epilogue; backward: DGELU on the dinp matmul) and calls these kernels when
+// fusion is off (MatmulContext::fuse_gelu) or cuBLASLt has no algorithm for the fused epilogue.
+// Requires N to be a multiple of x128::size (8 bf16, 4 fp32: one 128-bit load per thread).
 #pragma once
 
 #include "llmc/cuda_common.h"

@@ -13,7 +13,8 @@
 // deterministically without atomics: each block sums a fixed slice of LN_BWD_ROWS_PER_PARTIAL rows
 // into fp32 scratch, then one thread per channel adds the slices up in slice order.
 //
-// Requires C % 8 == 0 (128-bit loads). The mean/rstd pointers of the forward may be null (inference).
+// Requires C to be a multiple of x128::size (128-bit loads: 8 bf16, 4 fp32). The mean/rstd pointers of the
+// forward may be null: the statistics are then not written.
 #pragma once
 
 #include "llmc/cuda_common.h"
@@ -118,8 +119,8 @@ __global__ void layernorm_backward_dinp_kernel(floatX* dinp, const floatX* dout,
     }
 }
 
-// backward kernel 2: partial column sums. grid (ceil(C/8 / blockDim.x), num_partials); the thread
-// owning channels [c, c+8) sums rows [slice * ROWS, (slice+1) * ROWS) in row order.
+// backward kernel 2: partial column sums. grid (ceil(C/x128::size / blockDim.x), num_partials); the
+// thread owning channels [c, c + x128::size) sums rows [slice * ROWS, (slice+1) * ROWS) in row order.
 // scratch: dw_partial (num_partials, C) then db_partial (num_partials, C), fp32.
 __global__ void layernorm_backward_partials_kernel(float* scratch, const floatX* dout, const floatX* inp,
                                                    const float* mean, const float* rstd, int N, int C,
@@ -181,8 +182,8 @@ inline void layernorm_forward(floatX* out, float* mean, float* rstd, const float
     cudaCheck(cudaGetLastError());
 }
 
-// inp1, inp2 (N,C) -> residual_out = inp1 + inp2 (N,C), ln_out = LayerNorm(residual_out) (N,C), mean, rstd
-// (N)
+// inp1, inp2 (N,C) -> residual_out = inp1 + inp2 (N,C), ln_out = LayerNorm(residual_out) (N,C),
+// mean, rstd (N)
 inline void fused_residual_layernorm_forward(floatX* residual_out, floatX* ln_out, float* mean, float* rstd,
                                              const floatX* inp1, const floatX* inp2, const floatX* weight,
                                              const floatX* bias, int N, int C, cudaStream_t stream) {

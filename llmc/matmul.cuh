@@ -10,9 +10,12 @@
 //
 // cuBLASLt is column-major. A row-major (R,K) matrix is the same bytes as a column-major (K,R) matrix,
 // so each row-major product is computed as its transpose, D(m,n) = op(A)(m,k) op(B)(k,n), column-major:
-//     forward   D = out^T  (m=OC, n=BT, k=C):  A = W as col-major (C,OC) ld C, transposed;  B = inp^T (C,BT)
-//     ld C dinp      D = dinp^T (m=C, n=BT, k=OC):  A = W as col-major (C,OC) ld C;  B = dout^T (OC,BT) ld OC
-//     dweight   D = dW^T   (m=C, n=OC, k=BT):  A = inp^T (C,BT) ld C;  B = dout^T (OC,BT) ld OC, transposed
+//     forward   D = out^T  (m=OC, n=BT, k=C):   A = W as col-major (C,OC) ld C, transposed;
+//                                               B = inp^T (C,BT) ld C
+//     dinp      D = dinp^T (m=C, n=BT, k=OC):   A = W as col-major (C,OC) ld C;
+//                                               B = dout^T (OC,BT) ld OC
+//     dweight   D = dW^T   (m=C, n=OC, k=BT):   A = inp^T (C,BT) ld C;
+//                                               B = dout^T (OC,BT) ld OC, transposed
 // The bias of a cuBLASLt epilogue has one value per row of D (m), which is OC in the forward: right.
 //
 // Precision: bf16 inputs and outputs, fp32 accumulation (CUBLAS_COMPUTE_32F) and fp32 alpha/beta; in
@@ -256,7 +259,7 @@ inline void matmul_forward(MatmulContext* ctx, floatX* out, const floatX* inp, c
 }
 
 // ----------------------------------------------------------------------------------------------------
-// backward: bias gradient, deterministic. Kernel 1: thread (column chunk of 8, slice of
+// backward: bias gradient, deterministic. Kernel 1: thread (column chunk of x128::size, slice of
 // MATMUL_DBIAS_ROWS_PER_PARTIAL rows) sums its rows in order into scratch (num_partials, OC) fp32.
 // Kernel 2: one thread per column adds the partials in slice order into dbias.
 
