@@ -136,7 +136,7 @@ static float train_step(Run* run, const DebugState& d, int t, MultiGpuConfig* mg
     float loss = gpt2_wait_loss(m, d.B, d.T);
     if (grads_out) {
         grads_out->resize(m->num_parameters * sizeof(floatX));
-        cudaCheck(cudaMemcpy(grads_out->data(), m->grads_memory, grads_out->size(), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(grads_out->data(), m->micro_grads_memory, grads_out->size(), cudaMemcpyDeviceToHost));
     }
     AdamWConfig h;
     h.beta1 = TEST_BETA1;

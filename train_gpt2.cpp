@@ -7,8 +7,9 @@ Everything the GPU trainer does is tested against this file, and it is meant to 
   2. the model: parameters and activations as named slices of one buffer each, carved by a table of sizes;
   3. forward, backward, the AdamW update (with global-norm clipping, weight decay on matrices only, and the
      data-parallel / ZeRO-1 sharding when run under mpirun);
-  4. sampling, checkpoints and resume;
-  5. main: flags, the training loop.
+  4. the program: the functions llmc/run_plan.h calls (a micro-step, the update, evaluation, the logits
+     for sampling, the checkpoint's buffers) and main. The run plan, resume and the training loop are
+     in llmc/run_plan.h, shared with the GPU trainer train_gpt2.cu: the two are backends of one program.
 Shapes: B batch, T sequence length, C channels, NH heads, hs = C/NH head size, V vocab, Vp padded vocab,
 L layers, OC output channels of a matmul, BT = B*T.
 */
@@ -30,12 +31,13 @@ L layers, OC output channels of a matmul, BT = B*T.
 #include "llmc/schedulers.h"
 #include "llmc/sampler.h"
 #include "llmc/logger.h"
-#include "llmc/tokenizer.h"
+#include "llmc/token_decoder.h"
 #include "llmc/zero.h"
 #include "llmc/mpi_cpu.h"
 #include "llmc/adamw8bit.h"
 #include "llmc/train_config.h"
 #include "llmc/state_file.h"
+#include "llmc/run_plan.h"
 
 // ----------------------------------------------------------------------------------------------------
 // 1. layers: forward and backward
@@ -445,6 +447,37 @@ void point_activations(ActivationTensors* a, float* memory, const size_t sizes[N
     }
 }
 
+// Layer l's slices of the per-layer tensors, for a forward or backward over (B, T): the same struct names
+// the slices of the parameters and of their gradients (LayerParams), and of the activations and of their
+// gradients (LayerActs).
+struct LayerParams {
+    float *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
+};
+LayerParams layer_params(const ParameterTensors& p, int l, size_t C) {
+    const size_t lC = (size_t)l * C;
+    return LayerParams{p.ln1w + lC,          p.ln1b + lC,         p.qkvw + lC * 3 * C, p.qkvb + lC * 3,
+                       p.attprojw + lC * C,  p.attprojb + lC,     p.ln2w + lC,         p.ln2b + lC,
+                       p.fcw + lC * 4 * C,   p.fcb + lC * 4,      p.fcprojw + lC * 4 * C, p.fcprojb + lC};
+}
+
+struct LayerActs {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *att, *attproj, *residual2;
+    float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *fcproj, *residual3;
+};
+LayerActs layer_acts(const ActivationTensors& a, int l, size_t B, size_t T, size_t C, size_t NH) {
+    const size_t BT = B * T, BTC = BT * C;
+    return LayerActs{a.ln1 + l * BTC,       a.ln1_mean + l * BT,  a.ln1_rstd + l * BT, a.qkv + l * 3 * BTC,
+                     a.atty + l * BTC,      a.att + l * B * NH * T * T, a.attproj + l * BTC,
+                     a.residual2 + l * BTC, a.ln2 + l * BTC,      a.ln2_mean + l * BT, a.ln2_rstd + l * BT,
+                     a.fch + l * 4 * BTC,   a.fch_gelu + l * 4 * BTC, a.fcproj + l * BTC, a.residual3 + l * BTC};
+}
+
+// The input of layer l: the embeddings for layer 0, the output residual3 of layer l-1 otherwise (l = L:
+// the input of the final LayerNorm).
+float* layer_input(const ActivationTensors& a, int l, size_t B, size_t T, size_t C) {
+    return l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * B * T * C;
+}
+
 struct GPT2 {
     GPT2Config config;
     size_t param_sizes[NUM_PARAMETER_TENSORS];
@@ -488,27 +521,12 @@ void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
     checkpoint_read_parameters(path, version, model->params_memory, model->num_parameters);
 }
 
-// A fresh model: weights ~ N(0, 0.02); the two projections into the residual stream (attprojw, fcprojw)
-// get std 0.02/sqrt(2L) so the residual stream's variance does not grow with depth; biases 0, LayerNorm
-// weights 1; padded vocabulary rows 0. Seeded: the same seed gives the same model.
+// A fresh model (llmc/checkpoint.h: N(0, 0.02) weights, scaled residual projections, unit LayerNorm
+// weights, zero biases), the same as the GPU trainer makes from the same seed.
 void gpt2_build_from_random(GPT2* model, const GPT2Config& config, uint64_t seed) {
     model->config = config;
     gpt2_allocate_parameters(model);
-    Rng rng;
-    rng_init(&rng, seed);
-    const size_t C = config.channels, V = config.vocab_size;
-    const float residual_std = 0.02f / sqrtf(2.0f * config.num_layers);
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        float* p = ((float**)&model->params)[i];
-        size_t n = model->param_sizes[i];
-        if (i == 2 || i == 8 || i == 14) { // ln1w, ln2w, lnfw
-            for (size_t j = 0; j < n; j++) p[j] = 1.0f;
-        } else if (parameter_is_matrix(i)) {
-            float std = (i == 6 || i == 12) ? residual_std : 0.02f;
-            size_t fill = (i == 0) ? V * C : n; // wte: only the real vocabulary rows
-            rng_fill_normal(&rng, p, fill, 0.0f, std);
-        } // biases stay 0 (calloc)
-    }
+    gpt2_init_random(model->params_memory, config, seed);
 }
 
 void gpt2_allocate_training_state(GPT2* model, int B, int T) {
@@ -566,45 +584,27 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
     memcpy(model->inputs.data(), inputs, (size_t)B * T * sizeof(int));
     if (targets) memcpy(model->targets.data(), targets, (size_t)B * T * sizeof(int));
 
-    ParameterTensors p = model->params;
-    ActivationTensors a = model->acts;
+    const ParameterTensors& p = model->params;
+    const ActivationTensors& a = model->acts;
     const size_t BTC = (size_t)B * T * C;
+    float* scratch = model->matmul_scratch;
     encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
     for (int l = 0; l < L; l++) {
-        const float* residual = (l == 0) ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
-        float* ln1 = a.ln1 + l * BTC;
-        float* ln1_mean = a.ln1_mean + (size_t)l * B * T;
-        float* ln1_rstd = a.ln1_rstd + (size_t)l * B * T;
-        float* qkv = a.qkv + l * BTC * 3;
-        float* atty = a.atty + l * BTC;
-        float* att = a.att + (size_t)l * B * NH * T * T;
-        float* attproj = a.attproj + l * BTC;
-        float* residual2 = a.residual2 + l * BTC;
-        float* ln2 = a.ln2 + l * BTC;
-        float* ln2_mean = a.ln2_mean + (size_t)l * B * T;
-        float* ln2_rstd = a.ln2_rstd + (size_t)l * B * T;
-        float* fch = a.fch + l * BTC * 4;
-        float* fch_gelu = a.fch_gelu + l * BTC * 4;
-        float* fcproj = a.fcproj + l * BTC;
-        float* residual3 = a.residual3 + l * BTC;
-        const size_t lC = (size_t)l * C;
-        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + lC, p.ln1b + lC, B, T, C);
-        matmul_forward(qkv, ln1, p.qkvw + lC * 3 * C, p.qkvb + lC * 3, B, T, C, 3 * C, model->matmul_scratch,
-                       false);
-        attention_forward(atty, att, qkv, B, T, C, NH);
-        matmul_forward(attproj, atty, p.attprojw + lC * C, p.attprojb + lC, B, T, C, C, model->matmul_scratch,
-                       false);
-        residual_forward(residual2, residual, attproj, BTC);
-        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + lC, p.ln2b + lC, B, T, C);
-        matmul_forward(fch, ln2, p.fcw + lC * 4 * C, p.fcb + lC * 4, B, T, C, 4 * C, model->matmul_scratch,
-                       false);
-        gelu_forward(fch_gelu, fch, BTC * 4);
-        matmul_forward(fcproj, fch_gelu, p.fcprojw + lC * 4 * C, p.fcprojb + lC, B, T, 4 * C, C,
-                       model->matmul_scratch, false);
-        residual_forward(residual3, residual2, fcproj, BTC);
+        const float* residual = layer_input(a, l, B, T, C);
+        const LayerParams lp = layer_params(p, l, C);
+        const LayerActs la = layer_acts(a, l, B, T, C, NH);
+        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lp.ln1w, lp.ln1b, B, T, C);
+        matmul_forward(la.qkv, la.ln1, lp.qkvw, lp.qkvb, B, T, C, 3 * C, scratch, false);
+        attention_forward(la.atty, la.att, la.qkv, B, T, C, NH);
+        matmul_forward(la.attproj, la.atty, lp.attprojw, lp.attprojb, B, T, C, C, scratch, false);
+        residual_forward(la.residual2, residual, la.attproj, BTC);
+        layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, lp.ln2w, lp.ln2b, B, T, C);
+        matmul_forward(la.fch, la.ln2, lp.fcw, lp.fcb, B, T, C, 4 * C, scratch, false);
+        gelu_forward(la.fch_gelu, la.fch, BTC * 4);
+        matmul_forward(la.fcproj, la.fch_gelu, lp.fcprojw, lp.fcprojb, B, T, 4 * C, C, scratch, false);
+        residual_forward(la.residual3, la.residual2, la.fcproj, BTC);
     }
-    const float* residual = a.residual3 + (size_t)(L - 1) * BTC;
-    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, p.lnfw, p.lnfb, B, T, C);
+    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, layer_input(a, L, B, T, C), p.lnfw, p.lnfb, B, T, C);
     // the classifier, tied to wte; its packed copy is made once per update, not once per forward
     matmul_forward(a.logits, a.lnf, p.wte, nullptr, B, T, C, Vp, model->wte_packed,
                    model->wte_packed_version == model->param_version);
@@ -634,41 +634,38 @@ void gpt2_backward(GPT2* model, float loss_scale) {
     const int V = cfg.vocab_size, Vp = cfg.padded_vocab_size, L = cfg.num_layers, NH = cfg.num_heads,
               C = cfg.channels;
     const size_t BTC = (size_t)B * T * C;
-    ParameterTensors p = model->params, g = model->grads;
-    ActivationTensors a = model->acts, da = model->grads_acts;
+    const ParameterTensors &p = model->params, &g = model->grads;
+    const ActivationTensors &a = model->acts, &da = model->grads_acts; // da: d loss / d activation
+    float* scratch = model->matmul_scratch;
     memset(model->grads_acts_memory, 0, model->num_activations * sizeof(float));
 
     crossentropy_softmax_backward(da.logits, a.probs, model->targets.data(), loss_scale / (B * T), B, T, V,
                                   Vp);
-    matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp, model->matmul_scratch);
-    float* residual = a.residual3 + (size_t)(L - 1) * BTC;
-    float* dresidual = da.residual3 + (size_t)(L - 1) * BTC;
-    layernorm_backward(dresidual, g.lnfw, g.lnfb, da.lnf, residual, p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
+    matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp, scratch);
+    layernorm_backward(layer_input(da, L, B, T, C), g.lnfw, g.lnfb, da.lnf, layer_input(a, L, B, T, C), p.lnfw,
+                       a.lnf_mean, a.lnf_rstd, B, T, C);
 
+    // the layers in reverse, each in reverse of its forward:
+    // ln1 -> qkv -> attention -> attproj -> + residual -> ln2 -> fc -> gelu -> fcproj -> + residual2
     for (int l = L - 1; l >= 0; l--) {
-        residual = (l == 0) ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
-        dresidual = (l == 0) ? da.encoded : da.residual3 + (size_t)(l - 1) * BTC;
-        const size_t lC = (size_t)l * C, lBT = (size_t)l * B * T;
-        float* dresidual3 = da.residual3 + l * BTC;
-        // forward order: ln1 -> qkv -> attention -> attproj -> +residual -> ln2 -> fc -> gelu -> fcproj -> +
-        residual_backward(da.residual2 + l * BTC, da.fcproj + l * BTC, dresidual3, BTC);
-        matmul_backward(da.fch_gelu + l * BTC * 4, g.fcprojw + lC * 4 * C, g.fcprojb + lC,
-                        da.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, p.fcprojw + lC * 4 * C, B, T, 4 * C, C,
-                        model->matmul_scratch);
-        gelu_backward(da.fch + l * BTC * 4, a.fch + l * BTC * 4, da.fch_gelu + l * BTC * 4, BTC * 4);
-        matmul_backward(da.ln2 + l * BTC, g.fcw + lC * 4 * C, g.fcb + lC * 4, da.fch + l * BTC * 4,
-                        a.ln2 + l * BTC, p.fcw + lC * 4 * C, B, T, C, 4 * C, model->matmul_scratch);
-        layernorm_backward(da.residual2 + l * BTC, g.ln2w + lC, g.ln2b + lC, da.ln2 + l * BTC,
-                           a.residual2 + l * BTC, p.ln2w + lC, a.ln2_mean + lBT, a.ln2_rstd + lBT, B, T, C);
-        residual_backward(dresidual, da.attproj + l * BTC, da.residual2 + l * BTC, BTC);
-        matmul_backward(da.atty + l * BTC, g.attprojw + lC * C, g.attprojb + lC, da.attproj + l * BTC,
-                        a.atty + l * BTC, p.attprojw + lC * C, B, T, C, C, model->matmul_scratch);
-        attention_backward(da.qkv + l * BTC * 3, da.atty + l * BTC, a.qkv + l * BTC * 3,
-                           a.att + (size_t)l * B * NH * T * T, B, T, C, NH);
-        matmul_backward(da.ln1 + l * BTC, g.qkvw + lC * 3 * C, g.qkvb + lC * 3, da.qkv + l * BTC * 3,
-                        a.ln1 + l * BTC, p.qkvw + lC * 3 * C, B, T, C, 3 * C, model->matmul_scratch);
-        layernorm_backward(dresidual, g.ln1w + lC, g.ln1b + lC, da.ln1 + l * BTC, residual, p.ln1w + lC,
-                           a.ln1_mean + lBT, a.ln1_rstd + lBT, B, T, C);
+        const float* residual = layer_input(a, l, B, T, C);
+        float* dresidual = layer_input(da, l, B, T, C);
+        const LayerParams lp = layer_params(p, l, C), lg = layer_params(g, l, C);
+        const LayerActs la = layer_acts(a, l, B, T, C, NH), dla = layer_acts(da, l, B, T, C, NH);
+        residual_backward(dla.residual2, dla.fcproj, dla.residual3, BTC);
+        matmul_backward(dla.fch_gelu, lg.fcprojw, lg.fcprojb, dla.fcproj, la.fch_gelu, lp.fcprojw, B, T, 4 * C, C,
+                        scratch);
+        gelu_backward(dla.fch, la.fch, dla.fch_gelu, BTC * 4);
+        matmul_backward(dla.ln2, lg.fcw, lg.fcb, dla.fch, la.ln2, lp.fcw, B, T, C, 4 * C, scratch);
+        layernorm_backward(dla.residual2, lg.ln2w, lg.ln2b, dla.ln2, la.residual2, lp.ln2w, la.ln2_mean,
+                           la.ln2_rstd, B, T, C);
+        residual_backward(dresidual, dla.attproj, dla.residual2, BTC);
+        matmul_backward(dla.atty, lg.attprojw, lg.attprojb, dla.attproj, la.atty, lp.attprojw, B, T, C, C,
+                        scratch);
+        attention_backward(dla.qkv, dla.atty, la.qkv, la.att, B, T, C, NH);
+        matmul_backward(dla.ln1, lg.qkvw, lg.qkvb, dla.qkv, la.ln1, lp.qkvw, B, T, C, 3 * C, scratch);
+        layernorm_backward(dresidual, lg.ln1w, lg.ln1b, dla.ln1, residual, lp.ln1w, la.ln1_mean, la.ln1_rstd, B,
+                           T, C);
     }
     encoder_backward(g.wte, g.wpe, da.encoded, model->inputs.data(), B, T, C);
 }
@@ -701,7 +698,7 @@ struct Optimizer {
     float* v = nullptr;
     // 8-bit AdamW state: codes (shard_size each), one fp32 absmax per block of each range
     bool use_8bit = false;
-    int block_size = 0;
+    int quant_block = 0; // values per absmax scale (-qb)
     uint8_t* m_codes = nullptr;
     uint8_t* v_codes = nullptr;
     float* m_absmax = nullptr;
@@ -712,7 +709,7 @@ struct Optimizer {
 
 // Pads the model's parameter buffer to the layout's length (zeros) and allocates the optimizer state.
 void optimizer_init(Optimizer* opt, GPT2* model, const ProcessGroup* pg, int zero_stage, bool use_8bit,
-                    int block_size) {
+                    int quant_block) {
     opt->zero_stage = zero_stage;
     opt->layout = zero_layout(model->num_parameters, pg->rank, pg->num_ranks, zero_stage);
     opt->num_ranges = shard_ranges(model->param_sizes, NUM_PARAMETER_TENSORS, &opt->layout, opt->ranges);
@@ -725,7 +722,7 @@ void optimizer_init(Optimizer* opt, GPT2* model, const ProcessGroup* pg, int zer
     model->num_parameters_padded = P_pad;
     opt->grad_shard = (zero_stage == 1) ? (float*)calloc_check(S, sizeof(float), "gradient shard") : nullptr;
     opt->use_8bit = use_8bit;
-    opt->block_size = block_size;
+    opt->quant_block = quant_block;
     if (!use_8bit) {
         opt->m = (float*)calloc_check(S, sizeof(float), "AdamW m");
         opt->v = (float*)calloc_check(S, sizeof(float), "AdamW v");
@@ -733,7 +730,7 @@ void optimizer_init(Optimizer* opt, GPT2* model, const ProcessGroup* pg, int zer
         opt->num_blocks = 0;
         for (int r = 0; r < opt->num_ranges; r++) {
             opt->block_offset[r] = opt->num_blocks;
-            opt->num_blocks += ceil_div(opt->ranges[r].count, (size_t)block_size);
+            opt->num_blocks += ceil_div(opt->ranges[r].count, (size_t)quant_block);
         }
         // a block whose absmax is 0 dequantizes to all zeros whatever its codes: m = v = 0 at the start
         opt->m_codes = (uint8_t*)calloc_check(S, 1, "8-bit AdamW m codes");
@@ -798,9 +795,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     if (opt->zero_stage == 0) {
         pg_allreduce_mean(pg, grads, lay.padded_params);
     } else {
-        pg_reduce_scatter_sum(pg, grads, opt->grad_shard, lay.shard_size);
-        const float inv = 1.0f / pg->num_ranks;
-        for (size_t i = 0; i < lay.shard_size; i++) opt->grad_shard[i] *= inv;
+        pg_reduce_scatter_mean(pg, grads, opt->grad_shard, lay.shard_size);
         g = opt->grad_shard;
     }
     // 2. global gradient norm: squares summed over the slice (in double, fixed order), then over processes
@@ -830,7 +825,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
         } else {
             size_t b = opt->block_offset[r];
             adamw8bit_update(p, gr, opt->m_codes + rg.offset_in_shard, opt->m_absmax + b,
-                             opt->v_codes + rg.offset_in_shard, opt->v_absmax + b, rg.count, opt->block_size,
+                             opt->v_codes + rg.offset_in_shard, opt->v_absmax + b, rg.count, opt->quant_block,
                              lr, h.beta1, h.beta2, h.eps, wd, t);
         }
     }
@@ -843,129 +838,90 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
 }
 
 // ----------------------------------------------------------------------------------------------------
-// 4. evaluation, sampling, checkpoints
+// 4. the program: this backend's side of llmc/run_plan.h (which has the run plan, resume, validation,
+// sampling and the training loop), and main
 
-// Mean loss over the first max_batches batches of the validation set (all of it if max_batches < 0),
-// averaged over processes (each evaluates its own slice of every batch).
-float gpt2_validate(GPT2* model, DataLoader* val_loader, int max_batches, ProcessGroup* pg) {
-    dataloader_reset(val_loader);
-    int n = (int)dataloader_num_batches(val_loader);
-    if (max_batches >= 0 && max_batches < n) n = max_batches;
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        dataloader_next_batch(val_loader);
-        gpt2_forward(model, val_loader->inputs.data(), val_loader->targets.data(), model->batch_size,
-                     model->seq_len);
-        sum += model->mean_loss;
-    }
-    float loss = n > 0 ? (float)(sum / n) : 0.0f;
-    return pg_allreduce_sum_float(pg, loss) / pg->num_ranks;
-}
-
-// Generates num_tokens tokens after <|endoftext|>, each drawn from softmax(logits / temperature) with
-// coins from rng, and prints them (decoded when a tokenizer is loaded, as ids otherwise).
-void gpt2_sample(GPT2* model, const TokenDecoder* decoder, Rng* rng, int num_tokens, float temperature) {
-    const GPT2Config& c = model->config;
-    const int eot = decoder->vocab_size > 0 ? decoder->eot_token : c.vocab_size - 1;
-    std::vector<int> tokens(1, eot);
-    printf("generating:\n---\n");
-    for (int t = 1; t <= num_tokens && t < model->seq_len; t++) {
-        gpt2_forward(model, tokens.data(), nullptr, 1, t); // the whole prefix again: simple, not fast
-        const float* logits = model->acts.logits + (size_t)(t - 1) * c.padded_vocab_size;
-        int next = sample_softmax(logits, c.vocab_size, temperature, rng_uniform(rng));
-        tokens.push_back(next);
-        if (decoder->vocab_size > 0 && next < decoder->vocab_size) {
-            const std::string& piece = token_decoder_piece(decoder, next);
-            fwrite(piece.data(), 1, piece.size(), stdout);
-        } else {
-            printf("%d ", next);
-        }
-        fflush(stdout);
-    }
-    printf("\n---\n");
-}
-
-// Checkpoints: the model file (process 0) and one state file per process, laid out in llmc/state_file.h.
-struct TrainState {
-    int step;
-    DataLoaderState loader;
-    Rng sample_rng;
+struct Trainer {
+    GPT2 model;
+    Optimizer opt;
+    ProcessGroup pg;
+    TokenDecoder decoder;
+    AdamWConfig adamw;
+    double flops_per_step = 0.0; // 6 * parameters * tokens per step: the matmuls of forward and backward
 };
 
-// What this process's state file must say (and says, when written) about the run.
-StateHeader state_header_of(const GPT2* model, const Optimizer* opt, const ProcessGroup* pg, int step) {
+// One micro-batch: forward, then backward adding into the gradients (zeroed at the first micro-batch of
+// the step). Each micro-batch's mean loss weighs 1/num_micro in the step's objective.
+float trainer_micro_step(Trainer* tr, const int* inputs, const int* targets, int micro, int num_micro) {
+    if (micro == 0) gpt2_zero_grad(&tr->model);
+    gpt2_forward(&tr->model, inputs, targets, tr->model.batch_size, tr->model.seq_len);
+    gpt2_backward(&tr->model, 1.0f / num_micro);
+    return tr->model.mean_loss;
+}
+float trainer_update(Trainer* tr, float lr, int t) {
+    return gpt2_update(&tr->model, &tr->opt, &tr->pg, lr, tr->adamw, t);
+}
+float trainer_mean_over_ranks(Trainer* tr, float x) {
+    return pg_allreduce_mean_float(&tr->pg, x);
+}
+float trainer_eval_loss(Trainer* tr, const int* inputs, const int* targets) {
+    gpt2_forward(&tr->model, inputs, targets, tr->model.batch_size, tr->model.seq_len);
+    return tr->model.mean_loss;
+}
+// the forward runs on the prefix only (B=1, T=t)
+const float* trainer_next_token_logits(Trainer* tr, const int* tokens, int t) {
+    gpt2_forward(&tr->model, tokens, nullptr, 1, t);
+    return tr->model.acts.logits + (size_t)(t - 1) * tr->model.config.padded_vocab_size;
+}
+void trainer_barrier(Trainer* tr) {
+    pg_barrier(&tr->pg);
+}
+void trainer_print_step_end(Trainer* tr, double seconds, bool) {
+    printf(" | %.1f GFLOP/s\n", tr->flops_per_step / seconds / 1e9);
+}
+
+// Checkpoints (llmc/state_file.h): the model file, and this rank's state: the header, then m and v (fp32),
+// or for 8-bit AdamW the m and v codes and their scales.
+void trainer_write_model(Trainer* tr, const std::string& path) {
+    const GPT2& m = tr->model;
+    checkpoint_write(path.c_str(), m.config, m.params_memory, m.num_parameters, false);
+}
+StateHeader trainer_state_header(const Trainer* tr, int step) {
+    const Optimizer& opt = tr->opt;
     StateHeader h;
-    h.num_processes = pg->num_ranks;
-    h.rank = pg->rank;
-    h.zero_stage = opt->zero_stage;
-    h.use_8bit = opt->use_8bit;
+    h.num_ranks = tr->pg.num_ranks;
+    h.rank = tr->pg.rank;
+    h.zero_stage = opt.zero_stage;
+    h.use_8bit = opt.use_8bit;
     h.step = step;
-    h.block_size = opt->block_size;
-    h.shard_size = opt->layout.shard_size;
-    h.shard_offset = opt->layout.shard_offset;
-    h.num_parameters = model->num_parameters;
+    h.quant_block = opt.quant_block;
+    h.shard_size = opt.layout.shard_size;
+    h.shard_offset = opt.layout.shard_offset;
+    h.num_parameters = tr->model.num_parameters;
     return h;
 }
-
-void save_checkpoint(const char* dir, GPT2* model, const Optimizer* opt, const TrainState& st,
-                     ProcessGroup* pg) {
-    if (pg->rank == 0) {
-        checkpoint_write(checkpoint_path(dir, "model", st.step, -1).c_str(), model->config,
-                         model->params_memory, model->num_parameters, false);
-    }
-    StateHeader h = state_header_of(model, opt, pg, st.step);
-    h.loader = st.loader;
-    h.sample_rng = st.sample_rng;
-    std::string path = checkpoint_path(dir, "state", st.step, pg->rank);
-    AtomicFile f(path.c_str());
-    state_header_write(&f, h);
-    const size_t S = opt->layout.shard_size;
-    if (!opt->use_8bit) {
-        f.write(opt->m, sizeof(float), S);
-        f.write(opt->v, sizeof(float), S);
+StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h) {
+    if (h.has_master) fail("this state file holds the GPU trainer's fp32 master weights: resume it with train_gpt2cu");
+    Optimizer& opt = tr->opt;
+    const size_t S = opt.layout.shard_size;
+    StateBuffers b;
+    if (!opt.use_8bit) {
+        state_buffers_add(&b, "AdamW m", opt.m, sizeof(float), S);
+        state_buffers_add(&b, "AdamW v", opt.v, sizeof(float), S);
     } else {
-        f.write(opt->m_codes, 1, S);
-        f.write(opt->v_codes, 1, S);
-        f.write(opt->m_absmax, sizeof(float), opt->num_blocks);
-        f.write(opt->v_absmax, sizeof(float), opt->num_blocks);
+        state_buffers_add(&b, "8-bit AdamW m codes", opt.m_codes, 1, S);
+        state_buffers_add(&b, "8-bit AdamW v codes", opt.v_codes, 1, S);
+        state_buffers_add(&b, "8-bit AdamW m scales", opt.m_absmax, sizeof(float), opt.num_blocks);
+        state_buffers_add(&b, "8-bit AdamW v scales", opt.v_absmax, sizeof(float), opt.num_blocks);
     }
-    f.commit();
-    pg_barrier(pg); // every state file is on disk before the checkpoint is declared complete
-    if (pg->rank == 0) write_latest_checkpoint(dir, st.step);
+    return b;
 }
-
-// Loads this process's optimizer state and the training position; the model file is loaded by the caller.
-void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, TrainState* st,
-                ProcessGroup* pg) {
-    std::string path = checkpoint_path(dir, "state", step, pg->rank);
-    state_check_process_count(dir, step, pg->num_ranks);
-    File f(path.c_str(), "rb");
-    StateHeader h = state_header_read(&f, state_header_of(model, opt, pg, step));
-    if (h.has_master)
-        fail("'%s' holds the GPU trainer's fp32 master weights: resume it with train_gpt2cu", path.c_str());
-    st->step = step;
-    st->loader = h.loader;
-    st->sample_rng = h.sample_rng;
-    const size_t S = opt->layout.shard_size;
-    if (!opt->use_8bit) {
-        f.read(opt->m, sizeof(float), S, "AdamW m");
-        f.read(opt->v, sizeof(float), S, "AdamW v");
-    } else {
-        f.read(opt->m_codes, 1, S, "8-bit AdamW m codes");
-        f.read(opt->v_codes, 1, S, "8-bit AdamW v codes");
-        f.read(opt->m_absmax, sizeof(float), opt->num_blocks, "8-bit AdamW m scales");
-        f.read(opt->v_absmax, sizeof(float), opt->num_blocks, "8-bit AdamW v scales");
-    }
-    if (fgetc(f.fp) != EOF) fail("'%s' has bytes after the optimizer state: wrong file?", path.c_str());
-}
-
-// ----------------------------------------------------------------------------------------------------
-// 5. main: flags and the training loop
 
 #ifndef TESTING // test_gpt2.cpp includes this file for its functions and has its own main
 
 int main(int argc, char** argv) {
-    ProcessGroup pg;
+    Trainer tr;
+    ProcessGroup& pg = tr.pg;
     process_group_init(&pg, &argc, &argv);
     pg_install_abort_on_exit(&pg);
     TrainConfig cfg = train_config_cpu_defaults();
@@ -974,161 +930,49 @@ int main(int argc, char** argv) {
         process_group_finalize(&pg);
         return 0;
     }
-    const bool main_process = pg.rank == 0;
-    if (cfg.resume && cfg.output_dir == nullptr) fail("flag -y 1 needs -o <dir> to find the checkpoint in");
+    run_check_flags(cfg);
 
-    // the model: from a file, or fresh from a descriptor
-    GPT2 model;
+    // the model: fresh from a descriptor, or from a file
+    GPT2& model = tr.model;
     GPT2Config desc;
-    if (gpt2_config_from_descriptor(cfg.model, &desc)) {
+    if (run_model_is_descriptor(cfg, &desc)) {
         gpt2_build_from_random(&model, desc, cfg.seed);
     } else {
-        if (!file_exists(cfg.model)) {
-            fail("flag -e: '%s' is neither a model file nor a descriptor like d12", cfg.model);
-        }
         gpt2_build_from_checkpoint(&model, cfg.model);
     }
     const GPT2Config& mc = model.config;
-    const int B = cfg.B, T = cfg.T;
-    if (T > mc.max_seq_len) {
-        fail("flag -t: sequence length %d exceeds the model's maximum %d (maxT in its header)", T,
-             mc.max_seq_len);
-    }
-    if (mc.channels % 16 != 0)
-        fail("the CPU matmul needs C to be a multiple of 16; the model has C=%d", mc.channels);
+    if (mc.channels % 16 != 0) fail("the CPU matmul needs C to be a multiple of 16; the model has C=%d", mc.channels);
 
-    // batch: total = B * T * processes * accumulation steps
-    const long tokens_per_micro = (long)B * T * pg.num_ranks;
-    const long total_tokens = cfg.total_batch_tokens < 0 ? tokens_per_micro : cfg.total_batch_tokens;
-    if (total_tokens % tokens_per_micro != 0) {
-        fail("flag -d: total batch %ld tokens is not a multiple of B*T*processes = %d*%d*%d = %ld",
-             total_tokens, B, T, pg.num_ranks, tokens_per_micro);
-    }
-    const int grad_accum_steps = (int)(total_tokens / tokens_per_micro);
-
-    // data
+    RunPlan plan;
+    run_plan_init(&plan, cfg, mc, pg.rank, pg.num_ranks);
     DataLoader train_loader, val_loader;
-    dataloader_init(&train_loader, cfg.train_pattern, B, T, pg.rank, pg.num_ranks, !cfg.overfit_single_batch,
-                    cfg.seed, mc.vocab_size, grad_accum_steps);
-    dataloader_init(&val_loader, cfg.val_pattern, B, T, pg.rank, pg.num_ranks, false, cfg.seed,
-                    mc.vocab_size);
-    int train_steps = cfg.max_steps;
-    if (train_steps < 0) train_steps = (int)dataloader_num_batches(&train_loader); // a batch = a step's data
-    if (train_steps < 1)
-        fail("the training data holds less than one optimizer step of %ld tokens", total_tokens);
+    run_open_data(&plan, &cfg, mc, &train_loader, &val_loader);
+    optimizer_init(&tr.opt, &model, &pg, cfg.zero_stage, cfg.use_8bit, cfg.quant_block);
+    gpt2_allocate_training_state(&model, cfg.B, cfg.T);
+    tr.adamw = cfg.adamw;
+    tr.flops_per_step = 6.0 * model.num_parameters * plan.tokens_per_step;
+    run_load_decoder(cfg, mc, &tr.decoder);
 
-    // learning rate: optional batch-size scaling of the peak, then the schedule
-    float peak_lr = scale_lr_for_batch(cfg.learning_rate, (size_t)cfg.lr_scale_ref_tokens,
-                                       (size_t)total_tokens, cfg.lr_scale_rule);
-    train_config_fit_warmup(&cfg, train_steps, main_process);
-    LRScheduler sched;
-    lr_scheduler_init(&sched, cfg.schedule, peak_lr, cfg.warmup_steps, train_steps, cfg.final_lr_frac,
-                      cfg.cooldown_frac);
-
-    Optimizer opt;
-    optimizer_init(&opt, &model, &pg, cfg.zero_stage, cfg.use_8bit, cfg.block_size);
-    gpt2_allocate_training_state(&model, B, T);
-
-    TokenDecoder decoder; // samples are printed as token ids when the tokenizer file is missing
-    if (file_exists(cfg.tokenizer_path) && mc.vocab_size == 50257)
-        token_decoder_load(&decoder, cfg.tokenizer_path);
-
-    TrainState st;
-    st.step = 0;
-    rng_init(&st.sample_rng, cfg.seed ^ 0x5eed5a3b1eULL);
-    int resume_step = -1;
-    if (cfg.resume) {
-        resume_step = find_latest_checkpoint(cfg.output_dir);
-        if (resume_step < 0)
-            fail("flag -y 1: no checkpoint in '%s' (no checkpoint_latest file)", cfg.output_dir);
-        std::string model_path = checkpoint_path(cfg.output_dir, "model", resume_step, -1);
-        GPT2Config saved;
-        int version;
-        checkpoint_read_header(model_path.c_str(), &saved, &version);
-        if (memcmp(&saved, &mc, sizeof(saved)) != 0) {
-            fail("'%s' holds a different model shape than -e %s", model_path.c_str(), cfg.model);
-        }
-        checkpoint_read_parameters(model_path.c_str(), version, model.params_memory, model.num_parameters);
-        load_state(cfg.output_dir, resume_step, &opt, &model, &st, &pg);
-        dataloader_set_state(&train_loader, st.loader);
+    TrainState st = run_initial_state(cfg);
+    if (run_resume_model(&plan, cfg, mc, model.params_memory, model.num_parameters)) {
+        run_load_state(&tr, &plan, cfg.output_dir, &st, &train_loader);
     }
-    if (cfg.output_dir && main_process) make_dir_check(cfg.output_dir);
     Logger logger;
-    // on resume, drop log lines from beyond the checkpoint (train lines of steps >= resume_step, val lines at
-    // it)
-    logger_init(&logger, cfg.output_dir, pg.rank, resume_step >= 0 ? resume_step - 1 : -1);
-
-    if (main_process) {
-        printf("model: L=%d C=%d NH=%d V=%d Vp=%d maxT=%d, %zu parameters\n", mc.num_layers, mc.channels,
-               mc.num_heads, mc.vocab_size, mc.padded_vocab_size, mc.max_seq_len, model.num_parameters);
-        printf("batch: B=%d T=%d x %d processes x %d accumulation steps = %ld tokens per step\n", B, T,
-               pg.num_ranks, grad_accum_steps, total_tokens);
-        printf("train: %zu tokens in %zu shards, %d steps; val: %zu tokens\n", train_loader.num_tokens_total,
-               train_loader.files.size(), train_steps, val_loader.num_tokens_total);
-        printf("lr: %s schedule, peak %.3e (base %.3e, batch scaling %s), warmup %d, final fraction %g\n",
-               cfg.schedule, (double)peak_lr, (double)cfg.learning_rate, cfg.lr_scale_rule, cfg.warmup_steps,
-               (double)cfg.final_lr_frac);
-        printf("optimizer: %s AdamW, ZeRO stage %d over %d processes, weight decay %g, clip %g\n",
-               cfg.use_8bit ? "8-bit" : "fp32", cfg.zero_stage, pg.num_ranks, (double)cfg.adamw.weight_decay,
-               (double)cfg.adamw.grad_clip);
+    run_open_log(&plan, cfg, &logger);
+    if (plan.main_process) {
+        run_print_plan(&plan, cfg, mc, model.num_parameters, &train_loader, &val_loader);
         const double MiB = 1024.0 * 1024.0;
         printf("memory (this process): parameters %.1f MiB, gradients %.1f MiB, optimizer state %.1f MiB, "
                "activations %.1f MiB (+ as much for their gradients)\n",
                model.num_parameters_padded * 4 / MiB, model.num_parameters_padded * 4 / MiB,
-               optimizer_state_bytes(&opt) / MiB, model.num_activations * 4 / MiB);
+               optimizer_state_bytes(&tr.opt) / MiB, model.num_activations * 4 / MiB);
         printf("threads: %d\n", omp_get_max_threads());
-        if (resume_step >= 0) printf("resumed from step %d of '%s'\n", resume_step, cfg.output_dir);
     }
 
-    // a batch of every process's micro-batch for -a 1
-    if (cfg.overfit_single_batch) dataloader_next_batch(&train_loader);
-    const double flops_per_step = 6.0 * model.num_parameters * total_tokens;
-    float last_val = -1.0f;
-    for (int step = st.step; step <= train_steps; step++) {
-        const bool last_step = step == train_steps;
-        if (cfg.output_dir && step > st.step &&
-            ((cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || last_step)) {
-            TrainState now{step, dataloader_get_state(&train_loader), st.sample_rng};
-            save_checkpoint(cfg.output_dir, &model, &opt, now, &pg);
-            if (main_process) printf("saved checkpoint of step %d to %s\n", step, cfg.output_dir);
-        }
-        if (step % cfg.val_every == 0 || last_step) {
-            last_val = gpt2_validate(&model, &val_loader, cfg.val_max_steps, &pg);
-            if (main_process) printf("val loss %f\n", last_val);
-            logger_log_val(&logger, step, last_val);
-        }
-        if (main_process && cfg.sample_every > 0 &&
-            ((step > 0 && step % cfg.sample_every == 0) || last_step)) {
-            gpt2_sample(&model, &decoder, &st.sample_rng, cfg.gen_tokens, cfg.temperature);
-        }
-        if (last_step) break;
-
-        auto start = std::chrono::steady_clock::now();
-        gpt2_zero_grad(&model);
-        double loss_sum = 0.0;
-        for (int micro = 0; micro < grad_accum_steps; micro++) {
-            if (!cfg.overfit_single_batch) dataloader_next_batch(&train_loader);
-            gpt2_forward(&model, train_loader.inputs.data(), train_loader.targets.data(), B, T);
-            gpt2_backward(&model, 1.0f / grad_accum_steps);
-            loss_sum += model.mean_loss;
-        }
-        float lr = lr_at_step(&sched, step);
-        float norm = gpt2_update(&model, &opt, &pg, lr, cfg.adamw, step + 1);
-        float loss = pg_allreduce_sum_float(&pg, (float)(loss_sum / grad_accum_steps)) / pg.num_ranks;
-        double ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-        if (main_process) {
-            printf("step %4d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | %.1f GFLOP/s\n",
-                   step + 1, train_steps, loss, (double)lr, norm, ms, total_tokens / (ms / 1000.0),
-                   flops_per_step / (ms / 1000.0) / 1e9);
-            fflush(stdout);
-        }
-        logger_log_train(&logger, step, loss, lr, norm); // 0-based step, as llm.c logs it
-    }
-    if (main_process) printf("final val loss %f\n", last_val);
+    run_training(&tr, &plan, cfg, &train_loader, &val_loader, &logger, &st);
 
     logger_free(&logger);
-    optimizer_free(&opt);
+    optimizer_free(&tr.opt);
     gpt2_free(&model);
     process_group_finalize(&pg);
     return 0;

@@ -9,8 +9,8 @@ Reading order, as in the CPU file:
      sizes that depends on the recompute mode (-r);
   2. forward, backward (calling the launchers in llmc/, the .cuh files: this file has no kernel of its own);
   3. the optimizer: gradient averaging over GPUs, global-norm clipping, fused AdamW on this rank's ZeRO shard;
-  4. validation, sampling, checkpoints and resume;
-  5. main: flags, the memory table, the training loop.
+  4. the program: the functions llmc/run_plan.h calls (as in the CPU file), the memory table and main.
+     The run plan, resume and the training loop are llmc/run_plan.h's, shared with the CPU trainer.
 Shapes: B batch, T sequence length, C channels, NH heads, HS = C/NH head size, V vocab, Vp padded vocab,
 L layers, BT = B*T.
 
@@ -37,7 +37,7 @@ the same flags print bit-identical losses, and a resumed run continues bit for b
 #include "llmc/schedulers.h"
 #include "llmc/sampler.h"
 #include "llmc/logger.h"
-#include "llmc/tokenizer.h"
+#include "llmc/token_decoder.h"
 #include "llmc/zero.h"
 #include "llmc/mfu.h"
 #include "llmc/cuda_common.h"
@@ -53,6 +53,7 @@ the same flags print bit-identical losses, and a resumed run continues bit for b
 #include "llmc/nccl_gpu.cuh"
 #include "llmc/train_config.h"
 #include "llmc/state_file.h"
+#include "llmc/run_plan.h"
 
 // a step (or a checkpoint barrier) that takes longer than this means a peer process died or hangs
 constexpr double STEP_TIMEOUT_S = 900.0;
@@ -204,11 +205,12 @@ struct GPT2 {
     std::vector<float> params_host;  // (num_parameters) fp32, as loaded or initialised (until upload)
     floatX* params_memory = nullptr; // (num_parameters_padded) the padding zero
     ParameterTensors params;
-    floatX* grads_memory = nullptr; // (num_parameters_padded) one micro-step's gradients
-    ParameterTensors grads;
-    // The micro-steps' gradients are summed here in fp32 (4 bytes/param): adding many bf16 micro-step
-    // gradients in bf16 would round the running sum to 8 significant bits at every micro-step.
-    float* grad_acc = nullptr; // (num_parameters_padded)
+    floatX* micro_grads_memory = nullptr; // (num_parameters_padded) one micro-step's gradients
+    ParameterTensors micro_grads;
+    // The gradients of the step, as in the CPU trainer: the micro-steps' gradients summed in fp32 (4
+    // bytes/param): adding many bf16 micro-step gradients in bf16 would round the running sum to 8
+    // significant bits at every micro-step.
+    float* grads_memory = nullptr; // (num_parameters_padded)
     // activations, sized for batch_size x seq_len; the forward may run on smaller B (sampling)
     int recompute = 0;
     size_t act_count[NUM_ACTIVATION_TENSORS], act_elem[NUM_ACTIVATION_TENSORS];
@@ -267,25 +269,10 @@ void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
     checkpoint_read_parameters(path, version, model->params_host.data(), model->num_parameters);
 }
 
-// A fresh model, exactly as the CPU trainer makes it from the same seed: weights ~ N(0, 0.02); attprojw
-// and fcproj get std 0.02/sqrt(2L); biases 0, LayerNorm weights 1; padded vocabulary rows 0.
+// A fresh model (llmc/checkpoint.h), exactly as the CPU trainer makes it from the same seed.
 void gpt2_build_from_random(GPT2* model, const GPT2Config& config, uint64_t seed) {
     gpt2_init_host(model, config);
-    Rng rng;
-    rng_init(&rng, seed);
-    const size_t C = config.channels, V = config.vocab_size;
-    const float residual_std = 0.02f / sqrtf(2.0f * config.num_layers);
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        float* p = model->params_host.data() + model->param_offsets[i];
-        size_t n = model->param_sizes[i];
-        if (i == 2 || i == 8 || i == 14) { // ln1w, ln2w, lnfw
-            for (size_t j = 0; j < n; j++) p[j] = 1.0f;
-        } else if (parameter_is_matrix(i)) {
-            float std = (i == 6 || i == 12) ? residual_std : 0.02f;
-            size_t fill = (i == 0) ? V * C : n; // wte: only the real vocabulary rows
-            rng_fill_normal(&rng, p, fill, 0.0f, std);
-        }
-    }
+    gpt2_init_random(model->params_host.data(), config, seed);
 }
 
 // fp32 (host) -> floatX (device), round to nearest even; n values at dst.
@@ -321,11 +308,11 @@ void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recomput
     cudaCheck(cudaMemset(model->params_memory, 0, P_pad * sizeof(floatX)));
     upload_floatX(model->params_memory, model->params_host.data(), model->num_parameters);
     point_parameters(&model->params, model->params_memory, model->param_sizes);
-    cudaCheck(cudaMalloc(&model->grads_memory, P_pad * sizeof(floatX)));
-    cudaCheck(cudaMemset(model->grads_memory, 0, P_pad * sizeof(floatX)));
-    point_parameters(&model->grads, model->grads_memory, model->param_sizes);
-    cudaCheck(cudaMalloc(&model->grad_acc, P_pad * sizeof(float)));
-    cudaCheck(cudaMemset(model->grad_acc, 0, P_pad * sizeof(float)));
+    cudaCheck(cudaMalloc(&model->micro_grads_memory, P_pad * sizeof(floatX)));
+    cudaCheck(cudaMemset(model->micro_grads_memory, 0, P_pad * sizeof(floatX)));
+    point_parameters(&model->micro_grads, model->micro_grads_memory, model->param_sizes);
+    cudaCheck(cudaMalloc(&model->grads_memory, P_pad * sizeof(float)));
+    cudaCheck(cudaMemset(model->grads_memory, 0, P_pad * sizeof(float)));
 
     model->recompute = recompute;
     model->batch_size = B;
@@ -360,8 +347,8 @@ void gpt2_free(GPT2* model) {
     matmul_context_free(&model->matmul);
     encoder_backward_scratch_free(&model->encoder_scratch);
     cudaCheck(cudaFree(model->params_memory));
+    cudaCheck(cudaFree(model->micro_grads_memory));
     cudaCheck(cudaFree(model->grads_memory));
-    cudaCheck(cudaFree(model->grad_acc));
     cudaCheck(cudaFree(model->acts_memory));
     cudaCheck(cudaFree(model->inputs));
     cudaCheck(cudaFree(model->targets));
@@ -499,26 +486,21 @@ float gpt2_wait_loss(GPT2* model, int B, int T) {
     return model->mean_loss;
 }
 
-// The per-layer parameter tensors (ln1w .. fcprojb) and the others (wte, wpe, lnfw, lnfb).
-inline bool tensor_is_per_layer(int i) {
-    return i >= 2 && i <= 13;
-}
-
 // This micro-step's floatX gradients of the tensors of layer l (l < 0: the non-layer tensors) are final:
 // add them into the fp32 accumulation buffer and, on the last micro-step of a multi-GPU ZeRO-0 step, start
 // their all-reduce (average) on the NCCL stream, overlapping the backward of the layers below.
 void gpt2_grads_ready(GPT2* model, MultiGpuConfig* mgc, int l, bool reduce) {
     const int L = model->config.num_layers;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        if (tensor_is_per_layer(i) != (l >= 0)) continue;
+        if (parameter_is_per_layer(i) != (l >= 0)) continue;
         const size_t count = l >= 0 ? model->param_sizes[i] / L : model->param_sizes[i];
         const size_t offset = model->param_offsets[i] + (l >= 0 ? (size_t)l * count : 0);
-        accumulate_grads_fp32(model->grad_acc + offset, model->grads_memory + offset, count, model->stream);
-        if (reduce) multi_gpu_allreduce_avg(mgc, model->stream, model->grad_acc + offset, count);
+        accumulate_grads_fp32(model->grads_memory + offset, model->micro_grads_memory + offset, count, model->stream);
+        if (reduce) multi_gpu_allreduce_mean(mgc, model->stream, model->grads_memory + offset, count);
     }
 }
 
-// Backward pass of the last training forward (dloss_scale > 0): adds its gradients into grad_acc (fp32).
+// Backward pass of the last training forward (dloss_scale > 0): adds its gradients into grads_memory (fp32).
 // overlap_reduce: this is the last micro-step of a multi-GPU ZeRO-0 step; the gradients are averaged over
 // processes layer by layer as they become final. Otherwise the whole buffer is accumulated at the end.
 void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
@@ -526,14 +508,14 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
     const int B = model->batch_size, T = model->seq_len, BT = B * T;
     const int Vp = c.padded_vocab_size, L = c.num_layers, NH = c.num_heads, C = c.channels;
     const ParameterTensors& p = model->params;
-    const ParameterTensors& g = model->grads;
+    const ParameterTensors& g = model->micro_grads;
     const ActivationTensors& a = model->acts;
     cudaStream_t s = model->stream;
     MatmulContext* mm = &model->matmul;
     floatX* dres = a.dresidual;
     floatX* scratch = a.scratch_btc;
     // the floatX gradients hold this micro-step only (the launchers add into them: tied wte, dbias)
-    cudaCheck(cudaMemsetAsync(model->grads_memory, 0, model->num_parameters_padded * sizeof(floatX), s));
+    cudaCheck(cudaMemsetAsync(model->micro_grads_memory, 0, model->num_parameters_padded * sizeof(floatX), s));
     cudaCheck(cudaMemsetAsync(dres, 0, (size_t)BT * C * sizeof(floatX), s));
 
     // classifier (logits = lnf wte^T; a.logits holds dlogits) and the final LayerNorm
@@ -579,7 +561,7 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
     if (overlap_reduce) {
         gpt2_grads_ready(model, mgc, -1, true);
     } else {
-        accumulate_grads_fp32(model->grad_acc, model->grads_memory, model->num_parameters_padded, s);
+        accumulate_grads_fp32(model->grads_memory, model->micro_grads_memory, model->num_parameters_padded, s);
     }
 }
 
@@ -609,7 +591,7 @@ struct Optimizer {
     float* v = nullptr;
     bool use_8bit =
         false; // 8-bit AdamW state: codes (shard_size each), one fp32 absmax per block of each range
-    int block_size = 0;
+    int quant_block = 0; // values per absmax scale (-qb)
     uint8_t* m_codes = nullptr;
     uint8_t* v_codes = nullptr;
     float* m_absmax = nullptr;
@@ -622,22 +604,22 @@ struct Optimizer {
 
 // The layout only (the model's buffers are sized from it); optimizer_allocate after gpt2_allocate.
 void optimizer_init(Optimizer* opt, const GPT2* model, const MultiGpuConfig* mgc, int zero_stage,
-                    bool use_8bit, int block_size, bool keep_master, uint64_t seed) {
+                    bool use_8bit, int quant_block, bool keep_master, uint64_t seed) {
 #if !defined(ENABLE_FP32)
     if (!keep_master)
         fail("flag -w 0: the BF16 build needs the fp32 master weights (-w 0 is for the FP32 build)");
 #endif
     opt->zero_stage = zero_stage;
-    opt->layout = zero_layout(model->num_parameters, mgc->process_rank, mgc->num_processes, zero_stage);
+    opt->layout = zero_layout(model->num_parameters, mgc->rank, mgc->num_ranks, zero_stage);
     opt->num_ranges = shard_ranges(model->param_sizes, NUM_PARAMETER_TENSORS, &opt->layout, opt->ranges);
     opt->use_8bit = use_8bit;
-    opt->block_size = block_size;
+    opt->quant_block = quant_block;
     opt->keep_master = keep_master;
     opt->seed = seed;
     opt->num_blocks = 0;
     for (int r = 0; r < opt->num_ranges; r++) {
         opt->block_offset[r] = opt->num_blocks;
-        if (use_8bit) opt->num_blocks += ceil_div(opt->ranges[r].count, (size_t)block_size);
+        if (use_8bit) opt->num_blocks += ceil_div(opt->ranges[r].count, (size_t)quant_block);
     }
 }
 
@@ -704,14 +686,14 @@ float* optimizer_master(GPT2* model, Optimizer* opt, const ShardRange& rg) {
 #endif
 }
 
-// One optimizer step from the gradients accumulated in model->grad_acc. t is 1-based. Returns the global
+// One optimizer step from the gradients accumulated in model->grads_memory. t is 1-based. Returns the global
 // gradient norm before clipping.
 float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, const AdamWConfig& h, int t) {
     const ShardLayout& lay = opt->layout;
     cudaStream_t s = model->stream;
     // 1. average over processes (stage 0: queued by the backward); g = this process's slice
-    float* g = model->grad_acc + lay.shard_offset;
-    if (opt->zero_stage == 1) multi_gpu_reduce_scatter(mgc, s, model->grad_acc, g, lay.shard_size, true);
+    float* g = model->grads_memory + lay.shard_offset;
+    if (opt->zero_stage == 1) multi_gpu_reduce_scatter(mgc, s, model->grads_memory, g, lay.shard_size, true);
     multi_gpu_sync(mgc, s);
     // 2. global norm: squares summed over the slice (padding is 0), then over processes
     global_norm_squared(model->norm_device, g, lay.shard_size, model->norm_scratch, s);
@@ -749,7 +731,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
             adamw8bit_update_cuda(master, opt->master ? params : nullptr, gr,
                                   opt->m_codes + rg.offset_in_shard, opt->m_absmax + b,
                                   opt->v_codes + rg.offset_in_shard, opt->v_absmax + b, rg.count,
-                                  opt->block_size, lr, h.beta1, h.beta2, h.eps, wd, t, s);
+                                  opt->quant_block, lr, h.beta1, h.beta2, h.eps, wd, t, s);
         }
     }
     // 5. ZeRO-1: every process gets everyone's updated slice
@@ -759,168 +741,131 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
         multi_gpu_sync(mgc, s);
     }
     // 6. the next step accumulates from zero
-    cudaCheck(cudaMemsetAsync(model->grad_acc, 0, model->num_parameters_padded * sizeof(float), s));
+    cudaCheck(cudaMemsetAsync(model->grads_memory, 0, model->num_parameters_padded * sizeof(float), s));
     return norm;
 }
 
 // ----------------------------------------------------------------------------------------------------
-// 4. evaluation, sampling, checkpoints
+// 4. the program: this backend's side of llmc/run_plan.h (which has the run plan, resume, validation,
+// sampling and the training loop), and main; the memory table
 
-// Mean loss over the first max_batches batches of the validation set (all if max_batches < 0), averaged
-// over processes (each evaluates its own slice of every batch).
-float gpt2_validate(GPT2* model, DataLoader* val_loader, int max_batches, MultiGpuConfig* mgc) {
-    dataloader_reset(val_loader);
-    int n = (int)dataloader_num_batches(val_loader);
-    if (max_batches >= 0 && max_batches < n) n = max_batches;
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        dataloader_next_batch(val_loader);
-        gpt2_forward(model, val_loader->inputs.data(), val_loader->targets.data(), model->batch_size,
-                     model->seq_len, 0.0f);
-        sum += gpt2_wait_loss(model, model->batch_size, model->seq_len);
-    }
-    float loss = n > 0 ? (float)(sum / n) : 0.0f;
-    return multi_gpu_sum_host(mgc, loss, STEP_TIMEOUT_S) / mgc->num_processes;
+struct Trainer {
+    GPT2 model;
+    Optimizer opt;
+    MultiGpuConfig mgc;
+    TokenDecoder decoder;
+    AdamWConfig adamw;
+    bool overlap_reduce = false;  // ZeRO-0 on several GPUs: all-reduce during the last backward
+    double flops_per_step = 0.0;  // llmc/mfu.h's count, for the MFU of the step line
+    double peak_flops = 0.0;      // of this GPU (0: unknown)
+    size_t free_at_start = 0;     // cudaMemGetInfo before any allocation
+    std::vector<float> logits_host; // (Vp) one row of logits, for sampling
+};
+
+// One micro-batch: forward (the classifier writes dlogits scaled by 1 / (B*T*num_micro), the mean over
+// positions and micro-steps), backward adding into grads_memory; waits for and returns its mean loss.
+float trainer_micro_step(Trainer* tr, const int* inputs, const int* targets, int micro, int num_micro) {
+    GPT2* m = &tr->model;
+    const int B = m->batch_size, T = m->seq_len;
+    gpt2_forward(m, inputs, targets, B, T, 1.0f / ((float)B * T * num_micro));
+    gpt2_backward(m, &tr->mgc, tr->overlap_reduce && micro == num_micro - 1);
+    return gpt2_wait_loss(m, B, T);
 }
-
-// Generates num_tokens tokens after <|endoftext|>, each drawn from softmax(logits / temperature) with coins
-// from rng, and prints them. Each token runs a B=1 forward over the whole sequence length T (the prefix,
-// padded with <|endoftext|>; causal attention keeps the padding from reaching the row we read): one
-// matmul shape for every token, so cuBLASLt plans are not rebuilt per prefix length.
-void gpt2_sample(GPT2* model, const TokenDecoder* decoder, Rng* rng, int num_tokens, float temperature) {
-    const GPT2Config& c = model->config;
-    const int T = model->seq_len, Vp = c.padded_vocab_size;
-    const int eot = decoder->vocab_size > 0 ? decoder->eot_token : c.vocab_size - 1;
-    std::vector<int> tokens(T, eot);
-    std::vector<float> logits(Vp);
-    printf("generating:\n---\n");
-    for (int t = 1; t <= num_tokens && t < T; t++) {
-        gpt2_forward(model, tokens.data(), nullptr, 1, T, 0.0f);
-        cudaCheck(cudaStreamSynchronize(model->stream));
-        download_floatX(logits.data(), model->acts.logits + (size_t)(t - 1) * Vp, Vp);
-        int next = sample_softmax(logits.data(), c.vocab_size, temperature, rng_uniform(rng));
-        tokens[t] = next;
-        if (decoder->vocab_size > 0 && next < decoder->vocab_size) {
-            const std::string& piece = token_decoder_piece(decoder, next);
-            fwrite(piece.data(), 1, piece.size(), stdout);
-        } else {
-            printf("%d ", next);
-        }
-        fflush(stdout);
-    }
-    printf("\n---\n");
+// The update; returns once the GPU has finished the step.
+float trainer_update(Trainer* tr, float lr, int t) {
+    const float norm = gpt2_update(&tr->model, &tr->opt, &tr->mgc, lr, tr->adamw, t);
+    multi_gpu_wait(&tr->mgc, tr->model.stream, STEP_TIMEOUT_S);
+    return norm;
+}
+float trainer_mean_over_ranks(Trainer* tr, float x) {
+    return multi_gpu_allreduce_mean_float(&tr->mgc, x, STEP_TIMEOUT_S);
+}
+float trainer_eval_loss(Trainer* tr, const int* inputs, const int* targets) {
+    GPT2* m = &tr->model;
+    gpt2_forward(m, inputs, targets, m->batch_size, m->seq_len, 0.0f);
+    return gpt2_wait_loss(m, m->batch_size, m->seq_len);
+}
+// A B=1 forward over the whole sequence length T (the prefix, padded; causal attention keeps the padding
+// from reaching the row we read): one matmul shape for every token, so cuBLASLt plans are not rebuilt per
+// prefix length. The logits row is downloaded to tr->logits_host.
+const float* trainer_next_token_logits(Trainer* tr, const int* tokens, int t) {
+    GPT2* m = &tr->model;
+    const int Vp = m->config.padded_vocab_size;
+    gpt2_forward(m, tokens, nullptr, 1, m->seq_len, 0.0f);
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    tr->logits_host.resize(Vp);
+    download_floatX(tr->logits_host.data(), m->acts.logits + (size_t)(t - 1) * Vp, Vp);
+    return tr->logits_host.data();
+}
+void trainer_barrier(Trainer* tr) {
+    multi_gpu_barrier(&tr->mgc, STEP_TIMEOUT_S);
+}
+void print_memory_after_first_step(const Trainer* tr);
+void trainer_print_step_end(Trainer* tr, double seconds, bool first_step) {
+    char mfu[32];
+    mfu_format(mfu, sizeof(mfu), tr->flops_per_step / tr->mgc.num_ranks / seconds, tr->peak_flops);
+    printf(" | MFU %s\n", mfu);
+    if (first_step) print_memory_after_first_step(tr); // every buffer (cuBLASLt, NCCL) is allocated now
 }
 
 // Checkpoints, as the CPU trainer writes them (llmc/state_file.h has the layout):
 //   <dir>/model_<step>.bin      the floatX parameters as an fp32 (v3) model file (exact: bf16 -> fp32 is
 //                               lossless), readable by both trainers
 //   <dir>/state_<step>_<rank>.bin  the shared state header with has_master = 1, the moments (fp32 m, v or
-//                               the 8-bit codes and scales), then this rank's fp32 master shard
-//   <dir>/checkpoint_latest     the step, written (atomically) after every other file is on disk.
+//                               the 8-bit codes and scales), then this rank's fp32 master shard.
 // The master weights make the resume bit-exact: the bf16 parameters alone lose what stochastic rounding
 // dropped. A CPU state (no master) loads too: the master weights then start from the model file.
-struct TrainState {
-    int step;
-    DataLoaderState loader;
-    Rng sample_rng;
-};
-
-// What this process's state file must say (and says, when written) about the run.
-StateHeader state_header_of(const GPT2* model, const Optimizer* opt, const MultiGpuConfig* mgc, int step) {
+void trainer_write_model(Trainer* tr, const std::string& path) {
+    const GPT2& m = tr->model;
+    cudaCheck(cudaStreamSynchronize(m.stream));
+    std::vector<float> params(m.num_parameters);
+    download_floatX(params.data(), m.params_memory, m.num_parameters);
+    checkpoint_write(path.c_str(), m.config, params.data(), m.num_parameters, false);
+}
+StateHeader trainer_state_header(const Trainer* tr, int step) {
+    const Optimizer& opt = tr->opt;
     StateHeader h;
-    h.num_processes = mgc->num_processes;
-    h.rank = mgc->process_rank;
-    h.zero_stage = opt->zero_stage;
-    h.use_8bit = opt->use_8bit;
+    h.num_ranks = tr->mgc.num_ranks;
+    h.rank = tr->mgc.rank;
+    h.zero_stage = opt.zero_stage;
+    h.use_8bit = opt.use_8bit;
     h.step = step;
-    h.block_size = opt->block_size;
-    h.has_master = opt->keep_master;
-    h.shard_size = opt->layout.shard_size;
-    h.shard_offset = opt->layout.shard_offset;
-    h.num_parameters = model->num_parameters;
+    h.quant_block = opt.quant_block;
+    h.has_master = opt.keep_master;
+    h.shard_size = opt.layout.shard_size;
+    h.shard_offset = opt.layout.shard_offset;
+    h.num_parameters = tr->model.num_parameters;
     return h;
 }
-
-// device -> host -> file
-template <class T> void write_device(AtomicFile* f, const T* device, size_t n) {
-    std::vector<T> tmp(n);
-    if (n > 0) cudaCheck(cudaMemcpy(tmp.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost));
-    f->write(tmp.data(), sizeof(T), n);
+void* copy_device_to_host(void* dst, const void* src, size_t bytes) {
+    cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+    return dst;
 }
-template <class T> void read_device(File* f, T* device, size_t n, const char* what) {
-    std::vector<T> tmp(n);
-    f->read(tmp.data(), sizeof(T), n, what);
-    if (n > 0) cudaCheck(cudaMemcpy(device, tmp.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+void* copy_host_to_device(void* dst, const void* src, size_t bytes) {
+    cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    return dst;
 }
-
-void save_checkpoint(const char* dir, GPT2* model, const Optimizer* opt, const TrainState& st,
-                     MultiGpuConfig* mgc) {
-    cudaCheck(cudaStreamSynchronize(model->stream));
-    if (mgc->process_rank == 0) {
-        std::vector<float> params(model->num_parameters);
-        download_floatX(params.data(), model->params_memory, model->num_parameters);
-        checkpoint_write(checkpoint_path(dir, "model", st.step, -1).c_str(), model->config, params.data(),
-                         model->num_parameters, false);
-    }
-    StateHeader h = state_header_of(model, opt, mgc, st.step);
-    h.loader = st.loader;
-    h.sample_rng = st.sample_rng;
-    std::string path = checkpoint_path(dir, "state", st.step, mgc->process_rank);
-    AtomicFile f(path.c_str());
-    state_header_write(&f, h);
-    const size_t S = opt->layout.shard_size;
-    if (!opt->use_8bit) {
-        write_device(&f, opt->m, S);
-        write_device(&f, opt->v, S);
+// h.has_master: the file holds (or will hold) master weights; with -w 0 they are read past, since the
+// model file has the parameters.
+StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h) {
+    Optimizer& opt = tr->opt;
+    cudaCheck(cudaStreamSynchronize(tr->model.stream));
+    const size_t S = opt.layout.shard_size;
+    StateBuffers b;
+    b.to_host = copy_device_to_host;
+    b.to_buffer = copy_host_to_device;
+    if (!opt.use_8bit) {
+        state_buffers_add(&b, "AdamW m", opt.m, sizeof(float), S);
+        state_buffers_add(&b, "AdamW v", opt.v, sizeof(float), S);
     } else {
-        write_device(&f, opt->m_codes, S);
-        write_device(&f, opt->v_codes, S);
-        write_device(&f, opt->m_absmax, opt->num_blocks);
-        write_device(&f, opt->v_absmax, opt->num_blocks);
+        state_buffers_add(&b, "8-bit AdamW m codes", opt.m_codes, 1, S);
+        state_buffers_add(&b, "8-bit AdamW v codes", opt.v_codes, 1, S);
+        state_buffers_add(&b, "8-bit AdamW m scales", opt.m_absmax, sizeof(float), opt.num_blocks);
+        state_buffers_add(&b, "8-bit AdamW v scales", opt.v_absmax, sizeof(float), opt.num_blocks);
     }
-    if (opt->keep_master) write_device(&f, opt->master, S);
-    f.commit();
-    multi_gpu_barrier(mgc, STEP_TIMEOUT_S); // every state file is on disk before the checkpoint is complete
-    if (mgc->process_rank == 0) write_latest_checkpoint(dir, st.step);
+    if (h.has_master) state_buffers_add(&b, "fp32 master weights", opt.keep_master ? opt.master : nullptr, sizeof(float), S);
+    return b;
 }
-
-// Loads this process's optimizer state and the training position (after optimizer_allocate, which set
-// the master weights from the model file the caller loaded).
-void load_state(const char* dir, int step, Optimizer* opt, const GPT2* model, TrainState* st,
-                MultiGpuConfig* mgc) {
-    std::string path = checkpoint_path(dir, "state", step, mgc->process_rank);
-    state_check_process_count(dir, step, mgc->num_processes);
-    File f(path.c_str(), "rb");
-    StateHeader expected = state_header_of(model, opt, mgc, step);
-    StateHeader h = state_header_read(&f, expected);
-    st->step = step;
-    st->loader = h.loader;
-    st->sample_rng = h.sample_rng;
-    const size_t S = opt->layout.shard_size;
-    if (!opt->use_8bit) {
-        read_device(&f, opt->m, S, "AdamW m");
-        read_device(&f, opt->v, S, "AdamW v");
-    } else {
-        read_device(&f, opt->m_codes, S, "8-bit AdamW m codes");
-        read_device(&f, opt->v_codes, S, "8-bit AdamW v codes");
-        read_device(&f, opt->m_absmax, opt->num_blocks, "8-bit AdamW m scales");
-        read_device(&f, opt->v_absmax, opt->num_blocks, "8-bit AdamW v scales");
-    }
-    if (h.has_master) {
-        if (opt->keep_master) {
-            read_device(&f, opt->master, S, "fp32 master weights");
-        } else {
-            fseek_check(f.fp, (long)(S * sizeof(float)), SEEK_CUR,
-                        path.c_str()); // -w 0: the model file suffices
-        }
-    }
-    if (fgetc(f.fp) != EOF) fail("'%s' has bytes after the optimizer state: wrong file?", path.c_str());
-}
-
-// ----------------------------------------------------------------------------------------------------
-// 5. main: flags, memory table and the training loop
-
-#ifndef TESTING // test_gpt2.cu includes this file for its functions and has its own main
 
 // Device bytes this process allocates, by category (the memory table and the check after the first step).
 struct MemoryUse {
@@ -944,8 +889,8 @@ MemoryUse memory_use(const GPT2* model, const Optimizer* opt) {
 
 // The memory table: each category from the buffer sizes, next to the per-parameter formula, and the
 // activation memory of every recompute mode (the memory side of the -r trade-off).
-void print_memory_table(const GPT2* model, const Optimizer* opt, int num_processes) {
-    const double MiB = 1024.0 * 1024.0, P = (double)model->num_parameters, N = num_processes;
+void print_memory_table(const GPT2* model, const Optimizer* opt, int num_ranks) {
+    const double MiB = 1024.0 * 1024.0, P = (double)model->num_parameters, N = num_ranks;
     const int B = model->batch_size, T = model->seq_len;
     const MemoryUse u = memory_use(model, opt);
     const bool sharded = opt->zero_stage == 1;
@@ -972,11 +917,11 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_process
     const double state = (double)(u.params + u.grads + u.grad_acc + u.master + u.moments);
     const double optim = (opt->keep_master ? 4.0 : 0.0) + (opt->use_8bit ? 2.0 : 8.0);
     printf("  model state: %.2f B/param; formula %zu + %zu + 4 (fp32 accumulation) + %g / %d = %.2f",
-           state / P, sizeof(floatX), sizeof(floatX), optim, sharded ? num_processes : 1,
+           state / P, sizeof(floatX), sizeof(floatX), optim, sharded ? num_ranks : 1,
            2.0 * sizeof(floatX) + 4.0 + optim / (sharded ? N : 1.0));
     if (BF16_BUILD && opt->keep_master && !opt->use_8bit) {
         printf(" (mixed-precision Adam %.2f + 4)",
-               zero_bytes_per_param(opt->zero_stage, num_processes, true));
+               zero_bytes_per_param(opt->zero_stage, num_ranks, true));
     }
     printf("\n  activations by recompute mode:");
     for (int r = 0; r <= 3; r++) {
@@ -987,194 +932,81 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_process
     printf("\n");
 }
 
+void print_memory_after_first_step(const Trainer* tr) {
+    size_t free_now = 0, total = 0;
+    cudaCheck(cudaMemGetInfo(&free_now, &total));
+    const double MiB = 1024.0 * 1024.0;
+    const double used = (double)(tr->free_at_start - free_now);
+    const double predicted = (double)memory_use(&tr->model, &tr->opt).total();
+    printf("memory after the first step: %.1f MiB used (cudaMemGetInfo), %.1f MiB predicted, %.1f MiB "
+           "difference (allocator rounding and fragmentation, library and NCCL buffers, temporaries)\n",
+           used / MiB, predicted / MiB, (used - predicted) / MiB);
+}
+
+#ifndef TESTING // test_gpt2.cu includes this file for its functions and has its own main
+
 int main(int argc, char** argv) {
     TrainConfig cfg = train_config_gpu_defaults();
     if (!parse_flags(&cfg, argc, argv, /*gpu=*/true)) {
         print_usage("train_gpt2cu", train_config_gpu_defaults(), /*gpu=*/true);
         return 0;
     }
-    MultiGpuConfig mgc = multi_gpu_config_init(&argc, &argv, cfg.init_method, cfg.server, cfg.fs_path,
-                                               cfg.num_processes, cfg.process_rank, cfg.gpus_per_node);
-    const bool main_process = mgc.process_rank == 0;
-    if (cfg.resume && cfg.output_dir == nullptr) fail("flag -y 1 needs -o <dir> to find the checkpoint in");
+    Trainer tr;
+    MultiGpuConfig& mgc = tr.mgc;
+    mgc = multi_gpu_config_init(&argc, &argv, cfg.init_method, cfg.server, cfg.fs_path, cfg.num_processes,
+                                cfg.process_rank, cfg.gpus_per_node);
+    run_check_flags(cfg);
     cudaCheck(cudaFree(nullptr)); // create the CUDA context now, so the memory baseline excludes it
-    size_t free_at_start = 0, total_memory = 0;
-    cudaCheck(cudaMemGetInfo(&free_at_start, &total_memory));
+    size_t total_memory = 0;
+    cudaCheck(cudaMemGetInfo(&tr.free_at_start, &total_memory));
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, mgc.local_device_idx));
 
-    // the model: from a file, or fresh from a descriptor
-    GPT2 model;
+    // the model: fresh from a descriptor, or from a file (into the fp32 host copy)
+    GPT2& model = tr.model;
     GPT2Config desc;
-    if (gpt2_config_from_descriptor(cfg.model, &desc)) {
+    if (run_model_is_descriptor(cfg, &desc)) {
         gpt2_build_from_random(&model, desc, cfg.seed);
     } else {
-        if (!file_exists(cfg.model))
-            fail("flag -e: '%s' is neither a model file nor a descriptor like d12", cfg.model);
         gpt2_build_from_checkpoint(&model, cfg.model);
     }
     const GPT2Config& mc = model.config;
-    const int B = cfg.B, T = cfg.T;
-    if (T > mc.max_seq_len) {
-        fail("flag -t: sequence length %d exceeds the model's maximum %d (maxT in its header)", T,
-             mc.max_seq_len);
-    }
 
-    // batch: total = B * T * processes * accumulation steps
-    const long tokens_per_micro = (long)B * T * mgc.num_processes;
-    const long total_tokens = cfg.total_batch_tokens < 0 ? tokens_per_micro : cfg.total_batch_tokens;
-    if (total_tokens % tokens_per_micro != 0) {
-        fail("flag -d: total batch %ld tokens is not a multiple of B*T*processes = %d*%d*%d = %ld",
-             total_tokens, B, T, mgc.num_processes, tokens_per_micro);
-    }
-    const int grad_accum_steps = (int)(total_tokens / tokens_per_micro);
-
-    // data
+    RunPlan plan;
+    run_plan_init(&plan, cfg, mc, mgc.rank, mgc.num_ranks);
     DataLoader train_loader, val_loader;
-    dataloader_init(&train_loader, cfg.train_pattern, B, T, mgc.process_rank, mgc.num_processes,
-                    !cfg.overfit_single_batch, cfg.seed, mc.vocab_size, grad_accum_steps);
-    dataloader_init(&val_loader, cfg.val_pattern, B, T, mgc.process_rank, mgc.num_processes, false, cfg.seed,
-                    mc.vocab_size);
-    int train_steps = cfg.max_steps;
-    if (train_steps < 0) train_steps = (int)dataloader_num_batches(&train_loader); // a batch = a step's data
-    if (train_steps < 1)
-        fail("the training data holds less than one optimizer step of %ld tokens", total_tokens);
+    run_open_data(&plan, &cfg, mc, &train_loader, &val_loader);
+    run_load_decoder(cfg, mc, &tr.decoder);
+    TrainState st = run_initial_state(cfg);
+    const bool resuming = run_resume_model(&plan, cfg, mc, model.params_host.data(), model.num_parameters);
 
-    // learning rate: optional batch-size scaling of the peak, then the schedule
-    float peak_lr = scale_lr_for_batch(cfg.learning_rate, (size_t)cfg.lr_scale_ref_tokens,
-                                       (size_t)total_tokens, cfg.lr_scale_rule);
-    train_config_fit_warmup(&cfg, train_steps, main_process);
-    LRScheduler sched;
-    lr_scheduler_init(&sched, cfg.schedule, peak_lr, cfg.warmup_steps, train_steps, cfg.final_lr_frac,
-                      cfg.cooldown_frac);
-
-    TokenDecoder decoder; // samples are printed as token ids when the tokenizer file is missing
-    if (file_exists(cfg.tokenizer_path) && mc.vocab_size == 50257)
-        token_decoder_load(&decoder, cfg.tokenizer_path);
-
-    TrainState st;
-    st.step = 0;
-    rng_init(&st.sample_rng, cfg.seed ^ 0x5eed5a3b1eULL);
-    int resume_step = -1;
-    if (cfg.resume) {
-        resume_step = find_latest_checkpoint(cfg.output_dir);
-        if (resume_step < 0)
-            fail("flag -y 1: no checkpoint in '%s' (no checkpoint_latest file)", cfg.output_dir);
-        std::string model_path = checkpoint_path(cfg.output_dir, "model", resume_step, -1);
-        GPT2Config saved;
-        int version;
-        checkpoint_read_header(model_path.c_str(), &saved, &version);
-        if (memcmp(&saved, &mc, sizeof(saved)) != 0) {
-            fail("'%s' holds a different model shape than -e %s", model_path.c_str(), cfg.model);
-        }
-        checkpoint_read_parameters(model_path.c_str(), version, model.params_host.data(),
-                                   model.num_parameters);
-    }
-
-    Optimizer opt;
+    // device buffers: the optimizer's ZeRO layout sizes the model's; the master weights start from the
+    // host copy (the resumed model file's parameters when resuming)
     const uint64_t rounding_seed = rng_mix64(cfg.seed ^ 0xad4a3bULL);
-    optimizer_init(&opt, &model, &mgc, cfg.zero_stage, cfg.use_8bit, cfg.block_size, cfg.keep_master,
+    optimizer_init(&tr.opt, &model, &mgc, cfg.zero_stage, cfg.use_8bit, cfg.quant_block, cfg.keep_master,
                    rounding_seed);
-    gpt2_allocate(&model, opt.layout.padded_params, B, T, cfg.recompute);
-    optimizer_allocate(&opt, &model);
-    if (resume_step >= 0) {
-        load_state(cfg.output_dir, resume_step, &opt, &model, &st, &mgc);
-        dataloader_set_state(&train_loader, st.loader);
-    }
-    if (cfg.output_dir && main_process) make_dir_check(cfg.output_dir);
+    gpt2_allocate(&model, tr.opt.layout.padded_params, cfg.B, cfg.T, cfg.recompute);
+    optimizer_allocate(&tr.opt, &model);
+    if (resuming) run_load_state(&tr, &plan, cfg.output_dir, &st, &train_loader);
+    tr.adamw = cfg.adamw;
+    tr.overlap_reduce = cfg.zero_stage == 0 && mgc.num_ranks > 1;
+    tr.flops_per_step =
+        mfu_flops_per_token(model.num_parameters, mc.num_layers, mc.channels, cfg.T) * (double)plan.tokens_per_step;
+    tr.peak_flops = mfu_peak_flops(prop.name, BF16_BUILD);
+
     Logger logger;
-    // on resume, drop log lines from beyond the checkpoint (train lines of steps >= resume_step, val lines at
-    // it)
-    logger_init(&logger, cfg.output_dir, mgc.process_rank, resume_step >= 0 ? resume_step - 1 : -1);
-
-    if (main_process) {
+    run_open_log(&plan, cfg, &logger);
+    if (plan.main_process) {
         printf("device: %s, %.1f GiB, %s build, %d GPU process(es)\n", prop.name, total_memory / 1073741824.0,
-               PRECISION_NAME, mgc.num_processes);
-        printf("model: L=%d C=%d NH=%d V=%d Vp=%d maxT=%d, %zu parameters\n", mc.num_layers, mc.channels,
-               mc.num_heads, mc.vocab_size, mc.padded_vocab_size, mc.max_seq_len, model.num_parameters);
-        printf("batch: B=%d T=%d x %d processes x %d accumulation steps = %ld tokens per step\n", B, T,
-               mgc.num_processes, grad_accum_steps, total_tokens);
-        printf("train: %zu tokens in %zu shards, %d steps; val: %zu tokens\n", train_loader.num_tokens_total,
-               train_loader.files.size(), train_steps, val_loader.num_tokens_total);
-        printf("lr: %s schedule, peak %.3e (base %.3e, batch scaling %s), warmup %d, final fraction %g\n",
-               cfg.schedule, (double)peak_lr, (double)cfg.learning_rate, cfg.lr_scale_rule, cfg.warmup_steps,
-               (double)cfg.final_lr_frac);
-        printf("optimizer: %s AdamW, ZeRO stage %d over %d processes, weight decay %g, clip %g, master "
-               "weights %s\n",
-               cfg.use_8bit ? "8-bit" : "fp32", cfg.zero_stage, mgc.num_processes,
-               (double)cfg.adamw.weight_decay, (double)cfg.adamw.grad_clip,
-               cfg.keep_master ? "fp32" : "none");
-        print_memory_table(&model, &opt, mgc.num_processes);
-        if (resume_step >= 0) printf("resumed from step %d of '%s'\n", resume_step, cfg.output_dir);
+               PRECISION_NAME, mgc.num_ranks);
+        run_print_plan(&plan, cfg, mc, model.num_parameters, &train_loader, &val_loader);
+        print_memory_table(&model, &tr.opt, mgc.num_ranks);
     }
 
-    if (cfg.overfit_single_batch) dataloader_next_batch(&train_loader);
-    const double flops_per_step =
-        mfu_flops_per_token(model.num_parameters, mc.num_layers, mc.channels, T) * (double)total_tokens;
-    const double peak_flops = mfu_peak_flops(prop.name, BF16_BUILD);
-    float last_val = -1.0f;
-    for (int step = st.step; step <= train_steps; step++) {
-        const bool last_step = step == train_steps;
-        if (cfg.output_dir && step > st.step &&
-            ((cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || last_step)) {
-            TrainState now{step, dataloader_get_state(&train_loader), st.sample_rng};
-            save_checkpoint(cfg.output_dir, &model, &opt, now, &mgc);
-            if (main_process) printf("saved checkpoint of step %d to %s\n", step, cfg.output_dir);
-        }
-        if (step % cfg.val_every == 0 || last_step) {
-            last_val = gpt2_validate(&model, &val_loader, cfg.val_max_steps, &mgc);
-            if (main_process) printf("val loss %f\n", last_val);
-            logger_log_val(&logger, step, last_val);
-        }
-        if (main_process && cfg.sample_every > 0 &&
-            ((step > 0 && step % cfg.sample_every == 0) || last_step)) {
-            gpt2_sample(&model, &decoder, &st.sample_rng, cfg.gen_tokens, cfg.temperature);
-        }
-        if (last_step) break;
-
-        auto start = std::chrono::steady_clock::now();
-        double loss_sum = 0.0;
-        const float dloss_scale = 1.0f / ((float)B * T * grad_accum_steps);
-        for (int micro = 0; micro < grad_accum_steps; micro++) {
-            if (!cfg.overfit_single_batch) dataloader_next_batch(&train_loader);
-            gpt2_forward(&model, train_loader.inputs.data(), train_loader.targets.data(), B, T, dloss_scale);
-            const bool overlap =
-                micro == grad_accum_steps - 1 && cfg.zero_stage == 0 && mgc.num_processes > 1;
-            gpt2_backward(&model, &mgc, overlap);
-            loss_sum += gpt2_wait_loss(&model, B, T);
-        }
-        float lr = lr_at_step(&sched, step);
-        float norm = gpt2_update(&model, &opt, &mgc, lr, cfg.adamw, step + 1);
-        float loss = multi_gpu_sum_host(&mgc, (float)(loss_sum / grad_accum_steps), STEP_TIMEOUT_S) /
-                     mgc.num_processes;
-        multi_gpu_wait(&mgc, model.stream, STEP_TIMEOUT_S);
-        double ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-        if (main_process) {
-            char mfu[32];
-            mfu_format(mfu, sizeof(mfu), flops_per_step / mgc.num_processes / (ms / 1000.0), peak_flops);
-            printf("step %4d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %s\n",
-                   step + 1, train_steps, loss, (double)lr, norm, ms, total_tokens / (ms / 1000.0), mfu);
-            if (step == st.step) { // after the first step every buffer (cuBLASLt, NCCL) has been allocated
-                size_t free_now = 0, total = 0;
-                cudaCheck(cudaMemGetInfo(&free_now, &total));
-                const double MiB = 1024.0 * 1024.0;
-                const double used = (double)(free_at_start - free_now);
-                const double predicted = (double)memory_use(&model, &opt).total();
-                printf("memory after the first step: %.1f MiB used (cudaMemGetInfo), %.1f MiB predicted, "
-                       "%.1f MiB "
-                       "difference (allocator rounding and fragmentation, library and NCCL buffers, "
-                       "temporaries)\n",
-                       used / MiB, predicted / MiB, (used - predicted) / MiB);
-            }
-            fflush(stdout);
-        }
-        logger_log_train(&logger, step, loss, lr, norm); // 0-based step, as llm.c logs it
-    }
-    if (main_process) printf("final val loss %f\n", last_val);
+    run_training(&tr, &plan, cfg, &train_loader, &val_loader, &logger, &st);
 
     logger_free(&logger);
-    optimizer_free(&opt);
+    optimizer_free(&tr.opt);
     gpt2_free(&model);
     multi_gpu_config_free(&mgc);
     return 0;

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "llmc/rand.h"
 #include "llmc/utils.h"
 
 constexpr int MODEL_MAGIC = 20240326;
@@ -31,7 +32,13 @@ struct GPT2Config {
     int channels;          // C
 };
 
-constexpr int NUM_PARAMETER_TENSORS = 16;
+// The 16 parameter tensors, in file order. Code that treats one tensor specially names it (TENSOR_LN1W),
+// never by its index.
+enum ParameterTensor {
+    TENSOR_WTE, TENSOR_WPE, TENSOR_LN1W, TENSOR_LN1B, TENSOR_QKVW, TENSOR_QKVB, TENSOR_ATTPROJW,
+    TENSOR_ATTPROJB, TENSOR_LN2W, TENSOR_LN2B, TENSOR_FCW, TENSOR_FCB, TENSOR_FCPROJW, TENSOR_FCPROJB,
+    TENSOR_LNFW, TENSOR_LNFB, NUM_PARAMETER_TENSORS
+};
 inline const char* const PARAMETER_NAMES[NUM_PARAMETER_TENSORS] = {
     "wte",  "wpe",  "ln1w", "ln1b", "qkvw",    "qkvb",    "attprojw", "attprojb",
     "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw",     "lnfb"};
@@ -39,22 +46,22 @@ inline const char* const PARAMETER_NAMES[NUM_PARAMETER_TENSORS] = {
 // Number of elements of each parameter tensor, in file order.
 inline void gpt2_parameter_sizes(const GPT2Config& c, size_t sizes[NUM_PARAMETER_TENSORS]) {
     size_t Vp = c.padded_vocab_size, C = c.channels, maxT = c.max_seq_len, L = c.num_layers;
-    sizes[0] = Vp * C;           // wte
-    sizes[1] = maxT * C;         // wpe
-    sizes[2] = L * C;            // ln1w
-    sizes[3] = L * C;            // ln1b
-    sizes[4] = L * (3 * C) * C;  // qkvw
-    sizes[5] = L * (3 * C);      // qkvb
-    sizes[6] = L * C * C;        // attprojw
-    sizes[7] = L * C;            // attprojb
-    sizes[8] = L * C;            // ln2w
-    sizes[9] = L * C;            // ln2b
-    sizes[10] = L * (4 * C) * C; // fcw
-    sizes[11] = L * (4 * C);     // fcb
-    sizes[12] = L * C * (4 * C); // fcprojw
-    sizes[13] = L * C;           // fcprojb
-    sizes[14] = C;               // lnfw
-    sizes[15] = C;               // lnfb
+    sizes[TENSOR_WTE] = Vp * C;
+    sizes[TENSOR_WPE] = maxT * C;
+    sizes[TENSOR_LN1W] = L * C;
+    sizes[TENSOR_LN1B] = L * C;
+    sizes[TENSOR_QKVW] = L * (3 * C) * C;
+    sizes[TENSOR_QKVB] = L * (3 * C);
+    sizes[TENSOR_ATTPROJW] = L * C * C;
+    sizes[TENSOR_ATTPROJB] = L * C;
+    sizes[TENSOR_LN2W] = L * C;
+    sizes[TENSOR_LN2B] = L * C;
+    sizes[TENSOR_FCW] = L * (4 * C) * C;
+    sizes[TENSOR_FCB] = L * (4 * C);
+    sizes[TENSOR_FCPROJW] = L * C * (4 * C);
+    sizes[TENSOR_FCPROJB] = L * C;
+    sizes[TENSOR_LNFW] = C;
+    sizes[TENSOR_LNFB] = C;
 }
 
 inline size_t gpt2_num_parameters(const GPT2Config& c) {
@@ -67,7 +74,40 @@ inline size_t gpt2_num_parameters(const GPT2Config& c) {
 
 // Weight decay applies to the 2-D weight matrices only: wte, wpe, qkvw, attprojw, fcw, fcprojw.
 inline bool parameter_is_matrix(int tensor) {
-    return tensor == 0 || tensor == 1 || tensor == 4 || tensor == 6 || tensor == 10 || tensor == 12;
+    return tensor == TENSOR_WTE || tensor == TENSOR_WPE || tensor == TENSOR_QKVW || tensor == TENSOR_ATTPROJW ||
+           tensor == TENSOR_FCW || tensor == TENSOR_FCPROJW;
+}
+
+// The per-layer tensors (ln1w .. fcprojb, L slices each) and the others (wte, wpe, lnfw, lnfb).
+inline bool parameter_is_per_layer(int tensor) {
+    return tensor >= TENSOR_LN1W && tensor <= TENSOR_FCPROJB;
+}
+
+// A fresh model into params (fp32, gpt2_num_parameters(c) values, file order), the same for both trainers
+// from the same seed: weights ~ N(0, 0.02); the two projections into the residual stream (attprojw,
+// fcprojw) get std 0.02/sqrt(2L) so the residual stream's variance does not grow with depth; biases 0,
+// LayerNorm weights 1; padded vocabulary rows 0. The tensors draw from one generator in file order.
+inline void gpt2_init_random(float* params, const GPT2Config& c, uint64_t seed) {
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    gpt2_parameter_sizes(c, sizes);
+    Rng rng;
+    rng_init(&rng, seed);
+    const float residual_std = 0.02f / sqrtf(2.0f * c.num_layers);
+    float* p = params;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        const size_t n = sizes[i];
+        if (i == TENSOR_LN1W || i == TENSOR_LN2W || i == TENSOR_LNFW) {
+            for (size_t j = 0; j < n; j++) p[j] = 1.0f;
+        } else if (parameter_is_matrix(i)) {
+            const float std = (i == TENSOR_ATTPROJW || i == TENSOR_FCPROJW) ? residual_std : 0.02f;
+            const size_t real = (i == TENSOR_WTE) ? (size_t)c.vocab_size * c.channels : n; // not the padding
+            rng_fill_normal(&rng, p, real, 0.0f, std);
+            for (size_t j = real; j < n; j++) p[j] = 0.0f;
+        } else {
+            for (size_t j = 0; j < n; j++) p[j] = 0.0f; // biases
+        }
+        p += n;
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 //   header[0] = 20240520 (magic), header[1] = 1 (version), header[2] = N (number of tokens),
 // followed by N little-endian uint16 tokens. So a valid file is exactly 1024 + 2*N bytes.
 //
-// Batch layout (llm.c's, extended to gradient accumulation). With P = num_processes and K = micro_steps
+// Batch layout (llm.c's, extended to gradient accumulation). With P = num_ranks and K = micro_steps
 // (the gradient-accumulation steps of one optimizer step), one "sample" is one optimizer step's global
 // batch: G = K*P*B*T consecutive tokens of a shard, plus one more token so that the last target exists.
 // Sample s of a shard starts at token s*G; micro-step k of rank r reads the B*T+1 tokens starting at
@@ -52,7 +52,7 @@ constexpr size_t SHARD_HEADER_BYTES = SHARD_HEADER_INTS * sizeof(int32_t); // 10
 struct DataLoader {
     // config
     size_t B = 0, T = 0;
-    int process_rank = 0, num_processes = 1;
+    int rank = 0, num_ranks = 1;
     bool shuffle = false;
     uint64_t seed = 0;
     int vocab_size = 0;
@@ -76,7 +76,7 @@ struct DataLoader {
 
 // Tokens in one global batch (all ranks) and what one sample consumes from a shard.
 inline size_t dataloader_global_batch_tokens(const DataLoader* dl) {
-    return (size_t)dl->micro_steps * dl->num_processes * dl->B * dl->T;
+    return (size_t)dl->micro_steps * dl->num_ranks * dl->B * dl->T;
 }
 
 // Read and check the header of a shard; returns N. Fails naming the file and what was expected.
@@ -169,19 +169,19 @@ inline void dataloader_reset(DataLoader* dl) {
 // filename_pattern: a glob(3) pattern (or one plain path); matches are sorted by name.
 // vocab_size: every token must be < vocab_size (the model's real vocabulary, not the padded one).
 inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t B, size_t T,
-                            int process_rank, int num_processes, bool shuffle, uint64_t seed, int vocab_size,
+                            int rank, int num_ranks, bool shuffle, uint64_t seed, int vocab_size,
                             int micro_steps = 1) {
     if (B == 0 || T == 0) fail("data loader: B and T must be positive, got B=%zu T=%zu", B, T);
-    if (num_processes < 1 || process_rank < 0 || process_rank >= num_processes) {
-        fail("data loader: process_rank %d is not in [0, num_processes=%d)", process_rank, num_processes);
+    if (num_ranks < 1 || rank < 0 || rank >= num_ranks) {
+        fail("data loader: rank %d is not in [0, num_ranks=%d)", rank, num_ranks);
     }
     if (vocab_size <= 0) fail("data loader: vocab_size must be positive, got %d", vocab_size);
     if (micro_steps < 1) fail("data loader: micro_steps must be positive, got %d", micro_steps);
     dl->micro_steps = micro_steps;
     dl->B = B;
     dl->T = T;
-    dl->process_rank = process_rank;
-    dl->num_processes = num_processes;
+    dl->rank = rank;
+    dl->num_ranks = num_ranks;
     dl->shuffle = shuffle;
     dl->seed = seed;
     dl->vocab_size = vocab_size;
@@ -210,10 +210,10 @@ inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t
         size_t n = dataloader_read_header_(f.fp, path.c_str());
         if (n < need) {
             fail("token shard '%s' has %zu tokens, but one global batch needs "
-                 "accumulation_steps*num_processes*B*T+1 = %d*%d*%zu*%zu+1 = %zu tokens (use a smaller B, T "
+                 "accumulation_steps*num_ranks*B*T+1 = %d*%d*%zu*%zu+1 = %zu tokens (use a smaller B, T "
                  "or "
                  "total batch, or a bigger shard)",
-                 path.c_str(), n, micro_steps, num_processes, B, T, need);
+                 path.c_str(), n, micro_steps, num_ranks, B, T, need);
         }
         dl->shard_num_tokens.push_back(n);
         dl->shard_num_samples.push_back((n - 1) / dataloader_global_batch_tokens(dl));
@@ -247,7 +247,7 @@ inline void dataloader_next_batch(DataLoader* dl) {
     }
     size_t BT = dl->B * dl->T;
     size_t start = dl->sample_order[dl->sample_pos] * dataloader_global_batch_tokens(dl) +
-                   ((size_t)dl->micro_pos * dl->num_processes + dl->process_rank) * BT;
+                   ((size_t)dl->micro_pos * dl->num_ranks + dl->rank) * BT;
     const uint16_t* tok = dl->tokens.data() + start; // B*T+1 tokens, in range by the sample count
     for (size_t i = 0; i < BT; i++) {
         dl->inputs[i] = tok[i];

@@ -8,7 +8,7 @@
 //   process_group_init(&pg, &argc, &argv);  pg_install_abort_on_exit(&pg);
 //   ... forward/backward on this rank's micro-batch; grads has padded_params elements, padding zero ...
 //   s = 0:  pg_allreduce_mean(&pg, grads, padded_params);              then update all parameters
-//   s = 1:  pg_reduce_scatter_mean(&pg, grads, grads + shard_offset, shard_size);
+//   s = 1:  pg_reduce_scatter_mean(&pg, grads, grad_shard, shard_size);
 //           update params[shard_offset, +shard_size) with the rank's slice of m and v
 //           pg_allgather(&pg, params + shard_offset, params, shard_size);
 //   process_group_finalize(&pg);   before every normal exit (see "failures" below)
@@ -316,21 +316,6 @@ inline void pg_allgather(ProcessGroup* pg, const float* send_shard, float* recv,
 #endif
 }
 
-// buf (n) on every rank <- buf (n) of rank root (e.g. parameters initialised on rank 0).
-inline void pg_broadcast(ProcessGroup* pg, float* buf, size_t n, int root) {
-    if (root < 0 || root >= pg->num_ranks) pg_fail(pg, "pg_broadcast: root %d is not a rank", root);
-    if (pg->num_ranks == 1) return;
-#ifdef USE_MPI
-    for (size_t off = 0; off < n; off += pg->max_count) {
-        int len = (int)(n - off < pg->max_count ? n - off : pg->max_count);
-        pg_check(pg, MPI_Bcast(buf + off, len, MPI_FLOAT, root, MPI_COMM_WORLD), "MPI_Bcast");
-    }
-#else
-    (void)buf;
-    (void)n;
-#endif
-}
-
 // ----------------------------------------------------------------------------------------------------
 // scalars
 
@@ -347,15 +332,14 @@ inline double pg_allreduce_sum_double(ProcessGroup* pg, double x) {
     return x;
 }
 
-inline float pg_allreduce_sum_float(ProcessGroup* pg, float x) {
+// Mean of x over ranks (the loss of each rank's share of the batch).
+inline float pg_allreduce_mean_float(ProcessGroup* pg, float x) {
 #ifdef USE_MPI
     if (pg->num_ranks > 1) {
         pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
     }
-#else
-    (void)pg;
 #endif
-    return x;
+    return x / pg->num_ranks;
 }
 
 // Fail on every rank unless all ranks hold the same value (e.g. the parameter count, the batch size or

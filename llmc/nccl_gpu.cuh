@@ -77,10 +77,10 @@ inline ncclDataType_t nccl_dtype(const __nv_bfloat16*) {
 }
 
 struct MultiGpuConfig {
-    int process_rank = 0;               // 0 .. num_processes-1
-    int num_processes = 1;              // one per GPU
+    int rank = 0;                       // this process, 0 .. num_ranks-1 (as ProcessGroup's)
+    int num_ranks = 1;                  // processes in the job, one per GPU
     int local_device_idx = 0;           // the CUDA device of this process
-    ncclComm_t nccl_comm = nullptr;     // null when num_processes == 1
+    ncclComm_t nccl_comm = nullptr;     // null when num_ranks == 1
     cudaStream_t nccl_stream = nullptr; // collectives run here
     cudaEvent_t compute_done = nullptr; // recorded on the compute stream, waited for by nccl_stream
     cudaEvent_t nccl_done = nullptr;    // recorded on nccl_stream, waited for by the compute stream
@@ -104,8 +104,8 @@ struct MultiGpuConfig {
         ncclCommAbort(config->nccl_comm); // best effort: we are failing anyway
         config->nccl_comm = nullptr;
     }
-    config->pg.rank = config->process_rank;
-    config->pg.num_ranks = config->num_processes;
+    config->pg.rank = config->rank;
+    config->pg.num_ranks = config->num_ranks;
     pg_fail(&config->pg, "%s", message);
 }
 
@@ -129,8 +129,8 @@ inline MultiGpuConfig multi_gpu_config_init(int* argc, char*** argv, const char*
         process_group_init(&config.pg, argc, argv); // without USE_MPI: one process (refuses under mpirun)
         config.using_mpi = true;
         pg_install_abort_on_exit(&config.pg); // from here on, any failure aborts every rank
-        config.process_rank = config.pg.rank;
-        config.num_processes = config.pg.num_ranks;
+        config.rank = config.pg.rank;
+        config.num_ranks = config.pg.num_ranks;
 #ifdef USE_MPI
         // the rank among the processes that share this node
         MPI_Comm node_comm;
@@ -151,14 +151,14 @@ inline MultiGpuConfig multi_gpu_config_init(int* argc, char*** argv, const char*
                  "-pr %d",
                  method.c_str(), num_processes, process_rank);
         }
-        config.num_processes = num_processes;
-        config.process_rank = process_rank;
+        config.num_ranks = num_processes;
+        config.rank = process_rank;
         int per_node = gpus_per_node > 0 ? gpus_per_node : device_count;
         if (per_node < 1) fail("no CUDA device found");
         local_rank = process_rank % per_node;
     }
-    config.pg.rank = config.process_rank;
-    config.pg.num_ranks = config.num_processes;
+    config.pg.rank = config.rank;
+    config.pg.num_ranks = config.num_ranks;
     if (local_rank >= device_count) {
         multi_gpu_fail(&config,
                        "this process should use GPU %d of its node, but the node has %d (check -pg and how "
@@ -167,20 +167,20 @@ inline MultiGpuConfig multi_gpu_config_init(int* argc, char*** argv, const char*
     }
     config.local_device_idx = local_rank;
     cudaCheck(cudaSetDevice(config.local_device_idx));
-    if (config.num_processes == 1) return config; // no communicator, no streams: nothing to overlap
+    if (config.num_ranks == 1) return config; // no communicator, no streams: nothing to overlap
 
     ncclUniqueId id;
-    if (config.process_rank == 0) ncclCheck(ncclGetUniqueId(&id));
+    if (config.rank == 0) ncclCheck(ncclGetUniqueId(&id));
     if (method == "mpi") {
 #ifdef USE_MPI
         pg_check(&config.pg, MPI_Bcast(&id, (int)sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
 #endif
     } else if (method == "tcp") {
-        rendezvous_tcp(&id, sizeof(id), config.process_rank, config.num_processes, server);
+        rendezvous_tcp(&id, sizeof(id), config.rank, config.num_ranks, server);
     } else {
-        rendezvous_fs(&id, sizeof(id), config.process_rank, config.num_processes, fs_path);
+        rendezvous_fs(&id, sizeof(id), config.rank, config.num_ranks, fs_path);
     }
-    ncclCheck(ncclCommInitRank(&config.nccl_comm, config.num_processes, id, config.process_rank));
+    ncclCheck(ncclCommInitRank(&config.nccl_comm, config.num_ranks, id, config.rank));
     cudaCheck(cudaStreamCreateWithFlags(&config.nccl_stream, cudaStreamNonBlocking));
     cudaCheck(cudaEventCreateWithFlags(&config.compute_done, cudaEventDisableTiming));
     cudaCheck(cudaEventCreateWithFlags(&config.nccl_done, cudaEventDisableTiming));
@@ -217,7 +217,7 @@ inline void multi_gpu_after_compute(MultiGpuConfig* config, cudaStream_t compute
 // compute_stream waits for every collective queued so far (before the optimizer reads gradients, or the
 // forward reads all-gathered parameters). The host does not wait.
 inline void multi_gpu_sync(MultiGpuConfig* config, cudaStream_t compute_stream) {
-    if (config->num_processes == 1) return;
+    if (config->num_ranks == 1) return;
     cudaCheck(cudaEventRecord(config->nccl_done, config->nccl_stream));
     cudaCheck(cudaStreamWaitEvent(compute_stream, config->nccl_done, 0));
 }
@@ -227,8 +227,8 @@ inline void multi_gpu_sync(MultiGpuConfig* config, cudaStream_t compute_stream) 
 
 // buf (count) <- mean over processes of buf, in place.
 template <class T>
-void multi_gpu_allreduce_avg(MultiGpuConfig* config, cudaStream_t compute_stream, T* buf, size_t count) {
-    if (config->num_processes == 1) return;
+void multi_gpu_allreduce_mean(MultiGpuConfig* config, cudaStream_t compute_stream, T* buf, size_t count) {
+    if (config->num_ranks == 1) return;
     multi_gpu_after_compute(config, compute_stream);
     ncclCheck(
         ncclAllReduce(buf, buf, count, nccl_dtype(buf), ncclAvg, config->nccl_comm, config->nccl_stream));
@@ -237,7 +237,7 @@ void multi_gpu_allreduce_avg(MultiGpuConfig* config, cudaStream_t compute_stream
 // buf (count) <- sum over processes of buf, in place (e.g. the squared gradient norm of each rank's shard).
 template <class T>
 void multi_gpu_allreduce_sum(MultiGpuConfig* config, cudaStream_t compute_stream, T* buf, size_t count) {
-    if (config->num_processes == 1) return;
+    if (config->num_ranks == 1) return;
     multi_gpu_after_compute(config, compute_stream);
     ncclCheck(
         ncclAllReduce(buf, buf, count, nccl_dtype(buf), ncclSum, config->nccl_comm, config->nccl_stream));
@@ -247,16 +247,16 @@ void multi_gpu_allreduce_sum(MultiGpuConfig* config, cudaStream_t compute_stream
 // compute stream has produced them, while the compute stream goes on with the next layer.
 inline void multi_gpu_reduce_async(MultiGpuConfig* config, cudaStream_t compute_stream, floatX* grads,
                                    size_t offset, size_t count) {
-    multi_gpu_allreduce_avg(config, compute_stream, grads + offset, count);
+    multi_gpu_allreduce_mean(config, compute_stream, grads + offset, count);
 }
 
-// ZeRO-1 gradients: send (num_processes * shard_count, the padded buffer) reduced over processes; this
+// ZeRO-1 gradients: send (num_ranks * shard_count, the padded buffer) reduced over processes; this
 // process receives its slice recv (shard_count) = op over processes of send[rank*S, (rank+1)*S), with op
 // the mean (average = true) or the sum. recv may be send + rank * shard_count (in place).
 template <class T>
 void multi_gpu_reduce_scatter(MultiGpuConfig* config, cudaStream_t compute_stream, const T* send, T* recv,
                               size_t shard_count, bool average) {
-    if (config->num_processes == 1) {
+    if (config->num_ranks == 1) {
         if (recv != send) {
             cudaCheck(cudaMemcpyAsync(recv, send, shard_count * sizeof(T), cudaMemcpyDeviceToDevice,
                                       compute_stream));
@@ -268,12 +268,12 @@ void multi_gpu_reduce_scatter(MultiGpuConfig* config, cudaStream_t compute_strea
                                 config->nccl_comm, config->nccl_stream));
 }
 
-// ZeRO-1 parameters: recv (num_processes * shard_count) <- the slices of every process, slice r from
+// ZeRO-1 parameters: recv (num_ranks * shard_count) <- the slices of every process, slice r from
 // process r. send_shard may be recv + rank * shard_count (in place).
 template <class T>
 void multi_gpu_all_gather(MultiGpuConfig* config, cudaStream_t compute_stream, const T* send_shard, T* recv,
                           size_t shard_count) {
-    if (config->num_processes == 1) {
+    if (config->num_ranks == 1) {
         if (recv != send_shard) {
             cudaCheck(cudaMemcpyAsync(recv, send_shard, shard_count * sizeof(T), cudaMemcpyDeviceToDevice,
                                       compute_stream));
@@ -292,7 +292,7 @@ void multi_gpu_all_gather(MultiGpuConfig* config, cudaStream_t compute_stream, c
 // but fail instead of hanging: NCCL's asynchronous errors (a peer that died, a broken connection) and a
 // timeout (timeout_s seconds; <= 0 means none) abort the communicator and stop with the rank named.
 inline void multi_gpu_wait(MultiGpuConfig* config, cudaStream_t stream, double timeout_s) {
-    if (config->num_processes == 1) {
+    if (config->num_ranks == 1) {
         cudaCheck(cudaStreamSynchronize(stream));
         return;
     }
@@ -319,15 +319,15 @@ inline void multi_gpu_wait(MultiGpuConfig* config, cudaStream_t stream, double t
 
 // Every process reaches this point before any goes on (e.g. rank 0 wrote a checkpoint the others read).
 inline void multi_gpu_barrier(MultiGpuConfig* config, double timeout_s) {
-    if (config->num_processes == 1) return;
+    if (config->num_ranks == 1) return;
     ncclCheck(ncclAllReduce(config->scratch, config->scratch, 1, ncclFloat32, ncclSum, config->nccl_comm,
                             config->nccl_stream));
     multi_gpu_wait(config, config->nccl_stream, timeout_s);
 }
 
-// Sum of a host value over processes (e.g. the loss, for printing the mean), blocking.
-inline float multi_gpu_sum_host(MultiGpuConfig* config, float value, double timeout_s) {
-    if (config->num_processes == 1) return value;
+// Mean of a host value over processes (e.g. the loss, for printing), blocking.
+inline float multi_gpu_allreduce_mean_float(MultiGpuConfig* config, float value, double timeout_s) {
+    if (config->num_ranks == 1) return value;
     cudaCheck(
         cudaMemcpyAsync(config->scratch, &value, sizeof(float), cudaMemcpyHostToDevice, config->nccl_stream));
     ncclCheck(ncclAllReduce(config->scratch, config->scratch, 1, ncclFloat32, ncclSum, config->nccl_comm,
@@ -335,5 +335,5 @@ inline float multi_gpu_sum_host(MultiGpuConfig* config, float value, double time
     cudaCheck(
         cudaMemcpyAsync(&value, config->scratch, sizeof(float), cudaMemcpyDeviceToHost, config->nccl_stream));
     multi_gpu_wait(config, config->nccl_stream, timeout_s);
-    return value;
+    return value / config->num_ranks;
 }

@@ -1,10 +1,13 @@
 // state_file.h: the training state beside each model checkpoint, and how a run finds its latest checkpoint.
-// Shared by both trainers, so a checkpoint directory reads the same whichever wrote it.
+// Shared by both trainers, so a checkpoint directory reads the same whichever wrote it: each trainer lists
+// its optimizer buffers (StateBuffer, in host or device memory); the header, the order, the check for
+// trailing bytes and the atomic commit are here, once.
 //
 // <dir>/model_<step>.bin          the model (llmc/checkpoint.h), written by process 0
 // <dir>/state_<step>_<rank>.bin   one per process:
-//   int32 header[256]: [0] = STATE_MAGIC, [1] = STATE_VERSION, [2] = processes, [3] = rank,
-//   [4] = ZeRO stage, [5] = optimizer (0 fp32 AdamW, 1 8-bit AdamW), [6] = step, [7] = 8-bit block size,
+//   int32 header[256]: [0] = STATE_MAGIC, [1] = STATE_VERSION, [2] = ranks (processes), [3] = rank,
+//   [4] = ZeRO stage, [5] = optimizer (0 fp32 AdamW, 1 8-bit AdamW), [6] = step, [7] = 8-bit AdamW
+//   quantization block (values per absmax scale),
 //   [8] = 1 if fp32 master weights follow the optimizer state (GPU trainer), then 64-bit values at int32
 //   slots 16..: [16] shard size, [18] shard offset, [20] number of parameters, [22] data loader epoch,
 //   [24] shard position, [26] sample position, [28] sampling RNG state;
@@ -16,8 +19,10 @@
 //   the previous checkpoint as the one a resume finds.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "llmc/checkpoint.h"
 #include "llmc/dataloader.h"
@@ -29,9 +34,9 @@ constexpr int STATE_VERSION = 1;
 
 // Everything in a state file's header.
 struct StateHeader {
-    int num_processes = 1, rank = 0, zero_stage = 0;
+    int num_ranks = 1, rank = 0, zero_stage = 0;
     bool use_8bit = false;
-    int step = 0, block_size = 0;
+    int step = 0, quant_block = 0;
     bool has_master = false;
     uint64_t shard_size = 0, shard_offset = 0, num_parameters = 0;
     DataLoaderState loader{0, 0, 0};
@@ -53,12 +58,12 @@ inline void state_header_write(AtomicFile* f, const StateHeader& h) {
     int header[HEADER_SLOTS] = {};
     header[0] = STATE_MAGIC;
     header[1] = STATE_VERSION;
-    header[2] = h.num_processes;
+    header[2] = h.num_ranks;
     header[3] = h.rank;
     header[4] = h.zero_stage;
     header[5] = h.use_8bit ? 1 : 0;
     header[6] = h.step;
-    header[7] = h.block_size;
+    header[7] = h.quant_block;
     header[8] = h.has_master ? 1 : 0;
     const uint64_t wide[7] = {h.shard_size,       h.shard_offset,      h.num_parameters,  h.loader.epoch,
                               h.loader.shard_pos, h.loader.sample_pos, h.sample_rng.state};
@@ -78,28 +83,28 @@ inline StateHeader state_header_read(File* f, const StateHeader& expected) {
              STATE_MAGIC, STATE_VERSION, header[0], header[1]);
     }
     StateHeader h;
-    h.num_processes = header[2];
+    h.num_ranks = header[2];
     h.rank = header[3];
     h.zero_stage = header[4];
     h.use_8bit = header[5] == 1;
     h.step = header[6];
-    h.block_size = header[7];
+    h.quant_block = header[7];
     h.has_master = header[8] == 1;
     uint64_t wide[7];
     memcpy(wide, header + 16, sizeof(wide));
     h.shard_size = wide[0], h.shard_offset = wide[1], h.num_parameters = wide[2];
     h.loader = DataLoaderState{wide[3], wide[4], wide[5]};
     h.sample_rng.state = wide[6];
-    if (h.num_processes != expected.num_processes) {
+    if (h.num_ranks != expected.num_ranks) {
         fail("'%s' was written by a run with %d processes but this run has %d: resume with the same number "
              "of processes",
-             path, h.num_processes, expected.num_processes);
+             path, h.num_ranks, expected.num_ranks);
     }
     if (h.zero_stage != expected.zero_stage || h.use_8bit != expected.use_8bit ||
-        (h.use_8bit && h.block_size != expected.block_size)) {
+        (h.use_8bit && h.quant_block != expected.quant_block)) {
         fail("'%s' holds optimizer state for -z %d -qo %d -qb %d, but this run has -z %d -qo %d -qb %d", path,
-             h.zero_stage, (int)h.use_8bit, h.block_size, expected.zero_stage, (int)expected.use_8bit,
-             expected.block_size);
+             h.zero_stage, (int)h.use_8bit, h.quant_block, expected.zero_stage, (int)expected.use_8bit,
+             expected.quant_block);
     }
     if (h.step != expected.step || h.rank != expected.rank || h.shard_size != expected.shard_size ||
         h.num_parameters != expected.num_parameters) {
@@ -116,16 +121,104 @@ inline StateHeader state_header_read(File* f, const StateHeader& expected) {
 // Before a process opens its own state file: the checkpoint must have been written by as many processes as
 // this run has. Read from process 0's file (every checkpoint has one), so that every process reports the
 // real cause, not just "state_<step>_<rank>.bin is missing" on the processes the old run did not have.
-inline void state_check_process_count(const char* dir, int step, int num_processes) {
+inline void state_check_rank_count(const char* dir, int step, int num_ranks) {
     std::string path = checkpoint_path(dir, "state", step, 0);
     File f(path.c_str(), "rb");
     int header[4];
     f.read(header, sizeof(int), 4, "the state header");
-    if (header[0] == STATE_MAGIC && header[2] != num_processes) {
+    if (header[0] == STATE_MAGIC && header[2] != num_ranks) {
         fail("'%s' was written by a run with %d processes but this run has %d: resume with the same number "
              "of processes",
-             path.c_str(), header[2], num_processes);
+             path.c_str(), header[2], num_ranks);
     }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// the optimizer buffers after the header
+
+// One buffer of a state file: count elements of elem_bytes each at data, which may be device memory (the
+// copy function moves it). On reading, data = nullptr skips the buffer's bytes (the GPU trainer with -w 0
+// reading a state that holds master weights).
+struct StateBuffer {
+    const char* what; // named in error messages: "AdamW m"
+    void* data;
+    size_t elem_bytes, count;
+};
+// Copies bytes between the buffers' memory and a host staging buffer: memcpy for host buffers,
+// cudaMemcpy for device ones. Same signature as memcpy: (dst, src, bytes).
+typedef void* (*StateCopy)(void* dst, const void* src, size_t bytes);
+inline void* state_copy_host(void* dst, const void* src, size_t bytes) {
+    return memcpy(dst, src, bytes);
+}
+
+// A state file's buffers, in file order, and how to reach them.
+struct StateBuffers {
+    StateBuffer list[8];
+    int count = 0;
+    StateCopy to_host = state_copy_host, to_buffer = state_copy_host;
+};
+inline void state_buffers_add(StateBuffers* b, const char* what, void* data, size_t elem_bytes, size_t count) {
+    if (b->count == 8) fail("state_buffers_add: more than 8 buffers");
+    b->list[b->count++] = StateBuffer{what, data, elem_bytes, count};
+}
+
+// The staging buffer bounds the host memory a save or load of device buffers needs.
+inline size_t state_staging_bytes(const StateBuffer* buffers, int num_buffers) {
+    size_t largest = 1;
+    for (int i = 0; i < num_buffers; i++) largest = std::max(largest, buffers[i].elem_bytes * buffers[i].count);
+    return std::min(largest, (size_t)64 << 20);
+}
+
+// Writes a state file atomically (llmc/utils.h's AtomicFile): the header, then the buffers in order.
+inline void state_file_write(const std::string& path, const StateHeader& h, const StateBuffer* buffers,
+                             int num_buffers, StateCopy to_host) {
+    AtomicFile f(path.c_str());
+    state_header_write(&f, h);
+    std::vector<char> staging(state_staging_bytes(buffers, num_buffers));
+    for (int i = 0; i < num_buffers; i++) {
+        const char* src = (const char*)buffers[i].data;
+        const size_t bytes = buffers[i].elem_bytes * buffers[i].count;
+        for (size_t done = 0; done < bytes; done += staging.size()) {
+            const size_t n = std::min(staging.size(), bytes - done);
+            to_host(staging.data(), src + done, n);
+            f.write(staging.data(), 1, n);
+        }
+    }
+    f.commit();
+}
+
+// The path of this rank's state file of `step`, after checking the checkpoint has as many ranks as the run.
+inline std::string state_path_to_resume(const char* dir, int step, int rank, int num_ranks) {
+    state_check_rank_count(dir, step, num_ranks);
+    return checkpoint_path(dir, "state", step, rank);
+}
+
+// This rank's state file of `step`, opened, its header read and checked against what the run expects.
+struct StateReader {
+    File file;
+    StateHeader header;
+    StateReader(const char* dir, int step, const StateHeader& expected)
+        : file(state_path_to_resume(dir, step, expected.rank, expected.num_ranks).c_str(), "rb"),
+          header(state_header_read(&file, expected)) {}
+};
+
+// Reads the buffers after the header (StateReader) in order, then requires the end of the file.
+inline void state_file_read_buffers(File* f, const StateBuffer* buffers, int num_buffers, StateCopy to_buffer) {
+    std::vector<char> staging(state_staging_bytes(buffers, num_buffers));
+    for (int i = 0; i < num_buffers; i++) {
+        char* dst = (char*)buffers[i].data;
+        const size_t bytes = buffers[i].elem_bytes * buffers[i].count;
+        if (dst == nullptr) {
+            fseek_check(f->fp, (long)bytes, SEEK_CUR, f->path.c_str());
+            continue;
+        }
+        for (size_t done = 0; done < bytes; done += staging.size()) {
+            const size_t n = std::min(staging.size(), bytes - done);
+            f->read(staging.data(), 1, n, buffers[i].what);
+            to_buffer(dst + done, staging.data(), n);
+        }
+    }
+    if (fgetc(f->fp) != EOF) fail("'%s' has bytes after the optimizer state: wrong file?", f->path.c_str());
 }
 
 // Declares the checkpoint of `step` complete (process 0, after every process's files are on disk).

@@ -43,7 +43,7 @@ struct TrainConfig {
     bool resume = false, overfit_single_batch = false;
     int zero_stage = 0;
     bool use_8bit = false;
-    int block_size = 2048;
+    int quant_block = 2048; // 8-bit AdamW: values per absmax scale
     uint64_t seed = 1337;
     // GPU trainer only
     int recompute = 0;       // -r: 0 nothing, 1 GELU, 2 + LayerNorm, 3 whole blocks
@@ -100,11 +100,11 @@ inline void print_usage(const char* program, const TrainConfig& d, bool gpu) {
            "  -c <float>    weight decay (matrices only)            default %g\n"
            "  -gc <float>   gradient clipping global norm (0: off)  default %g\n"
            "  -qo <0|1>     8-bit AdamW (m and v as 8-bit codes)    default %d\n"
-           "  -qb <int>     8-bit AdamW block size (64..4096)       default %d\n"
+           "  -qb <int>     8-bit AdamW quantization block, values per scale (64..4096)  default %d\n"
            "  -z <0|1>      ZeRO stage: 0 data parallel, 1 sharded optimizer state  default %d\n",
            (double)d.learning_rate, d.warmup_steps, (double)d.final_lr_frac, d.schedule,
            (double)d.cooldown_frac, d.lr_scale_rule, (double)d.adamw.weight_decay, (double)d.adamw.grad_clip,
-           (int)d.use_8bit, d.block_size, d.zero_stage);
+           (int)d.use_8bit, d.quant_block, d.zero_stage);
     if (gpu) {
         printf("  -w <0|1>      keep fp32 master weights (-w 0 only in the FP32 build)  default %d\n"
                "  -r <0..3>     recompute in the backward: 0 nothing, 1 GELU, 2 + LayerNorm, 3 whole blocks"
@@ -179,7 +179,7 @@ inline bool parse_flags(TrainConfig* c, int argc, char** argv, bool gpu) {
         else if (!strcmp(k, "c")) c->adamw.weight_decay = parse_float_flag(f, v);
         else if (!strcmp(k, "gc")) c->adamw.grad_clip = parse_float_flag(f, v);
         else if (!strcmp(k, "qo")) c->use_8bit = parse_bool_flag(f, v);
-        else if (!strcmp(k, "qb")) c->block_size = parse_int_flag(f, v, 64, 4096);
+        else if (!strcmp(k, "qb")) c->quant_block = parse_int_flag(f, v, 64, 4096);
         else if (!strcmp(k, "z")) c->zero_stage = parse_int_flag(f, v, 0, 1);
         else if (!strcmp(k, "x")) c->max_steps = parse_int_flag(f, v, -1, 1 << 30);
         else if (!strcmp(k, "v")) c->val_every = parse_int_flag(f, v, 1, 1 << 30);

@@ -164,22 +164,3 @@ inline double zero_bytes_per_param(int stage, int num_ranks, bool bf16) {
         return (param + grad + optim) / n;
     }
 }
-
-// The same accounting in exact bytes for one rank, with the padding: replicated buffers hold P_pad
-// elements, sharded ones S = P_pad / N. This is what the trainers print in their memory table.
-inline size_t zero_bytes_per_rank(size_t num_params, int stage, int num_ranks, bool bf16) {
-    (void)zero_bytes_per_param(stage, num_ranks, bf16); // validates stage and num_ranks
-    ShardLayout layout = shard_layout(num_params, 0, num_ranks);
-    size_t full = layout.padded_params, shard = layout.shard_size;
-    size_t param = bf16 ? 2 : 4, grad = bf16 ? 2 : 4, optim = bf16 ? 12 : 8;
-    switch (stage) {
-    case 0:
-        return zero_round_up(num_params, ZERO_ALIGN) * (param + grad + optim);
-    case 1:
-        return full * (param + grad) + shard * optim;
-    case 2:
-        return full * param + shard * (grad + optim);
-    default:
-        return shard * (param + grad + optim);
-    }
-}

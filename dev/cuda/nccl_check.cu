@@ -26,8 +26,8 @@ static int failures = 0;
 
 static void report(const MultiGpuConfig& mgc, bool ok, const char* what) {
     if (!ok) failures++;
-    if (!ok || mgc.process_rank == 0) {
-        printf("%s [rank %d of %d] %s\n", ok ? "ok  " : "FAIL", mgc.process_rank, mgc.num_processes, what);
+    if (!ok || mgc.rank == 0) {
+        printf("%s [rank %d of %d] %s\n", ok ? "ok  " : "FAIL", mgc.rank, mgc.num_ranks, what);
     }
 }
 
@@ -62,7 +62,7 @@ static float value(size_t i, int rank) {
 
 template <class T>
 static void check_type(MultiGpuConfig* mgc, cudaStream_t stream, const char* type, double eps) {
-    int N = mgc->num_processes, rank = mgc->process_rank;
+    int N = mgc->num_ranks, rank = mgc->rank;
     size_t P = 1000003; // odd: the ZeRO layout pads it
     ShardLayout layout = shard_layout(P, rank, N);
     size_t padded = layout.padded_params, S = layout.shard_size, off = layout.shard_offset;
@@ -97,7 +97,7 @@ static void check_type(MultiGpuConfig* mgc, cudaStream_t stream, const char* typ
 
     // all-reduce average: within (N+1) roundings of the largest value
     upload();
-    multi_gpu_allreduce_avg(mgc, stream, buf, padded);
+    multi_gpu_allreduce_mean(mgc, stream, buf, padded);
     multi_gpu_sync(mgc, stream);
     cudaCheck(cudaStreamSynchronize(stream));
     download(buf, padded);
@@ -141,7 +141,7 @@ static void check_type(MultiGpuConfig* mgc, cudaStream_t stream, const char* typ
     if constexpr (std::is_same<T, floatX>::value) {
         multi_gpu_reduce_async(mgc, stream, buf, 0, padded);
     } else {
-        multi_gpu_allreduce_avg(mgc, stream, buf, padded);
+        multi_gpu_allreduce_mean(mgc, stream, buf, padded);
     }
     multi_gpu_sync(mgc, stream);
     multi_gpu_wait(mgc, stream, 60.0);
@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
     }
     MultiGpuConfig mgc = multi_gpu_config_init(&argc, &argv, init_method.c_str(), server.c_str(),
                                                fs_path.c_str(), num_processes, process_rank, gpus_per_node);
-    printf("[rank %d of %d] GPU %d, %s\n", mgc.process_rank, mgc.num_processes, mgc.local_device_idx,
+    printf("[rank %d of %d] GPU %d, %s\n", mgc.rank, mgc.num_ranks, mgc.local_device_idx,
            mgc.nccl_comm != nullptr ? "NCCL communicator" : "single process, no communicator");
     cudaStream_t stream;
     cudaCheck(cudaStreamCreate(&stream));
@@ -187,16 +187,16 @@ int main(int argc, char** argv) {
     check_type<float>(&mgc, stream, "fp32", 0x1p-24);
     check_type<__nv_bfloat16>(&mgc, stream, "bf16", 0x1p-8);
 
-    int N = mgc.num_processes;
-    float host_sum = multi_gpu_sum_host(&mgc, (float)(mgc.process_rank + 1), 60.0);
+    int N = mgc.num_ranks;
+    float host_sum = mgc.num_ranks * multi_gpu_allreduce_mean_float(&mgc, (float)(mgc.rank + 1), 60.0);
     char what[128];
     snprintf(what, sizeof(what), "host scalar sum %g == N(N+1)/2 = %d", host_sum, N * (N + 1) / 2);
     report(mgc, host_sum == (float)(N * (N + 1) / 2), what);
     multi_gpu_barrier(&mgc, 60.0);
 
-    int total_failures = (int)multi_gpu_sum_host(&mgc, (float)failures, 60.0);
+    int total_failures = (int)lroundf(mgc.num_ranks * multi_gpu_allreduce_mean_float(&mgc, (float)failures, 60.0));
     cudaCheck(cudaStreamDestroy(stream));
     multi_gpu_config_free(&mgc);
-    if (mgc.process_rank == 0) printf(total_failures == 0 ? "OK nccl_check\n" : "FAIL nccl_check\n");
+    if (mgc.rank == 0) printf(total_failures == 0 ? "OK nccl_check\n" : "FAIL nccl_check\n");
     return total_failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,312 @@
+// run_plan.h: the program both trainers are. train_gpt2.cpp (CPU) and train_gpt2.cu (GPU) are its two
+// backends: each builds its model and optimizer, then calls what is here for everything else, so the two
+// cannot drift apart in what a run does:
+//   - the run plan: what a run derives from its flags and its model (accumulation steps, step count,
+//     tokens per step, the peak learning rate with batch scaling, the clamped warmup, the schedule), the
+//     flag checks, the data loaders (opened with the accumulation count), the start-up printout;
+//   - resume: the model file and the state file of the latest checkpoint;
+//   - the training loop, with its checkpoint / validation / sampling cadence and its step line.
+//
+// The loop calls these functions of the backend, plain overloads on its Trainer struct (which holds the
+// model, the optimizer, the process group and the token decoder; no virtual dispatch). The loop reads two
+// of its members: model.config and decoder.
+//   float trainer_micro_step(Trainer*, const int* inputs, const int* targets, int micro, int num_micro)
+//         forward and backward of one micro-batch, its gradients accumulated; returns its mean loss
+//   float trainer_update(Trainer*, float lr, int t)   optimizer step t (1-based); returns the gradient norm
+//   float trainer_mean_over_ranks(Trainer*, float x)
+//   float trainer_eval_loss(Trainer*, const int* inputs, const int* targets)   forward only; mean loss
+//   const float* trainer_next_token_logits(Trainer*, const int* tokens, int t)
+//         forward of tokens[0..t) (B = 1); the fp32 logits (Vp, host memory) of the token after them
+//   void  trainer_write_model(Trainer*, const std::string& path)          (called on rank 0)
+//   StateHeader trainer_state_header(const Trainer*, int step)   what this rank's state file says
+//   StateBuffers trainer_state_buffers(Trainer*, const StateHeader& h)   its optimizer buffers, in order
+//   void  trainer_barrier(Trainer*)
+//   void  trainer_print_step_end(Trainer*, double seconds, bool first_step)   the end of the step line
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "llmc/checkpoint.h"
+#include "llmc/dataloader.h"
+#include "llmc/logger.h"
+#include "llmc/rand.h"
+#include "llmc/sampler.h"
+#include "llmc/schedulers.h"
+#include "llmc/state_file.h"
+#include "llmc/token_decoder.h"
+#include "llmc/train_config.h"
+#include "llmc/utils.h"
+
+// What a run derives from its flags and its model, the same way on the CPU and the GPU.
+struct RunPlan {
+    int rank = 0, num_ranks = 1;
+    bool main_process = true;   // rank 0: prints, and writes the log, the model files, checkpoint_latest
+    int B = 0, T = 0;           // the micro-batch of each rank
+    int grad_accum_steps = 1;   // micro-batches per optimizer step on each rank
+    long tokens_per_step = 0;   // B * T * num_ranks * grad_accum_steps (-d)
+    int train_steps = 0;        // optimizer steps of the run: -x, or one epoch
+    float peak_lr = 0.0f;       // -l, scaled for the batch by -sr / -sb
+    LRScheduler sched;          // -k, with the (clamped) warmup -u
+    int resume_step = -1;       // the checkpoint this run resumed from; -1: a fresh run
+};
+
+// Where the run is: saved in every checkpoint, restored on resume.
+struct TrainState {
+    int step = 0;               // optimizer steps done
+    DataLoaderState loader{0, 0, 0};
+    Rng sample_rng{0};
+};
+
+// Checks of the flags that need no model; before anything is loaded.
+inline void run_check_flags(const TrainConfig& cfg) {
+    if (cfg.resume && cfg.output_dir == nullptr) fail("flag -y 1 needs -o <dir> to find the checkpoint in");
+}
+
+// -e names a descriptor (d12: *config set, train from scratch; returns true) or a model file to load
+// (returns false).
+inline bool run_model_is_descriptor(const TrainConfig& cfg, GPT2Config* config) {
+    if (gpt2_config_from_descriptor(cfg.model, config)) return true;
+    if (!file_exists(cfg.model)) fail("flag -e: '%s' is neither a model file nor a descriptor like d12", cfg.model);
+    return false;
+}
+
+// The batch arithmetic: tokens per step = B * T * ranks * accumulation steps.
+inline void run_plan_init(RunPlan* plan, const TrainConfig& cfg, const GPT2Config& mc, int rank,
+                          int num_ranks) {
+    plan->rank = rank;
+    plan->num_ranks = num_ranks;
+    plan->main_process = rank == 0;
+    plan->B = cfg.B;
+    plan->T = cfg.T;
+    if (cfg.T > mc.max_seq_len) {
+        fail("flag -t: sequence length %d exceeds the model's maximum %d (maxT in its header)", cfg.T,
+             mc.max_seq_len);
+    }
+    const long tokens_per_micro = (long)cfg.B * cfg.T * num_ranks;
+    plan->tokens_per_step = cfg.total_batch_tokens < 0 ? tokens_per_micro : cfg.total_batch_tokens;
+    if (plan->tokens_per_step % tokens_per_micro != 0) {
+        fail("flag -d: total batch %ld tokens is not a multiple of B*T*processes = %d*%d*%d = %ld",
+             plan->tokens_per_step, cfg.B, cfg.T, num_ranks, tokens_per_micro);
+    }
+    plan->grad_accum_steps = (int)(plan->tokens_per_step / tokens_per_micro);
+}
+
+// The data loaders (the training one knows the accumulation count, so a step's data does not depend on
+// how the step is split into micro-batches), the step count, and the learning rate schedule. A run shorter
+// than the warmup warms up over all its steps (cfg->warmup_steps is cut, with a note).
+inline void run_open_data(RunPlan* plan, TrainConfig* cfg, const GPT2Config& mc, DataLoader* train,
+                          DataLoader* val) {
+    dataloader_init(train, cfg->train_pattern, plan->B, plan->T, plan->rank, plan->num_ranks,
+                    !cfg->overfit_single_batch, cfg->seed, mc.vocab_size, plan->grad_accum_steps);
+    dataloader_init(val, cfg->val_pattern, plan->B, plan->T, plan->rank, plan->num_ranks, false, cfg->seed,
+                    mc.vocab_size);
+    plan->train_steps = cfg->max_steps;
+    if (plan->train_steps < 0) plan->train_steps = (int)dataloader_num_batches(train); // a batch = a step
+    if (plan->train_steps < 1) {
+        fail("the training data holds less than one optimizer step of %ld tokens", plan->tokens_per_step);
+    }
+    plan->peak_lr = scale_lr_for_batch(cfg->learning_rate, (size_t)cfg->lr_scale_ref_tokens,
+                                       (size_t)plan->tokens_per_step, cfg->lr_scale_rule);
+    train_config_fit_warmup(cfg, plan->train_steps, plan->main_process);
+    lr_scheduler_init(&plan->sched, cfg->schedule, plan->peak_lr, cfg->warmup_steps, plan->train_steps,
+                      cfg->final_lr_frac, cfg->cooldown_frac);
+}
+
+// The token decoder for the samples: llm.c's gpt2_tokenizer.bin when it exists and the model has GPT-2's
+// vocabulary; otherwise samples are printed as token ids.
+inline void run_load_decoder(const TrainConfig& cfg, const GPT2Config& mc, TokenDecoder* decoder) {
+    if (file_exists(cfg.tokenizer_path) && mc.vocab_size == 50257) token_decoder_load(decoder, cfg.tokenizer_path);
+}
+
+// The state of a fresh run: step 0, the sampling generator seeded from -sd.
+inline TrainState run_initial_state(const TrainConfig& cfg) {
+    TrainState st;
+    rng_init(&st.sample_rng, cfg.seed ^ 0x5eed5a3b1eULL);
+    return st;
+}
+
+// With -y 1: finds the latest checkpoint in -o, checks its model file has this run's shape and reads its
+// parameters into params (fp32, file order, num_params). Returns whether the run resumes
+// (plan->resume_step is then the checkpoint's step; run_load_state reads the rest after the optimizer is
+// allocated).
+inline bool run_resume_model(RunPlan* plan, const TrainConfig& cfg, const GPT2Config& mc, float* params,
+                             size_t num_params) {
+    if (!cfg.resume) return false;
+    plan->resume_step = find_latest_checkpoint(cfg.output_dir);
+    if (plan->resume_step < 0) fail("flag -y 1: no checkpoint in '%s' (no checkpoint_latest file)", cfg.output_dir);
+    std::string model_path = checkpoint_path(cfg.output_dir, "model", plan->resume_step, -1);
+    GPT2Config saved;
+    int version;
+    checkpoint_read_header(model_path.c_str(), &saved, &version);
+    if (memcmp(&saved, &mc, sizeof(saved)) != 0) {
+        fail("'%s' holds a different model shape than -e %s", model_path.c_str(), cfg.model);
+    }
+    checkpoint_read_parameters(model_path.c_str(), version, params, num_params);
+    return true;
+}
+
+// The output directory and its main.log. On resume, log lines from beyond the checkpoint are dropped
+// (train lines of steps >= resume_step, val lines at it): they are about to be written again.
+inline void run_open_log(const RunPlan* plan, const TrainConfig& cfg, Logger* logger) {
+    if (cfg.output_dir && plan->main_process) make_dir_check(cfg.output_dir);
+    logger_init(logger, cfg.output_dir, plan->rank, plan->resume_step >= 0 ? plan->resume_step - 1 : -1);
+}
+
+// The start-up lines both trainers print (rank 0); each backend adds its own after them (threads, device,
+// memory).
+inline void run_print_plan(const RunPlan* plan, const TrainConfig& cfg, const GPT2Config& mc,
+                           size_t num_parameters, const DataLoader* train, const DataLoader* val) {
+    printf("model: L=%d C=%d NH=%d V=%d Vp=%d maxT=%d, %zu parameters\n", mc.num_layers, mc.channels,
+           mc.num_heads, mc.vocab_size, mc.padded_vocab_size, mc.max_seq_len, num_parameters);
+    printf("batch: B=%d T=%d x %d processes x %d accumulation steps = %ld tokens per step\n", plan->B,
+           plan->T, plan->num_ranks, plan->grad_accum_steps, plan->tokens_per_step);
+    printf("train: %zu tokens in %zu shards, %d steps; val: %zu tokens\n", train->num_tokens_total,
+           train->files.size(), plan->train_steps, val->num_tokens_total);
+    printf("lr: %s schedule, peak %.3e (base %.3e, batch scaling %s), warmup %d, final fraction %g\n",
+           cfg.schedule, (double)plan->peak_lr, (double)cfg.learning_rate, cfg.lr_scale_rule, cfg.warmup_steps,
+           (double)cfg.final_lr_frac);
+    printf("optimizer: %s AdamW, ZeRO stage %d over %d processes, weight decay %g, clip %g\n",
+           cfg.use_8bit ? "8-bit" : "fp32", cfg.zero_stage, plan->num_ranks, (double)cfg.adamw.weight_decay,
+           (double)cfg.adamw.grad_clip);
+}
+
+// ----------------------------------------------------------------------------------------------------
+// checkpoints: <dir>/model_<step>.bin (rank 0), <dir>/state_<step>_<rank>.bin (every rank), then
+// <dir>/checkpoint_latest (rank 0, once every file is on disk); llmc/state_file.h has the layout.
+
+template <class Trainer>
+void run_save_checkpoint(Trainer* tr, const RunPlan* plan, const char* dir, const TrainState& st) {
+    if (plan->main_process) trainer_write_model(tr, checkpoint_path(dir, "model", st.step, -1));
+    StateHeader h = trainer_state_header(tr, st.step);
+    h.loader = st.loader;
+    h.sample_rng = st.sample_rng;
+    const StateBuffers b = trainer_state_buffers(tr, h);
+    state_file_write(checkpoint_path(dir, "state", st.step, plan->rank), h, b.list, b.count, b.to_host);
+    trainer_barrier(tr); // every state file is on disk before the checkpoint is declared complete
+    if (plan->main_process) write_latest_checkpoint(dir, st.step);
+}
+
+// The optimizer state and the position of the run at plan->resume_step (after run_resume_model read the
+// parameters and the backend allocated its optimizer).
+template <class Trainer>
+void run_load_state(Trainer* tr, const RunPlan* plan, const char* dir, TrainState* st, DataLoader* train) {
+    StateReader r(dir, plan->resume_step, trainer_state_header(tr, plan->resume_step));
+    const StateBuffers b = trainer_state_buffers(tr, r.header);
+    state_file_read_buffers(&r.file, b.list, b.count, b.to_buffer);
+    st->step = plan->resume_step;
+    st->loader = r.header.loader;
+    st->sample_rng = r.header.sample_rng;
+    dataloader_set_state(train, st->loader);
+}
+
+// ----------------------------------------------------------------------------------------------------
+// validation and sampling
+
+// Mean loss over the first max_batches batches of the validation set (all of it if max_batches < 0),
+// averaged over ranks (each evaluates its own slice of every batch).
+template <class Trainer> float run_validate(Trainer* tr, DataLoader* val, int max_batches) {
+    dataloader_reset(val);
+    int n = (int)dataloader_num_batches(val);
+    if (max_batches >= 0 && max_batches < n) n = max_batches;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        dataloader_next_batch(val);
+        sum += trainer_eval_loss(tr, val->inputs.data(), val->targets.data());
+    }
+    return trainer_mean_over_ranks(tr, n > 0 ? (float)(sum / n) : 0.0f);
+}
+
+// Generates num_tokens tokens after <|endoftext|>, each drawn from softmax(logits / temperature) with
+// coins from rng, and prints them (decoded when the tokenizer is loaded, as ids otherwise). Each token
+// runs the forward over the whole prefix again: simple, not fast.
+template <class Trainer>
+void run_sample(Trainer* tr, const RunPlan* plan, Rng* rng, int num_tokens, float temperature) {
+    const GPT2Config& c = tr->model.config;
+    const TokenDecoder& decoder = tr->decoder;
+    const int eot = decoder.vocab_size > 0 ? decoder.eot_token : c.vocab_size - 1;
+    std::vector<int> tokens(plan->T, eot); // the prefix, padded with <|endoftext|> to T
+    printf("generating:\n---\n");
+    for (int t = 1; t <= num_tokens && t < plan->T; t++) {
+        const float* logits = trainer_next_token_logits(tr, tokens.data(), t);
+        const int next = sample_softmax(logits, c.vocab_size, temperature, rng_uniform(rng));
+        tokens[t] = next;
+        if (decoder.vocab_size > 0 && next < decoder.vocab_size) {
+            const std::string& piece = token_decoder_piece(&decoder, next);
+            fwrite(piece.data(), 1, piece.size(), stdout);
+        } else {
+            printf("%d ", next);
+        }
+        fflush(stdout);
+    }
+    printf("\n---\n");
+}
+
+// ----------------------------------------------------------------------------------------------------
+// the training loop
+
+// Cadence of the loop at step (0-based, before training step `step`); first_step is the step the run
+// started or resumed at. A checkpoint every -n steps and at the end (not at the step just resumed from);
+// validation every -v steps and at the end; a sample every -s steps (not at step 0) and at the end.
+inline bool run_checkpoint_due(const RunPlan* plan, const TrainConfig& cfg, int step, int first_step) {
+    const bool last = step == plan->train_steps;
+    return cfg.output_dir && step > first_step &&
+           ((cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || last);
+}
+inline bool run_val_due(const RunPlan* plan, const TrainConfig& cfg, int step) {
+    return step % cfg.val_every == 0 || step == plan->train_steps;
+}
+inline bool run_sample_due(const RunPlan* plan, const TrainConfig& cfg, int step) {
+    const bool last = step == plan->train_steps;
+    return plan->main_process && cfg.sample_every > 0 && ((step > 0 && step % cfg.sample_every == 0) || last);
+}
+
+template <class Trainer>
+void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, DataLoader* train, DataLoader* val,
+                  Logger* logger, TrainState* st) {
+    if (plan->main_process && plan->resume_step >= 0) {
+        printf("resumed from step %d of '%s'\n", plan->resume_step, cfg.output_dir);
+    }
+    if (cfg.overfit_single_batch) dataloader_next_batch(train); // -a 1: this batch, every micro-step
+    const int first_step = st->step;
+    float last_val = -1.0f;
+    for (int step = first_step; step <= plan->train_steps; step++) {
+        if (run_checkpoint_due(plan, cfg, step, first_step)) {
+            TrainState now{step, dataloader_get_state(train), st->sample_rng};
+            run_save_checkpoint(tr, plan, cfg.output_dir, now);
+            if (plan->main_process) printf("saved checkpoint of step %d to %s\n", step, cfg.output_dir);
+        }
+        if (run_val_due(plan, cfg, step)) {
+            last_val = run_validate(tr, val, cfg.val_max_steps);
+            if (plan->main_process) printf("val loss %f\n", last_val);
+            logger_log_val(logger, step, last_val);
+        }
+        if (run_sample_due(plan, cfg, step)) run_sample(tr, plan, &st->sample_rng, cfg.gen_tokens, cfg.temperature);
+        if (step == plan->train_steps) break;
+
+        // one optimizer step: grad_accum_steps micro-batches, then the update
+        auto start = std::chrono::steady_clock::now();
+        double loss_sum = 0.0;
+        for (int micro = 0; micro < plan->grad_accum_steps; micro++) {
+            if (!cfg.overfit_single_batch) dataloader_next_batch(train);
+            loss_sum += trainer_micro_step(tr, train->inputs.data(), train->targets.data(), micro,
+                                           plan->grad_accum_steps);
+        }
+        const float lr = lr_at_step(&plan->sched, step);
+        const float norm = trainer_update(tr, lr, step + 1);
+        const float loss = trainer_mean_over_ranks(tr, (float)(loss_sum / plan->grad_accum_steps));
+        const double seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (plan->main_process) {
+            printf("step %4d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s", step + 1,
+                   plan->train_steps, loss, (double)lr, norm, seconds * 1000.0, plan->tokens_per_step / seconds);
+            trainer_print_step_end(tr, seconds, step == first_step);
+            fflush(stdout);
+        }
+        logger_log_train(logger, step, loss, lr, norm); // 0-based step, as llm.c logs it
+    }
+    if (plan->main_process) printf("final val loss %f\n", last_val);
+}
