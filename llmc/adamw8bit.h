@@ -11,8 +11,8 @@
 //   m_absmax = max |m| over the block, v_absmax = max v; m, v re-quantized to the nearest levels.
 // The parameter update uses the fp32 m and v of this step, before re-quantization; only the state
 // carried to the next step is quantized. A block whose new m or v holds a NaN or Inf stores absmax NaN
-// and zero codes (the quantize.h convention), so its state stays NaN: the trainer must skip steps with a
-// non-finite gradient norm before calling the update.
+// and zero codes (the quantize.h convention), so its state stays NaN from then on, as a NaN gradient
+// leaves fp32 AdamW's m and v NaN: nothing here skips a step with a non-finite gradient.
 //
 // One deliberate departure from plain nearest rounding: a v > 0 that would round to the level 0 (v below
 // 5e-8 of the block's largest v) is stored as the smallest non-zero level, 1e-7 * v_absmax. A v stored as
@@ -21,8 +21,9 @@
 // estimating a tiny v only shrinks that parameter's step. Known limitation (inherent to 8-bit state with
 // round-to-nearest): when v decays by less than half a level gap per step (b2 = 0.999: 0.1% per step)
 // its code does not move unless the block absmax moves, so v lags on the high side and steps are a
-// little small; tests/test_adamw8bit.cpp measures the effect (a few % of loss). Stochastic rounding of
-// the codes would remove the bias; it is not done here.
+// little small; tests/test_adamw8bit.cpp measures the effect (on its test problem the loss stays within
+// 6.5% of float64 AdamW's at block 2048). Stochastic rounding of the codes would remove the bias; it is
+// not done here.
 //
 // State layout, per range of n parameters with nb = ceil(n / block_size) blocks (no struct, four arrays):
 //   uint8_t m_codes[n], uint8_t v_codes[n]   1 byte per parameter each (2 bytes/param)
@@ -143,7 +144,7 @@ inline void adamw8bit_update(float* param, const float* grad, uint8_t* m_codes, 
     }
 }
 
-// The optimizer-state memory table the trainers print: fp32 moments vs 8-bit moments.
+// Prints the optimizer-state memory of num_params parameters: fp32 moments vs 8-bit moments.
 inline void print_optimizer_state_memory(size_t num_params, int block_size) {
     const double mib = 1024.0 * 1024.0;
     const size_t fp32_bytes = 2 * sizeof(float) * num_params;

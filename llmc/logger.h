@@ -4,10 +4,10 @@
 // Only rank 0 writes it. Every line is flushed, so a crash loses at most the line being written and
 // the log can be followed (tail -f, plotting scripts) while the run goes on.
 //
-// Resuming: a run resumed from the checkpoint of step S must not show the steps after S twice (the
-// crashed run may have logged past its last checkpoint). logger_init with resume_step = S keeps only
-// the lines whose step is <= S, then appends. The rewrite goes through AtomicFile, so a crash during
-// it leaves the old log intact.
+// Resuming: a resumed run must not log a step twice (the crashed run may have logged past its last
+// checkpoint). logger_init with resume_step = R keeps only the lines whose step is <= R, then appends;
+// R is the last step whose lines the resumed run does not write again. The rewrite goes through
+// AtomicFile, so a crash during it leaves the old log intact.
 #pragma once
 
 #include <cerrno>

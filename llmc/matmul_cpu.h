@@ -2,8 +2,11 @@
 //
 // A transformer layer's matmuls come in three shapes (BT = B*T rows, C inputs, OC outputs):
 //   forward           out  (BT,OC) = inp (BT,C) . weight(OC,C)^T   -> matmul_dot_kernel   (rows x rows)
+//                                                                     or matmul_axpy_kernel on weight^T
 //   backward, input   dinp (BT,C) += dout(BT,OC) . weight(OC,C)    -> matmul_axpy_kernel  (broadcast form)
 //   backward, weight  dw  (OC,C) += dout(BT,OC)^T . inp (BT,C)     -> matmul_axpy_kernel  (broadcast form)
+// The broadcast form reads its right-hand matrix in 16-column strips, each packed into one contiguous
+// panel first (pack_weight_strips for weight^T, pack_column_strips for a row-major matrix).
 // Both kernels hold a 12-accumulator register tile (each accumulator a vector of 8 floats: one AVX2 register;
 // GCC's vector extension lowers it to whatever the target has), so every vector loaded from memory feeds
 // several FMAs. They are cache-blocked so the data a tile reuses stays in L1/L2, and threaded with OpenMP
@@ -32,7 +35,8 @@ static inline float hsum8(vec8 v) {
 }
 
 // ----------------------------------------------------------------------------------------------------
-// out(M,N) = (accumulate ? out : bias or 0) + A(M,K) . W(N,K)^T, every row of A and W contiguous, K % 8 == 0.
+// out(M,N) = (bias or 0) + A(M,K) . W(N,K)^T, written (not accumulated); rows of A and W contiguous,
+// K % 8 == 0.
 // Tile: 4 rows of A x 3 rows of W = 12 dot products, each a vector accumulator of 8 partial sums along K.
 // K is cut into panels of KC (most layers fit in one panel, so each tile's horizontal sums are done once)
 // so that a tile's 7 rows (up to 28 KiB) stay in L1 while the block's 48 W rows stay in L2.
@@ -79,7 +83,7 @@ static inline void matmul_dot_kernel(float* out, const float* A, const float* W,
 // Out(R,N) += sum_j A(r,j) * Bm(j,N) for j in [0,J), where A(r,j) = A[r*a_row + j*a_col] (so A may be
 // read transposed), and the 16 columns of strip s of Bm at row j start at Bm + s*strip_stride + j*ldb:
 // strip_stride = 16 for a row-major Bm with leading dimension ldb, or J*16 with ldb = 16 for a Bm packed by
-// pack_weight_strips. Out has leading dimension ldo; N % 16 == 0.
+// pack_weight_strips or pack_column_strips. Out has leading dimension ldo; N % 16 == 0.
 // Tile: 6 rows x 16 columns = 12 vector accumulators; per j, two vector loads of Bm feed 12 FMAs with 6
 // broadcast scalars of A. J is cut into panels of JC so the 16-column strip of Bm stays in L1/L2.
 static inline void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_t a_row, size_t a_col,
@@ -130,8 +134,9 @@ static inline void pack_weight_strips(float* dst, const float* W, int N, int K) 
     }
 }
 
-// Pack B (J,N) row-major into contiguous (J,16) panels, one per 16-column strip: dst[s][j][i] = B[j][s*16 +
-// i] (N % 16 == 0), so the broadcast-form kernel reads each strip linearly instead of one cache line per row.
+// Pack B (J,N) row-major into contiguous (J,16) panels, one per 16-column strip:
+// dst[s][j][i] = B[j][s*16 + i] (N % 16 == 0), so the broadcast-form kernel reads each strip linearly
+// instead of one cache line per row.
 static inline void pack_column_strips(float* dst, const float* Bm, int J, int N) {
 #pragma omp parallel for schedule(static)
     for (int s = 0; s < N / 16; s++) {

@@ -1,4 +1,4 @@
-// mfu.h: model FLOPs utilisation. Host-only (no CUDA), so the CPU trainer can use it too.
+// mfu.h: model FLOPs utilisation. Host-only (no CUDA), so it compiles and is tested without a GPU.
 //
 // MFU = (model FLOPs per second actually achieved) / (peak FLOPs per second of the device), where the
 // model FLOPs count only the math the model needs (PaLM paper, appendix B), not recomputation.

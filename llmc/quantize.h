@@ -58,8 +58,8 @@
 //     codebook schemes: y = c / |c| = +-1, which is a level of every map (for the unsigned map c > 0).
 //   - a block holding a NaN or Inf: the block's absmax is stored as NaN and every code is the zero code,
 //     so the whole block dequantizes to NaN (visibly poisoned, never silently wrong), and the quantize
-//     function returns the index of the first such block (-1 when all values were finite). Callers that
-//     cannot continue call quantize_check_status(), which fails with a message naming the block.
+//     function returns the index of the first such block (-1 when all values were finite);
+//     quantize_check_status() turns that index into a failure whose message names the block.
 #pragma once
 
 #include <cfloat>

@@ -366,7 +366,9 @@ inline void rendezvous_fs(void* blob, size_t bytes, int rank, int num_ranks, con
     std::vector<uint64_t> tokens(num_ranks, 0);
 
     if (rank == 0) {
-        // what an earlier run left behind would mislead nobody (tokens), but keep the directory clean
+        // an earlier run's id file could not mislead anyone (it lacks this run's tokens), but its hello
+        // files could: their stale tokens would go into the id file and the ranks they stand for would
+        // wait for their deadline. A rank whose fresh hello is deleted here writes it again (below).
         remove(id_path.c_str());
         for (int r = 1; r < num_ranks; r++) remove(rendezvous_hello_path(dir, r).c_str());
         std::vector<bool> seen(num_ranks, false);
