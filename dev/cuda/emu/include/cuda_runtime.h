@@ -4,13 +4,14 @@
 //
 // Execution. A launch runs every block of the grid, one block at a time, in an order shuffled by the
 // seed (CUDA_EMU_SEED, default 1). The threads of a block are cooperative fibers, each with its own
-// stack and threadIdx; a fiber runs until it waits in a barrier (__syncthreads, __syncwarp, a shuffle, a
-// vote) or returns, and the next fiber to run is drawn at random from those that can run; in half the
-// blocks (drawn by the seed) from the lanes of one warp first, the warps in a random order, so that one
-// warp runs ahead to its next __syncthreads before the others start. So between two barriers the threads
-// run in a shuffled order: a missing barrier, or a block that depends on another block, changes the
-// result from seed to seed. Launches are synchronous: when the launch call returns,
-// the kernel has run (streams and events are bookkeeping, and cross-stream races are not emulated).
+// threadIdx, on a pool of stacks (a thread that has not started runs on the stack of one that returned).
+// A fiber runs until it waits in a barrier (__syncthreads, __syncwarp, a shuffle, a vote) or returns,
+// and the next fiber to run is drawn at random from those that can run; in half the blocks (drawn by the
+// seed) from the lanes of one warp first, the warps in a random order, so that one warp runs ahead to its
+// next __syncthreads before the others start. So between two barriers the threads run in a shuffled
+// order: a missing barrier, or a block that depends on another block, changes the result from seed to
+// seed. Launches are synchronous: when the launch call returns, the kernel has run (streams and events
+// are bookkeeping, and cross-stream races are not emulated).
 //
 // CUDA's rules are checked; a violation stops the program with a message naming the kernel, the block
 // and the thread:
@@ -270,7 +271,7 @@ struct Emulator {
     int block_threads = 0;
     std::vector<Fiber> fibers;
     std::vector<Fiber*> runnable;
-    std::vector<char*> free_stacks; // stacks no started, unfinished thread runs on
+    std::vector<char*> free_stacks; // stacks that no started, unfinished thread runs on
     Fiber* current = nullptr;
     void* scheduler_sp = nullptr;
     void (*body)(void*) = nullptr;

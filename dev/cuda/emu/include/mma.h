@@ -5,10 +5,11 @@
 //   mma_sync: d = a b + c, products of the operands summed in fp32, k ascending
 // On the GPU a fragment is spread over the 32 lanes in an unspecified layout; here every lane holds the
 // whole 16x16 tile (num_elements = 256), which is all that code that does not depend on the layout can
-// observe. Like the PTX wmma instructions, every operation is warp-collective: each one is a warp
-// barrier, and the lanes must pass the same pointer and ldm. Checked: pointers 32-byte (256-bit)
-// aligned, ldm a multiple of 8 elements for 16-bit types and of 4 for 32-bit types. Not emulated: the
-// tensor cores' own rounding inside a sum (the GPU may differ in the last bits of fp32).
+// observe. Like the PTX wmma instructions, loads, stores and mma_sync are warp-collective: each one is a
+// warp barrier, and the lanes of a load or store must pass the same pointer and ldm (fill_fragment is
+// per lane). Checked: pointers 32-byte (256-bit) aligned, ldm a multiple of 8 elements for 16-bit types
+// and of 4 for 32-bit types. Not emulated: the tensor cores' own rounding inside a sum (the GPU may
+// differ in the last bits of fp32).
 #pragma once
 
 #include <cuda_runtime.h>
