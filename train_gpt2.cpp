@@ -455,9 +455,14 @@ struct LayerParams {
 };
 LayerParams layer_params(const ParameterTensors& p, int l, size_t C) {
     const size_t lC = (size_t)l * C;
-    return LayerParams{p.ln1w + lC,          p.ln1b + lC,         p.qkvw + lC * 3 * C, p.qkvb + lC * 3,
-                       p.attprojw + lC * C,  p.attprojb + lC,     p.ln2w + lC,         p.ln2b + lC,
-                       p.fcw + lC * 4 * C,   p.fcb + lC * 4,      p.fcprojw + lC * 4 * C, p.fcprojb + lC};
+    LayerParams lp;
+    lp.ln1w = p.ln1w + lC, lp.ln1b = p.ln1b + lC;
+    lp.qkvw = p.qkvw + lC * 3 * C, lp.qkvb = p.qkvb + lC * 3;
+    lp.attprojw = p.attprojw + lC * C, lp.attprojb = p.attprojb + lC;
+    lp.ln2w = p.ln2w + lC, lp.ln2b = p.ln2b + lC;
+    lp.fcw = p.fcw + lC * 4 * C, lp.fcb = p.fcb + lC * 4;
+    lp.fcprojw = p.fcprojw + lC * 4 * C, lp.fcprojb = p.fcprojb + lC;
+    return lp;
 }
 
 struct LayerActs {
@@ -466,10 +471,15 @@ struct LayerActs {
 };
 LayerActs layer_acts(const ActivationTensors& a, int l, size_t B, size_t T, size_t C, size_t NH) {
     const size_t BT = B * T, BTC = BT * C;
-    return LayerActs{a.ln1 + l * BTC,       a.ln1_mean + l * BT,  a.ln1_rstd + l * BT, a.qkv + l * 3 * BTC,
-                     a.atty + l * BTC,      a.att + l * B * NH * T * T, a.attproj + l * BTC,
-                     a.residual2 + l * BTC, a.ln2 + l * BTC,      a.ln2_mean + l * BT, a.ln2_rstd + l * BT,
-                     a.fch + l * 4 * BTC,   a.fch_gelu + l * 4 * BTC, a.fcproj + l * BTC, a.residual3 + l * BTC};
+    LayerActs la;
+    la.ln1 = a.ln1 + l * BTC, la.ln1_mean = a.ln1_mean + l * BT, la.ln1_rstd = a.ln1_rstd + l * BT;
+    la.qkv = a.qkv + l * 3 * BTC;
+    la.atty = a.atty + l * BTC, la.att = a.att + l * B * NH * T * T;
+    la.attproj = a.attproj + l * BTC, la.residual2 = a.residual2 + l * BTC;
+    la.ln2 = a.ln2 + l * BTC, la.ln2_mean = a.ln2_mean + l * BT, la.ln2_rstd = a.ln2_rstd + l * BT;
+    la.fch = a.fch + l * 4 * BTC, la.fch_gelu = a.fch_gelu + l * 4 * BTC;
+    la.fcproj = a.fcproj + l * BTC, la.residual3 = a.residual3 + l * BTC;
+    return la;
 }
 
 // The input of layer l: the embeddings for layer 0, the output residual3 of layer l-1 otherwise (l = L:
@@ -642,8 +652,8 @@ void gpt2_backward(GPT2* model, float loss_scale) {
     crossentropy_softmax_backward(da.logits, a.probs, model->targets.data(), loss_scale / (B * T), B, T, V,
                                   Vp);
     matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp, scratch);
-    layernorm_backward(layer_input(da, L, B, T, C), g.lnfw, g.lnfb, da.lnf, layer_input(a, L, B, T, C), p.lnfw,
-                       a.lnf_mean, a.lnf_rstd, B, T, C);
+    layernorm_backward(layer_input(da, L, B, T, C), g.lnfw, g.lnfb, da.lnf, layer_input(a, L, B, T, C),
+                       p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
 
     // the layers in reverse, each in reverse of its forward:
     // ln1 -> qkv -> attention -> attproj -> + residual -> ln2 -> fc -> gelu -> fcproj -> + residual2
@@ -653,8 +663,8 @@ void gpt2_backward(GPT2* model, float loss_scale) {
         const LayerParams lp = layer_params(p, l, C), lg = layer_params(g, l, C);
         const LayerActs la = layer_acts(a, l, B, T, C, NH), dla = layer_acts(da, l, B, T, C, NH);
         residual_backward(dla.residual2, dla.fcproj, dla.residual3, BTC);
-        matmul_backward(dla.fch_gelu, lg.fcprojw, lg.fcprojb, dla.fcproj, la.fch_gelu, lp.fcprojw, B, T, 4 * C, C,
-                        scratch);
+        matmul_backward(dla.fch_gelu, lg.fcprojw, lg.fcprojb, dla.fcproj, la.fch_gelu, lp.fcprojw, B, T,
+                        4 * C, C, scratch);
         gelu_backward(dla.fch, la.fch, dla.fch_gelu, BTC * 4);
         matmul_backward(dla.ln2, lg.fcw, lg.fcb, dla.fch, la.ln2, lp.fcw, B, T, C, 4 * C, scratch);
         layernorm_backward(dla.residual2, lg.ln2w, lg.ln2b, dla.ln2, la.residual2, lp.ln2w, la.ln2_mean,
@@ -664,8 +674,8 @@ void gpt2_backward(GPT2* model, float loss_scale) {
                         scratch);
         attention_backward(dla.qkv, dla.atty, la.qkv, la.att, B, T, C, NH);
         matmul_backward(dla.ln1, lg.qkvw, lg.qkvb, dla.qkv, la.ln1, lp.qkvw, B, T, C, 3 * C, scratch);
-        layernorm_backward(dresidual, lg.ln1w, lg.ln1b, dla.ln1, residual, lp.ln1w, la.ln1_mean, la.ln1_rstd, B,
-                           T, C);
+        layernorm_backward(dresidual, lg.ln1w, lg.ln1b, dla.ln1, residual, lp.ln1w, la.ln1_mean, la.ln1_rstd,
+                           B, T, C);
     }
     encoder_backward(g.wte, g.wpe, da.encoded, model->inputs.data(), B, T, C);
 }
@@ -901,7 +911,8 @@ StateHeader trainer_state_header(const Trainer* tr, int step) {
     return h;
 }
 StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h) {
-    if (h.has_master) fail("this state file holds the GPU trainer's fp32 master weights: resume it with train_gpt2cu");
+    if (h.has_master)
+        fail("this state file holds the GPU trainer's fp32 master weights: resume it with train_gpt2cu");
     Optimizer& opt = tr->opt;
     const size_t S = opt.layout.shard_size;
     StateBuffers b;
@@ -941,7 +952,8 @@ int main(int argc, char** argv) {
         gpt2_build_from_checkpoint(&model, cfg.model);
     }
     const GPT2Config& mc = model.config;
-    if (mc.channels % 16 != 0) fail("the CPU matmul needs C to be a multiple of 16; the model has C=%d", mc.channels);
+    if (mc.channels % 16 != 0)
+        fail("the CPU matmul needs C to be a multiple of 16; the model has C=%d", mc.channels);
 
     RunPlan plan;
     run_plan_init(&plan, cfg, mc, pg.rank, pg.num_ranks);

@@ -495,7 +495,8 @@ void gpt2_grads_ready(GPT2* model, MultiGpuConfig* mgc, int l, bool reduce) {
         if (parameter_is_per_layer(i) != (l >= 0)) continue;
         const size_t count = l >= 0 ? model->param_sizes[i] / L : model->param_sizes[i];
         const size_t offset = model->param_offsets[i] + (l >= 0 ? (size_t)l * count : 0);
-        accumulate_grads_fp32(model->grads_memory + offset, model->micro_grads_memory + offset, count, model->stream);
+        accumulate_grads_fp32(model->grads_memory + offset, model->micro_grads_memory + offset, count,
+                              model->stream);
         if (reduce) multi_gpu_allreduce_mean(mgc, model->stream, model->grads_memory + offset, count);
     }
 }
@@ -515,7 +516,8 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
     floatX* dres = a.dresidual;
     floatX* scratch = a.scratch_btc;
     // the floatX gradients hold this micro-step only (the launchers add into them: tied wte, dbias)
-    cudaCheck(cudaMemsetAsync(model->micro_grads_memory, 0, model->num_parameters_padded * sizeof(floatX), s));
+    cudaCheck(
+        cudaMemsetAsync(model->micro_grads_memory, 0, model->num_parameters_padded * sizeof(floatX), s));
     cudaCheck(cudaMemsetAsync(dres, 0, (size_t)BT * C * sizeof(floatX), s));
 
     // classifier (logits = lnf wte^T; a.logits holds dlogits) and the final LayerNorm
@@ -561,7 +563,8 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
     if (overlap_reduce) {
         gpt2_grads_ready(model, mgc, -1, true);
     } else {
-        accumulate_grads_fp32(model->grads_memory, model->micro_grads_memory, model->num_parameters_padded, s);
+        accumulate_grads_fp32(model->grads_memory, model->micro_grads_memory, model->num_parameters_padded,
+                              s);
     }
 }
 
@@ -589,8 +592,8 @@ struct Optimizer {
     float* master = nullptr; // (shard_size) fp32
     float* m = nullptr;      // (shard_size) fp32 AdamW state
     float* v = nullptr;
-    bool use_8bit =
-        false; // 8-bit AdamW state: codes (shard_size each), one fp32 absmax per block of each range
+    // 8-bit AdamW state: codes (shard_size each), one fp32 absmax per block of each range
+    bool use_8bit = false;
     int quant_block = 0; // values per absmax scale (-qb)
     uint8_t* m_codes = nullptr;
     uint8_t* v_codes = nullptr;
@@ -755,10 +758,10 @@ struct Trainer {
     MultiGpuConfig mgc;
     TokenDecoder decoder;
     AdamWConfig adamw;
-    bool overlap_reduce = false;  // ZeRO-0 on several GPUs: all-reduce during the last backward
-    double flops_per_step = 0.0;  // llmc/mfu.h's count, for the MFU of the step line
-    double peak_flops = 0.0;      // of this GPU (0: unknown)
-    size_t free_at_start = 0;     // cudaMemGetInfo before any allocation
+    bool overlap_reduce = false;    // ZeRO-0 on several GPUs: all-reduce during the last backward
+    double flops_per_step = 0.0;    // llmc/mfu.h's count, for the MFU of the step line
+    double peak_flops = 0.0;        // of this GPU (0: unknown)
+    size_t free_at_start = 0;       // cudaMemGetInfo before any allocation
     std::vector<float> logits_host; // (Vp) one row of logits, for sampling
 };
 
@@ -863,7 +866,9 @@ StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h) {
         state_buffers_add(&b, "8-bit AdamW m scales", opt.m_absmax, sizeof(float), opt.num_blocks);
         state_buffers_add(&b, "8-bit AdamW v scales", opt.v_absmax, sizeof(float), opt.num_blocks);
     }
-    if (h.has_master) state_buffers_add(&b, "fp32 master weights", opt.keep_master ? opt.master : nullptr, sizeof(float), S);
+    if (h.has_master)
+        state_buffers_add(&b, "fp32 master weights", opt.keep_master ? opt.master : nullptr, sizeof(float),
+                          S);
     return b;
 }
 
@@ -920,8 +925,7 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_ranks) 
            state / P, sizeof(floatX), sizeof(floatX), optim, sharded ? num_ranks : 1,
            2.0 * sizeof(floatX) + 4.0 + optim / (sharded ? N : 1.0));
     if (BF16_BUILD && opt->keep_master && !opt->use_8bit) {
-        printf(" (mixed-precision Adam %.2f + 4)",
-               zero_bytes_per_param(opt->zero_stage, num_ranks, true));
+        printf(" (mixed-precision Adam %.2f + 4)", zero_bytes_per_param(opt->zero_stage, num_ranks, true));
     }
     printf("\n  activations by recompute mode:");
     for (int r = 0; r <= 3; r++) {
@@ -990,8 +994,8 @@ int main(int argc, char** argv) {
     if (resuming) run_load_state(&tr, &plan, cfg.output_dir, &st, &train_loader);
     tr.adamw = cfg.adamw;
     tr.overlap_reduce = cfg.zero_stage == 0 && mgc.num_ranks > 1;
-    tr.flops_per_step =
-        mfu_flops_per_token(model.num_parameters, mc.num_layers, mc.channels, cfg.T) * (double)plan.tokens_per_step;
+    tr.flops_per_step = mfu_flops_per_token(model.num_parameters, mc.num_layers, mc.channels, cfg.T) *
+                        (double)plan.tokens_per_step;
     tr.peak_flops = mfu_peak_flops(prop.name, BF16_BUILD);
 
     Logger logger;

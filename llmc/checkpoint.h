@@ -34,11 +34,13 @@ struct GPT2Config {
 
 // The 16 parameter tensors, in file order. Code that treats one tensor specially names it (TENSOR_LN1W),
 // never by its index.
+// clang-format off
 enum ParameterTensor {
     TENSOR_WTE, TENSOR_WPE, TENSOR_LN1W, TENSOR_LN1B, TENSOR_QKVW, TENSOR_QKVB, TENSOR_ATTPROJW,
     TENSOR_ATTPROJB, TENSOR_LN2W, TENSOR_LN2B, TENSOR_FCW, TENSOR_FCB, TENSOR_FCPROJW, TENSOR_FCPROJB,
     TENSOR_LNFW, TENSOR_LNFB, NUM_PARAMETER_TENSORS
 };
+// clang-format on
 inline const char* const PARAMETER_NAMES[NUM_PARAMETER_TENSORS] = {
     "wte",  "wpe",  "ln1w", "ln1b", "qkvw",    "qkvb",    "attprojw", "attprojb",
     "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw",     "lnfb"};
@@ -74,8 +76,8 @@ inline size_t gpt2_num_parameters(const GPT2Config& c) {
 
 // Weight decay applies to the 2-D weight matrices only: wte, wpe, qkvw, attprojw, fcw, fcprojw.
 inline bool parameter_is_matrix(int tensor) {
-    return tensor == TENSOR_WTE || tensor == TENSOR_WPE || tensor == TENSOR_QKVW || tensor == TENSOR_ATTPROJW ||
-           tensor == TENSOR_FCW || tensor == TENSOR_FCPROJW;
+    return tensor == TENSOR_WTE || tensor == TENSOR_WPE || tensor == TENSOR_QKVW ||
+           tensor == TENSOR_ATTPROJW || tensor == TENSOR_FCW || tensor == TENSOR_FCPROJW;
 }
 
 // The per-layer tensors (ln1w .. fcprojb, L slices each) and the others (wte, wpe, lnfw, lnfb).

@@ -168,9 +168,8 @@ inline void dataloader_reset(DataLoader* dl) {
 
 // filename_pattern: a glob(3) pattern (or one plain path); matches are sorted by name.
 // vocab_size: every token must be < vocab_size (the model's real vocabulary, not the padded one).
-inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t B, size_t T,
-                            int rank, int num_ranks, bool shuffle, uint64_t seed, int vocab_size,
-                            int micro_steps = 1) {
+inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t B, size_t T, int rank,
+                            int num_ranks, bool shuffle, uint64_t seed, int vocab_size, int micro_steps = 1) {
     if (B == 0 || T == 0) fail("data loader: B and T must be positive, got B=%zu T=%zu", B, T);
     if (num_ranks < 1 || rank < 0 || rank >= num_ranks) {
         fail("data loader: rank %d is not in [0, num_ranks=%d)", rank, num_ranks);

@@ -44,19 +44,19 @@
 // What a run derives from its flags and its model, the same way on the CPU and the GPU.
 struct RunPlan {
     int rank = 0, num_ranks = 1;
-    bool main_process = true;   // rank 0: prints, and writes the log, the model files, checkpoint_latest
-    int B = 0, T = 0;           // the micro-batch of each rank
-    int grad_accum_steps = 1;   // micro-batches per optimizer step on each rank
-    long tokens_per_step = 0;   // B * T * num_ranks * grad_accum_steps (-d)
-    int train_steps = 0;        // optimizer steps of the run: -x, or one epoch
-    float peak_lr = 0.0f;       // -l, scaled for the batch by -sr / -sb
-    LRScheduler sched;          // -k, with the (clamped) warmup -u
-    int resume_step = -1;       // the checkpoint this run resumed from; -1: a fresh run
+    bool main_process = true; // rank 0: prints, and writes the log, the model files, checkpoint_latest
+    int B = 0, T = 0;         // the micro-batch of each rank
+    int grad_accum_steps = 1; // micro-batches per optimizer step on each rank
+    long tokens_per_step = 0; // B * T * num_ranks * grad_accum_steps (-d)
+    int train_steps = 0;      // optimizer steps of the run: -x, or one epoch
+    float peak_lr = 0.0f;     // -l, scaled for the batch by -sr / -sb
+    LRScheduler sched;        // -k, with the (clamped) warmup -u
+    int resume_step = -1;     // the checkpoint this run resumed from; -1: a fresh run
 };
 
 // Where the run is: saved in every checkpoint, restored on resume.
 struct TrainState {
-    int step = 0;               // optimizer steps done
+    int step = 0; // optimizer steps done
     DataLoaderState loader{0, 0, 0};
     Rng sample_rng{0};
 };
@@ -70,7 +70,8 @@ inline void run_check_flags(const TrainConfig& cfg) {
 // (returns false).
 inline bool run_model_is_descriptor(const TrainConfig& cfg, GPT2Config* config) {
     if (gpt2_config_from_descriptor(cfg.model, config)) return true;
-    if (!file_exists(cfg.model)) fail("flag -e: '%s' is neither a model file nor a descriptor like d12", cfg.model);
+    if (!file_exists(cfg.model))
+        fail("flag -e: '%s' is neither a model file nor a descriptor like d12", cfg.model);
     return false;
 }
 
@@ -119,7 +120,8 @@ inline void run_open_data(RunPlan* plan, TrainConfig* cfg, const GPT2Config& mc,
 // The token decoder for the samples: llm.c's gpt2_tokenizer.bin when it exists and the model has GPT-2's
 // vocabulary; otherwise samples are printed as token ids.
 inline void run_load_decoder(const TrainConfig& cfg, const GPT2Config& mc, TokenDecoder* decoder) {
-    if (file_exists(cfg.tokenizer_path) && mc.vocab_size == 50257) token_decoder_load(decoder, cfg.tokenizer_path);
+    if (file_exists(cfg.tokenizer_path) && mc.vocab_size == 50257)
+        token_decoder_load(decoder, cfg.tokenizer_path);
 }
 
 // The state of a fresh run: step 0, the sampling generator seeded from -sd.
@@ -137,7 +139,8 @@ inline bool run_resume_model(RunPlan* plan, const TrainConfig& cfg, const GPT2Co
                              size_t num_params) {
     if (!cfg.resume) return false;
     plan->resume_step = find_latest_checkpoint(cfg.output_dir);
-    if (plan->resume_step < 0) fail("flag -y 1: no checkpoint in '%s' (no checkpoint_latest file)", cfg.output_dir);
+    if (plan->resume_step < 0)
+        fail("flag -y 1: no checkpoint in '%s' (no checkpoint_latest file)", cfg.output_dir);
     std::string model_path = checkpoint_path(cfg.output_dir, "model", plan->resume_step, -1);
     GPT2Config saved;
     int version;
@@ -167,8 +170,8 @@ inline void run_print_plan(const RunPlan* plan, const TrainConfig& cfg, const GP
     printf("train: %zu tokens in %zu shards, %d steps; val: %zu tokens\n", train->num_tokens_total,
            train->files.size(), plan->train_steps, val->num_tokens_total);
     printf("lr: %s schedule, peak %.3e (base %.3e, batch scaling %s), warmup %d, final fraction %g\n",
-           cfg.schedule, (double)plan->peak_lr, (double)cfg.learning_rate, cfg.lr_scale_rule, cfg.warmup_steps,
-           (double)cfg.final_lr_frac);
+           cfg.schedule, (double)plan->peak_lr, (double)cfg.learning_rate, cfg.lr_scale_rule,
+           cfg.warmup_steps, (double)cfg.final_lr_frac);
     printf("optimizer: %s AdamW, ZeRO stage %d over %d processes, weight decay %g, clip %g\n",
            cfg.use_8bit ? "8-bit" : "fp32", cfg.zero_stage, plan->num_ranks, (double)cfg.adamw.weight_decay,
            (double)cfg.adamw.grad_clip);
@@ -265,8 +268,8 @@ inline bool run_sample_due(const RunPlan* plan, const TrainConfig& cfg, int step
 }
 
 template <class Trainer>
-void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, DataLoader* train, DataLoader* val,
-                  Logger* logger, TrainState* st) {
+void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, DataLoader* train,
+                  DataLoader* val, Logger* logger, TrainState* st) {
     if (plan->main_process && plan->resume_step >= 0) {
         printf("resumed from step %d of '%s'\n", plan->resume_step, cfg.output_dir);
     }
@@ -284,7 +287,8 @@ void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, Data
             if (plan->main_process) printf("val loss %f\n", last_val);
             logger_log_val(logger, step, last_val);
         }
-        if (run_sample_due(plan, cfg, step)) run_sample(tr, plan, &st->sample_rng, cfg.gen_tokens, cfg.temperature);
+        if (run_sample_due(plan, cfg, step))
+            run_sample(tr, plan, &st->sample_rng, cfg.gen_tokens, cfg.temperature);
         if (step == plan->train_steps) break;
 
         // one optimizer step: grad_accum_steps micro-batches, then the update
@@ -302,7 +306,8 @@ void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, Data
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         if (plan->main_process) {
             printf("step %4d/%d | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s", step + 1,
-                   plan->train_steps, loss, (double)lr, norm, seconds * 1000.0, plan->tokens_per_step / seconds);
+                   plan->train_steps, loss, (double)lr, norm, seconds * 1000.0,
+                   plan->tokens_per_step / seconds);
             trainer_print_step_end(tr, seconds, step == first_step);
             fflush(stdout);
         }

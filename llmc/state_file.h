@@ -157,7 +157,8 @@ struct StateBuffers {
     int count = 0;
     StateCopy to_host = state_copy_host, to_buffer = state_copy_host;
 };
-inline void state_buffers_add(StateBuffers* b, const char* what, void* data, size_t elem_bytes, size_t count) {
+inline void state_buffers_add(StateBuffers* b, const char* what, void* data, size_t elem_bytes,
+                              size_t count) {
     if (b->count == 8) fail("state_buffers_add: more than 8 buffers");
     b->list[b->count++] = StateBuffer{what, data, elem_bytes, count};
 }
@@ -165,7 +166,8 @@ inline void state_buffers_add(StateBuffers* b, const char* what, void* data, siz
 // The staging buffer bounds the host memory a save or load of device buffers needs.
 inline size_t state_staging_bytes(const StateBuffer* buffers, int num_buffers) {
     size_t largest = 1;
-    for (int i = 0; i < num_buffers; i++) largest = std::max(largest, buffers[i].elem_bytes * buffers[i].count);
+    for (int i = 0; i < num_buffers; i++)
+        largest = std::max(largest, buffers[i].elem_bytes * buffers[i].count);
     return std::min(largest, (size_t)64 << 20);
 }
 
@@ -203,7 +205,8 @@ struct StateReader {
 };
 
 // Reads the buffers after the header (StateReader) in order, then requires the end of the file.
-inline void state_file_read_buffers(File* f, const StateBuffer* buffers, int num_buffers, StateCopy to_buffer) {
+inline void state_file_read_buffers(File* f, const StateBuffer* buffers, int num_buffers,
+                                    StateCopy to_buffer) {
     std::vector<char> staging(state_staging_bytes(buffers, num_buffers));
     for (int i = 0; i < num_buffers; i++) {
         char* dst = (char*)buffers[i].data;

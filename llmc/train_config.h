@@ -4,8 +4,8 @@
 // cannot drift apart: a user switches between them with the same command line. The letters are llm.c's
 // where llm.c has the feature. The GPU-only flags (-r, -w and the multi-node ones) are listed and accepted
 // only by the GPU trainer; the CPU trainer rejects them with a message that says so. The usage text and
-// the parser are kept side by side: every flag listed is read, and only those (tests/test_trainer_errors.sh
-// checks it for the CPU trainer).
+// the parser are kept side by side: every flag listed is read, and only those
+// (tests/train/test_trainer_errors.sh checks it for the CPU trainer).
 #pragma once
 
 #include <cstdint>

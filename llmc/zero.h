@@ -1,5 +1,5 @@
 // zero.h: the ZeRO-1 sharding arithmetic shared by the CPU and GPU trainers. Pure arithmetic: no MPI,
-// no CUDA, so it is tested on its own (tests/test_zero.cpp).
+// no CUDA, so it is tested on its own (tests/unit/test_zero.cpp).
 //
 // Data parallelism keeps one copy of the model per rank; every rank computes gradients on its own
 // micro-batch and the gradients are averaged across ranks before the update. ZeRO stage 1 (Rajbhandari

@@ -37,39 +37,37 @@ static void test_batch_arithmetic() {
     RunPlan plan;
     run_plan_init(&plan, cfg, mc, 1, 2);
     CHECK(plan.grad_accum_steps == 4 && plan.tokens_per_step == 2048,
-          "-d 2048 at B=4 T=64 over 2 ranks: 4 accumulation steps (got %d, %ld tokens)", plan.grad_accum_steps,
-          plan.tokens_per_step);
+          "-d 2048 at B=4 T=64 over 2 ranks: 4 accumulation steps (got %d, %ld tokens)",
+          plan.grad_accum_steps, plan.tokens_per_step);
     CHECK(plan.rank == 1 && plan.num_ranks == 2 && !plan.main_process, "rank 1 of 2 is not the main process");
     cfg.total_batch_tokens = -1;
     run_plan_init(&plan, cfg, mc, 0, 3);
     CHECK(plan.grad_accum_steps == 1 && plan.tokens_per_step == 4 * 64 * 3,
-          "-d -1: one micro-batch per rank (got %d, %ld tokens)", plan.grad_accum_steps, plan.tokens_per_step);
-    expect_failure(
-        "-d not a multiple of B*T*ranks",
-        [&] {
-            TrainConfig c = cfg;
-            c.total_batch_tokens = 1000;
-            RunPlan p;
-            run_plan_init(&p, c, mc, 0, 2);
-        },
-        {"flag -d", "1000", "4*64*2 = 512"});
-    expect_failure(
-        "-t longer than the model's maxT",
-        [&] {
-            TrainConfig c = cfg;
-            c.T = 2048;
-            RunPlan p;
-            run_plan_init(&p, c, mc, 0, 1);
-        },
-        {"flag -t", "2048", "1024"});
-    expect_failure(
-        "-y 1 without -o",
-        [&] {
-            TrainConfig c = cfg;
-            c.resume = true;
-            run_check_flags(c);
-        },
-        {"-y 1 needs -o"});
+          "-d -1: one micro-batch per rank (got %d, %ld tokens)", plan.grad_accum_steps,
+          plan.tokens_per_step);
+    expect_failure("-d not a multiple of B*T*ranks",
+                   [&] {
+                       TrainConfig c = cfg;
+                       c.total_batch_tokens = 1000;
+                       RunPlan p;
+                       run_plan_init(&p, c, mc, 0, 2);
+                   },
+                   {"flag -d", "1000", "4*64*2 = 512"});
+    expect_failure("-t longer than the model's maxT",
+                   [&] {
+                       TrainConfig c = cfg;
+                       c.T = 2048;
+                       RunPlan p;
+                       run_plan_init(&p, c, mc, 0, 1);
+                   },
+                   {"flag -t", "2048", "1024"});
+    expect_failure("-y 1 without -o",
+                   [&] {
+                       TrainConfig c = cfg;
+                       c.resume = true;
+                       run_check_flags(c);
+                   },
+                   {"-y 1 needs -o"});
 }
 
 // The loaders get the accumulation count (a step reads the same tokens however it is split), a run shorter
@@ -88,14 +86,16 @@ static void test_open_data() {
     run_plan_init(&plan, cfg, mc, 0, 1);
     DataLoader train, val;
     run_open_data(&plan, &cfg, mc, &train, &val);
-    CHECK(train.micro_steps == 2, "the training loader knows the 2 accumulation steps (got %d)", train.micro_steps);
+    CHECK(train.micro_steps == 2, "the training loader knows the 2 accumulation steps (got %d)",
+          train.micro_steps);
     CHECK(val.micro_steps == 1, "the validation loader reads one batch at a time (got %d)", val.micro_steps);
-    CHECK(plan.train_steps == 3 && cfg.warmup_steps == 3, "-x 3 with -u 10: warmup cut to 3 (got %d steps, warmup %d)",
-          plan.train_steps, cfg.warmup_steps);
+    CHECK(plan.train_steps == 3 && cfg.warmup_steps == 3,
+          "-x 3 with -u 10: warmup cut to 3 (got %d steps, warmup %d)", plan.train_steps, cfg.warmup_steps);
     // sqrt rule: 1e-3 * sqrt(512 / 128) = 2e-3
-    CHECK(std::fabs(plan.peak_lr - 2e-3f) < 1e-9f, "sqrt batch scaling: peak 2e-3 (got %.9g)", (double)plan.peak_lr);
-    CHECK(std::fabs(lr_at_step(&plan.sched, 0) - 2e-3f / 3) < 1e-9f, "warmup step 0 of 3: peak / 3 (got %.9g)",
-          (double)lr_at_step(&plan.sched, 0));
+    CHECK(std::fabs(plan.peak_lr - 2e-3f) < 1e-9f, "sqrt batch scaling: peak 2e-3 (got %.9g)",
+          (double)plan.peak_lr);
+    CHECK(std::fabs(lr_at_step(&plan.sched, 0) - 2e-3f / 3) < 1e-9f,
+          "warmup step 0 of 3: peak / 3 (got %.9g)", (double)lr_at_step(&plan.sched, 0));
     // one epoch: 20 steps of 512 tokens
     TrainConfig epoch = cfg;
     epoch.max_steps = -1;
@@ -171,8 +171,8 @@ static void test_init_random() {
         } else {
             const double expect = (i == TENSOR_ATTPROJW || i == TENSOR_FCPROJW) ? residual_std : 0.02;
             const double std = std::sqrt(sum2 / n), rel = std::fabs(std / expect - 1.0);
-            CHECK_LE(rel, 5.0 / std::sqrt(2.0 * n), "%s: std %.5f vs %.5f, relative error", PARAMETER_NAMES[i], std,
-                     expect);
+            CHECK_LE(rel, 5.0 / std::sqrt(2.0 * n), "%s: std %.5f vs %.5f, relative error",
+                     PARAMETER_NAMES[i], std, expect);
         }
         offset += sizes[i];
     }
@@ -207,8 +207,8 @@ static void test_state_file() {
     state_file_write(checkpoint_path(dir.c_str(), "state", 7, 0), h0, out.list, out.count, out.to_host);
     const std::string path = checkpoint_path(dir.c_str(), "state", 7, 1);
     state_file_write(path, h, out.list, out.count, out.to_host);
-    CHECK(file_size_check(path.c_str()) == 1024 + 20 + 3 + 20, "1024-byte header + 43 bytes of buffers (got %zu)",
-          file_size_check(path.c_str()));
+    CHECK(file_size_check(path.c_str()) == 1024 + 20 + 3 + 20,
+          "1024-byte header + 43 bytes of buffers (got %zu)", file_size_check(path.c_str()));
     CHECK(!file_exists((path + ".tmp").c_str()), "no temporary left after the commit");
 
     std::vector<float> m2(5), v2(5);
@@ -221,8 +221,9 @@ static void test_state_file() {
         state_buffers_add(&in, "AdamW v", v2.data(), sizeof(float), v2.size());
         state_file_read_buffers(&r.file, in.list, in.count, in.to_buffer);
         CHECK(m2 == m && v2 == v && codes2 == codes, "the buffers read back as written");
-        CHECK(r.header.loader.epoch == 3 && r.header.loader.shard_pos == 4 && r.header.loader.sample_pos == 5 &&
-                  r.header.sample_rng.state == 0x1234567890abcdefULL && r.header.shard_offset == 5,
+        CHECK(r.header.loader.epoch == 3 && r.header.loader.shard_pos == 4 &&
+                  r.header.loader.sample_pos == 5 && r.header.sample_rng.state == 0x1234567890abcdefULL &&
+                  r.header.shard_offset == 5,
               "the header's data loader position, sampling state and shard offset read back");
     }
     {
@@ -235,39 +236,36 @@ static void test_state_file() {
         state_file_read_buffers(&r.file, in.list, in.count, in.to_buffer);
         CHECK(v2 == v, "a skipped buffer: the next one still reads right");
     }
-    expect_failure(
-        "a reader that expects one buffer more",
-        [&] {
-            StateReader r(dir.c_str(), 7, h);
-            std::vector<float> extra(2);
-            StateBuffers in = out;
-            state_buffers_add(&in, "fp32 master weights", extra.data(), sizeof(float), extra.size());
-            state_file_read_buffers(&r.file, in.list, in.count, in.to_buffer);
-        },
-        {path, "fp32 master weights"});
-    expect_failure(
-        "a reader that expects one buffer less",
-        [&] {
-            StateReader r(dir.c_str(), 7, h);
-            state_file_read_buffers(&r.file, out.list, out.count - 1, out.to_buffer);
-        },
-        {path, "bytes after the optimizer state"});
-    expect_failure(
-        "a resume with 4 ranks of a 2-rank checkpoint",
-        [&] {
-            StateHeader e = h;
-            e.num_ranks = 4;
-            StateReader r(dir.c_str(), 7, e);
-        },
-        {"state_00000007_00000.bin", "2 processes but this run has 4"});
-    expect_failure(
-        "a resume with 8-bit AdamW of an fp32 state",
-        [&] {
-            StateHeader e = h;
-            e.use_8bit = true;
-            StateReader r(dir.c_str(), 7, e);
-        },
-        {path, "-qo 0", "-qo 1"});
+    expect_failure("a reader that expects one buffer more",
+                   [&] {
+                       StateReader r(dir.c_str(), 7, h);
+                       std::vector<float> extra(2);
+                       StateBuffers in = out;
+                       state_buffers_add(&in, "fp32 master weights", extra.data(), sizeof(float),
+                                         extra.size());
+                       state_file_read_buffers(&r.file, in.list, in.count, in.to_buffer);
+                   },
+                   {path, "fp32 master weights"});
+    expect_failure("a reader that expects one buffer less",
+                   [&] {
+                       StateReader r(dir.c_str(), 7, h);
+                       state_file_read_buffers(&r.file, out.list, out.count - 1, out.to_buffer);
+                   },
+                   {path, "bytes after the optimizer state"});
+    expect_failure("a resume with 4 ranks of a 2-rank checkpoint",
+                   [&] {
+                       StateHeader e = h;
+                       e.num_ranks = 4;
+                       StateReader r(dir.c_str(), 7, e);
+                   },
+                   {"state_00000007_00000.bin", "2 processes but this run has 4"});
+    expect_failure("a resume with 8-bit AdamW of an fp32 state",
+                   [&] {
+                       StateHeader e = h;
+                       e.use_8bit = true;
+                       StateReader r(dir.c_str(), 7, e);
+                   },
+                   {path, "-qo 0", "-qo 1"});
 }
 
 int main() {
