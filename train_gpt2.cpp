@@ -957,6 +957,9 @@ int main(int argc, char** argv) {
 
     RunPlan plan;
     run_plan_init(&plan, cfg, mc, pg.rank, pg.num_ranks);
+    // ranks started with another model or batch would send collectives of other sizes: stop them all
+    pg_check_same(&pg, (long long)model.num_parameters, "the number of parameters (-e)");
+    pg_check_same(&pg, plan.tokens_per_step, "the tokens per step (-b, -t, -d)");
     DataLoader train_loader, val_loader;
     run_open_data(&plan, &cfg, mc, &train_loader, &val_loader);
     optimizer_init(&tr.opt, &model, &pg, cfg.zero_stage, cfg.use_8bit, cfg.quant_block);

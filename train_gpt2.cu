@@ -814,8 +814,9 @@ void trainer_print_step_end(Trainer* tr, double seconds, bool first_step) {
 // Checkpoints, as the CPU trainer writes them (llmc/state_file.h has the layout):
 //   <dir>/model_<step>.bin      the floatX parameters as an fp32 (v3) model file (exact: bf16 -> fp32 is
 //                               lossless), readable by both trainers
-//   <dir>/state_<step>_<rank>.bin  the shared state header with has_master = 1, the moments (fp32 m, v or
-//                               the 8-bit codes and scales), then this rank's fp32 master shard.
+//   <dir>/state_<step>_<rank>.bin  the shared state header, the moments (fp32 m, v or the 8-bit codes and
+//                               scales), then this rank's fp32 master shard (has_master = 1; always in
+//                               the BF16 build, none with -w 0 in the FP32 build)
 // The master weights make the resume bit-exact: the bf16 parameters alone lose what stochastic rounding
 // dropped. A CPU state (no master) loads too: the master weights then start from the model file.
 void trainer_write_model(Trainer* tr, const std::string& path) {

@@ -23,9 +23,10 @@
 //   - pg_install_abort_on_exit() registers a std::atexit hook so that fail() (or any exit) in shared code
 //     that has no ProcessGroup also calls MPI_Abort. An atexit hook cannot see the exit status, so it
 //     uses the one thing it can see: MPI is initialised and not finalised. Exiting in that state is an
-//     error under MPI whatever the status (MPI requires MPI_Finalize before exit), so the hook aborts.
-//     Hence the trainer must call process_group_finalize() before every deliberate exit, including
-//     early successful ones (e.g. after printing usage).
+//     error under MPI whatever the status (MPI requires MPI_Finalize before exit), so with more than one
+//     rank the hook aborts them all (a single process just exits with its own status). Hence the trainer
+//     must call process_group_finalize() before every deliberate exit, including early successful ones
+//     (e.g. after printing usage).
 //
 // Large counts. MPI counts are int; every transfer is split into calls of at most pg->max_count elements
 // (INT_MAX by default; the test lowers it to exercise the chunked paths).

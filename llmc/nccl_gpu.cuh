@@ -15,10 +15,11 @@
 // compute stream. Every collective wrapper first records an event on the compute stream and makes
 // nccl_stream wait for it, so it reads gradients only after the kernels that wrote them;
 // multi_gpu_sync() makes the compute stream wait for nccl_stream before the optimizer reads the results.
-// Nothing here blocks the host except multi_gpu_wait / multi_gpu_barrier / multi_gpu_sum_host.
+// Nothing here blocks the host except multi_gpu_wait / multi_gpu_barrier / multi_gpu_allreduce_mean_float.
 //
-//   stage 0: after each layer's backward: multi_gpu_reduce_async(&mgc, stream, grads, offset, count)
-//            (all-reduce average of that layer's gradients, overlapping the next layer's backward)
+//   stage 0: after each layer's backward of the step's last micro-step:
+//            multi_gpu_allreduce_mean(&mgc, stream, grads + offset, count) (that layer's fp32 gradients,
+//            averaged while the compute stream goes on with the next layer's backward)
 //   stage 1: after the backward: multi_gpu_reduce_scatter(&mgc, stream, grads, grads + shard_offset,
 //            shard_size, true) (average; shard_offset/shard_size from llmc/zero.h)
 //   then:    multi_gpu_sync(&mgc, stream); optimizer on this rank's part;
@@ -241,13 +242,6 @@ void multi_gpu_allreduce_sum(MultiGpuConfig* config, cudaStream_t compute_stream
     multi_gpu_after_compute(config, compute_stream);
     ncclCheck(
         ncclAllReduce(buf, buf, count, nccl_dtype(buf), ncclSum, config->nccl_comm, config->nccl_stream));
-}
-
-// Stage-0 overlap: all-reduce average of grads[offset, offset + count) (one layer's gradients) once the
-// compute stream has produced them, while the compute stream goes on with the next layer.
-inline void multi_gpu_reduce_async(MultiGpuConfig* config, cudaStream_t compute_stream, floatX* grads,
-                                   size_t offset, size_t count) {
-    multi_gpu_allreduce_mean(config, compute_stream, grads + offset, count);
 }
 
 // ZeRO-1 gradients: send (num_ranks * shard_count, the padded buffer) reduced over processes; this

@@ -34,7 +34,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "utils.h"
+#include "llmc/utils.h"
 
 enum LRScheduleType { LR_COSINE = 0, LR_LINEAR = 1, LR_CONSTANT = 2, LR_WSD = 3 };
 
@@ -46,21 +46,6 @@ struct LRScheduler {
     float final_frac;
     float cooldown_frac;
 };
-
-inline const char* lr_schedule_name(int type) {
-    switch (type) {
-    case LR_COSINE:
-        return "cosine";
-    case LR_LINEAR:
-        return "linear";
-    case LR_CONSTANT:
-        return "constant";
-    case LR_WSD:
-        return "wsd";
-    default:
-        return "unknown";
-    }
-}
 
 // Number of decaying steps at the end of a wsd schedule: K = round(cooldown_frac * total).
 inline int lr_wsd_cooldown_steps(const LRScheduler* s) {

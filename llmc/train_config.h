@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "llmc/adamw8bit.h"
 #include "llmc/utils.h"
 
 // AdamW hyperparameters; weight decay applies to the 2-D matrices only (parameter_is_matrix).
@@ -43,7 +44,7 @@ struct TrainConfig {
     bool resume = false, overfit_single_batch = false;
     int zero_stage = 0;
     bool use_8bit = false;
-    int quant_block = 2048; // 8-bit AdamW: values per absmax scale
+    int quant_block = ADAMW8BIT_DEFAULT_BLOCK; // 8-bit AdamW: values per absmax scale
     uint64_t seed = 1337;
     // GPU trainer only
     int recompute = 0;       // -r: 0 nothing, 1 GELU, 2 + LayerNorm, 3 whole blocks

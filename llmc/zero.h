@@ -143,6 +143,8 @@ inline int shard_ranges(const size_t* tensor_sizes, int num_tensors, const Shard
 // CPU, fp32 (bf16 = false): fp32 params (4) + fp32 grads (4) + m (4) + v (4); the params are the master
 // copy, so there is nothing extra to shard:
 //   stage 0: 16;  stage 1: 8 + 8/N;  stage 2: 4 + 12/N;  stage 3: 16/N
+// (the CPU trainer's stage 1 also keeps its reduce-scattered gradient slice in a buffer of its own, 4/N
+// more: 8 + 12/N; the GPU's reduce-scatter is in place)
 // Example: GPT-2 124M on 4 GPUs at stage 1: 4 + 3 = 7 bytes/param = 0.87 GB instead of 16 (1.99 GB).
 inline double zero_bytes_per_param(int stage, int num_ranks, bool bf16) {
     if (stage < 0 || stage > 3 || num_ranks < 1) {

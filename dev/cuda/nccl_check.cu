@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "llmc/nccl_gpu.cuh"
@@ -134,15 +133,11 @@ static void check_type(MultiGpuConfig* mgc, cudaStream_t stream, const char* typ
     report(*mgc, worst <= bound, name.c_str());
 
     // ordering: a slow kernel on the compute stream writes value + 1, then the average is queued at once
-    // (for floatX through the stage-0 overlap helper, as the trainer calls it)
+    // (as the trainer's stage-0 overlap queues each layer's)
     upload();
     CUDA_LAUNCH(slow_fill<T>, 64, 256, 0, stream)(buf, P, rank, 50 * 1000 * 1000LL); // ~25 ms at 2 GHz
     cudaCheck(cudaGetLastError());
-    if constexpr (std::is_same<T, floatX>::value) {
-        multi_gpu_reduce_async(mgc, stream, buf, 0, padded);
-    } else {
-        multi_gpu_allreduce_mean(mgc, stream, buf, padded);
-    }
+    multi_gpu_allreduce_mean(mgc, stream, buf, padded);
     multi_gpu_sync(mgc, stream);
     multi_gpu_wait(mgc, stream, 60.0);
     download(buf, padded);
