@@ -102,11 +102,9 @@ static void read_debug_state(DebugState* d, const char* path, const GPT2Config& 
     if (fgetc(f.fp) != EOF) fail("'%s' has bytes after the step losses: does it match the model?", path);
 }
 
-// A model and its optimizer, fresh from model_path, or resumed from the checkpoint of resume_step in dir.
-struct Run {
-    GPT2 model;
-    Optimizer opt;
-};
+// A model and its optimizer (the trainer's Trainer: its checkpoints go through llmc/run_plan.h as in a
+// training run), fresh from model_path, or resumed from the checkpoint of resume_step in dir.
+using Run = Trainer;
 
 static void run_init(Run* run, const char* model_path, const DebugState& d, int recompute, bool use_8bit,
                      MultiGpuConfig* mgc, const char* dir = nullptr, int resume_step = 0) {
@@ -116,8 +114,10 @@ static void run_init(Run* run, const char* model_path, const DebugState& d, int 
     gpt2_allocate(&run->model, run->opt.layout.padded_params, d.B, d.T, recompute);
     optimizer_allocate(&run->opt, &run->model);
     if (dir) {
+        RunPlan plan;
+        plan.resume_step = resume_step;
         TrainState st;
-        load_state(dir, resume_step, &run->opt, &run->model, &st, mgc);
+        run_load_state(run, &plan, dir, &st);
     }
 }
 
@@ -136,7 +136,8 @@ static float train_step(Run* run, const DebugState& d, int t, MultiGpuConfig* mg
     float loss = gpt2_wait_loss(m, d.B, d.T);
     if (grads_out) {
         grads_out->resize(m->num_parameters * sizeof(floatX));
-        cudaCheck(cudaMemcpy(grads_out->data(), m->micro_grads_memory, grads_out->size(), cudaMemcpyDeviceToHost));
+        cudaCheck(
+            cudaMemcpy(grads_out->data(), m->micro_grads_memory, grads_out->size(), cudaMemcpyDeviceToHost));
     }
     AdamWConfig h;
     h.beta1 = TEST_BETA1;
@@ -293,8 +294,8 @@ int main(int argc, char** argv) {
                 if (step == save_at) {
                     Rng rng;
                     rng_init(&rng, 1);
-                    save_checkpoint(dir, &run.model, &run.opt,
-                                    TrainState{step, DataLoaderState{0, 0, 0}, rng}, &mgc);
+                    RunPlan plan; // one process, rank 0
+                    run_save_checkpoint(&run, &plan, dir, TrainState{step, DataLoaderState{0, 0, 0}, rng});
                 }
                 float loss = train_step(&run, d, step + 1, &mgc);
                 if (step >= save_at) straight.push_back(loss);

@@ -970,7 +970,8 @@ int main(int argc, char** argv) {
 
     TrainState st = run_initial_state(cfg);
     if (run_resume_model(&plan, cfg, mc, model.params_memory, model.num_parameters)) {
-        run_load_state(&tr, &plan, cfg.output_dir, &st, &train_loader);
+        run_load_state(&tr, &plan, cfg.output_dir, &st);
+        dataloader_set_state(&train_loader, st.loader);
     }
     Logger logger;
     run_open_log(&plan, cfg, &logger);

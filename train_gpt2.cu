@@ -992,7 +992,10 @@ int main(int argc, char** argv) {
                    rounding_seed);
     gpt2_allocate(&model, tr.opt.layout.padded_params, cfg.B, cfg.T, cfg.recompute);
     optimizer_allocate(&tr.opt, &model);
-    if (resuming) run_load_state(&tr, &plan, cfg.output_dir, &st, &train_loader);
+    if (resuming) {
+        run_load_state(&tr, &plan, cfg.output_dir, &st);
+        dataloader_set_state(&train_loader, st.loader);
+    }
     tr.adamw = cfg.adamw;
     tr.overlap_reduce = cfg.zero_stage == 0 && mgc.num_ranks > 1;
     tr.flops_per_step = mfu_flops_per_token(model.num_parameters, mc.num_layers, mc.channels, cfg.T) *

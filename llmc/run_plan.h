@@ -194,16 +194,15 @@ void run_save_checkpoint(Trainer* tr, const RunPlan* plan, const char* dir, cons
 }
 
 // The optimizer state and the position of the run at plan->resume_step (after run_resume_model read the
-// parameters and the backend allocated its optimizer).
+// parameters and the backend allocated its optimizer); the caller puts st->loader into its data loader.
 template <class Trainer>
-void run_load_state(Trainer* tr, const RunPlan* plan, const char* dir, TrainState* st, DataLoader* train) {
+void run_load_state(Trainer* tr, const RunPlan* plan, const char* dir, TrainState* st) {
     StateReader r(dir, plan->resume_step, trainer_state_header(tr, plan->resume_step));
     const StateBuffers b = trainer_state_buffers(tr, r.header);
     state_file_read_buffers(&r.file, b.list, b.count, b.to_buffer);
     st->step = plan->resume_step;
     st->loader = r.header.loader;
     st->sample_rng = r.header.sample_rng;
-    dataloader_set_state(train, st->loader);
 }
 
 // ----------------------------------------------------------------------------------------------------
