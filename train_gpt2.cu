@@ -410,15 +410,12 @@ void block_forward(GPT2* model, int l, int B, int T, const floatX* residual, con
     floatX* scratch = model->acts.scratch_btc;
     if (compute_ln1)
         layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, p.ln1w + lC, p.ln1b + lC, BT, C, s);
-    matmul_forward(&model->matmul, la.qkv, la.ln1, p.qkvw + lC * 3 * C, p.qkvb + lC * 3, BT, C, 3 * C,
-                   nullptr, s);
+    matmul_forward(&model->matmul, la.qkv, la.ln1, p.qkvw + lC * 3 * C, p.qkvb + lC * 3, BT, C, 3 * C, s);
     attention_forward(la.atty, la.lse, la.qkv, B, T, NH, C / NH, s);
-    matmul_forward(&model->matmul, scratch, la.atty, p.attprojw + lC * C, p.attprojb + lC, BT, C, C, nullptr,
-                   s);
+    matmul_forward(&model->matmul, scratch, la.atty, p.attprojw + lC * C, p.attprojb + lC, BT, C, C, s);
     fused_residual_layernorm_forward(la.residual2, la.ln2, la.ln2_mean, la.ln2_rstd, residual, scratch,
                                      p.ln2w + lC, p.ln2b + lC, BT, C, s);
-    matmul_forward(&model->matmul, la.fch, la.ln2, p.fcw + lC * 4 * C, p.fcb + lC * 4, BT, C, 4 * C, nullptr,
-                   s);
+    matmul_forward(&model->matmul, la.fch, la.ln2, p.fcw + lC * 4 * C, p.fcb + lC * 4, BT, C, 4 * C, s);
     gelu_forward(la.fch_gelu, la.fch, (size_t)BT * 4 * C, s);
 }
 
@@ -455,7 +452,7 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
         block_forward(model, l, B, T, layer_input(model, l, B, T), la, l == 0);
         const size_t lC = (size_t)l * C;
         matmul_forward(&model->matmul, a.scratch_btc, la.fch_gelu, p.fcprojw + lC * 4 * C, p.fcprojb + lC, BT,
-                       4 * C, C, nullptr, s);
+                       4 * C, C, s);
         // residual3 = residual2 + fcproj, fused with the next LayerNorm (the next layer's ln1, or lnf)
         floatX* residual3 = layer_input(model, l + 1, B, T);
         if (l + 1 < L) {
@@ -467,7 +464,7 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
                                              a.scratch_btc, p.lnfw, p.lnfb, BT, C, s);
         }
     }
-    matmul_forward(&model->matmul, a.logits, a.lnf, p.wte, nullptr, BT, C, Vp, nullptr, s); // tied to wte
+    matmul_forward(&model->matmul, a.logits, a.lnf, p.wte, nullptr, BT, C, Vp, s); // tied to wte
     model->mean_loss = -1.0f;
     if (targets) {
         fused_classifier(a.logits, a.losses, model->targets, dloss_scale, BT, V, Vp, dloss_scale > 0.0f, s);

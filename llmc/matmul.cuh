@@ -1,7 +1,6 @@
 // matmul.cuh: the linear layers, on cuBLASLt, forward and backward.
 //
 // forward:  out = inp W^T + b                      inp (BT,C), W (OC,C) row-major, b (OC) -> out (BT,OC)
-//           with pre_gelu: pre_gelu = inp W^T + b, out = gelu(pre_gelu)   (cuBLASLt GELU_AUX(_BIAS) epilogue)
 // backward: dinp  = dout W                         dout (BT,OC) -> dinp (BT,C)          (overwritten)
 //           with pre_gelu (the input of the GELU that produced `inp`, shape (BT,C)):
 //           dinp  = (dout W) * gelu'(pre_gelu)     (cuBLASLt DGELU epilogue: one pass instead of two)
@@ -74,8 +73,8 @@ struct MatmulContext {
     cublasLtMatmulPreference_t preference = nullptr;
     MatmulPlan plans[MATMUL_CACHE_SIZE];
     int num_plans = 0;
-    // use the cuBLASLt GELU epilogues (GELU_AUX(_BIAS) forward, DGELU backward); false: plain matmul
-    // plus the separate kernels of gelu.cuh (the fallback, also taken when cuBLASLt has no algorithm)
+    // use the cuBLASLt DGELU epilogue in the backward; false: plain matmul plus gelu.cuh's separate kernel
+    // (the fallback, also taken when cuBLASLt has no algorithm)
     bool fuse_gelu = true;
 };
 
@@ -233,25 +232,14 @@ inline void matmul_check_shapes(int C, int OC, const char* who) {
 // ----------------------------------------------------------------------------------------------------
 // forward
 
+// out (BT, OC) = inp (BT, C) weight^T (OC, C) + bias (OC, or none). The trainer runs GELU as its own kernel
+// after the fc matmul (see train_gpt2.cu): cuBLASLt's GELU_AUX epilogue need not round like gelu_forward,
+// and recompute needs the same bits. The fused forward lives on as an experiment in
+// dev/cuda/matmul_gelu_forward.cuh.
 inline void matmul_forward(MatmulContext* ctx, floatX* out, const floatX* inp, const floatX* weight,
-                           const floatX* bias, int BT, int C, int OC, floatX* pre_gelu, cudaStream_t stream) {
+                           const floatX* bias, int BT, int C, int OC, cudaStream_t stream) {
     matmul_check_shapes(C, OC, "matmul_forward");
     const cublasLtEpilogue_t plain = bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    if (pre_gelu != nullptr) {
-        const cublasLtEpilogue_t fused =
-            bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
-        if (ctx->fuse_gelu && matmul_cublaslt(ctx, out, weight, inp, bias, pre_gelu, OC, BT, C, true, false,
-                                              false, fused, stream)) {
-            return;
-        }
-        // no fused algorithm: matmul into pre_gelu, then a separate GELU pass
-        if (!matmul_cublaslt(ctx, pre_gelu, weight, inp, bias, nullptr, OC, BT, C, true, false, false, plain,
-                             stream)) {
-            fail("matmul_forward: cuBLASLt found no algorithm for BT=%d C=%d OC=%d", BT, C, OC);
-        }
-        gelu_forward(out, pre_gelu, (size_t)BT * OC, stream);
-        return;
-    }
     if (!matmul_cublaslt(ctx, out, weight, inp, bias, nullptr, OC, BT, C, true, false, false, plain,
                          stream)) {
         fail("matmul_forward: cuBLASLt found no algorithm for BT=%d C=%d OC=%d", BT, C, OC);

@@ -1,5 +1,6 @@
 // matmul_check.cu: matmul_forward / matmul_backward (llmc/matmul.cuh, cuBLASLt) against a double CPU
-// reference, including the GELU epilogues, the accumulation into dweight/dbias and the bias gradient.
+// reference, including the GELU epilogues (the backward's DGELU; the forward's GELU_AUX through
+// dev/cuda/matmul_gelu_forward.cuh, the fusion the trainer does not use), the accumulation into dweight/dbias and the bias gradient.
 // Tolerances, per element, for a dot product of length k:
 //   fp32 accumulation of exact products: worst case k * 2^-24 * sum |terms|;
 //   one rounding of the output to floatX: FLOATX_EPS |ref|;
@@ -10,6 +11,7 @@
 // Backward runs twice from the same state and must be bit-identical. Timing in TFLOP/s.
 // Build: make dev/cuda/matmul_check [PRECISION=FP32]; run: ./dev/cuda/matmul_check
 #include "dev/cuda/check_common.h"
+#include "dev/cuda/matmul_gelu_forward.cuh"
 #include "llmc/matmul.cuh"
 
 static void check_forward(MatmulContext* ctx, int BT, int C, int OC, bool has_bias, bool gelu,
@@ -26,7 +28,11 @@ static void check_forward(MatmulContext* ctx, int BT, int C, int OC, bool has_bi
 
     poison(d_out, (size_t)BT * OC * sizeof(floatX));
     if (gelu) poison(d_pre, (size_t)BT * OC * sizeof(floatX));
-    matmul_forward(ctx, d_out, d_inp, d_weight, d_bias, BT, C, OC, d_pre, 0);
+    if (gelu) {
+        matmul_forward_gelu(ctx, d_out, d_pre, d_inp, d_weight, d_bias, BT, C, OC, 0);
+    } else {
+        matmul_forward(ctx, d_out, d_inp, d_weight, d_bias, BT, C, OC, 0);
+    }
 
     const size_t n = (size_t)BT * OC;
     std::vector<double> pre(n), pre_tol(n), out(n), out_tol(n);
@@ -191,7 +197,13 @@ static void time_shape(MatmulContext* ctx, const char* name, int BT, int C, int 
     floatX* b = has_bias ? bias : nullptr;
     const double flops = 2.0 * BT * C * OC;
     float ms =
-        median_ms([&] { matmul_forward(ctx, out, inp, weight, b, BT, C, OC, fwd_gelu ? pre : nullptr, 0); });
+        median_ms([&] {
+            if (fwd_gelu) {
+                matmul_forward_gelu(ctx, out, pre, inp, weight, b, BT, C, OC, 0);
+            } else {
+                matmul_forward(ctx, out, inp, weight, b, BT, C, OC, 0);
+            }
+        });
     printf("time %-40s forward  %8.3f ms  %6.1f TFLOP/s\n", name, ms, flops / (ms * 1e-3) / 1e12);
     ms = median_ms([&] {
         matmul_backward(ctx, dinp, dweight, b, out, inp, weight, BT, C, OC, bwd_dgelu ? pre_in : nullptr,
