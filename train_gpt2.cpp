@@ -20,16 +20,12 @@ L layers, OC output channels of a matmul, BT = B*T.
 #include <cstring>
 #include <string>
 #include <vector>
-#include <chrono>
 #include <omp.h>
 
 #include "llmc/utils.h"
 #include "llmc/checkpoint.h"
 #include "llmc/matmul_cpu.h"
-#include "llmc/rand.h"
 #include "llmc/dataloader.h"
-#include "llmc/schedulers.h"
-#include "llmc/sampler.h"
 #include "llmc/logger.h"
 #include "llmc/token_decoder.h"
 #include "llmc/zero.h"

@@ -18,7 +18,6 @@ Determinism: every kernel on the training path reduces in a fixed order (no atom
 cached per shape, and stochastic rounding draws its bits from a hash of (seed, step, index): two runs with
 the same flags print bit-identical losses, and a resumed run continues bit for bit.
 */
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -34,8 +33,6 @@ the same flags print bit-identical losses, and a resumed run continues bit for b
 #include "llmc/checkpoint.h"
 #include "llmc/rand.h"
 #include "llmc/dataloader.h"
-#include "llmc/schedulers.h"
-#include "llmc/sampler.h"
 #include "llmc/logger.h"
 #include "llmc/token_decoder.h"
 #include "llmc/zero.h"
