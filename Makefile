@@ -2,7 +2,8 @@
 #
 #   make               CPU trainer, its test and the tokenizer tool
 #   make data          Tiny Shakespeare token shards + llm.c's gpt2_tokenizer.bin
-#   make test          every test that runs on a CPU-only machine (prints "N passed, M failed")
+#   make test          every test that runs on a CPU-only machine (prints "N passed, M failed"); CI runs it
+#   make test-fast     the unit tests and test_gpt2: the inner loop (under a minute)
 #   make train_gpt2cu  the GPU trainer (bf16; PRECISION=FP32 for the fp32 build)
 #   make cuda          every CUDA target, for sm_80 and sm_90 (compiles without a GPU)
 
@@ -19,12 +20,11 @@ CXXFLAGS += -std=c++17 -Wall -Wextra -Wno-psabi -fno-math-errno -fopenmp -I.
 LDLIBS += -lm -fopenmp
 
 # headers every C++ program depends on (a change rebuilds everything; simple and always correct)
-HEADERS := $(wildcard llmc/*.h) tests/test_common.h
+HEADERS := $(wildcard llmc/*.h)
 
-TEST_BINS :=
 CUDA_BINS :=
 
-.PHONY: all data test cuda clean format
+.PHONY: all data test test-fast cuda clean format
 
 all: train_gpt2 test_gpt2 tokenizer
 
@@ -37,14 +37,9 @@ tokenizer: dev/data/tokenizer.cpp $(HEADERS)
 prepro_tinyshakespeare: dev/data/prepro_tinyshakespeare.cpp $(HEADERS)
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
-test_tokenizer: tests/test_tokenizer.cpp $(HEADERS)
-	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-
 # throughput benchmark, not part of `all`: ./bench_tokenizer (results in dev/results/tokenizer_bench.txt)
 bench_tokenizer: dev/bench/bench_tokenizer.cpp $(HEADERS)
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-
-TEST_BINS += test_tokenizer prepro_tinyshakespeare
 
 # `make data`: real file targets (one grouped recipe makes all three), so it is a no-op when up to date
 TINYSHAKESPEARE_DATA := data/tinyshakespeare/tiny_shakespeare_val.bin data/tinyshakespeare/tiny_shakespeare_train.bin \
@@ -78,31 +73,8 @@ train_gpt2: train_gpt2.cpp $(HEADERS)
 test_gpt2: test_gpt2.cpp train_gpt2.cpp $(HEADERS)
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
-TEST_BINS += build/test_dataloader build/test_schedulers build/test_utils
-build/test_utils: tests/test_utils.cpp $(HEADERS)
-	@mkdir -p build
-	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-build/test_dataloader: tests/test_dataloader.cpp $(HEADERS)
-	@mkdir -p build
-	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-build/test_schedulers: tests/test_schedulers.cpp $(HEADERS)
-	@mkdir -p build
-	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-
 # ---------------------------------------------------------------------------------------------------
-# quantization and 8-bit AdamW
-
-build/test_quantize: tests/test_quantize.cpp $(HEADERS)
-	@mkdir -p build
-	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-
-build/test_adamw8bit: tests/test_adamw8bit.cpp $(HEADERS)
-	@mkdir -p build
-	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-
-TEST_BINS += build/test_quantize build/test_adamw8bit
-
-# GPU-side checks (compile anywhere, run on a GPU): codes bit-identical to the CPU reference, timings
+# quantization and 8-bit AdamW: GPU-side checks (compile anywhere, run on a GPU): codes bit-identical to the CPU reference, timings
 QUANT_NVCC_FLAGS := -std=c++17 -O3 -I. $(CUDA_ARCHS) \
 	-Xcompiler -Wall,-Wextra,-fopenmp -lgomp
 
@@ -115,30 +87,9 @@ dev/cuda/adamw8bit_check: dev/cuda/adamw8bit_check.cu $(HEADERS) llmc/*.cuh
 CUDA_BINS += dev/cuda/quantize_check dev/cuda/adamw8bit_check
 
 # ---------------------------------------------------------------------------------------------------
-# data parallel / ZeRO (MPI on the CPU)
-#   test_zero                    ZeRO-1 sharding arithmetic (llmc/zero.h), no MPI
-#   test_mpi_collectives_single  llmc/mpi_cpu.h built without MPI: the single-process fallback
-#   test_mpi_collectives         llmc/mpi_cpu.h built with mpicxx -DUSE_MPI (only where mpicxx exists)
-#   test_rendezvous              llmc/rendezvous.h: the MPI-free NCCL bootstrap (tcp / shared file system)
+# data parallel: MPI on the CPU, NCCL on the GPU
 MPICXX ?= mpicxx
 HAVE_MPICXX := $(shell command -v $(MPICXX) 2>/dev/null)
-
-test_zero: tests/test_zero.cpp $(HEADERS)
-	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-
-test_mpi_collectives_single: tests/test_mpi_collectives.cpp $(HEADERS)
-	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-
-test_mpi_collectives: tests/test_mpi_collectives.cpp $(HEADERS)
-	$(MPICXX) $(CXXFLAGS) -DUSE_MPI $< -o $@ $(LDLIBS)
-
-test_rendezvous: tests/test_rendezvous.cpp $(HEADERS)
-	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
-
-TEST_BINS += test_zero test_mpi_collectives_single test_rendezvous
-ifneq ($(HAVE_MPICXX),)
-TEST_BINS += test_mpi_collectives
-endif
 
 # NCCL layer (llmc/nccl_gpu.cuh), compiles anywhere (sm_80 + sm_90, warning-free), runs on GPUs:
 #   dev/cuda/nccl_check        one GPU, or one process per GPU with -pi tcp|fs -pn N -pr R -ps HOST / -pf DIR
@@ -175,7 +126,7 @@ CUDA_BINS += dev/cuda/attention_check dev/cuda/attention_check_fp32
 
 # layer kernels: encoder, layernorm, gelu, matmul (cuBLASLt), fused classifier, AdamW, global norm.
 # dev/cuda/<layer>_check compares each kernel with a CPU reference on a GPU (BF16 build, plus an
-# _fp32 variant built with -DENABLE_FP32); tests/test_kernel_math checks their scalar math on the CPU.
+# _fp32 variant built with -DENABLE_FP32); tests/unit/test_kernel_math.cpp checks their scalar math on the CPU.
 NVCCFLAGS := -std=c++17 -O3 -I. $(CUDA_ARCHS) \
 	-Xcompiler -Wall,-Wextra --expt-relaxed-constexpr
 PRECISION ?= BF16
@@ -192,9 +143,6 @@ $(LAYER_CHECKS): dev/cuda/%: dev/cuda/%.cu dev/cuda/check_common.h $(HEADERS) $(
 $(LAYER_CHECKS_FP32): dev/cuda/%_fp32: dev/cuda/%.cu dev/cuda/check_common.h $(HEADERS) $(CUDA_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 -o $@ $< $(NVCC_LDLIBS)
 CUDA_BINS += $(LAYER_CHECKS) $(LAYER_CHECKS_FP32)
-tests/test_kernel_math: tests/test_kernel_math.cpp $(HEADERS)
-	$(CXX) $(CXXFLAGS) -o $@ $< $(LDLIBS)
-TEST_BINS += tests/test_kernel_math
 
 # GPU trainer
 #   train_gpt2cu / test_gpt2cu          the build PRECISION selects (BF16 by default, `PRECISION=FP32`)
@@ -258,27 +206,98 @@ build/emu/nccl_check: dev/cuda/nccl_check.cu $(EMU_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_MPI) $< -o $@ $(EMU_LIBS) $(EMU_MPI_LIBS)
 
-# the emulator's bf16 conversions against the CUDA toolkit's host ones (tests/test_emu_bf16.sh)
-build/emu/test_emu_bf16: tests/test_emu_bf16.cpp tests/emu_bf16_nvidia.cpp $(EMU_INCLUDE)/cuda_bf16.h
-	@mkdir -p build/emu
-	$(CXX) -O2 -c -I/usr/local/cuda/include tests/emu_bf16_nvidia.cpp -o build/emu/emu_bf16_nvidia.o
-	$(EMU_CXX) -std=c++17 -O2 -Wall -Wextra -I$(EMU_INCLUDE) tests/test_emu_bf16.cpp build/emu/emu_bf16_nvidia.o -o $@
-
 # `make cuda` builds every CUDA target of every section; the recipe is expanded when it runs, so it
 # sees CUDA_BINS additions made anywhere in this file.
 cuda:
 	$(MAKE) --no-print-directory $(CUDA_BINS)
 
 # ---------------------------------------------------------------------------------------------------
+# PyTorch reference states: a model file and train_gpt2.py's debug state for it (float64: the batch, logits,
+# loss, every gradient, 10 AdamW steps' losses), build/test/<name>_model.bin and <name>_state.bin, remade
+# when train_gpt2.py changes. test_gpt2 and test_gpt2cu read them (tests/common/lib.sh says which is which);
+# dev/cuda/run_gpu_tests.sh runs on the gpu/ ones. The _bf16 ones hold the fp32 model's weights rounded to
+# bf16, in a bf16 (version 5) checkpoint. Heads of size 64 or 128 for the GPU (its flash attention).
+REF_tiny := --test-init --vocab-size 64 --padded-vocab 128 --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 \
+	-B 4 -T 16
+REF_tiny_bf16 := $(REF_tiny) --round-to-bf16 --model-dtype bf16
+REF_gpt2v := --test-init --n-layer 2 --n-head 2 --n-embd 128 --block-size 64 -B 4 -T 64 \
+	--tokens data/tinyshakespeare/tiny_shakespeare_val.bin
+REF_gpu/tiny := --vocab-size 64 --padded-vocab 128 --n-layer 2 --n-head 2 --n-embd 128 --block-size 64 -B 4 -T 32
+REF_gpu/tiny_bf16 := $(REF_gpu/tiny) --round-to-bf16 --model-dtype bf16
+REF_gpu/gpt2v := --n-layer 2 --n-head 1 --n-embd 128 --block-size 64 -B 4 -T 64 \
+	--tokens data/tinyshakespeare/tiny_shakespeare_val.bin
+REF_gpu/gpt2v_bf16 := $(REF_gpu/gpt2v) --round-to-bf16 --model-dtype bf16
+CPU_REFERENCE_STATES := $(foreach n,tiny tiny_bf16 gpt2v,build/test/$(n)_state.bin)
+REFERENCE_STATES := $(CPU_REFERENCE_STATES) build/test/gpu/tiny_state.bin build/test/gpu/tiny_bf16_state.bin
+GPU_REFERENCE_STATES := $(foreach n,tiny tiny_bf16 gpt2v gpt2v_bf16,build/test/gpu/$(n)_state.bin)
+.PHONY: reference_states gpu_reference_states
+reference_states: $(REFERENCE_STATES)
+gpu_reference_states: $(GPU_REFERENCE_STATES)
+# (a pattern rule's two targets are made by one run of its recipe)
+build/test/%_model.bin build/test/%_state.bin: train_gpt2.py
+	@mkdir -p $(@D)
+	$(PYTHON) train_gpt2.py $(REF_$*) --write-model build/test/$*_model.bin --write-state build/test/$*_state.bin \
+		> /dev/null
+build/test/gpt2v_state.bin build/test/gpu/gpt2v_state.bin build/test/gpu/gpt2v_bf16_state.bin: \
+	data/tinyshakespeare/tiny_shakespeare_val.bin
 
-# everything is built first, two compiles at a time (the emulated programs are half the compile time)
+# ---------------------------------------------------------------------------------------------------
+# tests (tests/run.sh finds and runs them; its header says how)
+#   tests/<concern>/test_<name>.cpp or .cu   a test program: build/tests/test_<name>, by the one pattern
+#                                            rule below; tests/run.sh runs it as it is
+#   tests/<concern>/<name>.cpp               a helper program a test script drives: build/tests/<name>
+#   tests/<concern>/test_<name>.sh           a test script
+# A program is compiled like the CPU trainer; the emulator's own tests (test_emu_*) like `make emu`'s
+# programs. -MMD writes each program's header dependencies to build/deps/tests/.
+TEST_SRCS := $(wildcard tests/*/test_*.cpp tests/*/test_*.cu) tests/data/tokenizer_driver.cpp \
+	tests/dist/rendezvous_peer.cpp
+TEST_PROGS := $(addprefix build/tests/,$(basename $(notdir $(TEST_SRCS))))
+ifneq ($(HAVE_MPICXX),)
+TEST_PROGS += build/tests/test_mpi_collectives_mpi
+endif
+TEST_CXX = $(CXX)
+TEST_FLAGS = $(CXXFLAGS)
+TEST_LIBS = $(LDLIBS)
+build/tests/test_emu_%: TEST_CXX = $(EMU_CXX)
+build/tests/test_emu_%: TEST_FLAGS = $(EMU_FLAGS)
+build/tests/test_emu_%: TEST_LIBS = $(EMU_LIBS)
+
+# build/tests/<name> from its source tests/*/<name>.cpp or .cu (found in the second expansion)
+.SECONDEXPANSION:
+build/tests/%: $$(or $$(wildcard tests/*/$$*.cpp tests/*/$$*.cu),tests/NO_SOURCE_FOR_$$*)
+	@mkdir -p build/tests build/deps/tests
+	$(TEST_CXX) $(TEST_FLAGS) -MMD -MP -MF build/deps/tests/$*.d $< -x none $(filter %.o,$^) -o $@ $(TEST_LIBS)
+-include $(wildcard build/deps/tests/*.d)
+
+# llmc/mpi_cpu.h with MPI, run under mpirun by tests/dist/test_mpi_collectives.sh (the pattern rule's
+# build/tests/test_mpi_collectives is the single-process fallback)
+build/tests/test_mpi_collectives_mpi: tests/dist/test_mpi_collectives.cpp
+	@mkdir -p build/tests build/deps/tests
+	$(MPICXX) $(CXXFLAGS) -DUSE_MPI -MMD -MP -MF build/deps/tests/$(@F).d $< -o $@ $(LDLIBS)
+
+# the CUDA toolkit's own host bf16 conversions, the reference of test_emu_bf16 (its header and the
+# emulator's cannot be in one file)
+build/tests/test_emu_bf16: build/tests/emu_bf16_nvidia.o
+build/tests/emu_bf16_nvidia.o: tests/emu/emu_bf16_nvidia.cpp
+	@mkdir -p build/tests
+	$(CXX) -O2 -c -I/usr/local/cuda/include $< -o $@
+
+# everything is built first, two compiles at a time (the emulated programs are half the compile time),
+# then the tests run two at a time. MAKEFLAGS is cleared for the runner: the tests' own makes are makes of
+# their own, not jobs of this one.
 test:
-	$(MAKE) --no-print-directory -j2 all $(TEST_BINS) emu
-	bash tests/run_all.sh
+	$(MAKE) --no-print-directory -j2 all $(TEST_PROGS) emu data reference_states
+	MAKEFLAGS= bash tests/run.sh -j 2
+
+# the inner loop: the unit tests and the CPU trainer against the PyTorch reference
+test-fast:
+	$(MAKE) --no-print-directory -j2 test_gpt2 $(patsubst %.cpp,build/tests/%,$(notdir $(wildcard tests/unit/test_*.cpp))) \
+		$(CPU_REFERENCE_STATES)
+	MAKEFLAGS= bash tests/run.sh -j 2 tests/unit test_gpt2
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
 
 clean:
-	rm -f train_gpt2 test_gpt2 tokenizer $(TEST_BINS) $(CUDA_BINS)
+	rm -f train_gpt2 test_gpt2 tokenizer prepro_tinyshakespeare $(CUDA_BINS)
 	rm -rf build

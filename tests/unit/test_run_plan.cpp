@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "llmc/run_plan.h"
-#include "test_common.h"
+#include "tests/common/test_common.h"
 
 static std::string tmp_dir;
 

@@ -1,0 +1,39 @@
+# lib.sh: sourced by the test scripts, which tests/run.sh runs from the repository root.
+#   PY                      the Python that has torch and numpy (Debian's)
+#   require_python MODULE.. fail unless $PY imports every MODULE
+#   MPIRUN                  mpirun with the options every test needs (as root, more ranks than cores)
+#   require_mpirun          fail unless mpirun exists
+#   make_reference_states   the PyTorch reference states under build/test/ (below)
+PY=/usr/bin/python3
+
+require_python() { # MODULE...
+    local missing
+    missing=$("$PY" tests/common/missing_modules.py "$@") || {
+        echo "error: $PY cannot import $missing: install the Debian packages (bash scripts/install_deps.sh)" >&2
+        exit 1
+    }
+}
+
+# OpenMPI refuses to run as root without --allow-run-as-root, and more ranks than cores without oversubscribing
+MPIRUN=(mpirun --oversubscribe)
+if [ "$(id -u)" -eq 0 ]; then MPIRUN+=(--allow-run-as-root); fi
+export OMPI_MCA_rmaps_base_oversubscribe=1
+require_mpirun() {
+    command -v mpirun >/dev/null || { echo "error: mpirun not found: install openmpi-bin libopenmpi-dev (apt-get)" >&2; exit 1; }
+}
+
+# train_gpt2.py's models and debug states (float64) that test_gpt2 and test_gpt2cu compare with, made by the
+# Makefile (REFERENCE_STATES: remade when train_gpt2.py changes) as build/test/NAME_model.bin and
+# build/test/NAME_state.bin:
+#   tiny, tiny_bf16          64-token vocabulary, L=2 C=32 NH=2, B=4 T=16 (the CPU trainer's)
+#   gpt2v                    GPT-2's vocabulary, L=2 C=128 NH=2, B=4 T=64, Tiny Shakespeare tokens (head size
+#                            64: both trainers' tests take it)
+#   gpu/tiny, gpu/tiny_bf16  64-token vocabulary, L=2 C=128 NH=2 (head size 64, as the GPU trainer's flash
+#                            attention needs), B=4 T=32
+# A _bf16 model holds the fp32 one's weights rounded to bf16, in a bf16 (version 5) checkpoint.
+make_reference_states() { # NAME...
+    require_python torch numpy
+    local targets=() name
+    for name in "$@"; do targets+=("build/test/${name}_state.bin"); done
+    make -s --no-print-directory "${targets[@]}"
+}

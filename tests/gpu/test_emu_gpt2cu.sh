@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# test_gpt2.cu (the GPU trainer's test) on the CPU emulator: every kernel of the trainer runs, unchanged,
+# against the PyTorch float64 reference (logits, loss, the 16 gradient tensors, 10 AdamW steps, with
+# test_gpt2.cu's tolerances), and test_gpt2.cu's own checks: every recompute mode -r 0..3 bit-identical to
+# -r 0, and resume (AdamW and 8-bit AdamW) bit-exact. The -r flag picks the mode compared with the
+# reference; each run uses another scheduling seed, so thread and block orders differ between runs.
+#   tiny (64-token vocabulary): FP32 build -r 0, BF16 build (bf16-rounded model) -r 3;
+#   gpt2v (GPT-2's 50257-token vocabulary, Tiny Shakespeare tokens): FP32 build -r 1, the reference check
+#   only (-q; the recompute and resume checks would take minutes on the emulator at this vocabulary).
+# Cost on 2 cores: about 41 s, 50 s and 25 s.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source tests/common/lib.sh
+make -s --no-print-directory build/emu/test_gpt2cu build/emu/test_gpt2fp32cu
+make_reference_states gpu/tiny gpu/tiny_bf16 gpt2v
+s=build/test/gpu
+run() { # label, seed, program, args...
+    local label=$1 seed=$2
+    shift 2
+    echo "-- $label (CUDA_EMU_SEED=$seed)"
+    local start=$(date +%s)
+    CUDA_EMU_SEED=$seed "$@"
+    echo "   ($(($(date +%s) - start)) s)"
+}
+run "tiny, FP32 build, -r 0" 1 build/emu/test_gpt2fp32cu $s/tiny_model.bin $s/tiny_state.bin -r 0
+run "tiny, BF16 build, -r 3" 2 build/emu/test_gpt2cu $s/tiny_bf16_model.bin $s/tiny_bf16_state.bin -r 3
+run "gpt2v, FP32 build, -r 1" 3 build/emu/test_gpt2fp32cu build/test/gpt2v_model.bin build/test/gpt2v_state.bin -r 1 -q

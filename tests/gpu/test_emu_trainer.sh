@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU trainer's main (train_gpt2.cu) on the CPU emulator against the CPU trainer's main (train_gpt2)
+# given the same flags, on d2 / Tiny Shakespeare (GPT-2's vocabulary): the losses, learning rates,
+# gradient norms and validation losses of every step agree (compare_train_logs.py). Cases:
+#   1. FP32 and BF16 builds, 4 steps, checkpoint at step 2; a resume from step 2 prints the same step and
+#      validation lines as the uninterrupted run and leaves the same main.log;
+#   2. FP32, in one run: gradient accumulation (-d 512 at B=4, T=64: 2 micro-steps), -x 3 shorter than
+#      the default warmup (both trainers cut the warmup to the 3 steps) and 8-bit AdamW (-qo 1);
+#   3. data parallel, emulated GPUs as processes under mpirun (emulated NCCL): 2 with ZeRO-0 and ZeRO-1,
+#      4 with ZeRO-1, against one emulated GPU taking the same 512-token steps in 2 micro-steps; 2 steps,
+#      validation left out (each process evaluates its own share of the validation batches, so the
+#      validation loss depends on the process count, in the CPU trainer too).
+# Tolerances (relative, max over every value): FP32 1e-4 against the CPU: both are fp32, summed in
+# different orders (cuBLASLt-style GEMM, tiled attention, block reductions), ~1e-6 per value measured,
+# while a wrong schedule, a missed micro-step or different data moves a loss by 1e-3 or more; BF16 1e-2:
+# bf16 rounding of activations and gradients (u = 2^-8), measured ~5e-4. With 8-bit AdamW the fp32 rounding
+# differences could flip a code near a decision boundary; 1e-4 as well (measured ~1e-7). 2 and 4 GPUs against
+# 1 GPU: 2e-5 (only the order of the gradient sums differs, as tests/dist/test_mpi_training.sh's CPU runs).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source tests/common/lib.sh
+require_mpirun
+make -s --no-print-directory build/emu/train_gpt2fp32cu build/emu/train_gpt2cu train_gpt2 data
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+cmp_logs() { $PY tests/common/compare_train_logs.py "$@"; }
+gpu=build/emu/train_gpt2fp32cu
+common="-e d2 -b 4 -t 64 -l 6e-4 -v 2 -m 1 -s 0" # the defaults of the two trainers differ: set them
+
+# 1. both builds against the CPU, and resume
+flags="$common -x 4 -u 1"
+./train_gpt2 $flags > "$dir/cpu.txt"
+for build in fp32 bf16; do
+    bin=build/emu/train_gpt2fp32cu tol=1e-4
+    if [ $build = bf16 ]; then bin=build/emu/train_gpt2cu tol=1e-2; fi
+    $bin $flags -n 2 -o "$dir/a" > "$dir/a.txt"
+    cp -r "$dir/a" "$dir/b"
+    echo 2 > "$dir/b/checkpoint_latest"
+    $bin $flags -n 2 -o "$dir/b" -y 1 > "$dir/b.txt"
+    grep -q "resumed from step 2" "$dir/b.txt" || { echo "FAIL: the resumed run does not say so"; exit 1; }
+    cmp_logs "$dir/cpu.txt" "$dir/a.txt" --steps 4 --tol $tol --label "$build: against the CPU trainer"
+    cmp_logs "$dir/a.txt" "$dir/b.txt" --steps 4 --from-step 3 --identical --label "$build: resumed at step 2"
+    cmp -s "$dir/a/main.log" "$dir/b/main.log" || { echo "FAIL: $build: resumed main.log differs"; exit 1; }
+    echo "$build: resumed main.log identical: ok"
+    rm -rf "$dir/a" "$dir/b"
+done
+
+# 2. accumulation, a short run with the default warmup, 8-bit AdamW
+flags="$common -x 3 -d 512 -qo 1"
+./train_gpt2 $flags > "$dir/cpu.txt"
+$gpu $flags > "$dir/gpu.txt"
+grep -q "note: warmup (-u 10) cut to the 3 training steps" "$dir/gpu.txt" || { echo "FAIL: no warmup note"; exit 1; }
+grep -q "x 2 accumulation steps = 512 tokens" "$dir/gpu.txt" || { echo "FAIL: not 2 micro-steps"; exit 1; }
+cmp_logs "$dir/cpu.txt" "$dir/gpu.txt" --steps 3 --tol 1e-4 \
+    --label "fp32: -d 512 (2 micro-steps), -x 3 < warmup, 8-bit AdamW"
+
+# 3. 2 and 4 emulated GPUs against 1 (a 512-token step)
+zflags="$common -x 2 -u 1 -d 512 -v 1000"
+$gpu $zflags > "$dir/gpu1.txt"
+for run in "2 0" "2 1" "4 1"; do
+    read -r np z <<< "$run"
+    OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np $np $gpu $zflags -b $((8 / np)) -z $z > "$dir/np$np.txt"
+    grep -q "$np GPU process(es)" "$dir/np$np.txt" || { echo "FAIL: not $np processes"; exit 1; }
+    cmp_logs "$dir/gpu1.txt" "$dir/np$np.txt" --steps 2 --no-val --tol 2e-5 \
+        --label "fp32: $np GPUs, ZeRO-$z, against 1 GPU"
+done
