@@ -4,9 +4,10 @@ test_gpt2.cpp checks the CPU trainer, and checks that recomputation and resume c
 
   ./test_gpt2cu <model.bin> <debug_state.bin> [-r mode] [-q]
 
-The debug state (`train_gpt2.py --write-state`, float64) holds a batch x, y, the logits, the loss, the
-gradient of every parameter, then the losses of NSTEPS AdamW steps (lr 1e-4, betas 0.9/0.999, eps 1e-8,
-weight decay 0.01 on matrices, no clipping) on that batch. Checks, each printed, exit 1 on any failure:
+The debug state (`train_gpt2.py --write-state`, float64; tests/common/debug_state.h reads it) holds a batch
+x, y, the logits, the loss, the gradient of every parameter, then the losses of NSTEPS AdamW steps (lr 1e-4,
+betas 0.9/0.999, eps 1e-8, weight decay 0.01 on matrices, no clipping) on that batch. Checks, each printed,
+exit 1 on any failure:
   1. with recompute mode -r (default 0): logits, loss and each of the 16 gradient tensors (max |ours - ref|
      / max |ref| per tensor), and the loss of every AdamW step (|ours - ref| / |ref|);
   2. every recompute mode 0..3: the first step's loss and gradients and 3 steps' losses bit-identical to -r 0
@@ -16,7 +17,7 @@ weight decay 0.01 on matrices, no clipping) on that batch. Checks, each printed,
      the losses of steps 6..10 and the final parameters bit-identical.
 -q runs check 1 only (the CPU emulator's run on the GPT-2 vocabulary, where checks 2 and 3 cost minutes).
 The flash attention kernels need head size 64 or 128: dev/cuda/run_gpu_tests.sh makes states with C/NH = 64
-and 128 and runs this in both builds and every -r mode on a GPU; tests/test_emu_gpt2cu.sh runs it on the
+and 128 and runs this in both builds and every -r mode on a GPU; tests/gpu/test_emu_gpt2cu.sh runs it on the
 CPU emulator (dev/cuda/emu: every kernel's own code, cuBLASLt emulated) in `make test`.
 
 Tolerances. The reference is float64.
@@ -39,68 +40,17 @@ Tolerances. The reference is float64.
 #include <filesystem>
 #include <stdlib.h>
 
+#include "tests/common/debug_state.h"
+#include "tests/common/test_common.h"
+
 #if defined(ENABLE_FP32)
 static const double LOGITS_TOL = 1e-4, LOSS_TOL = 1e-4, GRAD_TOL = 1e-4, STEP_LOSS_TOL = 1e-4;
 #else
 static const double LOGITS_TOL = 2e-2, LOSS_TOL = 2e-3, GRAD_TOL = 2e-2, STEP_LOSS_TOL = 2e-3;
 #endif
 
-// the AdamW of the reference's steps (train_gpt2.py uses the same constants)
-static const float TEST_LR = 1e-4f, TEST_BETA1 = 0.9f, TEST_BETA2 = 0.999f, TEST_EPS = 1e-8f, TEST_WD = 0.01f;
 static const uint64_t TEST_SEED = 1337; // stochastic rounding
 static const int TEST_BLOCK = 256;      // 8-bit AdamW block size (the test models are small)
-
-// max |a - b| / max |b| over n values (b the reference); with row > 0, the first `row` columns of rows
-// of strides stride_a, stride_b
-static double relative_error(const float* a, const float* b, size_t n, size_t stride_a = 0,
-                             size_t stride_b = 0, size_t row = 0) {
-    double max_diff = 0.0, max_ref = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        size_t ia = i, ib = i;
-        if (row > 0) {
-            ia = (i / row) * stride_a + i % row;
-            ib = (i / row) * stride_b + i % row;
-        }
-        max_diff = fmax(max_diff, fabs((double)a[ia] - (double)b[ib]));
-        max_ref = fmax(max_ref, fabs((double)b[ib]));
-    }
-    return max_ref > 0 ? max_diff / max_ref : max_diff;
-}
-
-struct DebugState {
-    int B, T, nsteps;
-    std::vector<int> x, y;
-    std::vector<float> logits, grads, step_losses;
-    float loss;
-};
-
-static void read_debug_state(DebugState* d, const char* path, const GPT2Config& c) {
-    File f(path, "rb");
-    int header[HEADER_SLOTS];
-    f.read(header, sizeof(int), HEADER_SLOTS, "the debug state header");
-    if (header[0] != 20240327 || header[1] != 2) {
-        fail("'%s' is not a debug state: expected magic 20240327 version 2, got %d version %d", path,
-             header[0], header[1]);
-    }
-    d->B = header[2], d->T = header[3], d->nsteps = header[4];
-    if (d->B <= 0 || d->T <= 0 || d->T > c.max_seq_len || d->nsteps < 1 || d->nsteps > 1000) {
-        fail("'%s': bad header B=%d T=%d steps=%d for a model with maxT=%d", path, d->B, d->T, d->nsteps,
-             c.max_seq_len);
-    }
-    const size_t BT = (size_t)d->B * d->T;
-    d->x.resize(BT);
-    d->y.resize(BT);
-    d->logits.resize(BT * c.vocab_size);
-    d->grads.resize(gpt2_num_parameters(c));
-    d->step_losses.resize(d->nsteps);
-    f.read(d->x.data(), sizeof(int), BT, "inputs x");
-    f.read(d->y.data(), sizeof(int), BT, "targets y");
-    f.read(d->logits.data(), sizeof(float), d->logits.size(), "logits");
-    f.read(&d->loss, sizeof(float), 1, "loss");
-    f.read(d->grads.data(), sizeof(float), d->grads.size(), "parameter gradients");
-    f.read(d->step_losses.data(), sizeof(float), d->step_losses.size(), "AdamW step losses");
-    if (fgetc(f.fp) != EOF) fail("'%s' has bytes after the step losses: does it match the model?", path);
-}
 
 // A model and its optimizer (the trainer's Trainer: its checkpoints go through llmc/run_plan.h as in a
 // training run), fresh from model_path, or resumed from the checkpoint of resume_step in dir.
@@ -139,13 +89,7 @@ static float train_step(Run* run, const DebugState& d, int t, MultiGpuConfig* mg
         cudaCheck(
             cudaMemcpy(grads_out->data(), m->micro_grads_memory, grads_out->size(), cudaMemcpyDeviceToHost));
     }
-    AdamWConfig h;
-    h.beta1 = TEST_BETA1;
-    h.beta2 = TEST_BETA2;
-    h.eps = TEST_EPS;
-    h.weight_decay = TEST_WD;
-    h.grad_clip = 0.0f;
-    gpt2_update(m, &run->opt, mgc, TEST_LR, h, t);
+    gpt2_update(m, &run->opt, mgc, DEBUG_ADAMW_LR, debug_adamw(), t);
     return loss;
 }
 
@@ -170,15 +114,12 @@ static std::vector<float> bytes_to_floats(const std::vector<uint8_t>& bytes) {
     return out;
 }
 
-static int failures = 0;
+// an error against its tolerance (a NaN fails)
 static void check(const char* what, double err, double tol) {
-    bool ok = err <= tol && std::isfinite(err);
-    printf("%-12s max rel err %.3e (tol %.0e) %s\n", what, err, tol, ok ? "ok" : "FAIL");
-    if (!ok) failures++;
+    CHECK_BOUND(err <= tol, err, tol, "%-12s max rel err", what);
 }
 static void check_identical(const char* what, bool same) {
-    printf("%-40s %s\n", what, same ? "bit-identical" : "DIFFERENT: FAIL");
-    if (!same) failures++;
+    CHECK(same, "%s: bit-identical", what);
 }
 
 int main(int argc, char** argv) {
@@ -203,12 +144,14 @@ int main(int argc, char** argv) {
     const char* state_path = argv[2];
     if (recompute < 0 || recompute > 3) fail("flag -r expects 0..3, got %d", recompute);
     MultiGpuConfig mgc; // one process: every collective is a no-op
+    test_list_checks();
 
     GPT2Config c;
     int version;
     checkpoint_read_header(model_path, &c, &version);
     DebugState d;
-    read_debug_state(&d, state_path, c);
+    debug_state_read(&d, state_path, c);
+    if (d.nsteps < 1) fail("'%s' has no AdamW steps: the gradients are checked after the first", state_path);
     const int V = c.vocab_size, Vp = c.padded_vocab_size;
     const size_t BT = (size_t)d.B * d.T;
     printf("%s build; model L=%d C=%d NH=%d V=%d Vp=%d; batch B=%d T=%d; %d AdamW steps\n", PRECISION_NAME,
@@ -237,18 +180,14 @@ int main(int argc, char** argv) {
                           GRAD_TOL);
                 }
             }
-            char name[32];
-            snprintf(name, sizeof(name), "step %d", step);
-            printf("  loss %.6f ref %.6f  ", loss, d.step_losses[step]);
+            char name[64];
+            snprintf(name, sizeof(name), "step %d (loss %.6f, ref %.6f)", step, loss, d.step_losses[step]);
             check(name, fabs(loss - d.step_losses[step]) / fabs(d.step_losses[step]), STEP_LOSS_TOL);
         }
         run_free(&run);
     }
 
-    if (reference_only) {
-        printf(failures == 0 ? "all checks passed (reference only)\n" : "%d check(s) FAILED\n", failures);
-        return failures == 0 ? 0 : 1;
-    }
+    if (reference_only) return test_summary("test_gpt2cu (reference only)");
 
     // 2. every recompute mode gives the bits of -r 0
     printf("-- recompute modes against -r 0 (first step's loss and gradients, 3 steps' losses)\n");
@@ -324,6 +263,5 @@ int main(int argc, char** argv) {
         check_identical(what, params_straight == params_resumed);
     }
 
-    printf(failures == 0 ? "all checks passed\n" : "%d checks FAILED\n", failures);
-    return failures == 0 ? 0 : 1;
+    return test_summary("test_gpt2cu");
 }

@@ -1,0 +1,88 @@
+// debug_state.h: the reader of train_gpt2.py's debug state (--write-state), shared by test_gpt2.cpp (the
+// CPU trainer) and test_gpt2.cu (the GPU trainer), with the AdamW the state's steps were taken with and the
+// error measure both tests report.
+//
+// The file: an int32 header of 256 slots (magic 20240327, version 2, B, T, NSTEPS), then int32 inputs x
+// (B,T) and targets y (B,T), float32 logits (B,T,V) (V, not the padded Vp), the loss, the gradient of every
+// parameter (gpt2_num_parameters values, in the model file's order, padded wte rows included), and the
+// losses of NSTEPS AdamW steps on the same batch (debug_adamw() below, learning rate DEBUG_ADAMW_LR).
+// train_gpt2.py computes them in float64 and writes them rounded to float32.
+#pragma once
+
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "llmc/checkpoint.h"
+#include "llmc/train_config.h"
+#include "llmc/utils.h"
+
+constexpr int DEBUG_STATE_MAGIC = 20240327, DEBUG_STATE_VERSION = 2;
+
+// the AdamW of the state's steps: train_gpt2.py's ADAMW_* constants, no gradient clipping
+constexpr float DEBUG_ADAMW_LR = 1e-4f;
+inline AdamWConfig debug_adamw() {
+    AdamWConfig h;
+    h.beta1 = 0.9f;
+    h.beta2 = 0.999f;
+    h.eps = 1e-8f;
+    h.weight_decay = 0.01f;
+    h.grad_clip = 0.0f;
+    return h;
+}
+
+struct DebugState {
+    int B = 0, T = 0, nsteps = 0;
+    std::vector<int> x, y;          // (B,T)
+    std::vector<float> logits;      // (B,T,V)
+    float loss = 0.0f;              // mean cross-entropy of the logits against y
+    std::vector<float> grads;       // gpt2_num_parameters(c) values
+    std::vector<float> step_losses; // (nsteps): the loss before each AdamW step
+};
+
+// reads path, checking it against the model's configuration c (sizes, and no bytes left over)
+inline void debug_state_read(DebugState* d, const char* path, const GPT2Config& c) {
+    File f(path, "rb");
+    int header[HEADER_SLOTS];
+    f.read(header, sizeof(int), HEADER_SLOTS, "the debug state header");
+    if (header[0] != DEBUG_STATE_MAGIC || header[1] != DEBUG_STATE_VERSION) {
+        fail("'%s' is not a debug state: expected magic %d version %d, got %d version %d", path,
+             DEBUG_STATE_MAGIC, DEBUG_STATE_VERSION, header[0], header[1]);
+    }
+    d->B = header[2], d->T = header[3], d->nsteps = header[4];
+    if (d->B <= 0 || d->T <= 0 || d->T > c.max_seq_len || d->nsteps < 0 || d->nsteps > 1000) {
+        fail("'%s': bad header B=%d T=%d steps=%d for a model with maxT=%d", path, d->B, d->T, d->nsteps,
+             c.max_seq_len);
+    }
+    const size_t BT = (size_t)d->B * d->T;
+    d->x.resize(BT);
+    d->y.resize(BT);
+    d->logits.resize(BT * c.vocab_size);
+    d->grads.resize(gpt2_num_parameters(c));
+    d->step_losses.resize(d->nsteps);
+    f.read(d->x.data(), sizeof(int), BT, "inputs x");
+    f.read(d->y.data(), sizeof(int), BT, "targets y");
+    f.read(d->logits.data(), sizeof(float), d->logits.size(), "logits");
+    f.read(&d->loss, sizeof(float), 1, "loss");
+    f.read(d->grads.data(), sizeof(float), d->grads.size(), "parameter gradients");
+    f.read(d->step_losses.data(), sizeof(float), d->step_losses.size(), "AdamW step losses");
+    if (fgetc(f.fp) != EOF) fail("'%s' has bytes after the step losses: does it match the model?", path);
+}
+
+// max |a - b| / max |b| over n values (b the reference): a scale-free error for a whole tensor. With
+// row > 0, the first `row` columns of rows of strides stride_a and stride_b (logits (B,T,Vp) against the
+// state's (B,T,V)).
+inline double relative_error(const float* a, const float* b, size_t n, size_t stride_a = 0,
+                             size_t stride_b = 0, size_t row = 0) {
+    double max_diff = 0.0, max_ref = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        size_t ia = i, ib = i;
+        if (row > 0) {
+            ia = (i / row) * stride_a + i % row;
+            ib = (i / row) * stride_b + i % row;
+        }
+        max_diff = std::fmax(max_diff, std::fabs((double)a[ia] - (double)b[ib]));
+        max_ref = std::fmax(max_ref, std::fabs((double)b[ib]));
+    }
+    return max_ref > 0 ? max_diff / max_ref : max_diff;
+}
