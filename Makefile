@@ -21,6 +21,8 @@ LDLIBS += -lm -fopenmp
 
 # headers every C++ program depends on (a change rebuilds everything; simple and always correct)
 HEADERS := $(wildcard llmc/*.h)
+# what the dev/cuda kernel checks include besides llmc/: their common header, the layers' double references
+CHECK_HEADERS := dev/cuda/check_common.h tests/common/reference.h $(wildcard dev/cuda/*.cuh)
 
 CUDA_BINS :=
 
@@ -78,10 +80,10 @@ test_gpt2: test_gpt2.cpp train_gpt2.cpp $(HEADERS)
 QUANT_NVCC_FLAGS := -std=c++17 -O3 -I. $(CUDA_ARCHS) \
 	-Xcompiler -Wall,-Wextra,-fopenmp -lgomp
 
-dev/cuda/quantize_check: dev/cuda/quantize_check.cu $(HEADERS) llmc/*.cuh
+dev/cuda/quantize_check: dev/cuda/quantize_check.cu $(HEADERS) llmc/*.cuh $(CHECK_HEADERS)
 	$(NVCC) $(QUANT_NVCC_FLAGS) $< -o $@
 
-dev/cuda/adamw8bit_check: dev/cuda/adamw8bit_check.cu $(HEADERS) llmc/*.cuh
+dev/cuda/adamw8bit_check: dev/cuda/adamw8bit_check.cu $(HEADERS) llmc/*.cuh $(CHECK_HEADERS)
 	$(NVCC) $(QUANT_NVCC_FLAGS) $< -o $@
 
 CUDA_BINS += dev/cuda/quantize_check dev/cuda/adamw8bit_check
@@ -118,9 +120,9 @@ endif
 # attention: flash attention forward/backward (llmc/attention.cuh) and its check (on the CPU: make emu)
 ATTENTION_NVCCFLAGS := -O3 -std=c++17 -I. $(CUDA_ARCHS) \
 	-Xcompiler -Wall,-Wextra,-fopenmp
-dev/cuda/attention_check: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS)
+dev/cuda/attention_check: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS) $(CHECK_HEADERS)
 	$(NVCC) $(ATTENTION_NVCCFLAGS) -o $@ $< -lgomp
-dev/cuda/attention_check_fp32: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS)
+dev/cuda/attention_check_fp32: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS) $(CHECK_HEADERS)
 	$(NVCC) $(ATTENTION_NVCCFLAGS) -DENABLE_FP32 -o $@ $< -lgomp
 CUDA_BINS += dev/cuda/attention_check dev/cuda/attention_check_fp32
 
@@ -138,9 +140,9 @@ NVCC_LDLIBS := -lcublasLt
 LAYER_CHECKS := dev/cuda/encoder_check dev/cuda/layernorm_check dev/cuda/gelu_check dev/cuda/matmul_check \
 	dev/cuda/classifier_check dev/cuda/adamw_check
 LAYER_CHECKS_FP32 := $(addsuffix _fp32,$(LAYER_CHECKS))
-$(LAYER_CHECKS): dev/cuda/%: dev/cuda/%.cu dev/cuda/check_common.h $(HEADERS) $(CUDA_HEADERS)
+$(LAYER_CHECKS): dev/cuda/%: dev/cuda/%.cu $(CHECK_HEADERS) $(HEADERS) $(CUDA_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS)
-$(LAYER_CHECKS_FP32): dev/cuda/%_fp32: dev/cuda/%.cu dev/cuda/check_common.h $(HEADERS) $(CUDA_HEADERS)
+$(LAYER_CHECKS_FP32): dev/cuda/%_fp32: dev/cuda/%.cu $(CHECK_HEADERS) $(HEADERS) $(CUDA_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 -o $@ $< $(NVCC_LDLIBS)
 CUDA_BINS += $(LAYER_CHECKS) $(LAYER_CHECKS_FP32)
 
@@ -173,7 +175,7 @@ CUDA_BINS += train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
 # the section the emulator poisons before every block (g++ does not; the emulator checks at start-up).
 EMU_CXX ?= clang++
 EMU_INCLUDE := dev/cuda/emu/include
-EMU_HEADERS := $(wildcard $(EMU_INCLUDE)/*.h) $(HEADERS) $(CUDA_HEADERS) dev/cuda/check_common.h
+EMU_HEADERS := $(wildcard $(EMU_INCLUDE)/*.h) $(HEADERS) $(CUDA_HEADERS) $(CHECK_HEADERS)
 EMU_FLAGS := -std=c++17 -O2 -g -fopenmp -Wall -Wextra -I$(EMU_INCLUDE) -I. -x c++
 EMU_LIBS := -fopenmp -lm -lrt -pthread
 EMU_MPI = $(if $(HAVE_MPICXX),-DUSE_MPI $(MPI_NVCC_INC),)

@@ -1,5 +1,5 @@
 // adamw_check.cu: the optimizer-side kernels: adamw_update and accumulate_grads_fp32 (llmc/adamw.cuh)
-// and global_norm_squared (llmc/global_norm.cuh), against double CPU references.
+// and global_norm_squared (llmc/global_norm.cuh), against double CPU references (AdamW: adamw_ref).
 // Tolerances:
 //   AdamW master: a few fp32 roundings of p plus the update's relative fp32 error:
 //                 4 * 2^-24 |p| + 1e-5 lr (1 + wd |p|); m, v: 4 * 2^-24 relative (a couple of fp32 ops).
@@ -56,13 +56,12 @@ static void check_adamw(size_t n, int t, float grad_scale, bool floatX_grads, st
     std::vector<floatX> g_params = download(d_params, n);
 
     std::vector<double> ref_p(n), tol_p(n), ref_m(n), tol_m(n), ref_v(n), tol_v(n);
-    const double bc1 = 1.0 - std::pow((double)beta1, t), bc2 = 1.0 - std::pow((double)beta2, t);
     for (size_t i = 0; i < n; i++) {
-        double g = (double)grad_scale * grads[i];
-        ref_m[i] = beta1 * (double)m[i] + (1.0 - beta1) * g;
-        ref_v[i] = beta2 * (double)v[i] + (1.0 - beta2) * g * g;
-        double update = (ref_m[i] / bc1) / (std::sqrt(ref_v[i] / bc2) + eps) + wd * (double)master[i];
-        ref_p[i] = master[i] - lr * update;
+        const double g = (double)grad_scale * grads[i];
+        ref_m[i] = m[i];
+        ref_v[i] = v[i];
+        ref_p[i] = adamw_ref(master[i], g, &ref_m[i], &ref_v[i], lr, beta1, beta2, eps, wd, t);
+        const double update = (master[i] - ref_p[i]) / lr; // m_hat / (sqrt(v_hat) + eps) + wd p
         tol_p[i] = 4.0 * FP32_EPS * std::fabs(ref_p[i]) + 1e-5 * lr * (1.0 + std::fabs(update));
         tol_m[i] = 4.0 * FP32_EPS * (std::fabs(beta1 * m[i]) + std::fabs((1.0 - beta1) * g)) + 1e-30;
         tol_v[i] = 4.0 * FP32_EPS * std::fabs(ref_v[i]) + 1e-30;

@@ -9,9 +9,10 @@
 //
 // For each shape (B, NH, T, HS): random qkv and dout, rounded to floatX; the CPU reference is naive
 // causal attention in double (every row of the full score matrix, one row at a time) and its analytic
-// backward, computed from the same rounded inputs. Every output buffer is poisoned with 0xFF bytes (NaN in
-// bf16 and fp32) before each launch, so an element a kernel forgets to write fails the comparison. The
-// forward and backward then run a second time and all outputs must be bit-identical to the first run.
+// backward (attention_ref, tests/common/reference.h), computed from the same rounded inputs. Every output
+// buffer is poisoned with 0xFF bytes (NaN in bf16 and fp32) before each launch, so an element a kernel
+// forgets to write fails the comparison. The forward and backward then run a second time and all outputs
+// must be bit-identical to the first run.
 //
 // Errors are measured per tensor (out, lse, dq, dk, dv), relative to that tensor's own magnitude:
 //   max: max |gpu - ref| / max |ref|           rms: ||gpu - ref||_2 / ||ref||_2
@@ -51,78 +52,6 @@ inline float to_float(float x) {
 }
 inline floatX to_floatX(float x) {
     return (floatX)x;
-}
-
-// ----------------------------------------------------------------------------------------------------
-// CPU reference, double; one (b, h) per OpenMP task, one query row at a time (no T x T storage needed)
-
-static void reference(std::vector<double>& out, std::vector<double>& lse, std::vector<double>& dqkv,
-                      const std::vector<float>& qkv, const std::vector<float>& dout, int B, int T, int NH,
-                      int HS) {
-    const int C = NH * HS;
-    const double scale = 1.0 / std::sqrt((double)HS);
-    out.assign((size_t)B * T * C, 0.0);
-    lse.assign((size_t)B * NH * T, 0.0);
-    dqkv.assign((size_t)B * T * 3 * C, 0.0);
-#pragma omp parallel for schedule(dynamic)
-    for (int bh = 0; bh < B * NH; bh++) {
-        const int b = bh / NH, h = bh % NH;
-        // this head's q, k, v, dO as (T, HS) doubles; dq, dk, dv accumulators
-        std::vector<double> q((size_t)T * HS), k((size_t)T * HS), v((size_t)T * HS), dO((size_t)T * HS);
-        std::vector<double> dq((size_t)T * HS, 0.0), dk((size_t)T * HS, 0.0), dv((size_t)T * HS, 0.0);
-        for (int t = 0; t < T; t++) {
-            for (int d = 0; d < HS; d++) {
-                const size_t row = ((size_t)b * T + t) * 3 * C + h * HS + d;
-                q[(size_t)t * HS + d] = qkv[row];
-                k[(size_t)t * HS + d] = qkv[row + C];
-                v[(size_t)t * HS + d] = qkv[row + 2 * C];
-                dO[(size_t)t * HS + d] = dout[((size_t)b * T + t) * C + h * HS + d];
-            }
-        }
-        std::vector<double> p(T), ds(T);
-        for (int i = 0; i < T; i++) {
-            const double* qi = &q[(size_t)i * HS];
-            double mx = -INFINITY;
-            for (int j = 0; j <= i; j++) {
-                double dot = 0.0;
-                for (int d = 0; d < HS; d++) dot += qi[d] * k[(size_t)j * HS + d];
-                p[j] = dot * scale;
-                mx = std::max(mx, p[j]);
-            }
-            double sum = 0.0;
-            for (int j = 0; j <= i; j++) sum += std::exp(p[j] - mx);
-            for (int j = 0; j <= i; j++) p[j] = std::exp(p[j] - mx) / sum;
-            lse[(size_t)bh * T + i] = mx + std::log(sum);
-            double* oi = &out[((size_t)b * T + i) * C + h * HS];
-            for (int j = 0; j <= i; j++)
-                for (int d = 0; d < HS; d++) oi[d] += p[j] * v[(size_t)j * HS + d];
-            // backward of row i: dP_ij = dO_i . v_j, D_i = sum_j P_ij dP_ij, dS_ij = P_ij (dP_ij - D_i)
-            const double* doi = &dO[(size_t)i * HS];
-            double Di = 0.0;
-            for (int j = 0; j <= i; j++) {
-                double dot = 0.0;
-                for (int d = 0; d < HS; d++) dot += doi[d] * v[(size_t)j * HS + d];
-                ds[j] = dot;
-                Di += p[j] * dot;
-            }
-            for (int j = 0; j <= i; j++) {
-                ds[j] = p[j] * (ds[j] - Di) * scale;
-                for (int d = 0; d < HS; d++) {
-                    dq[(size_t)i * HS + d] += ds[j] * k[(size_t)j * HS + d];
-                    dk[(size_t)j * HS + d] += ds[j] * qi[d];
-                    dv[(size_t)j * HS + d] += p[j] * doi[d];
-                }
-            }
-        }
-        for (int t = 0; t < T; t++) {
-            for (int d = 0; d < HS; d++) {
-                const size_t row = ((size_t)b * T + t) * 3 * C + h * HS + d;
-                dqkv[row] = dq[(size_t)t * HS + d];
-                dqkv[row + C] = dk[(size_t)t * HS + d];
-                dqkv[row + 2 * C] = dv[(size_t)t * HS + d];
-            }
-        }
-    }
 }
 
 // ----------------------------------------------------------------------------------------------------
@@ -250,7 +179,7 @@ static bool check_shape(const Shape& s, bool timing) {
     cudaCheck(cudaMemcpy(lse.data(), d.lse, n_lse * sizeof(float), cudaMemcpyDeviceToHost));
 
     std::vector<double> out_ref, lse_ref, dqkv_ref;
-    reference(out_ref, lse_ref, dqkv_ref, qkv_f, dout_f, B, T, NH, HS);
+    attention_ref(out_ref, lse_ref, dqkv_ref, qkv_f, dout_f, B, T, NH, HS);
     auto all = [](size_t) { return true; };
     auto part = [C](int which) { return [C, which](size_t i) { return (int)((i % (3 * C)) / C) == which; }; };
     bool ok = true;

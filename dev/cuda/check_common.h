@@ -1,6 +1,7 @@
 // check_common.h: what the kernel check programs in dev/cuda/ share: host floatX conversion, device
 // buffers, poisoning, comparison against a CPU reference with stated tolerances, bit-identity checks
-// and timing against the device's measured copy bandwidth.
+// and timing against the device's measured copy bandwidth. The references themselves, each layer in
+// double, are tests/common/reference.h's (shared with the CPU tests).
 //
 // Conventions of every check program:
 //   - inputs are random and rounded to floatX on the host first, so the CPU reference (double) sees
@@ -23,6 +24,7 @@
 
 #include "llmc/cuda_common.h"
 #include "llmc/kernel_math.h"
+#include "tests/common/reference.h" // the layers in double: gelu_ref, layernorm_*_ref, attention_ref, ...
 
 #if defined(ENABLE_FP32)
 constexpr double FLOATX_EPS = 0x1p-24;
@@ -156,18 +158,6 @@ inline bool check_close(const char* what, const std::vector<float>& got, const s
 inline bool check_close(const char* what, const std::vector<float>& got, const std::vector<double>& ref,
                         double tol) {
     return check_close(what, got, ref, std::vector<double>(ref.size(), tol));
-}
-
-// tanh GELU and its derivative in double: the reference for the GELU kernels and the matmul's GELU epilogue
-inline double gelu_ref(double x) {
-    const double pi = 3.14159265358979323846;
-    return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / pi) * (x + 0.044715 * x * x * x)));
-}
-inline double gelu_grad_ref(double x) {
-    const double pi = 3.14159265358979323846;
-    double s = std::sqrt(2.0 / pi);
-    double th = std::tanh(s * (x + 0.044715 * x * x * x));
-    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * s * (1.0 + 3.0 * 0.044715 * x * x);
 }
 
 inline double max_abs(const std::vector<double>& v) {

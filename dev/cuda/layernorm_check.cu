@@ -1,5 +1,5 @@
 // layernorm_check.cu: layernorm_forward, fused_residual_layernorm_forward and layernorm_backward
-// (llmc/layernorm.cuh) against a double CPU reference.
+// (llmc/layernorm.cuh) against the double reference (layernorm_forward_ref / layernorm_backward_ref).
 // Tolerances:
 //   residual_out: the GPU adds two floatX values in fp32 (exact) and rounds once, like the host's
 //                 round_floatX(a + b): must be bit-equal (tol 0).
@@ -7,9 +7,8 @@
 //   ln_out:       one floatX rounding (FLOATX_EPS |ref|) plus the fp32 statistics' error carried through
 //                 |w xhat| (4 C 2^-24 |w xhat| + C 2^-24 * max|x| * rstd |w|).
 //   dinp:         added into a random dinp: FLOATX_EPS |ref| plus 8 C 2^-24 times the row's largest term.
-//   dw, db:       column sums over N rows, two levels (32 rows, then N/32 slices): (32 + N/32) 2^-24
-//   sum|terms|,
-//                 plus FLOATX_EPS |ref| for the final rounding.
+//   dw, db:       column sums over N rows, two levels (32 rows, then N/32 slices):
+//                 (32 + N/32) 2^-24 sum|terms|, plus FLOATX_EPS |ref| for the final rounding.
 // Backward runs twice from the same state and must be bit-identical. Timing: GB/s counting each tensor
 // read or written once, against the measured device copy bandwidth.
 // Build: make dev/cuda/layernorm_check [PRECISION=FP32]; run: ./dev/cuda/layernorm_check
@@ -56,24 +55,18 @@ static void check_shape(int B, int T, int C, std::mt19937& rng, bool time_it) {
         mean_tol.resize(N);
         for (int n = 0; n < N; n++) {
             const float* row = x.data() + (size_t)n * C;
-            double m = 0.0, abs_sum = 0.0, max_x = 0.0;
+            layernorm_forward_ref(row, weight.data(), bias.data(), C, &out[(size_t)n * C], &mean[n],
+                                  &rstd[n]);
+            const double m = mean[n], s = rstd[n];
+            double abs_sum = 0.0, max_x = 0.0;
             for (int c = 0; c < C; c++) {
-                m += row[c];
                 abs_sum += std::fabs(row[c]);
                 max_x = std::max(max_x, (double)std::fabs(row[c]));
             }
-            m /= C;
-            double v = 0.0;
-            for (int c = 0; c < C; c++) v += (row[c] - m) * (row[c] - m);
-            v /= C;
-            double s = 1.0 / std::sqrt(v + 1e-5);
-            mean[n] = m;
-            rstd[n] = s;
             mean_tol[n] = C * FP32_EPS * abs_sum / C + FP32_EPS * std::fabs(m);
             for (int c = 0; c < C; c++) {
-                double wx = (row[c] - m) * s * weight[c];
-                out[(size_t)n * C + c] = wx + bias[c];
-                out_tol[(size_t)n * C + c] = FLOATX_EPS * std::fabs(wx + bias[c]) +
+                const double wx = (row[c] - m) * s * weight[c];
+                out_tol[(size_t)n * C + c] = FLOATX_EPS * std::fabs(out[(size_t)n * C + c]) +
                                              4.0 * C * FP32_EPS * std::fabs(wx) +
                                              C * FP32_EPS * max_x * s * std::fabs(weight[c]);
             }
@@ -121,33 +114,24 @@ static void check_shape(int B, int T, int C, std::mt19937& rng, bool time_it) {
     std::vector<float> mean_f(mean.begin(), mean.end()), rstd_f(rstd.begin(), rstd.end());
     upload(d_mean, mean_f);
     upload(d_rstd, rstd_f);
-    std::vector<double> dinp_ref(NC), dinp_tol(NC), dw_ref(C), db_ref(C), dw_abs(C, 0.0), db_abs(C, 0.0);
-    for (int c = 0; c < C; c++) {
-        dw_ref[c] = dweight0[c];
-        db_ref[c] = dbias0[c];
-    }
+    std::vector<double> dinp_ref(dinp0.begin(), dinp0.end()), dinp_tol(NC);
+    std::vector<double> dw_ref(dweight0.begin(), dweight0.end()), db_ref(dbias0.begin(), dbias0.end());
+    std::vector<double> dw_abs(C, 0.0), db_abs(C, 0.0);
     for (int n = 0; n < N; n++) {
         const size_t o = (size_t)n * C;
         const double m = mean_f[n], s = rstd_f[n];
-        double mean_g = 0.0, mean_gx = 0.0, max_term = 0.0;
+        layernorm_backward_ref(&dout[o], &residual[o], weight.data(), m, s, C, &dinp_ref[o], dw_ref.data(),
+                               db_ref.data());
+        // the tolerances: the largest term of the row's sums, and the sums of |terms| of the column sums
+        double max_term = 0.0;
         for (int c = 0; c < C; c++) {
-            double g = (double)dout[o + c] * weight[c];
-            double xhat = (residual[o + c] - m) * s;
-            mean_g += g;
-            mean_gx += g * xhat;
+            const double g = (double)dout[o + c] * weight[c], xhat = (residual[o + c] - m) * s;
             max_term = std::max(max_term, std::fabs(g) + std::fabs(g * xhat));
-        }
-        mean_g /= C;
-        mean_gx /= C;
-        for (int c = 0; c < C; c++) {
-            double g = (double)dout[o + c] * weight[c];
-            double xhat = (residual[o + c] - m) * s;
-            dinp_ref[o + c] = dinp0[o + c] + s * (g - mean_g - xhat * mean_gx);
-            dinp_tol[o + c] = FLOATX_EPS * std::fabs(dinp_ref[o + c]) + 8.0 * C * FP32_EPS * s * max_term;
-            dw_ref[c] += dout[o + c] * xhat;
             dw_abs[c] += std::fabs(dout[o + c] * xhat);
-            db_ref[c] += dout[o + c];
             db_abs[c] += std::fabs(dout[o + c]);
+        }
+        for (int c = 0; c < C; c++) {
+            dinp_tol[o + c] = FLOATX_EPS * std::fabs(dinp_ref[o + c]) + 8.0 * C * FP32_EPS * s * max_term;
         }
     }
     const double sum_length = LN_BWD_ROWS_PER_PARTIAL + layernorm_backward_num_partials(N) + 1;

@@ -22,6 +22,7 @@
 
 #include "dev/cuda/matmul_gelu_forward.cuh"
 #include "llmc/matmul.cuh"
+#include "tests/common/reference.h"
 #include "tests/common/test_common.h"
 
 static const char* type_name(cudaDataType_t t) {
@@ -79,16 +80,6 @@ static std::vector<double> random_values(std::mt19937& rng, size_t count, cudaDa
     std::vector<double> v(count);
     for (double& x : v) x = quantize(u(rng), t);
     return v;
-}
-
-// reference GELU (tanh form) and its derivative, in double
-static double ref_gelu(double x) {
-    const double s = std::sqrt(2.0 / M_PI), u = s * (x + 0.044715 * x * x * x);
-    return 0.5 * x * (1.0 + std::tanh(u));
-}
-static double ref_gelu_grad(double x) {
-    const double s = std::sqrt(2.0 / M_PI), th = std::tanh(s * (x + 0.044715 * x * x * x));
-    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * s * (1.0 + 3.0 * 0.044715 * x * x);
 }
 
 static double ulp_bf16(double v) {
@@ -218,9 +209,9 @@ static std::vector<double> run_case(cublasLtHandle_t handle, const Case& cs, boo
             if (has_bias(ep)) x += bias[i];
             double out = x;
             if (ep == CUBLASLT_EPILOGUE_DGELU) {
-                out = x * ref_gelu_grad(aux[(size_t)j * aux_ld + i]);
+                out = x * gelu_grad_ref(aux[(size_t)j * aux_ld + i]);
             } else if (ep != CUBLASLT_EPILOGUE_DEFAULT && ep != CUBLASLT_EPILOGUE_BIAS) {
-                out = ref_gelu(x);
+                out = gelu_ref(x);
             }
             ref_d[(size_t)j * m + i] = out;
             ref_aux[(size_t)j * m + i] = x;
@@ -706,8 +697,8 @@ static void test_matmul_cuh() {
             double s = b[o];
             for (int c = 0; c < C; c++) s += inp[(size_t)r * C + c] * w[(size_t)o * C + c];
             pre[(size_t)r * OC + o] = s;
-            out_fused[(size_t)r * OC + o] = ref_gelu(s);
-            out_unfused[(size_t)r * OC + o] = ref_gelu(quantize(s, t));
+            out_fused[(size_t)r * OC + o] = gelu_ref(s);
+            out_unfused[(size_t)r * OC + o] = gelu_ref(quantize(s, t));
         }
     }
     for (int fused = 1; fused >= 0; fused--) {
@@ -734,7 +725,7 @@ static void test_matmul_cuh() {
         for (int c = 0; c < C; c++) {
             double g = 0.0;
             for (int o = 0; o < OC; o++) g += dout[(size_t)r * OC + o] * w[(size_t)o * C + c];
-            const double grad = ref_gelu_grad(pre_in[(size_t)r * C + c]);
+            const double grad = gelu_grad_ref(pre_in[(size_t)r * C + c]);
             dinp_fused[(size_t)r * C + c] = g * grad;
             dinp_unfused[(size_t)r * C + c] = quantize(g, t) * grad;
         }

@@ -27,10 +27,12 @@ mkdir -p "$dir"
 FLAGS=(-std=c++17 -O2 -g -fopenmp -w -Idev/cuda/emu/include -x c++)
 LIBS=(-fopenmp -lm -lrt -pthread)
 
-# the sources a check sees: its own copy of llmc/ and dev/cuda/ (included as "llmc/..." and "dev/cuda/...")
-mkdir -p "$dir/original/dev/cuda"
+# the sources a check sees: its own copy of llmc/, dev/cuda/ and the references in tests/common/ (included as
+# "llmc/...", "dev/cuda/...", "tests/common/...")
+mkdir -p "$dir/original/dev/cuda" "$dir/original/tests"
 cp -r llmc "$dir/original/"
-cp dev/cuda/check_common.h dev/cuda/*_check.cu "$dir/original/dev/cuda/"
+cp -r tests/common "$dir/original/tests/"
+cp dev/cuda/*.h dev/cuda/*.cuh dev/cuda/*_check.cu "$dir/original/dev/cuda/"
 
 build() { # tree, check, [-DENABLE_FP32]: builds tree/check[_fp32] from the tree's sources only
     local tree=$1 check=$2 bin=$1/$2

@@ -30,6 +30,7 @@
 #include <omp.h>
 
 #include "llmc/adamw8bit.h"
+#include "tests/common/reference.h"
 #include "tests/common/test_common.h"
 
 static const float LR = 1e-2f, BETA1 = 0.9f, BETA2 = 0.999f, EPS = 1e-8f, WD = 0.1f;
@@ -93,13 +94,8 @@ static double grad_at(const Problem& pb, size_t i, double w, int t) {
 struct RefAdamW {
     std::vector<double> w, m, v;
     void step(const Problem& pb, int t) {
-        const double b1 = BETA1, b2 = BETA2, bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
-        for (size_t i = 0; i < pb.n; i++) {
-            double g = grad_at(pb, i, w[i], t);
-            m[i] = b1 * m[i] + (1.0 - b1) * g;
-            v[i] = b2 * v[i] + (1.0 - b2) * g * g;
-            w[i] -= (double)LR * (m[i] / bc1 / (sqrt(v[i] / bc2) + EPS) + (double)WD * w[i]);
-        }
+        for (size_t i = 0; i < pb.n; i++)
+            w[i] = adamw_ref(w[i], grad_at(pb, i, w[i], t), &m[i], &v[i], LR, BETA1, BETA2, EPS, WD, t);
     }
 };
 
@@ -189,9 +185,8 @@ static void test_first_step() {
     const Codebook& vs = dynamic_map_unsigned();
     double worst_p = 0.0, worst_m = 0.0, worst_v = 0.0;
     for (size_t i = 0; i < n; i++) {
-        double gd = g[i], m = (1.0 - BETA1) * gd, v = (1.0 - BETA2) * gd * gd;
-        double mhat = m / (1.0 - BETA1), vhat = v / (1.0 - BETA2);
-        double pref = p0[i] - (double)LR * (mhat / (sqrt(vhat) + EPS) + (double)WD * p0[i]);
+        double m = 0.0, v = 0.0; // the state after the step: m = (1-b1) g, v = (1-b2) g^2
+        const double pref = adamw_ref(p0[i], g[i], &m, &v, LR, BETA1, BETA2, EPS, WD, 1);
         // fp32 evaluation: a handful of roundings, each <= 2^-24 relative, of terms of size |p| and lr
         worst_p = std::max(worst_p, fabs(p[i] - pref) / (1e-6 * (fabs(pref) + LR)));
         size_t b = i / bs;

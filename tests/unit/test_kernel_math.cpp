@@ -13,6 +13,7 @@
 
 #include "llmc/kernel_math.h"
 #include "llmc/mfu.h"
+#include "tests/common/reference.h"
 #include "tests/common/test_common.h"
 
 // ----------------------------------------------------------------------------------------------------
@@ -156,11 +157,6 @@ static void test_hash() {
 // ----------------------------------------------------------------------------------------------------
 // GELU
 
-static double gelu_reference(double x) {
-    const double pi = 3.14159265358979323846;
-    return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / pi) * (x + 0.044715 * x * x * x)));
-}
-
 static void test_gelu() {
     CHECK(std::fabs((double)GELU_SQRT_2_OVER_PI - std::sqrt(2.0 / 3.14159265358979323846)) < 1e-7,
           "GELU constant equals sqrt(2/pi)");
@@ -168,12 +164,12 @@ static void test_gelu() {
     for (int i = 0; i <= 16000; i++) {
         double x = -8.0 + i * 0.001;
         // forward: float evaluation against the double formula; errors are a few float ulps of max(|x|,1)
-        worst_f = std::fmax(worst_f, std::fabs(gelu_forward_math((float)x) - gelu_reference((float)x)) /
+        worst_f = std::fmax(worst_f, std::fabs(gelu_forward_math((float)x) - gelu_ref((float)x)) /
                                          std::fmax(1.0, std::fabs(x)));
         // backward: against a central finite difference of the double forward (h^2 truncation ~1e-10)
         double h = 1e-5;
         double xf = (double)(float)x;
-        double fd = (gelu_reference(xf + h) - gelu_reference(xf - h)) / (2 * h);
+        double fd = (gelu_ref(xf + h) - gelu_ref(xf - h)) / (2 * h);
         worst_b = std::fmax(worst_b, std::fabs(gelu_backward_math((float)x) - fd));
     }
     CHECK_BOUND(worst_f < 1e-6, worst_f, 1e-6,
@@ -236,11 +232,7 @@ static void test_classifier() {
         float loss;
         std::vector<float> d;
         classifier_row_like_kernel(x, cs.V, cs.Vp, target, scale, &loss, d);
-        double m = -1e300;
-        for (int i = 0; i < cs.V; i++) m = std::fmax(m, (double)x[i]);
-        double sum = 0.0;
-        for (int i = 0; i < cs.V; i++) sum += std::exp((double)x[i] - m);
-        double lse = m + std::log(sum);
+        const double lse = logsumexp_ref(x.data(), cs.V);
         double ref_loss = lse - x[target];
         char what[160];
         // float exp/log relative errors ~1e-7 per term; the loss is a difference of O(|lse|) numbers
@@ -272,17 +264,15 @@ static void test_classifier() {
 // ----------------------------------------------------------------------------------------------------
 // LayerNorm backward formula vs finite differences of a double forward
 
+// sum_i dy_i LayerNorm(x)_i: its gradient in x is the backward's dinp for the output gradient dy
 static double layernorm_loss(const std::vector<double>& x, const std::vector<double>& w,
                              const std::vector<double>& b, const std::vector<double>& dy) {
     const int C = (int)x.size();
-    double mean = 0.0, var = 0.0;
-    for (double v : x) mean += v;
-    mean /= C;
-    for (double v : x) var += (v - mean) * (v - mean);
-    var /= C;
-    double rstd = 1.0 / std::sqrt(var + 1e-5);
+    std::vector<double> out(C);
+    double mean, rstd;
+    layernorm_forward_ref(x.data(), w.data(), b.data(), C, out.data(), &mean, &rstd);
     double loss = 0.0;
-    for (int i = 0; i < C; i++) loss += dy[i] * ((x[i] - mean) * rstd * w[i] + b[i]);
+    for (int i = 0; i < C; i++) loss += dy[i] * out[i];
     return loss;
 }
 
@@ -352,11 +342,7 @@ static void test_adamw() {
             float bc1 = (float)(1.0 - std::pow((double)beta1, t));
             float bc2 = (float)(1.0 - std::pow((double)beta2, t));
             p = adamw_step_math(p, g, &m, &v, lr, beta1, beta2, bc1, bc2, eps, wd);
-            md = (double)beta1 * md + (1.0 - (double)beta1) * g;
-            vd = (double)beta2 * vd + (1.0 - (double)beta2) * (double)g * g;
-            double mhat = md / (1.0 - std::pow((double)beta1, t));
-            double vhat = vd / (1.0 - std::pow((double)beta2, t));
-            pd -= (double)lr * (mhat / (std::sqrt(vhat) + eps) + (double)wd * pd);
+            pd = adamw_ref(pd, g, &md, &vd, lr, beta1, beta2, eps, wd, t);
         }
         worst = std::fmax(worst, std::fabs(p - pd));
         // m can cancel to ~0, so measure both moments in units of the gradient scale (0.01, 0.01^2)
