@@ -297,8 +297,10 @@ test-fast:
 		$(CPU_REFERENCE_STATES)
 	MAKEFLAGS= bash tests/run.sh -j 2 tests/unit test_gpt2
 
+# clang-format 14, as tests/style/test_format.sh checks
+CLANG_FORMAT ?= $(or $(shell command -v clang-format-14 2>/dev/null),clang-format)
 format:
-	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
+	$(CLANG_FORMAT) -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
 
 clean:
 	rm -f train_gpt2 test_gpt2 tokenizer prepro_tinyshakespeare $(CUDA_BINS)

@@ -6,22 +6,24 @@
 #                           the PyTorch reference (train_gpt2.py), the tokenizer's reference, plots
 #   unicode-data            the Unicode database the tokenizer's tables are generated (and checked) from
 #   clang libomp-dev        clang++ and its OpenMP for the CPU emulator of the GPU programs (make emu)
+#   clang-format            the formatter tests/style/test_format.sh checks the sources against (version 14)
 # As root it runs apt-get; otherwise it prints the apt-get line to run and exits 1. Nothing is downloaded
 # from anywhere but Debian's package archive. The CUDA toolkit (for the GPU trainer) is not installed here.
 set -euo pipefail
 packages=(build-essential openmpi-bin libopenmpi-dev python3 python3-torch python3-numpy python3-regex
-          python3-matplotlib unicode-data clang libomp-dev)
+          python3-matplotlib unicode-data clang libomp-dev clang-format)
 
 missing=()
 command -v g++ >/dev/null && command -v make >/dev/null || missing+=(build-essential)
 command -v mpicxx >/dev/null && command -v mpirun >/dev/null || missing+=(openmpi-bin libopenmpi-dev)
 # Debian's Python packages import only under /usr/bin/python3
-/usr/bin/python3 -c "import torch" 2>/dev/null || missing+=(python3-torch)
-/usr/bin/python3 -c "import numpy" 2>/dev/null || missing+=(python3-numpy)
-/usr/bin/python3 -c "import regex" 2>/dev/null || missing+=(python3-regex)
-/usr/bin/python3 -c "import matplotlib" 2>/dev/null || missing+=(python3-matplotlib)
+for module in torch numpy regex matplotlib; do
+    [ -x /usr/bin/python3 ] && /usr/bin/python3 "$(dirname "$0")/missing_python_modules.py" $module >/dev/null ||
+        missing+=(python3-$module)
+done
 [ -f /usr/share/unicode/UnicodeData.txt ] || missing+=(unicode-data)
 echo 'int main() {}' | clang++ -fopenmp -x c++ - -o /dev/null 2>/dev/null || missing+=(clang libomp-dev)
+command -v clang-format-14 >/dev/null || command -v clang-format >/dev/null || missing+=(clang-format)
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install_deps: everything is installed"

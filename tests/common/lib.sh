@@ -8,7 +8,7 @@ PY=/usr/bin/python3
 
 require_python() { # MODULE...
     local missing
-    missing=$("$PY" tests/common/missing_modules.py "$@") || {
+    missing=$("$PY" scripts/missing_python_modules.py "$@") || {
         echo "error: $PY cannot import $missing: install the Debian packages (bash scripts/install_deps.sh)" >&2
         exit 1
     }

@@ -69,8 +69,8 @@ __attribute__((format(printf, 5, 6))) static inline bool test_check(bool ok, con
 }
 
 // the message padded to a column, then the measured value and the bound it is checked against
-static bool test_vcheck_bound(bool ok, double value, double bound, const char* file, int line, const char* fmt,
-                              va_list args) {
+static bool test_vcheck_bound(bool ok, double value, double bound, const char* file, int line,
+                              const char* fmt, va_list args) {
     char what[512];
     vsnprintf(what, sizeof(what), fmt, args);
     return test_check(ok, file, line, nullptr, "%-72s %.3e (bound %.3g)", what, value, bound);
@@ -83,9 +83,8 @@ test_check_bound(bool ok, double value, double bound, const char* file, int line
     va_end(args);
     return ok;
 }
-__attribute__((format(printf, 5, 6))) static inline bool test_check_le(double value, double bound,
-                                                                       const char* file, int line,
-                                                                       const char* fmt, ...) {
+__attribute__((format(printf, 5, 6))) static inline bool
+test_check_le(double value, double bound, const char* file, int line, const char* fmt, ...) {
     const bool ok = value <= bound; // false for a NaN
     va_list args;
     va_start(args, fmt);

@@ -25,8 +25,8 @@
 #include "tests/common/test_common.h"
 
 // one check of one rank, named with the case
-#define CHECK_RANK(pg, ok, what, P, max_count)                                                                \
-    CHECK(ok, "[rank %d of %d] %s (P=%zu, max_count=%zu)", (pg)->rank, (pg)->num_ranks, what, (size_t)(P),    \
+#define CHECK_RANK(pg, ok, what, P, max_count)                                                               \
+    CHECK(ok, "[rank %d of %d] %s (P=%zu, max_count=%zu)", (pg)->rank, (pg)->num_ranks, what, (size_t)(P),   \
           (size_t)(max_count))
 
 // the data of rank r for one test case: integers in [-1000, 1000]; the padding beyond P is zero,
@@ -61,8 +61,8 @@ static void check_case(ProcessGroup* pg, size_t P, size_t max_count, unsigned te
     // all-reduce sum
     std::vector<float> a = mine;
     pg_allreduce_sum(pg, a.data(), padded);
-    CHECK_RANK(pg, equal(a.data(), expected.data(), padded), "allreduce_sum == local sum of all ranks' data", P,
-          max_count);
+    CHECK_RANK(pg, equal(a.data(), expected.data(), padded), "allreduce_sum == local sum of all ranks' data",
+               P, max_count);
 
     // all-reduce mean
     std::vector<float> m = mine;
@@ -75,9 +75,10 @@ static void check_case(ProcessGroup* pg, size_t P, size_t max_count, unsigned te
     std::vector<float> shard(S, -1.0f), full(padded, -1.0f);
     pg_reduce_scatter_sum(pg, mine.data(), shard.data(), S);
     CHECK_RANK(pg, equal(shard.data(), expected.data() + off, S),
-          "reduce_scatter_sum gives this rank's slice of the sum", P, max_count);
+               "reduce_scatter_sum gives this rank's slice of the sum", P, max_count);
     pg_allgather(pg, shard.data(), full.data(), S);
-    CHECK_RANK(pg, equal(full.data(), a.data(), padded), "reduce_scatter + allgather == allreduce", P, max_count);
+    CHECK_RANK(pg, equal(full.data(), a.data(), padded), "reduce_scatter + allgather == allreduce", P,
+               max_count);
 
     // reduce-scatter mean: this rank's slice of the sum / N (exact: N is a power of two)
     std::vector<float> shard_mean(S, -1.0f);
@@ -89,7 +90,8 @@ static void check_case(ProcessGroup* pg, size_t P, size_t max_count, unsigned te
     // the same in place, as the trainers use them: grads -> grads + off, params + off -> params
     std::vector<float> g = mine;
     pg_reduce_scatter_sum(pg, g.data(), g.data() + off, S);
-    CHECK_RANK(pg, equal(g.data() + off, expected.data() + off, S), "in-place reduce_scatter_sum", P, max_count);
+    CHECK_RANK(pg, equal(g.data() + off, expected.data() + off, S), "in-place reduce_scatter_sum", P,
+               max_count);
     std::vector<float> p(padded, -1.0f);
     memcpy(p.data() + off, g.data() + off, S * sizeof(float));
     pg_allgather(pg, p.data() + off, p.data(), S);
@@ -117,10 +119,11 @@ static int run_collectives(ProcessGroup* pg) {
         expect_d += r + 0.5;
         expect_f += std::ldexp(1.0f, -(r + 1));
     }
-    CHECK_RANK(pg, pg_allreduce_sum_double(pg, pg->rank + 0.5) == expect_d, "allreduce_sum_double", 1, INT_MAX);
+    CHECK_RANK(pg, pg_allreduce_sum_double(pg, pg->rank + 0.5) == expect_d, "allreduce_sum_double", 1,
+               INT_MAX);
     // the mean: the sum (exact: distinct powers of two) divided by N, as pg_allreduce_mean_float computes it
     CHECK_RANK(pg, pg_allreduce_mean_float(pg, std::ldexp(1.0f, -(pg->rank + 1))) == expect_f / N,
-          "allreduce_mean_float", 1, INT_MAX);
+               "allreduce_mean_float", 1, INT_MAX);
     pg_check_same(pg, 124475904, "the parameter count"); // fails (aborting) if broken
     pg_barrier(pg);
     if (pg->rank == 0) {

@@ -328,7 +328,8 @@ static void collectives_rank(int rank, int N, const ncclUniqueId& id, Shared* sh
     }
     for (ncclRedOp_t op : {ncclProd, ncclMax, ncclMin}) all_reduce_case<float>(&c, 1000, op, false, ++salt);
     all_reduce_case<double>(&c, EMU_NCCL_SLOT_BYTES / 8 + 3, ncclSum, true, ++salt);
-    all_reduce_case<float>(&c, 1, ncclSum, true, ++salt); // multi_gpu_barrier / multi_gpu_allreduce_mean_float
+    // one value: multi_gpu_barrier / multi_gpu_allreduce_mean_float
+    all_reduce_case<float>(&c, 1, ncclSum, true, ++salt);
     all_reduce_case<float>(&c, 0, ncclSum, false, ++salt);
     // reduce-scatter moves slot / N elements per chunk; all-gather a slot's worth
     const size_t rs32 = 2 * (slot32 / N) + 13, rs16 = 2 * (slot16 / N) + 13;
