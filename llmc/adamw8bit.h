@@ -21,7 +21,7 @@
 // estimating a tiny v only shrinks that parameter's step. Known limitation (inherent to 8-bit state with
 // round-to-nearest): when v decays by less than half a level gap per step (b2 = 0.999: 0.1% per step)
 // its code does not move unless the block absmax moves, so v lags on the high side and steps are a
-// little small; tests/test_adamw8bit.cpp measures the effect (on its test problem the loss stays within
+// little small; tests/unit/test_adamw8bit.cpp measures the effect (on its test problem the loss stays within
 // 6.5% of float64 AdamW's at block 2048). Stochastic rounding of the codes would remove the bias; it is
 // not done here.
 //
@@ -95,11 +95,6 @@ inline size_t adamw8bit_num_blocks(size_t n, int block_size) {
     return quant_num_blocks(n, (size_t)block_size);
 }
 
-// bytes of 8-bit state for a range of n parameters: 2 bytes/param of codes + 8 bytes per block of absmax
-inline size_t adamw8bit_state_bytes(size_t n, int block_size) {
-    return 2 * n + 2 * sizeof(float) * adamw8bit_num_blocks(n, block_size);
-}
-
 // One AdamW step on param (n), fp32 grad (n) and the 8-bit state of this range (layout above).
 // t is the 1-based step. Blocks are independent: OpenMP runs them in parallel, results do not depend on
 // the number of threads.
@@ -142,18 +137,4 @@ inline void adamw8bit_update(float* param, const float* grad, uint8_t* m_codes, 
         m_absmax[b] = finite ? m_max : NAN;
         v_absmax[b] = finite ? v_max : NAN;
     }
-}
-
-// Prints the optimizer-state memory of num_params parameters: fp32 moments vs 8-bit moments.
-inline void print_optimizer_state_memory(size_t num_params, int block_size) {
-    const double mib = 1024.0 * 1024.0;
-    const size_t fp32_bytes = 2 * sizeof(float) * num_params;
-    const size_t q8_bytes = adamw8bit_state_bytes(num_params, block_size);
-    printf("optimizer state for %zu parameters:\n", num_params);
-    printf("  fp32 AdamW m, v:        %10.2f MiB (8 bytes/param)\n", fp32_bytes / mib);
-    printf(
-        "  8-bit AdamW m, v codes: %10.2f MiB (2 bytes/param + 8 bytes per block of %d: %.4f bytes/param)\n",
-        q8_bytes / mib, block_size, num_params ? (double)q8_bytes / num_params : 0.0);
-    printf("  saving:                 %10.2f MiB (%.1f%%)\n", (fp32_bytes - (double)q8_bytes) / mib,
-           fp32_bytes ? 100.0 * (1.0 - (double)q8_bytes / fp32_bytes) : 0.0);
 }

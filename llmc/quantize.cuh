@@ -10,8 +10,8 @@
 // Kernels: one thread block per quantization block (threads stride through the block, coalesced),
 // reduce the absmax in shared memory, then write the codes; the codebook midpoints are staged in shared
 // memory so the binary search does not serialize on divergent constant-memory reads. Dequantization is
-// elementwise. The per-tensor scheme is the blockwise kernel with one block spanning the whole tensor
-// (one thread block: for the comparison in the tests, not for speed).
+// elementwise. Per-tensor absmax is the blockwise kernel with block_size = n (one thread block: for the
+// comparison in the checks, not for speed).
 //
 // Non-finite input: the block's absmax becomes NaN and its codes the zero code, as on the CPU. When
 // d_bad_block is not null the launcher resets it to 0xFFFFFFFF and the kernel atomicMin's the index of
@@ -161,7 +161,7 @@ inline int64_t quantize_read_bad_block(const unsigned int* d_bad_block) {
     return bad == 0xFFFFFFFFu ? -1 : (int64_t)bad;
 }
 
-// 1. blockwise absmax int8 / per-tensor int8
+// 1. blockwise absmax int8 (per-tensor: block_size = n)
 inline void quantize_absmax_int8_cuda(const float* x, size_t n, size_t block_size, int8_t* codes,
                                       float* absmax, unsigned int* d_bad_block, cudaStream_t stream) {
     quantize_blockwise_cuda<QUANT_INT8>(x, n, block_size, Codebook{}, (uint8_t*)codes, absmax, d_bad_block,
@@ -173,28 +173,6 @@ inline void dequantize_absmax_int8_cuda(const int8_t* codes, const float* absmax
     dequantize_blockwise_cuda<QUANT_INT8>((const uint8_t*)codes, absmax, n, block_size, Codebook{}, out,
                                           stream);
 }
-inline void quantize_per_tensor_int8_cuda(const float* x, size_t n, int8_t* codes, float* absmax,
-                                          unsigned int* d_bad_block, cudaStream_t stream) {
-    quantize_absmax_int8_cuda(x, n, n > 0 ? n : 1, codes, absmax, d_bad_block, stream);
-}
-inline void dequantize_per_tensor_int8_cuda(const int8_t* codes, const float* absmax, size_t n, float* out,
-                                            cudaStream_t stream) {
-    dequantize_absmax_int8_cuda(codes, absmax, n, n > 0 ? n : 1, out, stream);
-}
-
-// 2. codebooks with one byte per code (dynamic_map_signed() / dynamic_map_unsigned())
-inline void quantize_codebook_cuda(const float* x, size_t n, size_t block_size, const Codebook& cb,
-                                   uint8_t* codes, float* absmax, unsigned int* d_bad_block,
-                                   cudaStream_t stream) {
-    quantize_blockwise_cuda<QUANT_CODEBOOK>(x, n, block_size, cb, codes, absmax, d_bad_block, stream,
-                                            "quantize_codebook_cuda");
-}
-inline void dequantize_codebook_cuda(const uint8_t* codes, const float* absmax, size_t n, size_t block_size,
-                                     const Codebook& cb, float* out, cudaStream_t stream) {
-    quant_check_block_size(block_size, "dequantize_codebook_cuda");
-    dequantize_blockwise_cuda<QUANT_CODEBOOK>(codes, absmax, n, block_size, cb, out, stream);
-}
-
 // NF4: packed holds ceil(n / 2) bytes
 inline void quantize_nf4_cuda(const float* x, size_t n, size_t block_size, uint8_t* packed, float* absmax,
                               unsigned int* d_bad_block, cudaStream_t stream) {

@@ -303,50 +303,6 @@ inline void dequantize_absmax_int8(const int8_t* codes, const float* absmax, siz
     for (size_t i = 0; i < n; i++) out[i] = dequantize_int8_value(codes[i], absmax[i / block_size]);
 }
 
-// per-tensor absmax: one block holding the whole tensor (absmax is one float)
-inline int64_t quantize_per_tensor_int8(const float* x, size_t n, int8_t* codes, float* absmax) {
-    return quantize_absmax_int8(x, n, n > 0 ? n : 1, codes, absmax);
-}
-inline void dequantize_per_tensor_int8(const int8_t* codes, const float* absmax, size_t n, float* out) {
-    dequantize_absmax_int8(codes, absmax, n, n > 0 ? n : 1, out);
-}
-
-// ----------------------------------------------------------------------------------------------------
-// 2. codebook quantization, one byte per code (the dynamic maps)
-
-inline int64_t quantize_codebook(const float* x, size_t n, size_t block_size, const Codebook& cb,
-                                 uint8_t* codes, float* absmax) {
-    quant_check_block_size(block_size, "quantize_codebook");
-    const size_t num_blocks = quant_num_blocks(n, block_size);
-    int64_t bad = INT64_MAX;
-#pragma omp parallel for schedule(static) reduction(min : bad)
-    for (size_t b = 0; b < num_blocks; b++) {
-        const size_t start = b * block_size;
-        const size_t count = (start + block_size <= n) ? block_size : n - start;
-        float a;
-        if (quant_block_absmax(x + start, count, &a)) {
-            absmax[b] = a;
-            for (size_t i = 0; i < count; i++) {
-                codes[start + i] =
-                    (uint8_t)codebook_quantize_value(cb.midpoints, cb.size, cb.zero_code, x[start + i], a);
-            }
-        } else {
-            absmax[b] = NAN;
-            for (size_t i = 0; i < count; i++) codes[start + i] = (uint8_t)cb.zero_code;
-            if ((int64_t)b < bad) bad = (int64_t)b;
-        }
-    }
-    return bad == INT64_MAX ? -1 : bad;
-}
-
-inline void dequantize_codebook(const uint8_t* codes, const float* absmax, size_t n, size_t block_size,
-                                const Codebook& cb, float* out) {
-    quant_check_block_size(block_size, "dequantize_codebook");
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        out[i] = codebook_dequantize_value(cb.levels, codes[i], absmax[i / block_size]);
-}
-
 // ----------------------------------------------------------------------------------------------------
 // NF4: x (n) -> packed (ceil(n / 2) bytes), absmax (ceil(n / block_size)); block_size even (QLoRA: 64)
 

@@ -19,9 +19,24 @@
 #include <vector>
 
 #include "dev/cuda/check_common.h"
+#include "dev/cuda/quantize_codebook.h"
 #include "llmc/cuda_common.h"
 #include "llmc/quantize.cuh"
 #include "llmc/quantize.h"
+
+// the array codebook quantizers of dev/cuda/quantize_codebook.h on the GPU: llmc/quantize.cuh's blockwise
+// kernels with the one-byte codebook scheme
+inline void quantize_codebook_cuda(const float* x, size_t n, size_t block_size, const Codebook& cb,
+                                   uint8_t* codes, float* absmax, unsigned int* d_bad_block,
+                                   cudaStream_t stream) {
+    quantize_blockwise_cuda<QUANT_CODEBOOK>(x, n, block_size, cb, codes, absmax, d_bad_block, stream,
+                                            "quantize_codebook_cuda");
+}
+inline void dequantize_codebook_cuda(const uint8_t* codes, const float* absmax, size_t n, size_t block_size,
+                                     const Codebook& cb, float* out, cudaStream_t stream) {
+    quant_check_block_size(block_size, "dequantize_codebook_cuda");
+    dequantize_blockwise_cuda<QUANT_CODEBOOK>(codes, absmax, n, block_size, cb, out, stream);
+}
 
 static int g_failures = 0;
 static const size_t PAD = 256; // bytes past each GPU output that must stay poisoned
@@ -166,10 +181,10 @@ static void check_case(size_t n, size_t bs, uint32_t seed, bool with_nan, bool i
     if (n <= (1u << 20) && !int8_only) {
         std::vector<int8_t> codes(n);
         float absmax;
-        quantize_per_tensor_int8(x.data(), n, codes.data(), &absmax);
+        quantize_absmax_int8(x.data(), n, n, codes.data(), &absmax); // one block: the whole tensor
         DeviceBuffer d_codes(n), d_absmax(4);
-        quantize_per_tensor_int8_cuda(d_x.as<float>(), n, d_codes.as<int8_t>(), d_absmax.as<float>(), nullptr,
-                                      0);
+        quantize_absmax_int8_cuda(d_x.as<float>(), n, n, d_codes.as<int8_t>(), d_absmax.as<float>(), nullptr,
+                                  0);
         snprintf(what, sizeof(what), "per-tensor int8 n=%zu", n);
         compare(d_codes, codes.data(), n, what);
         compare(d_absmax, &absmax, 4, what, true);

@@ -33,6 +33,26 @@
 #include "tests/common/reference.h"
 #include "tests/common/test_common.h"
 
+// The memory arithmetic of the 8-bit state (the trainers count theirs per ZeRO range).
+// bytes of 8-bit state for a range of n parameters: 2 bytes/param of codes + 8 bytes per block of absmax
+static size_t adamw8bit_state_bytes(size_t n, int block_size) {
+    return 2 * n + 2 * sizeof(float) * adamw8bit_num_blocks(n, block_size);
+}
+
+// Prints the optimizer-state memory of num_params parameters: fp32 moments vs 8-bit moments.
+static void print_optimizer_state_memory(size_t num_params, int block_size) {
+    const double mib = 1024.0 * 1024.0;
+    const size_t fp32_bytes = 2 * sizeof(float) * num_params;
+    const size_t q8_bytes = adamw8bit_state_bytes(num_params, block_size);
+    printf("optimizer state for %zu parameters:\n", num_params);
+    printf("  fp32 AdamW m, v:        %10.2f MiB (8 bytes/param)\n", fp32_bytes / mib);
+    printf(
+        "  8-bit AdamW m, v codes: %10.2f MiB (2 bytes/param + 8 bytes per block of %d: %.4f bytes/param)\n",
+        q8_bytes / mib, block_size, num_params ? (double)q8_bytes / num_params : 0.0);
+    printf("  saving:                 %10.2f MiB (%.1f%%)\n", (fp32_bytes - (double)q8_bytes) / mib,
+           fp32_bytes ? 100.0 * (1.0 - (double)q8_bytes / fp32_bytes) : 0.0);
+}
+
 static const float LR = 1e-2f, BETA1 = 0.9f, BETA2 = 0.999f, EPS = 1e-8f, WD = 0.1f;
 
 // uniform in [0, 1) and standard normal from a counter-based hash, so the noise of parameter i at step t

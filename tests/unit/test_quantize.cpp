@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "dev/cuda/quantize_codebook.h"
 #include "llmc/quantize.h"
 #include "tests/common/test_common.h"
 
@@ -76,8 +77,8 @@ static void test_outliers() {
     std::vector<float> a1(quant_num_blocks(n, 64)), a2(1), d1(n), d2(n);
     quantize_absmax_int8(x.data(), n, 64, c1.data(), a1.data());
     dequantize_absmax_int8(c1.data(), a1.data(), n, 64, d1.data());
-    quantize_per_tensor_int8(x.data(), n, c2.data(), a2.data());
-    dequantize_per_tensor_int8(c2.data(), a2.data(), n, d2.data());
+    quantize_absmax_int8(x.data(), n, n, c2.data(), a2.data()); // per tensor: one block of n
+    dequantize_absmax_int8(c2.data(), a2.data(), n, n, d2.data());
     // mean absolute error (the typical element's error) and RMS error (dominated by the few blocks that
     // hold an outlier, where blockwise is no better than per-tensor)
     double mae1 = 0.0, mae2 = 0.0, rms1 = 0.0, rms2 = 0.0;
