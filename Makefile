@@ -23,6 +23,8 @@ LDLIBS += -lm -fopenmp
 HEADERS := $(wildcard llmc/*.h)
 # what the dev/cuda kernel checks include besides llmc/: their common header, the layers' double references
 CHECK_HEADERS := dev/cuda/check_common.h tests/common/reference.h $(wildcard dev/cuda/*.cuh)
+# what test_gpt2.cpp and test_gpt2.cu include besides their trainer: CHECK and the debug state's reader
+TEST_GPT2_HEADERS := tests/common/test_common.h tests/common/debug_state.h
 
 CUDA_BINS :=
 
@@ -72,7 +74,7 @@ endif
 train_gpt2: train_gpt2.cpp $(HEADERS)
 	$(TRAIN_CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
-test_gpt2: test_gpt2.cpp train_gpt2.cpp $(HEADERS)
+test_gpt2: test_gpt2.cpp train_gpt2.cpp $(HEADERS) $(TEST_GPT2_HEADERS)
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,9 +163,9 @@ train_gpt2cu: $(GPU_TRAINER_DEPS)
 	$(NVCC) $(NVCCFLAGS) $(GPU_TRAINER_MPI) $< -o $@ $(GPU_TRAINER_LIBS) $(GPU_TRAINER_MPI_LIBS)
 train_gpt2fp32cu: $(GPU_TRAINER_DEPS)
 	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 $(GPU_TRAINER_MPI) $< -o $@ $(GPU_TRAINER_LIBS) $(GPU_TRAINER_MPI_LIBS)
-test_gpt2cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
+test_gpt2cu: test_gpt2.cu $(GPU_TRAINER_DEPS) $(TEST_GPT2_HEADERS)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(GPU_TRAINER_LIBS)
-test_gpt2fp32cu: test_gpt2.cu $(GPU_TRAINER_DEPS)
+test_gpt2fp32cu: test_gpt2.cu $(GPU_TRAINER_DEPS) $(TEST_GPT2_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 $< -o $@ $(GPU_TRAINER_LIBS)
 CUDA_BINS += train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
 
@@ -175,7 +177,7 @@ CUDA_BINS += train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
 # the section the emulator poisons before every block (g++ does not; the emulator checks at start-up).
 EMU_CXX ?= clang++
 EMU_INCLUDE := dev/cuda/emu/include
-EMU_HEADERS := $(wildcard $(EMU_INCLUDE)/*.h) $(HEADERS) $(CUDA_HEADERS) $(CHECK_HEADERS)
+EMU_HEADERS := $(wildcard $(EMU_INCLUDE)/*.h) $(HEADERS) $(CUDA_HEADERS)
 EMU_FLAGS := -std=c++17 -O2 -g -fopenmp -Wall -Wextra -I$(EMU_INCLUDE) -I. -x c++
 EMU_LIBS := -fopenmp -lm -lrt -pthread
 EMU_MPI = $(if $(HAVE_MPICXX),-DUSE_MPI $(MPI_NVCC_INC),)
@@ -192,16 +194,16 @@ build/emu/train_gpt2cu: train_gpt2.cu $(EMU_HEADERS)
 build/emu/train_gpt2fp32cu: train_gpt2.cu $(EMU_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $(EMU_MPI) $< -o $@ $(EMU_LIBS) $(EMU_MPI_LIBS)
-build/emu/test_gpt2cu: test_gpt2.cu train_gpt2.cu $(EMU_HEADERS)
+build/emu/test_gpt2cu: test_gpt2.cu train_gpt2.cu $(EMU_HEADERS) $(TEST_GPT2_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) $< -o $@ $(EMU_LIBS)
-build/emu/test_gpt2fp32cu: test_gpt2.cu train_gpt2.cu $(EMU_HEADERS)
+build/emu/test_gpt2fp32cu: test_gpt2.cu train_gpt2.cu $(EMU_HEADERS) $(TEST_GPT2_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $< -o $@ $(EMU_LIBS)
-build/emu/%_check: dev/cuda/%_check.cu $(EMU_HEADERS)
+build/emu/%_check: dev/cuda/%_check.cu $(EMU_HEADERS) $(CHECK_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) $< -o $@ $(EMU_LIBS)
-build/emu/%_check_fp32: dev/cuda/%_check.cu $(EMU_HEADERS)
+build/emu/%_check_fp32: dev/cuda/%_check.cu $(EMU_HEADERS) $(CHECK_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $< -o $@ $(EMU_LIBS)
 build/emu/nccl_check: dev/cuda/nccl_check.cu $(EMU_HEADERS)
@@ -284,17 +286,19 @@ build/tests/emu_bf16_nvidia.o: tests/emu/emu_bf16_nvidia.cpp
 	@mkdir -p build/tests
 	$(CXX) -O2 -c -I/usr/local/cuda/include $< -o $@
 
-# everything is built first, two compiles at a time (the emulated programs are half the compile time),
-# then the tests run two at a time. MAKEFLAGS is cleared for the runner: the tests' own makes are makes of
-# their own, not jobs of this one.
+# Everything is built first, two compiles at a time (or with the -j make was given), then the runner runs
+# the tests two at a time. The runner gets an empty MAKEFLAGS: the tests' own makes (no-ops once everything
+# is built, but test_cuda_build's rebuild) are makes of their own, not jobs of this one, so they neither
+# share nor warn about its jobserver. (Variables for them go in the environment, not on this command line.)
+TEST_BUILD_JOBS = $(if $(findstring -j,$(MAKEFLAGS)),,-j2)
 test:
-	$(MAKE) --no-print-directory -j2 all $(TEST_PROGS) emu data reference_states
+	$(MAKE) --no-print-directory $(TEST_BUILD_JOBS) all $(TEST_PROGS) emu data reference_states
 	MAKEFLAGS= bash tests/run.sh -j 2
 
 # the inner loop: the unit tests and the CPU trainer against the PyTorch reference
+UNIT_TESTS := $(patsubst %.cpp,build/tests/%,$(notdir $(wildcard tests/unit/test_*.cpp)))
 test-fast:
-	$(MAKE) --no-print-directory -j2 test_gpt2 $(patsubst %.cpp,build/tests/%,$(notdir $(wildcard tests/unit/test_*.cpp))) \
-		$(CPU_REFERENCE_STATES)
+	$(MAKE) --no-print-directory $(TEST_BUILD_JOBS) test_gpt2 $(UNIT_TESTS) $(CPU_REFERENCE_STATES)
 	MAKEFLAGS= bash tests/run.sh -j 2 tests/unit test_gpt2
 
 # clang-format 14, as tests/style/test_format.sh checks
