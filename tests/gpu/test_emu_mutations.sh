@@ -2,7 +2,7 @@
 # The CPU emulator of CUDA (dev/cuda/emu) must catch bugs planted in the real kernels. Each mutant is one
 # small edit to a copy of llmc/ and dev/cuda/ (under build/emu/mutants/), built with clang++ against the
 # emulator like `make emu` builds the checks; the dev/cuda check program built from it must FAIL, with the
-# emulator's message or a failed check line. The unmutated copy of each check passes first.
+# emulator's message or a failed check line. The unmutated check (`make emu`'s build of it) passes.
 #   barrier:    block_reduce_sum's first __syncthreads removed (llmc/cuda_common.h; adamw_check's
 #               global_norm_squared), and the __syncthreads after attention_forward_kernel loads a K/V tile
 #               (llmc/attention.cuh; attention_check FP32 build): each for CUDA_EMU_SEED = 1..4, every seed
@@ -34,21 +34,26 @@ cp -r llmc "$dir/original/"
 cp -r tests/common "$dir/original/tests/"
 cp dev/cuda/*.h dev/cuda/*.cuh dev/cuda/*_check.cu "$dir/original/dev/cuda/"
 
-build() { # tree, check, [-DENABLE_FP32]: builds tree/check[_fp32] from the tree's sources only
-    local tree=$1 check=$2 bin=$1/$2
-    [ $# -gt 2 ] && bin=${bin}_fp32
-    "$CXX" "${FLAGS[@]}" "${@:3}" -I"$tree" "$tree/dev/cuda/$check.cu" -o "$bin" "${LIBS[@]}"
-}
-
-# a mutant tree: the original with one perl substitution applied to one file, which must change it
-mutate() { # name, file, perl substitution
-    local tree=$dir/$1
+# a mutant tree: the original with one perl substitution applied to one file, which must change it; its
+# check is built in the background (two builds at a time), from the tree's sources only, to tree/check
+# (tree/check_fp32 with -DENABLE_FP32)
+build_pids=()
+mutant() { # name, file, perl substitution, check, [-DENABLE_FP32]
+    local tree=$dir/$1 check=$4 bin=$dir/$1/$4
     cp -r "$dir/original" "$tree"
     perl -0pi -e "$3" "$tree/$2"
     if cmp -s "$dir/original/$2" "$tree/$2"; then
         echo "FAIL: the edit for mutant '$1' matched nothing in $2 (the source changed: update the mutant)"
         exit 1
     fi
+    [ $# -gt 4 ] && bin=${bin}_fp32
+    while [ "$(jobs -rp | wc -l)" -ge 2 ]; do sleep 0.2; done
+    "$CXX" "${FLAGS[@]}" "${@:5}" -I"$tree" "$tree/dev/cuda/$check.cu" -o "$bin" "${LIBS[@]}" &
+    build_pids+=($!)
+}
+wait_builds() {
+    local pid
+    for pid in "${build_pids[@]}"; do wait "$pid" || { echo "FAIL: a mutant did not build"; exit 1; }; done
 }
 
 run() { # seed, binary, args...: sets out and rc
@@ -91,57 +96,56 @@ expect_caught() { # name, seed, needle..., --, binary, args...: exits non-zero, 
 
 failed=0
 
-# unmutated builds, each run once
-for check in adamw_check gelu_check layernorm_check attention_check; do build "$dir/original" $check; done
-build "$dir/original" attention_check -DENABLE_FP32
-expect_pass "$dir/original/adamw_check"
-expect_pass "$dir/original/gelu_check"
-expect_pass "$dir/original/layernorm_check"
-expect_pass "$dir/original/attention_check" --quick
-expect_pass "$dir/original/attention_check_fp32" --quick
+# the unmutated checks pass: `make emu`'s programs, built from the same sources as the mutants' originals
+unmutated=(build/emu/adamw_check build/emu/gelu_check build/emu/layernorm_check build/emu/attention_check
+           build/emu/attention_check_fp32)
+make -s --no-print-directory "${unmutated[@]}"
 
+# the mutants, each built from its own tree while the next one is made
 # barrier: block_reduce_sum without the __syncthreads between writing the warp sums and reading them
-mutate reduce_barrier llmc/cuda_common.h 's/(if \(lane == 0\) shared\[warp\] = val;\n)\s*__syncthreads\(\);\n/$1/'
-build "$dir/reduce_barrier" adamw_check
+mutant reduce_barrier llmc/cuda_common.h 's/(if \(lane == 0\) shared\[warp\] = val;\n)\s*__syncthreads\(\);\n/$1/' \
+    adamw_check
+# barrier: attention forward computes S = Q K^T without waiting for the other warps' K/V tile loads
+mutant attention_barrier llmc/attention.cuh 's/(att_load_tile<HS>\(v_s, v_g, stride, k0, T\);\n)\s*__syncthreads\(\);\n/$1/' \
+    attention_check -DENABLE_FP32
+# off by one: the last thread of gelu_forward_kernel's grid (i == N) goes on and writes 16 bytes past out
+mutant gelu_bounds llmc/gelu.cuh 's/(gelu_forward_kernel\(floatX\* out, const floatX\* inp, size_t N\) \{\n[^\n]*\n\s*)if \(i >= N\) return;/${1}if (i > N) return;/' \
+    gelu_check
+# off by one: layernorm_backward_dinp_kernel normalises row r with row r + 1's mean
+mutant layernorm_index llmc/layernorm.cuh 's/\n    const float m = mean\[row\];/\n    const float m = mean[row + 1];/' \
+    layernorm_check
+# alignment: 128-bit load 2 bytes off (gelu backward) and 128-bit store 2 bytes off (gelu forward)
+mutant gelu_load llmc/gelu.cuh 's/load128cs\(d_in_out \+ i\)/load128cs(d_in_out + i + 1)/' gelu_check
+mutant gelu_store llmc/gelu.cuh 's/store128\(out \+ i, o\)/store128(out + i + 1, o)/' gelu_check
+# opt-in: attention's launchers without cudaFuncSetAttribute (the BF16 forward needs 62,464 bytes at HS = 64)
+mutant attention_optin llmc/attention.cuh 's/\n[^\n]*cudaFuncSetAttribute\(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize[^\n]*//' \
+    attention_check
+
+# meanwhile, the unmutated checks
+expect_pass build/emu/adamw_check
+expect_pass build/emu/gelu_check
+expect_pass build/emu/layernorm_check
+expect_pass build/emu/attention_check --quick
+expect_pass build/emu/attention_check_fp32 --quick
+wait_builds
+
 for seed in 1 2 3 4; do
     expect_caught "block_reduce_sum without its first __syncthreads" $seed "FAIL global_norm_squared" -- \
         "$dir/reduce_barrier/adamw_check" || failed=1
 done
-
-# barrier: attention forward computes S = Q K^T without waiting for the other warps' K/V tile loads
-mutate attention_barrier llmc/attention.cuh 's/(att_load_tile<HS>\(v_s, v_g, stride, k0, T\);\n)\s*__syncthreads\(\);\n/$1/'
-build "$dir/attention_barrier" attention_check -DENABLE_FP32
 for seed in 1 2 3 4; do
     expect_caught "attention forward without the __syncthreads after the K/V loads (FP32)" $seed "shape(s) failed" -- \
         "$dir/attention_barrier/attention_check_fp32" --quick || failed=1
 done
-
-# off by one: the last thread of gelu_forward_kernel's grid (i == N) goes on and writes 16 bytes past out
-mutate gelu_bounds llmc/gelu.cuh 's/(gelu_forward_kernel\(floatX\* out, const floatX\* inp, size_t N\) \{\n[^\n]*\n\s*)if \(i >= N\) return;/${1}if (i > N) return;/'
-build "$dir/gelu_bounds" gelu_check
 expect_caught "gelu_forward_kernel bounds check i > N" 1 \
     "kernel gelu_forward_kernel wrote 2 bytes past the end of the allocation of 272 bytes" -- \
     "$dir/gelu_bounds/gelu_check" || failed=1
-
-# off by one: layernorm_backward_dinp_kernel normalises row r with row r + 1's mean
-mutate layernorm_index llmc/layernorm.cuh 's/\n    const float m = mean\[row\];/\n    const float m = mean[row + 1];/'
-build "$dir/layernorm_index" layernorm_check
 expect_caught "layernorm_backward_dinp_kernel reads mean[row + 1]" 1 "FAIL layernorm_backward dinp (added)" -- \
     "$dir/layernorm_index/layernorm_check" || failed=1
-
-# alignment: 128-bit load 2 bytes off (gelu backward) and 128-bit store 2 bytes off (gelu forward)
-mutate gelu_load llmc/gelu.cuh 's/load128cs\(d_in_out \+ i\)/load128cs(d_in_out + i + 1)/'
-build "$dir/gelu_load" gelu_check
 expect_caught "gelu_backward_inplace_kernel load128cs(d_in_out + i + 1)" 1 "128-bit load of int4" \
     "is not 16-byte aligned" "in kernel gelu_backward_inplace_kernel" -- "$dir/gelu_load/gelu_check" || failed=1
-mutate gelu_store llmc/gelu.cuh 's/store128\(out \+ i, o\)/store128(out + i + 1, o)/'
-build "$dir/gelu_store" gelu_check
 expect_caught "gelu_forward_kernel store128(out + i + 1)" 1 "128-bit store of int4" "is not 16-byte aligned" \
     "in kernel gelu_forward_kernel" -- "$dir/gelu_store/gelu_check" || failed=1
-
-# opt-in: attention's launchers without cudaFuncSetAttribute (the BF16 forward needs 62,464 bytes at HS = 64)
-mutate attention_optin llmc/attention.cuh 's/\n[^\n]*cudaFuncSetAttribute\(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize[^\n]*//'
-build "$dir/attention_optin" attention_check
 expect_caught "attention_set_smem without cudaFuncSetAttribute" 1 \
     "launch of attention_forward_kernel<HS> with 62464 bytes of dynamic shared memory: over 49152 without cudaFuncSetAttribute" -- \
     "$dir/attention_optin/attention_check" --quick || failed=1
