@@ -1,6 +1,6 @@
 // gelu_check.cu: gelu_forward and gelu_backward_inplace (llmc/gelu.cuh) against the double formula.
 // Tolerances, per element: the GPU evaluates in fp32 (tanhf: a few ulps; 1e-6 relative to max(|x|,1)
-// covers it, see tests/test_kernel_math.cpp) and rounds once to floatX (FLOATX_EPS |ref|).
+// covers it, see tests/unit/test_kernel_math.cpp) and rounds once to floatX (FLOATX_EPS |ref|).
 // Build: make dev/cuda/gelu_check [PRECISION=FP32]; run: ./dev/cuda/gelu_check
 #include "dev/cuda/check_common.h"
 #include "llmc/gelu.cuh"

@@ -1,7 +1,7 @@
-// test_rendezvous.cpp: one process of a rendezvous (llmc/rendezvous.h), driven by tests/test_rendezvous.sh,
+// rendezvous_peer: one process of a rendezvous (llmc/rendezvous.h), driven by tests/dist/test_rendezvous.sh,
 // which starts several of them (in various orders, some missing or misconfigured) and checks the outcome.
 //
-//   ./test_rendezvous tcp|fs RANK NUM_RANKS SERVER|DIR SEED
+//   build/tests/rendezvous_peer tcp|fs RANK NUM_RANKS SERVER|DIR SEED
 //
 // Rank 0 offers a 128-byte blob (the size of an ncclUniqueId) drawn from SEED; every other rank draws the
 // same blob itself, receives rank 0's through the rendezvous and compares the two byte for byte. Exit 0

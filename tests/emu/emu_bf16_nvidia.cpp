@@ -1,5 +1,5 @@
 // The CUDA toolkit's own host conversions between fp32 and bf16 (its cuda_bf16.h, compiled by the host
-// compiler), the reference tests/test_emu_bf16.cpp checks the emulator's __nv_bfloat16 against. Kept in a
+// compiler), the reference tests/emu/test_emu_bf16.cpp checks the emulator's __nv_bfloat16 against. Kept in a
 // file of its own: the toolkit's header and the emulator's define the same names.
 #include <cuda_bf16.h>
 

@@ -1,5 +1,5 @@
 // test_emu_bf16: the emulator's bf16 conversions (dev/cuda/emu/include/cuda_bf16.h) give the bits of the
-// CUDA toolkit's own (tests/emu_bf16_nvidia.cpp), which round as the GPU does (round to nearest, ties to
+// CUDA toolkit's own (tests/emu/emu_bf16_nvidia.cpp), which round as the GPU does (round to nearest, ties to
 // even; NaN to the canonical 0x7fff): fp32 -> bf16 for every 61st of the 2^32 fp32 bit patterns plus every
 // pattern whose low 16 bits are a tie or next to one (0x7fff, 0x8000, 0x8001) -- the cases a wrong rounding
 // gets wrong -- and bf16 -> fp32 for all 65536 patterns. Exact: any difference fails.

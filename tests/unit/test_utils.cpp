@@ -66,7 +66,7 @@ int main() {
     CHECK(read_all(path + ".tmp").size() == (1 << 20), "the killed writer's bytes were not in the temporary");
 
     // 4. flag parsing takes whole numbers only (the failure path is exercised by
-    // tests/test_trainer_errors.sh)
+    // tests/train/test_trainer_errors.sh)
     CHECK(parse_long_flag("-b", "64") == 64, "parse_long_flag 64");
     CHECK(parse_long_flag("-x", "-1") == -1, "parse_long_flag -1");
     CHECK(parse_float_flag("-l", "6e-4") == 6e-4f, "parse_float_flag 6e-4");
