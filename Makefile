@@ -287,18 +287,20 @@ build/tests/emu_bf16_nvidia.o: tests/emu/emu_bf16_nvidia.cpp
 	$(CXX) -O2 -c -I/usr/local/cuda/include $< -o $@
 
 # Everything is built first, two compiles at a time (or with the -j make was given), then the runner runs
-# the tests two at a time. The runner gets an empty MAKEFLAGS: the tests' own makes (no-ops once everything
-# is built, but test_cuda_build's rebuild) are makes of their own, not jobs of this one, so they neither
-# share nor warn about its jobserver. (Variables for them go in the environment, not on this command line.)
+# the tests two at a time. A build that fails (no CUDA toolkit for test_emu_bf16's reference, say) does not
+# stop the others (-k) nor the run: the tests that need it fail, and the others still run. The runner gets
+# an empty MAKEFLAGS: the tests' own makes (no-ops once everything is built, but test_cuda_build's rebuild)
+# are makes of their own, not jobs of this one, so they neither share nor warn about its jobserver.
+# (Variables for them go in the environment, not on this command line.)
 TEST_BUILD_JOBS = $(if $(findstring -j,$(MAKEFLAGS)),,-j2)
 test:
-	$(MAKE) --no-print-directory $(TEST_BUILD_JOBS) all $(TEST_PROGS) emu data reference_states
+	-$(MAKE) --no-print-directory -k $(TEST_BUILD_JOBS) all $(TEST_PROGS) emu data reference_states
 	MAKEFLAGS= bash tests/run.sh -j 2
 
 # the inner loop: the unit tests and the CPU trainer against the PyTorch reference
 UNIT_TESTS := $(patsubst %.cpp,build/tests/%,$(notdir $(wildcard tests/unit/test_*.cpp)))
 test-fast:
-	$(MAKE) --no-print-directory $(TEST_BUILD_JOBS) test_gpt2 $(UNIT_TESTS) $(CPU_REFERENCE_STATES)
+	-$(MAKE) --no-print-directory -k $(TEST_BUILD_JOBS) test_gpt2 $(UNIT_TESTS) $(CPU_REFERENCE_STATES)
 	MAKEFLAGS= bash tests/run.sh -j 2 tests/unit test_gpt2
 
 # clang-format 14, as tests/style/test_format.sh checks
