@@ -117,7 +117,7 @@ static std::vector<float> bytes_to_floats(const std::vector<uint8_t>& bytes) {
 
 // an error against its tolerance (a NaN fails)
 static void check(const char* what, double err, double tol) {
-    CHECK_BOUND(err <= tol, err, tol, "%-12s max rel err", what);
+    CHECK_LE(err, tol, "%-12s max rel err", what);
 }
 static void check_identical(const char* what, bool same) {
     CHECK(same, "%s: bit-identical", what);

@@ -219,11 +219,9 @@ static void test_first_step() {
         worst_v = std::max(
             worst_v, fabs(vq - v) / (va * (codebook_half_gap(vs, v / va) + floor_gap) + 1e-6 * v + 1e-30));
     }
-    CHECK_BOUND(worst_p <= 1.0, worst_p, 1.0,
-                "(b) first step from zero state: |p - p_float64| / (1e-6 (|p| + lr))");
-    CHECK_BOUND(worst_m <= 1.0, worst_m, 1.0, "(b) stored m vs (1-b1) g: max error / (m_absmax * half-gap)");
-    CHECK_BOUND(worst_v <= 1.0, worst_v, 1.0,
-                "(b) stored v vs (1-b2) g^2: max error / (v_absmax * (half-gap or level 1))");
+    CHECK_LE(worst_p, 1.0, "(b) first step from zero state: |p - p_float64| / (1e-6 (|p| + lr))");
+    CHECK_LE(worst_m, 1.0, "(b) stored m vs (1-b1) g: max error / (m_absmax * half-gap)");
+    CHECK_LE(worst_v, 1.0, "(b) stored v vs (1-b2) g^2: max error / (v_absmax * (half-gap or level 1))");
 }
 
 static void test_partial_blocks() {

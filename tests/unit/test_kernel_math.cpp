@@ -82,7 +82,7 @@ static void test_bf16_stochastic() {
         // the mean is exact up to the double summation error (2^16 terms)
         double err = std::fabs(mean - (double)x);
         double bound = 1e-12 * std::fabs((double)x) + 1e-300;
-        CHECK_BOUND(err <= bound, err, bound, "%s", what);
+        CHECK_LE(err, bound, "%s", what);
         snprintf(what, sizeof(what), "stochastic rounding of %.9g: always one of its two bf16 neighbours", x);
         CHECK(neighbours, "%s", what);
     }
@@ -97,8 +97,7 @@ static void test_bf16_stochastic() {
         sum += bf16_bits_to_float(float_to_bf16_bits_stochastic(x, random_u32(7u, i)));
     double err = std::fabs(sum / n - (double)x);
     double bound = 6.0 * 0.5 * ulp / std::sqrt((double)n); // Bernoulli std <= ulp/2 per sample
-    CHECK_BOUND(err <= bound, err, bound,
-                "stochastic rounding with hashed bits: mean of 2^20 roundings within 6 sigma of x");
+    CHECK_LE(err, bound, "stochastic rounding with hashed bits: mean of 2^20 roundings within 6 sigma of x");
     // round-to-nearest would be off by 0.37 ulp here: the bound above is over 100x tighter than that bias
     double rne_bias = std::fabs((double)bf16_bits_to_float(float_to_bf16_bits_rne(x)) - (double)x);
     CHECK_BOUND(rne_bias > 100 * bound, rne_bias, 100 * bound,
@@ -139,8 +138,7 @@ static void test_hash() {
     double worst = 0.0;
     for (int b = 0; b < 32; b++) worst = std::fmax(worst, std::fabs(counts[b] - n / 2.0));
     double bound = 6.0 * 0.5 * std::sqrt((double)n);
-    CHECK_BOUND(worst <= bound, worst, bound,
-                "each of the 32 bits is set half the time (2^20 samples, 6 sigma)");
+    CHECK_LE(worst, bound, "each of the 32 bits is set half the time (2^20 samples, 6 sigma)");
     // the 16 bits stochastic rounding uses: chi-square over 256 buckets of the low 8 and of bits 8..15
     for (int shift = 0; shift <= 8; shift += 8) {
         std::vector<int> buckets(256, 0);
@@ -238,7 +236,7 @@ static void test_classifier() {
         // float exp/log relative errors ~1e-7 per term; the loss is a difference of O(|lse|) numbers
         double bound = 1e-6 * (std::fabs(lse) + 1.0);
         snprintf(what, sizeof(what), "classifier loss vs double logsumexp, %s", cs.name);
-        CHECK_BOUND(std::fabs(loss - ref_loss) <= bound, std::fabs(loss - ref_loss), bound, "%s", what);
+        CHECK_LE(std::fabs(loss - ref_loss), bound, "%s", what);
         double worst = 0.0;
         bool padding_zero = true;
         for (int i = 0; i < cs.Vp; i++) {
@@ -252,7 +250,7 @@ static void test_classifier() {
             worst = std::fmax(worst, std::fabs(d[i] - ref) / (scale * (1e-5 * p + 1e-7)));
         }
         snprintf(what, sizeof(what), "classifier dlogits vs double (softmax - onehot) * scale, %s", cs.name);
-        CHECK_BOUND(worst <= 1.0, worst, 1.0, "%s", what);
+        CHECK_LE(worst, 1.0, "%s", what);
         snprintf(what, sizeof(what), "classifier dlogits are exactly 0 in the padding, %s", cs.name);
         CHECK(padding_zero, "%s", what);
     }
@@ -320,9 +318,8 @@ static void test_layernorm_backward() {
     }
     // float evaluation: a few ulps of the largest terms (|g| ~ 3, rstd ~ 0.5): 1e-5 of the scale is loose
     // enough for that and 1000x tighter than any wrong term (each term is O(scale))
-    CHECK_BOUND(worst <= 1e-5 * scale, worst, 1e-5 * scale,
-                "layernorm dinp formula vs central finite differences (C=96)");
-    CHECK_BOUND(worst_w <= 1e-5, worst_w, 1e-5, "layernorm dweight = dout * xhat vs finite differences");
+    CHECK_LE(worst, 1e-5 * scale, "layernorm dinp formula vs central finite differences (C=96)");
+    CHECK_LE(worst_w, 1e-5, "layernorm dweight = dout * xhat vs finite differences");
 }
 
 // ----------------------------------------------------------------------------------------------------
@@ -350,20 +347,16 @@ static void test_adamw() {
         worst_mv = std::fmax(worst_mv, std::fabs(v - vd) / (0.01 * 0.01));
     }
     // 20 float updates of a parameter ~1 accumulate ~20 half-ulps (6e-8 each); each step moves ~lr = 1e-3
-    CHECK_BOUND(worst <= 2e-6, worst, 2e-6,
-                "AdamW step vs double reference, 20 steps (abs error of params ~1)");
-    CHECK_BOUND(worst_mv <= 1e-5, worst_mv, 1e-5,
-                "AdamW m, v vs double reference (in units of the gradient scale)");
+    CHECK_LE(worst, 2e-6, "AdamW step vs double reference, 20 steps (abs error of params ~1)");
+    CHECK_LE(worst_mv, 1e-5, "AdamW m, v vs double reference (in units of the gradient scale)");
     // first step, no decay: m_hat / sqrt(v_hat) = g / |g|, so the parameter moves by lr against sign(g)
     float m = 0.0f, v = 0.0f;
     float p = adamw_step_math(2.0f, -0.25f, &m, &v, lr, beta1, beta2, 1.0f - beta1, 1.0f - beta2, eps, 0.0f);
-    CHECK_BOUND(std::fabs(p - (2.0f + lr)) <= 1e-6, std::fabs(p - (2.0f + lr)), 1e-6,
-                "AdamW first step moves by lr against the gradient sign");
+    CHECK_LE(std::fabs(p - (2.0f + lr)), 1e-6, "AdamW first step moves by lr against the gradient sign");
     // zero gradient and state: only the decoupled decay acts, p - lr * wd * p
     m = v = 0.0f;
     p = adamw_step_math(2.0f, 0.0f, &m, &v, lr, beta1, beta2, 0.5f, 0.5f, eps, wd);
-    CHECK_BOUND(std::fabs(p - (2.0f - lr * wd * 2.0f)) <= 1e-7, std::fabs(p - (2.0f - lr * wd * 2.0f)), 1e-7,
-                "AdamW weight decay is decoupled: p (1 - lr wd)");
+    CHECK_LE(std::fabs(p - (2.0f - lr * wd * 2.0f)), 1e-7, "AdamW weight decay is decoupled: p (1 - lr wd)");
 }
 
 // ----------------------------------------------------------------------------------------------------
