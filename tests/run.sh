@@ -7,7 +7,9 @@
 #   SELECTION  a folder (tests/unit, or unit), a file (tests/unit/test_zero.cpp) or a glob on test names
 #              (test_emu_*, '*tokenizer*'); several are or-ed. None: every test.
 #   -j N       run N tests at a time (default 1). Each test's output goes to build/tests/logs/<name>.log
-#              and is printed, tail first, only when it fails.
+#              and its end is printed when it fails. The scripts make what they need themselves; two at a
+#              time may make the same file at once, so build first (make test does) before -j on a fresh
+#              tree.
 #   -t SECONDS the timeout of each test (default 600); a test that runs out FAILs.
 #   -l         list the selected tests and exit.
 #
@@ -22,7 +24,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
 jobs=1 timeout_s=600 list_only=0 selection=()
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
     -j) jobs=$2; shift 2 ;;
