@@ -19,7 +19,7 @@ command -v mpicxx >/dev/null && command -v mpirun >/dev/null || missing+=(openmp
 # Debian's Python packages import only under /usr/bin/python3
 for module in torch numpy regex matplotlib; do
     [ -x /usr/bin/python3 ] && /usr/bin/python3 "$(dirname "$0")/missing_python_modules.py" $module >/dev/null ||
-        missing+=(python3-$module)
+        missing+=("python3-$module")
 done
 [ -f /usr/share/unicode/UnicodeData.txt ] || missing+=(unicode-data)
 echo 'int main() {}' | clang++ -fopenmp -x c++ - -o /dev/null 2>/dev/null || missing+=(clang libomp-dev)

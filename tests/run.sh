@@ -47,7 +47,7 @@ while IFS= read -r path; do
     kind=program
     [ "${file##*.}" = sh ] && kind=script
     # a program with a script of the same name is run by that script
-    if [ $kind = program ] && [ -f "${path%/*}/$name.sh" ]; then continue; fi
+    if [ "$kind" = program ] && [ -f "${path%/*}/$name.sh" ]; then continue; fi
     if [ -n "${seen[$name]:-}" ]; then
         echo "run.sh: two tests named $name: ${seen[$name]} and $path" >&2
         exit 2
@@ -85,7 +85,7 @@ fi
 programs=()
 for t in "${tests[@]}"; do
     read -r name kind path <<<"$t"
-    [ $kind = program ] && programs+=("build/tests/$name")
+    [ "$kind" = program ] && programs+=("build/tests/$name")
 done
 if [ ${#programs[@]} -gt 0 ]; then
     make --no-print-directory -s -j"$jobs" "${programs[@]}" || echo "run.sh: some test programs did not build"
@@ -101,7 +101,7 @@ start_test() { # name kind path
     rm -f "$logs/$name.result"
     (
         start=$(now_ns)
-        if [ $kind = script ]; then
+        if [ "$kind" = script ]; then
             timeout -k 10 "$timeout_s" bash "$path" >"$logs/$name.log" 2>&1 </dev/null
         elif [ -x "build/tests/$name" ]; then
             timeout -k 10 "$timeout_s" "build/tests/$name" >"$logs/$name.log" 2>&1 </dev/null

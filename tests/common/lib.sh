@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh: sourced by the test scripts, which tests/run.sh runs from the repository root.
 #   PY                      the Python that has torch and numpy (Debian's)
 #   require_python MODULE.. fail unless $PY imports every MODULE

@@ -16,7 +16,7 @@ if grep -rq __CUDA_ARCH__ llmc dev/cuda/*.cu train_gpt2.cu test_gpt2.cu; then
 fi
 # A make of its own (MAKEFLAGS cleared: not a job of an outer `make -j`, whose jobserver it would otherwise
 # share or warn about), two compiles at a time.
-if ! MAKEFLAGS= make -B -j2 cuda CUDA_ARCHS="-gencode arch=compute_90,code=sm_90" > "$log" 2>&1; then
+if ! MAKEFLAGS='' make -B -j2 cuda CUDA_ARCHS="-gencode arch=compute_90,code=sm_90" > "$log" 2>&1; then
     grep -iE "error" "$log" | head -20
     echo "FAIL: make cuda failed"
     exit 1
@@ -28,4 +28,4 @@ if grep -iE "warning" "$log" | grep -vE '^make(\[[0-9]+\])?: '; then
     exit 1
 fi
 echo "make cuda: $(grep -c 'nvcc\|mpicxx\|g++' "$log") compiler invocations, 0 warnings, targets:"
-MAKEFLAGS= make -s -p cuda 2>/dev/null | sed -n 's/^CUDA_BINS := //p' | head -1
+MAKEFLAGS='' make -s -p cuda 2>/dev/null | sed -n 's/^CUDA_BINS := //p' | head -1

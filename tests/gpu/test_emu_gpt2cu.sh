@@ -18,7 +18,8 @@ run() { # label, seed, program, args...
     local label=$1 seed=$2
     shift 2
     echo "-- $label (CUDA_EMU_SEED=$seed)"
-    local start=$(date +%s)
+    local start
+    start=$(date +%s)
     CUDA_EMU_SEED=$seed "$@"
     echo "   ($(($(date +%s) - start)) s)"
 }
