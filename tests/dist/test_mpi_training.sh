@@ -10,6 +10,7 @@
 #     exactly the uninterrupted run's lines; resuming with -np 4 fails, naming the process counts.
 #  3. Failure: rank 1's state file is missing at resume; every rank stops (no hang), the exit status is
 #     non-zero and the message names rank 1 and the file.
+#  4. Ranks started with different -b (mpirun's MPMD form) stop at start-up, naming the tokens per step.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tests/common/lib.sh
@@ -74,3 +75,13 @@ set -e
 echo "missing state of rank 1: exit $rc after $(( $(date +%s) - start )) s"
 [ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: expected a prompt non-zero exit, got $rc"; echo "$out"; exit 1; }
 grep "error: \[rank 1 of 2\].*state_00000003_00001.bin" <<<"$out"
+
+# 4. ranks started with different batch flags (mpirun's MPMD form): every rank stops at start-up with a
+#    message naming what differs, instead of running collectives of different sizes (a hang or garbage)
+set +e
+out=$(timeout 120 "${MPIRUN[@]}" -np 1 ./train_gpt2 -e d2 -b 4 -t 32 -x 1 : -np 1 ./train_gpt2 -e d2 -b 2 -t 32 -x 1 2>&1)
+rc=$?
+set -e
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: ranks with -b 4 and -b 2: expected a prompt non-zero exit, got $rc"; exit 1; }
+grep -q "ranks disagree on the tokens per step (-b, -t, -d)" <<<"$out" || { echo "FAIL: no message naming -b"; echo "$out"; exit 1; }
+echo "ranks with -b 4 and -b 2: refused ($(grep -m1 'disagree' <<<"$out"))"

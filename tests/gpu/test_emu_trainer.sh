@@ -5,7 +5,8 @@
 #   1. FP32 and BF16 builds, 4 steps, checkpoint at step 2; a resume from step 2 prints the same step and
 #      validation lines as the uninterrupted run and leaves the same main.log;
 #   2. FP32, in one run: gradient accumulation (-d 512 at B=4, T=64: 2 micro-steps), -x 3 shorter than
-#      the default warmup (both trainers cut the warmup to the 3 steps) and 8-bit AdamW (-qo 1);
+#      the default warmup (both trainers cut the warmup to the 3 steps) and 8-bit AdamW (-qo 1); each
+#      trainer's resume of that run from step 2 prints the same last step as its uninterrupted run;
 #   3. data parallel, emulated GPUs as processes under mpirun (emulated NCCL): 2 with ZeRO-0 and ZeRO-1,
 #      4 with ZeRO-1, against one emulated GPU taking the same 512-token steps in 2 micro-steps; 2 steps,
 #      validation left out (each process evaluates its own share of the validation batches, so the
@@ -45,14 +46,23 @@ for build in fp32 bf16; do
     rm -rf "$dir/a" "$dir/b"
 done
 
-# 2. accumulation, a short run with the default warmup, 8-bit AdamW
-flags="$common -x 3 -d 512 -qo 1"
-./train_gpt2 $flags > "$dir/cpu.txt"
-$gpu $flags > "$dir/gpu.txt"
+# 2. accumulation, a short run with the default warmup, 8-bit AdamW; and the resume of that run from its
+#    step-2 checkpoint, in both trainers
+flags="$common -x 3 -d 512 -qo 1 -n 2"
+./train_gpt2 $flags -o "$dir/c" > "$dir/cpu.txt"
+$gpu $flags -o "$dir/g" > "$dir/gpu.txt"
 grep -q "note: warmup (-u 10) cut to the 3 training steps" "$dir/gpu.txt" || { echo "FAIL: no warmup note"; exit 1; }
 grep -q "x 2 accumulation steps = 512 tokens" "$dir/gpu.txt" || { echo "FAIL: not 2 micro-steps"; exit 1; }
 cmp_logs "$dir/cpu.txt" "$dir/gpu.txt" --steps 3 --tol 1e-4 \
     --label "fp32: -d 512 (2 micro-steps), -x 3 < warmup, 8-bit AdamW"
+for t in c g; do
+    bin=./train_gpt2 name=CPU
+    if [ $t = g ]; then bin=$gpu name=GPU; fi
+    echo 2 > "$dir/$t/checkpoint_latest"
+    $bin $flags -o "$dir/$t" -y 1 > "$dir/${t}_resumed.txt"
+    cmp_logs "$dir/$( [ $t = c ] && echo cpu || echo gpu).txt" "$dir/${t}_resumed.txt" --steps 3 --from-step 3 \
+        --identical --label "$name: that run resumed at step 2"
+done
 
 # 3. 2 and 4 emulated GPUs against 1 (a 512-token step)
 zflags="$common -x 2 -u 1 -d 512 -v 1000"
