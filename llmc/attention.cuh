@@ -589,8 +589,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
 inline void attention_check_args(const char* who, int B, int T, int NH, int HS, const floatX* a,
                                  const floatX* b, const floatX* c = nullptr, const floatX* d = nullptr) {
     if (HS != 64 && HS != 128) {
-        fail("%s: head size HS=%d is not supported (the flash attention kernels are built for HS = 64 "
-             "and HS = 128)",
+        fail("%s: head size HS=%d is not supported (the flash attention kernels are built for HS = 64 and HS "
+             "= 128)",
              who, HS);
     }
     if (B < 1 || T < 1 || NH < 1 || NH > 65535 || B > 65535) {

@@ -191,8 +191,8 @@ inline void checkpoint_read_header(const char* path, GPT2Config* config, int* ve
     const GPT2Config& c = *config;
     if (c.max_seq_len <= 0 || c.vocab_size <= 0 || c.num_layers <= 0 || c.num_heads <= 0 || c.channels <= 0 ||
         c.padded_vocab_size < c.vocab_size || c.channels % c.num_heads != 0) {
-        fail("'%s': inconsistent model header: maxT=%d V=%d L=%d NH=%d C=%d Vp=%d (expected all positive, "
-             "Vp >= V and C divisible by NH)",
+        fail("'%s': inconsistent model header: maxT=%d V=%d L=%d NH=%d C=%d Vp=%d (expected all positive, Vp "
+             ">= V and C divisible by NH)",
              path, c.max_seq_len, c.vocab_size, c.num_layers, c.num_heads, c.channels, c.padded_vocab_size);
     }
     size_t bytes_per = (*version == MODEL_VERSION_FP32) ? 4 : 2;

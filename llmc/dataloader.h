@@ -209,8 +209,7 @@ inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t
         size_t n = dataloader_read_header_(f.fp, path.c_str());
         if (n < need) {
             fail("token shard '%s' has %zu tokens, but one global batch needs "
-                 "accumulation_steps*num_ranks*B*T+1 = %d*%d*%zu*%zu+1 = %zu tokens (use a smaller B, T "
-                 "or "
+                 "accumulation_steps*num_ranks*B*T+1 = %d*%d*%zu*%zu+1 = %zu tokens (use a smaller B, T or "
                  "total batch, or a bigger shard)",
                  path.c_str(), n, micro_steps, num_ranks, B, T, need);
         }
@@ -281,8 +280,7 @@ inline void dataloader_set_state(DataLoader* dl, DataLoaderState s) {
     dataloader_enter_shard_(dl);
     if (s.sample_pos > dl->sample_order.size()) {
         fail("data loader state: sample position %llu, but shard '%s' has only %zu samples of %zu tokens "
-             "(did the "
-             "data, B, T or the number of processes change?)",
+             "(did the data, B, T or the number of processes change?)",
              (unsigned long long)s.sample_pos, dl->files[dl->current_shard].c_str(), dl->sample_order.size(),
              dataloader_global_batch_tokens(dl));
     }

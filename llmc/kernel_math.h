@@ -1,6 +1,6 @@
 // kernel_math.h: the scalar math of the GPU layer kernels, written once as plain inline functions that
 // compile both for the device (nvcc marks them __host__ __device__) and for a plain g++ build, so that
-// tests/test_kernel_math.cpp can check the very same code on a CPU-only machine:
+// tests/unit/test_kernel_math.cpp can check the very same code on a CPU-only machine:
 //   - bf16 rounding: round-to-nearest-even and stochastic rounding, on raw bit patterns
 //   - a counter-based hash (random bits from (seed, index), no state)
 //   - tanh GELU and its derivative

@@ -148,8 +148,7 @@ inline MultiGpuConfig multi_gpu_config_init(int* argc, char*** argv, const char*
     if (method != "mpi") {
         if (num_processes < 1 || process_rank < 0 || process_rank >= num_processes) {
             fail("-pi %s needs -pn (number of processes, >= 1) and -pr (this process's rank, 0..pn-1), got "
-                 "-pn %d "
-                 "-pr %d",
+                 "-pn %d -pr %d",
                  method.c_str(), num_processes, process_rank);
         }
         config.num_ranks = num_processes;

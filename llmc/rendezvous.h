@@ -1,6 +1,7 @@
 // rendezvous.h: hand a small blob from rank 0 to every other process without MPI: the bootstrap of
 // llmc/nccl_gpu.cuh for jobs started one command per node (the blob is the 128-byte ncclUniqueId).
-// Plain C++ and POSIX (sockets, files), so it is tested on a CPU-only machine (tests/test_rendezvous.sh).
+// Plain C++ and POSIX (sockets, files), so it is tested on a CPU-only machine
+// (tests/dist/test_rendezvous.sh).
 //
 // Both methods have one deadline (LLMC_RENDEZVOUS_TIMEOUT_S seconds, default 300): a process that never
 // shows up gives every waiting process a clear error naming what is missing, never a hang.
@@ -170,10 +171,9 @@ inline void rendezvous_tcp_serve(const void* blob, size_t bytes, int num_ranks, 
     while (joined < num_ranks - 1) {
         int ms = rendezvous_ms_left(deadline);
         if (ms == 0) {
-            fail(
-                "rendezvous: rank 0 waited %g s on port %d but process rank(s) %s of %d never connected (are "
-                "they started, with -ps pointing at this node?)",
-                timeout, port, rendezvous_missing(seen).c_str(), num_ranks);
+            fail("rendezvous: rank 0 waited %g s on port %d but process rank(s) %s of %d never connected "
+                 "(are they started, with -ps pointing at this node?)",
+                 timeout, port, rendezvous_missing(seen).c_str(), num_ranks);
         }
         struct pollfd pfd = {listen_fd, POLLIN, 0};
         int ready = poll(&pfd, 1, ms);
@@ -270,8 +270,7 @@ inline int rendezvous_tcp_connect(const std::string& host, int port, int rank, d
         last_error = strerror(err);
         if (rendezvous_ms_left(deadline) == 0) {
             fail("rendezvous: process rank %d could not reach rank 0 at %s:%d within %g s (last error: %s); "
-                 "is "
-                 "rank 0 running, and is -ps its address?",
+                 "is rank 0 running, and is -ps its address?",
                  rank, host.c_str(), port, timeout, last_error.c_str());
         }
         usleep(200 * 1000);
@@ -300,10 +299,9 @@ inline void rendezvous_tcp(void* blob, size_t bytes, int rank, int num_ranks, co
     int err = 0;
     if (!rendezvous_recv_all(fd, blob, bytes, deadline, &err)) {
         if (err == ETIMEDOUT) {
-            fail(
-                "rendezvous: process rank %d waited %g s for rank 0 to send the id (some other process never "
-                "joined? see rank 0's message)",
-                rank, timeout);
+            fail("rendezvous: process rank %d waited %g s for rank 0 to send the id (some other process "
+                 "never joined? see rank 0's message)",
+                 rank, timeout);
         }
         fail("rendezvous: process rank %d: rank 0 closed the connection without sending the id (%s; see rank "
              "0's error message)",
@@ -394,8 +392,7 @@ inline void rendezvous_fs(void* blob, size_t bytes, int rank, int num_ranks, con
             if (joined == num_ranks - 1) break;
             if (rendezvous_ms_left(deadline) == 0) {
                 fail("rendezvous: rank 0 waited %g s in '%s' but process rank(s) %s of %d never checked in "
-                     "(are "
-                     "they started, with the same -pf on a shared file system?)",
+                     "(are they started, with the same -pf on a shared file system?)",
                      timeout, dir, rendezvous_missing(seen).c_str(), num_ranks);
             }
             usleep(50 * 1000);
@@ -426,9 +423,8 @@ inline void rendezvous_fs(void* blob, size_t bytes, int rank, int num_ranks, con
         }
         if (rendezvous_ms_left(deadline) == 0) {
             fail("rendezvous: process rank %d waited %g s for rank 0 to write '%s' with this process's token "
-                 "(is "
-                 "rank 0 running with -pf on the same shared directory, the same -pn, and no other process "
-                 "using -pr %d?)",
+                 "(is rank 0 running with -pf on the same shared directory, the same -pn, and no other "
+                 "process using -pr %d?)",
                  rank, timeout, id_path.c_str(), rank);
         }
         // rank 0 deletes the hello files of earlier runs when it starts: put ours back if it went

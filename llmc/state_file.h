@@ -109,8 +109,7 @@ inline StateHeader state_header_read(File* f, const StateHeader& expected) {
     if (h.step != expected.step || h.rank != expected.rank || h.shard_size != expected.shard_size ||
         h.num_parameters != expected.num_parameters) {
         fail("'%s' does not match this run: step %d, rank %d, %llu parameters, shard of %llu (expected step "
-             "%d, "
-             "rank %d, %llu, %llu)",
+             "%d, rank %d, %llu, %llu)",
              path, h.step, h.rank, (unsigned long long)h.num_parameters, (unsigned long long)h.shard_size,
              expected.step, expected.rank, (unsigned long long)expected.num_parameters,
              (unsigned long long)expected.shard_size);

@@ -1,7 +1,7 @@
 // matmul_check.cu: matmul_forward / matmul_backward (llmc/matmul.cuh, cuBLASLt) against a double CPU
 // reference, including the GELU epilogues (the backward's DGELU; the forward's GELU_AUX through
-// dev/cuda/matmul_gelu_forward.cuh, the fusion the trainer does not use), the accumulation into dweight/dbias and the bias gradient.
-// Tolerances, per element, for a dot product of length k:
+// dev/cuda/matmul_gelu_forward.cuh, the fusion the trainer does not use), the accumulation into
+// dweight/dbias and the bias gradient. Tolerances, per element, for a dot product of length k:
 //   fp32 accumulation of exact products: worst case k * 2^-24 * sum |terms|;
 //   one rounding of the output to floatX: FLOATX_EPS |ref|;
 //   GELU epilogues: the pre-activation error times |gelu'|, plus one more FLOATX_EPS |ref| (the result
@@ -196,14 +196,13 @@ static void time_shape(MatmulContext* ctx, const char* name, int BT, int C, int 
     cudaCheck(cudaMemset(dweight, 0, (size_t)OC * C * sizeof(floatX)));
     floatX* b = has_bias ? bias : nullptr;
     const double flops = 2.0 * BT * C * OC;
-    float ms =
-        median_ms([&] {
-            if (fwd_gelu) {
-                matmul_forward_gelu(ctx, out, pre, inp, weight, b, BT, C, OC, 0);
-            } else {
-                matmul_forward(ctx, out, inp, weight, b, BT, C, OC, 0);
-            }
-        });
+    float ms = median_ms([&] {
+        if (fwd_gelu) {
+            matmul_forward_gelu(ctx, out, pre, inp, weight, b, BT, C, OC, 0);
+        } else {
+            matmul_forward(ctx, out, inp, weight, b, BT, C, OC, 0);
+        }
+    });
     printf("time %-40s forward  %8.3f ms  %6.1f TFLOP/s\n", name, ms, flops / (ms * 1e-3) / 1e12);
     ms = median_ms([&] {
         matmul_backward(ctx, dinp, dweight, b, out, inp, weight, BT, C, OC, bwd_dgelu ? pre_in : nullptr,

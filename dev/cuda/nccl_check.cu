@@ -189,7 +189,8 @@ int main(int argc, char** argv) {
     report(mgc, host_sum == (float)(N * (N + 1) / 2), what);
     multi_gpu_barrier(&mgc, 60.0);
 
-    int total_failures = (int)lroundf(mgc.num_ranks * multi_gpu_allreduce_mean_float(&mgc, (float)failures, 60.0));
+    int total_failures =
+        (int)lroundf(mgc.num_ranks * multi_gpu_allreduce_mean_float(&mgc, (float)failures, 60.0));
     cudaCheck(cudaStreamDestroy(stream));
     multi_gpu_config_free(&mgc);
     if (mgc.rank == 0) printf(total_failures == 0 ? "OK nccl_check\n" : "FAIL nccl_check\n");

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """An independent, deliberately plain GPT-2 BPE encoder in Python, the reference the C++ tokenizer is tested
-against (tests/test_tokenizer.sh). It follows OpenAI's encoder.py, with two changes that make it match
+against (tests/data/test_tokenizer.sh). It follows OpenAI's encoder.py, with two changes that make it match
 tiktoken's "gpt2" encoding and our definition for invalid UTF-8:
 
   * \\s in the pattern is spelled [\\p{White_Space}]: Python's \\s is not Unicode White_Space (it includes

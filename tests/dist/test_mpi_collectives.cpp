@@ -127,8 +127,8 @@ static int run_collectives(ProcessGroup* pg) {
     pg_check_same(pg, 124475904, "the parameter count"); // fails (aborting) if broken
     pg_barrier(pg);
     if (pg->rank == 0) {
-        printf("%d ranks: %u cases of allreduce sum/mean, reduce-scatter sum/mean, allgather (also in "
-               "place) with chunk limits INT_MAX..1; scalar sum and mean\n",
+        printf("%d ranks: %u cases of allreduce sum/mean, reduce-scatter sum/mean, allgather (also in place) "
+               "with chunk limits INT_MAX..1; scalar sum and mean\n",
                N, test_case);
     }
     // every rank reports its failures; the total decides

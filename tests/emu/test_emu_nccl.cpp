@@ -364,10 +364,9 @@ static void test_collectives(int N) {
         identical += same;
     }
     CHECK(shared->cases > 20 && compared > 15, "N=%d: only %d cases ran", N, shared->cases);
-    printf(
-        "  %d ranks: %d collectives equal to the rank-order reference on every rank; %d of the %d that are "
-        "not reduce-scatters bit-identical across ranks; %.1f s\n",
-        N, shared->cases, identical, compared, results[N - 1].seconds);
+    printf("  %d ranks: %d collectives equal to the rank-order reference on every rank; %d of the %d that "
+           "are not reduce-scatters bit-identical across ranks; %.1f s\n",
+           N, shared->cases, identical, compared, results[N - 1].seconds);
     munmap(shared, sizeof(Shared));
 }
 
@@ -590,15 +589,13 @@ int main() {
                       if (rank == 1) ncclAllGather(buf, buf + 1000, 1000, ncclFloat32, comm, nullptr);
                   },
                   {"collectives do not match: rank 0 called ncclAllReduce #2 (count 1000, ncclFloat32, "
-                   "ncclSum), rank 1 "
-                   "called ncclAllGather #2 (count 1000, ncclFloat32)"});
-    test_mismatch(
-        "mismatched counts",
-        [](ncclComm_t comm, int rank, float* buf) {
-            ncclAllReduce(buf, buf, rank == 0 ? 1000 : 999, ncclFloat32, ncclAvg, comm, nullptr);
-        },
-        {"rank 0 called ncclAllReduce #2 (count 1000, ncclFloat32, ncclAvg), rank 1 called ncclAllReduce #2 "
-         "(count 999,"});
+                   "ncclSum), rank 1 called ncclAllGather #2 (count 1000, ncclFloat32)"});
+    test_mismatch("mismatched counts",
+                  [](ncclComm_t comm, int rank, float* buf) {
+                      ncclAllReduce(buf, buf, rank == 0 ? 1000 : 999, ncclFloat32, ncclAvg, comm, nullptr);
+                  },
+                  {"rank 0 called ncclAllReduce #2 (count 1000, ncclFloat32, ncclAvg), rank 1 called "
+                   "ncclAllReduce #2 (count 999,"});
     test_fatal("a host buffer",
                [](ncclComm_t comm) {
                    static float host[100];

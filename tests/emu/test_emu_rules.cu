@@ -474,8 +474,8 @@ static void test_launch_rules() {
     };
     std::vector<unsigned> r = run_smem(48 * 1024, 3);
     CHECK(r[0] == 3u * 48 * 1024 && r[1] == 0,
-          "48 KiB without cudaFuncSetAttribute: every byte poisoned in each of 3 "
-          "blocks (%u of %u) and written / read back (%u wrong)",
+          "48 KiB without cudaFuncSetAttribute: every byte poisoned in each of 3 blocks (%u of %u) and "
+          "written / read back (%u wrong)",
           r[0], 3u * 48 * 1024, r[1]);
     expect_error("48 KiB + 1 without cudaFuncSetAttribute", [&] { run_smem(48 * 1024 + 1, 1); },
                  {"launch of smem_probe_kernel with 49153 bytes of dynamic shared memory", "over 49152",
@@ -502,8 +502,8 @@ static void test_launch_rules() {
     for (int bytes : {100 * 1024, 227 * 1024 - 4, 227 * 1024}) {
         r = run_smem(bytes, 2);
         CHECK(r[0] == 2u * bytes && r[1] == 0,
-              "%d bytes with the attribute 227 KiB: poisoned (%u of %u), written / "
-              "read back to the last byte (%u wrong)",
+              "%d bytes with the attribute 227 KiB: poisoned (%u of %u), written / read back to the last "
+              "byte (%u wrong)",
               bytes, r[0], 2u * bytes, r[1]);
     }
     float* one = device_buffer<float>(1);
@@ -792,8 +792,8 @@ static void test_poison() {
                     others_nan += std::isnan(v);
             }
         CHECK(writer_ok == 128 && others_nan == 3 * 128,
-              "uninitialised %s shared memory: NaN in the 3 blocks that did "
-              "not write it (%d of 384), the written values in the one that did (%d of 128)",
+              "uninitialised %s shared memory: NaN in the 3 blocks that did not write it (%d of 384), the "
+              "written values in the one that did (%d of 128)",
               dynamic ? "dynamic" : "static __shared__", others_nan, writer_ok);
     }
 }
@@ -814,8 +814,8 @@ static void test_correct_code() {
         if (!ok && bad_sizes++ == 0) first_bad = n;
     }
     CHECK(bad_sizes == 0 && bad_masks == 0,
-          "block sum with __syncthreads and partial-warp shuffles, every block size "
-          "1..1024: %d sizes wrong (first %d), %d with __activemask() != the computed mask",
+          "block sum with __syncthreads and partial-warp shuffles, every block size 1..1024: %d sizes wrong "
+          "(first %d), %d with __activemask() != the computed mask",
           bad_sizes, first_bad, bad_masks);
 
     float* fsums = device_buffer<float>(1024);
@@ -943,8 +943,7 @@ static void test_correct_code() {
         }
         CHECK(bad == 0,
               "grid (%u,%u,%u) x block (%u,%u,%u): every (blockIdx, threadIdx) exactly once, blockDim / "
-              "gridDim "
-              "right (%zu of %zu ids wrong)",
+              "gridDim right (%zu of %zu ids wrong)",
               s.grid.x, s.grid.y, s.grid.z, s.block.x, s.block.y, s.block.z, bad, total);
         cudaCheck(cudaFree(record));
         cudaCheck(cudaFree(count));

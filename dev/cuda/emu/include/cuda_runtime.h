@@ -430,10 +430,9 @@ inline void init() {
     e.announced = true;
     const char* seed = getenv("CUDA_EMU_SEED");
     if (seed != nullptr && *seed) e.seed = strtoull(seed, nullptr, 10);
-    printf(
-        "CUDA emulator: running on the CPU, not a GPU (seed %llu): results are checked, timings are not GPU "
-        "timings\n",
-        (unsigned long long)e.seed);
+    printf("CUDA emulator: running on the CPU, not a GPU (seed %llu): results are checked, timings are not "
+           "GPU timings\n",
+           (unsigned long long)e.seed);
     fflush(stdout);
     static char alt_stack[64 * 1024];
     stack_t ss{};
@@ -811,10 +810,9 @@ inline unsigned block_barrier(int vote) {
     Emulator& e = state();
     Fiber* f = e.current;
     if (e.exited > 0) {
-        fatal(
-            "__syncthreads reached after %d thread(s) of the block returned: every thread of the block must "
-            "reach every __syncthreads",
-            e.exited);
+        fatal("__syncthreads reached after %d thread(s) of the block returned: every thread of the block "
+              "must reach every __syncthreads",
+              e.exited);
     }
     const unsigned generation = e.block_generation;
     e.block_vote[generation & 1] += vote;
@@ -874,8 +872,7 @@ inline void on_thread_exit(Fiber* f) {
     e.exited++;
     if (e.block_arrived > 0) {
         fatal("thread returned while %d thread(s) of its block wait in __syncthreads: every thread of the "
-              "block "
-              "must reach every __syncthreads",
+              "block must reach every __syncthreads",
               e.block_arrived);
     }
     const int warp = f->tid / 32, lane = f->tid % 32;
@@ -1093,8 +1090,7 @@ inline void self_check() {
     char* p = self_check_template_shared<4>();
     if (p < __start_emu_shared || p >= __stop_emu_shared) {
         fatal("this compiler does not place __shared__ statics of templates in the emu_shared section: build "
-              "the "
-              "emulated programs with clang++");
+              "the emulated programs with clang++");
     }
 }
 

@@ -743,11 +743,10 @@ inline ncclResult_t emu_nccl_collective(EmuNcclColl coll, const void* sendbuff, 
                                                       : ra + rank * bytes == sa;
     bool overlap = send_bytes > 0 && recv_bytes > 0 && sa < ra + recv_bytes && ra < sa + send_bytes;
     if (overlap && !in_place) {
-        emu::fatal(
-            "%s: sendbuff %p (%zu bytes) and recvbuff %p (%zu bytes) overlap but are not in place (NCCL's "
-            "convention: all-reduce send == recv, reduce-scatter recv == send + rank*recvcount, all-gather "
-            "send == recv + rank*sendcount)",
-            what, sendbuff, send_bytes, recvbuff, recv_bytes);
+        emu::fatal("%s: sendbuff %p (%zu bytes) and recvbuff %p (%zu bytes) overlap but are not in place "
+                   "(NCCL's convention: all-reduce send == recv, reduce-scatter recv == send + "
+                   "rank*recvcount, all-gather send == recv + rank*sendcount)",
+                   what, sendbuff, send_bytes, recvbuff, recv_bytes);
     }
 
     EmuNcclHeader* h = comm->header;
@@ -777,11 +776,10 @@ inline ncclResult_t emu_nccl_collective(EmuNcclColl coll, const void* sendbuff, 
                     emu_nccl_format_call(first, a, sizeof(a));
                     emu_nccl_format_call(theirs, b, sizeof(b));
                     emu_nccl_mark_aborted(h, rank, "collectives do not match");
-                    emu::fatal(
-                        "NCCL rank %d of %d: collectives do not match: rank 0 called %s, rank %d called %s "
-                        "(every rank must make the same calls in the same order; real NCCL would hang or "
-                        "corrupt memory)",
-                        rank, N, a, r, b);
+                    emu::fatal("NCCL rank %d of %d: collectives do not match: rank 0 called %s, rank %d "
+                               "called %s (every rank must make the same calls in the same order; real NCCL "
+                               "would hang or corrupt memory)",
+                               rank, N, a, r, b);
                 }
             }
         }
