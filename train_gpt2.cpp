@@ -792,7 +792,7 @@ double sum_of_squares(const float* x, size_t n) {
 }
 
 // One optimizer step from the gradients accumulated in model->grads (this process's micro-batches).
-// Returns the global gradient norm before clipping.
+// Returns the global gradient norm before clipping; a non-finite norm skips the update.
 float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const AdamWConfig& h, int t) {
     const ShardLayout& lay = opt->layout;
     float* grads = model->grads_memory;
@@ -810,6 +810,9 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
         sumsq += sum_of_squares(g + opt->ranges[r].offset_in_shard, opt->ranges[r].count);
     if (opt->zero_stage == 1) sumsq = pg_allreduce_sum_double(pg, sumsq);
     const float norm = (float)sqrt(sumsq);
+    // a non-finite norm (a NaN or inf in the model, the data or an overflow; every rank has the same norm):
+    // no update at all, so one bad batch cannot turn the parameters into NaN; the loop counts the skips
+    if (!std::isfinite(norm)) return norm;
     // 3. clip: scale the gradient so its norm is at most grad_clip
     if (h.grad_clip > 0.0f && norm > h.grad_clip) {
         const float scale = h.grad_clip / norm;

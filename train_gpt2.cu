@@ -702,6 +702,12 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
         cudaMemcpyAsync(model->norm_host, model->norm_device, sizeof(float), cudaMemcpyDeviceToHost, s));
     multi_gpu_wait(mgc, s, STEP_TIMEOUT_S);
     const float norm = sqrtf(*model->norm_host);
+    // a non-finite norm (the same on every rank): no AdamW, no all-gather; the next step starts from zero
+    // gradients. The loop (llmc/run_plan.h) counts the skipped steps.
+    if (!std::isfinite(norm)) {
+        cudaCheck(cudaMemsetAsync(model->grads_memory, 0, model->num_parameters_padded * sizeof(float), s));
+        return norm;
+    }
     // 3. clip: scale the gradient so its norm is at most grad_clip
     const float scale = (h.grad_clip > 0.0f && norm > h.grad_clip) ? h.grad_clip / norm : 1.0f;
     if (opt->use_8bit && scale != 1.0f) { // the 8-bit kernel has no grad_scale argument: scale in place

@@ -12,7 +12,8 @@
 // The parameter update uses the fp32 m and v of this step, before re-quantization; only the state
 // carried to the next step is quantized. A block whose new m or v holds a NaN or Inf stores absmax NaN
 // and zero codes (the quantize.h convention), so its state stays NaN from then on, as a NaN gradient
-// leaves fp32 AdamW's m and v NaN: nothing here skips a step with a non-finite gradient.
+// leaves fp32 AdamW's m and v NaN. The trainers never get there from a NaN gradient: a step whose global
+// gradient norm is not finite is skipped before any optimizer runs (llmc/run_plan.h).
 //
 // One deliberate departure from plain nearest rounding: a v > 0 that would round to the level 0 (v below
 // 5e-8 of the block's largest v) is stored as the smallest non-zero level, 1e-7 * v_absmax. A v stored as

@@ -85,7 +85,9 @@ struct MultiGpuConfig {
     cudaStream_t nccl_stream = nullptr; // collectives run here
     cudaEvent_t compute_done = nullptr; // recorded on the compute stream, waited for by nccl_stream
     cudaEvent_t nccl_done = nullptr;    // recorded on nccl_stream, waited for by the compute stream
-    float* scratch = nullptr;           // one device float for barriers and host scalars
+    float* scratch = nullptr;           // one device float for barriers and host scalars (zeroed)
+    float* scratch_host = nullptr;      // one pinned host float: a pageable copy would block the host
+                                        // inside cudaMemcpyAsync, beyond the reach of multi_gpu_wait
     ProcessGroup pg;                    // the MPI process group when launched by mpirun
     bool using_mpi = false;             // pg is live (must be finalized)
 };
@@ -185,6 +187,8 @@ inline MultiGpuConfig multi_gpu_config_init(int* argc, char*** argv, const char*
     cudaCheck(cudaEventCreateWithFlags(&config.compute_done, cudaEventDisableTiming));
     cudaCheck(cudaEventCreateWithFlags(&config.nccl_done, cudaEventDisableTiming));
     cudaCheck(cudaMalloc(&config.scratch, sizeof(float)));
+    cudaCheck(cudaMemset(config.scratch, 0, sizeof(float))); // the barrier sums it: keep it finite
+    cudaCheck(cudaMallocHost(&config.scratch_host, sizeof(float)));
     return config;
 }
 
@@ -198,6 +202,7 @@ inline void multi_gpu_config_free(MultiGpuConfig* config) {
         cudaCheck(cudaEventDestroy(config->compute_done));
         cudaCheck(cudaEventDestroy(config->nccl_done));
         cudaCheck(cudaFree(config->scratch));
+        cudaCheck(cudaFreeHost(config->scratch_host));
     }
     if (config->using_mpi) {
         process_group_finalize(&config->pg);
@@ -321,12 +326,15 @@ inline void multi_gpu_barrier(MultiGpuConfig* config, double timeout_s) {
 // Mean of a host value over processes (e.g. the loss, for printing), blocking.
 inline float multi_gpu_allreduce_mean_float(MultiGpuConfig* config, float value, double timeout_s) {
     if (config->num_ranks == 1) return value;
-    cudaCheck(
-        cudaMemcpyAsync(config->scratch, &value, sizeof(float), cudaMemcpyHostToDevice, config->nccl_stream));
+    *config->scratch_host = value;
+    cudaCheck(cudaMemcpyAsync(config->scratch, config->scratch_host, sizeof(float), cudaMemcpyHostToDevice,
+                              config->nccl_stream));
     ncclCheck(ncclAllReduce(config->scratch, config->scratch, 1, ncclFloat32, ncclSum, config->nccl_comm,
                             config->nccl_stream));
-    cudaCheck(
-        cudaMemcpyAsync(&value, config->scratch, sizeof(float), cudaMemcpyDeviceToHost, config->nccl_stream));
+    cudaCheck(cudaMemcpyAsync(config->scratch_host, config->scratch, sizeof(float), cudaMemcpyDeviceToHost,
+                              config->nccl_stream));
     multi_gpu_wait(config, config->nccl_stream, timeout_s);
-    return value / config->num_ranks;
+    const float sum = *config->scratch_host;
+    cudaCheck(cudaMemsetAsync(config->scratch, 0, sizeof(float), config->nccl_stream)); // for the barrier
+    return sum / config->num_ranks;
 }

@@ -13,6 +13,7 @@
 //   float trainer_micro_step(Trainer*, const int* inputs, const int* targets, int micro, int num_micro)
 //         forward and backward of one micro-batch, its gradients accumulated; returns its mean loss
 //   float trainer_update(Trainer*, float lr, int t)   optimizer step t (1-based); returns the gradient norm
+//         (a NaN or inf norm: the update is skipped, the parameters unchanged; see RUN_MAX_SKIPPED_STEPS)
 //   float trainer_mean_over_ranks(Trainer*, float x)
 //   float trainer_eval_loss(Trainer*, const int* inputs, const int* targets)   forward only; mean loss
 //   const float* trainer_next_token_logits(Trainer*, const int* tokens, int t)
@@ -25,6 +26,7 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -266,6 +268,10 @@ inline bool run_sample_due(const RunPlan* plan, const TrainConfig& cfg, int step
     return plan->main_process && cfg.sample_every > 0 && ((step > 0 && step % cfg.sample_every == 0) || last);
 }
 
+// A step whose gradient norm is NaN or inf is skipped by the backends' update (no parameter changes); this
+// many in a row stop the run: the model or the data is broken, or the learning rate far too high.
+constexpr int RUN_MAX_SKIPPED_STEPS = 5;
+
 template <class Trainer>
 void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, DataLoader* train,
                   DataLoader* val, Logger* logger, TrainState* st) {
@@ -275,6 +281,7 @@ void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, Data
     if (cfg.overfit_single_batch) dataloader_next_batch(train); // -a 1: this batch, every micro-step
     const int first_step = st->step;
     float last_val = -1.0f;
+    int skipped_in_a_row = 0;
     for (int step = first_step; step <= plan->train_steps; step++) {
         if (run_checkpoint_due(plan, cfg, step, first_step)) {
             TrainState now{step, dataloader_get_state(train), st->sample_rng};
@@ -311,6 +318,16 @@ void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, Data
             fflush(stdout);
         }
         logger_log_train(logger, step, loss, lr, norm); // 0-based step, as llm.c logs it
+        skipped_in_a_row = std::isfinite(norm) ? 0 : skipped_in_a_row + 1;
+        if (skipped_in_a_row > 0 && plan->main_process) {
+            printf("step %d skipped: gradient norm %f, the update was not applied (%d in a row)\n", step + 1,
+                   norm, skipped_in_a_row);
+        }
+        if (skipped_in_a_row == RUN_MAX_SKIPPED_STEPS) {
+            fail("%d steps in a row (the last: step %d) had a non-finite gradient norm: stopping. The model "
+                 "file or the data holds NaN or inf, or the learning rate is far too high",
+                 RUN_MAX_SKIPPED_STEPS, step + 1);
+        }
     }
     if (plan->main_process) printf("final val loss %f\n", last_val);
 }
