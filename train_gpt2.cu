@@ -991,6 +991,7 @@ int main(int argc, char** argv) {
     optimizer_init(&tr.opt, &model, &mgc, cfg.zero_stage, cfg.use_8bit, cfg.quant_block, cfg.keep_master,
                    rounding_seed);
     gpt2_allocate(&model, tr.opt.layout.padded_params, cfg.B, cfg.T, cfg.recompute);
+    model.matmul.fuse_gelu = cfg.fuse_dgelu;
     optimizer_allocate(&tr.opt, &model);
     if (resuming) {
         run_load_state(&tr, &plan, cfg.output_dir, &st);

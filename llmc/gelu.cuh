@@ -5,9 +5,9 @@
 //     forward:  out = gelu(inp)
 //     backward: d = d * gelu'(inp)   (in place: the gradient buffer arrives holding dout)
 // The constants and the scalar math live in kernel_math.h (gelu_forward_math, gelu_backward_math); the
-// emulator's cuBLASLt GELU epilogues call the same functions. llmc/matmul.cuh can fuse GELU into a matmul
-// (forward: GELU_AUX(_BIAS) epilogue; backward: DGELU on the dinp matmul) and calls these kernels when
-// fusion is off (MatmulContext::fuse_gelu) or cuBLASLt has no algorithm for the fused epilogue.
+// emulator's cuBLASLt GELU epilogues call the same functions. The trainer's forward always runs
+// gelu_forward; its backward runs gelu_backward_inplace unless -ge 1 fuses it into the dinp matmul's DGELU
+// epilogue (llmc/matmul.cuh, MatmulContext::fuse_gelu), and also when cuBLASLt has no algorithm for it.
 // Requires N to be a multiple of x128::size (8 bf16, 4 fp32: one 128-bit load per thread).
 #pragma once
 

@@ -73,9 +73,11 @@ struct MatmulContext {
     cublasLtMatmulPreference_t preference = nullptr;
     MatmulPlan plans[MATMUL_CACHE_SIZE];
     int num_plans = 0;
-    // use the cuBLASLt DGELU epilogue in the backward; false: plain matmul plus gelu.cuh's separate kernel
-    // (the fallback, also taken when cuBLASLt has no algorithm)
-    bool fuse_gelu = true;
+    // true: the backward's GELU in cuBLASLt's DGELU epilogue of the dinp matmul (one pass instead of two);
+    // false (the trainer's default, flag -ge): plain matmul, then gelu.cuh's kernel, the project's own
+    // formula, until a GPU run shows the epilogue is as exact and faster. Also the fallback when cuBLASLt
+    // has no algorithm for the epilogue.
+    bool fuse_gelu = false;
 };
 
 inline void matmul_context_init(MatmulContext* ctx) {

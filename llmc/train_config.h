@@ -2,9 +2,9 @@
 //
 // One struct, one usage text, one parser for train_gpt2 (CPU) and train_gpt2cu (GPU), so the two trainers
 // cannot drift apart: a user switches between them with the same command line. The letters are llm.c's
-// where llm.c has the feature. The GPU-only flags (-r, -w and the multi-node ones) are listed and accepted
-// only by the GPU trainer; the CPU trainer rejects them with a message that says so. The usage text and
-// the parser are kept side by side: every flag listed is read, and only those
+// where llm.c has the feature. The GPU-only flags (-r, -w, -ge and the multi-node ones) are listed and
+// accepted only by the GPU trainer; the CPU trainer rejects them with a message that says so. The usage text
+// and the parser are kept side by side: every flag listed is read, and only those
 // (tests/train/test_trainer_errors.sh checks it for the CPU trainer).
 #pragma once
 
@@ -48,6 +48,7 @@ struct TrainConfig {
     uint64_t seed = 1337;
     // GPU trainer only
     int recompute = 0;       // -r: 0 nothing, 1 GELU, 2 + LayerNorm, 3 whole blocks
+    bool fuse_dgelu = false; // -ge: the fc backward's GELU in cuBLASLt's DGELU epilogue
     bool keep_master = true; // -w: fp32 master weights
     const char* init_method = "mpi";
     const char* server = "127.0.0.1";
@@ -109,8 +110,9 @@ inline void print_usage(const char* program, const TrainConfig& d, bool gpu) {
     if (gpu) {
         printf("  -w <0|1>      keep fp32 master weights (-w 0 only in the FP32 build)  default %d\n"
                "  -r <0..3>     recompute in the backward: 0 nothing, 1 GELU, 2 + LayerNorm, 3 whole blocks"
-               "  default %d\n",
-               (int)d.keep_master, d.recompute);
+               "  default %d\n"
+               "  -ge <0|1>     fc backward GELU: 1 DGELU epilogue, 0 own kernel  default %d\n",
+               (int)d.keep_master, d.recompute, (int)d.fuse_dgelu);
     }
     printf("schedule of the run\n"
            "  -x <int>      training steps (-1: one epoch)          default %d\n"
@@ -194,13 +196,14 @@ inline bool parse_flags(TrainConfig* c, int argc, char** argv, bool gpu) {
         else if (!strcmp(k, "sd")) c->seed = (uint64_t)parse_long_flag(f, v);
         else {
             // GPU trainer only
-            const char* gpu_flags[] = {"w", "r", "pi", "ps", "pf", "pn", "pr", "pg"};
+            const char* gpu_flags[] = {"w", "r", "ge", "pi", "ps", "pf", "pn", "pr", "pg"};
             bool is_gpu_flag = false;
             for (const char* g : gpu_flags) is_gpu_flag |= strcmp(k, g) == 0;
             if (!is_gpu_flag) fail("unknown flag %s (see -h)", f);
             if (!gpu) fail("flag %s is a flag of the GPU trainer (train_gpt2cu), not of this one", f);
             if (!strcmp(k, "w")) c->keep_master = parse_bool_flag(f, v);
             else if (!strcmp(k, "r")) c->recompute = parse_int_flag(f, v, 0, 3);
+            else if (!strcmp(k, "ge")) c->fuse_dgelu = parse_bool_flag(f, v);
             else if (!strcmp(k, "pi")) c->init_method = v;
             else if (!strcmp(k, "ps")) c->server = v;
             else if (!strcmp(k, "pf")) c->fs_path = v;

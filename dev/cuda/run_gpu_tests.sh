@@ -3,7 +3,8 @@
 # on two models, in every recompute mode (each run also checks that all -r modes give the bits of -r 0
 # and that save/resume is bit-exact; see test_gpt2.cu). Needs a GPU, so it is NOT run by `make test`.
 #
-#   dev/cuda/run_gpu_tests.sh            build, make the reference states if missing, run everything
+#   dev/cuda/run_gpu_tests.sh            build, make the reference states if missing (with the first of
+#                                        $PYTHON, python3, /usr/bin/python3 that imports torch), run everything
 #   SKIP_BUILD=1 dev/cuda/run_gpu_tests.sh   (binaries and build/test/gpu/ states already there, e.g. copied
 #                                          to a GPU machine without torch)
 #
@@ -18,7 +19,18 @@ cd "$(dirname "$0")/../.."
 DIR=build/test/gpu
 
 if [ -z "${SKIP_BUILD:-}" ]; then
-    make -s test_gpt2cu test_gpt2fp32cu gpu_reference_states
+    # the Python that imports torch and numpy makes the states: on a GPU machine that is often the python3
+    # on PATH (a venv or conda), not Debian's /usr/bin/python3
+    py=""
+    for candidate in ${PYTHON:-} python3 /usr/bin/python3; do
+        if command -v "$candidate" >/dev/null && "$candidate" scripts/missing_python_modules.py torch numpy >/dev/null; then
+            py=$candidate
+            break
+        fi
+    done
+    [ -n "$py" ] || { echo "error: no Python here imports torch and numpy (tried \$PYTHON, python3, /usr/bin/python3)"; exit 1; }
+    echo "reference states made with $py"
+    make -s PYTHON="$py" test_gpt2cu test_gpt2fp32cu gpu_reference_states
 fi
 
 failed=0

@@ -3,7 +3,8 @@
 # given the same flags, on d2 / Tiny Shakespeare (GPT-2's vocabulary): the losses, learning rates,
 # gradient norms and validation losses of every step agree (compare_train_logs.py). Cases:
 #   1. FP32 and BF16 builds, 4 steps, checkpoint at step 2; a resume from step 2 prints the same step and
-#      validation lines as the uninterrupted run and leaves the same main.log;
+#      validation lines as the uninterrupted run and leaves the same main.log; FP32 with -ge 1 (the fc
+#      backward's GELU in the DGELU epilogue) as well;
 #   2. FP32, in one run: gradient accumulation (-d 512 at B=4, T=64: 2 micro-steps), -x 3 shorter than
 #      the default warmup (both trainers cut the warmup to the 3 steps) and 8-bit AdamW (-qo 1); each
 #      trainer's resume of that run from step 2 prints the same last step as its uninterrupted run;
@@ -45,6 +46,9 @@ for build in fp32 bf16; do
     echo "$build: resumed main.log identical: ok"
     rm -rf "$dir/a" "$dir/b"
 done
+# the fc backward's GELU in cuBLASLt's DGELU epilogue (-ge 1) instead of the default gelu.cuh kernel
+$gpu $flags -ge 1 > "$dir/ge.txt"
+cmp_logs "$dir/cpu.txt" "$dir/ge.txt" --steps 4 --tol 1e-4 --label "fp32 -ge 1: against the CPU trainer"
 
 # 2. accumulation, a short run with the default warmup, 8-bit AdamW; and the resume of that run from its
 #    step-2 checkpoint, in both trainers
