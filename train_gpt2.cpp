@@ -909,9 +909,9 @@ StateHeader trainer_state_header(const Trainer* tr, int step) {
     h.num_parameters = tr->model.num_parameters;
     return h;
 }
-StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h) {
+StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std::string& path) {
     if (h.has_master)
-        fail("this state file holds the GPU trainer's fp32 master weights: resume it with train_gpt2cu");
+        fail("'%s' holds the GPU trainer's fp32 master weights: resume it with train_gpt2cu", path.c_str());
     Optimizer& opt = tr->opt;
     const size_t S = opt.layout.shard_size;
     StateBuffers b;

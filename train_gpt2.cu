@@ -851,7 +851,7 @@ void* copy_host_to_device(void* dst, const void* src, size_t bytes) {
 }
 // h.has_master: the file holds (or will hold) master weights; with -w 0 they are read past, since the
 // model file has the parameters.
-StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h) {
+StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std::string&) {
     Optimizer& opt = tr->opt;
     cudaCheck(cudaStreamSynchronize(tr->model.stream));
     const size_t S = opt.layout.shard_size;

@@ -20,7 +20,8 @@
 //         forward of tokens[0..t) (B = 1); the fp32 logits (Vp, host memory) of the token after them
 //   void  trainer_write_model(Trainer*, const std::string& path)          (called on rank 0)
 //   StateHeader trainer_state_header(const Trainer*, int step)   what this rank's state file says
-//   StateBuffers trainer_state_buffers(Trainer*, const StateHeader& h)   its optimizer buffers, in order
+//   StateBuffers trainer_state_buffers(Trainer*, const StateHeader& h, const std::string& path)
+//         its optimizer buffers, in order, for the state file at path (named in its error messages)
 //   void  trainer_barrier(Trainer*)
 //   void  trainer_print_step_end(Trainer*, double seconds, bool first_step)   the end of the step line
 #pragma once
@@ -189,8 +190,9 @@ void run_save_checkpoint(Trainer* tr, const RunPlan* plan, const char* dir, cons
     StateHeader h = trainer_state_header(tr, st.step);
     h.loader = st.loader;
     h.sample_rng = st.sample_rng;
-    const StateBuffers b = trainer_state_buffers(tr, h);
-    state_file_write(checkpoint_path(dir, "state", st.step, plan->rank), h, b.list, b.count, b.to_host);
+    const std::string path = checkpoint_path(dir, "state", st.step, plan->rank);
+    const StateBuffers b = trainer_state_buffers(tr, h, path);
+    state_file_write(path, h, b.list, b.count, b.to_host);
     trainer_barrier(tr); // every state file is on disk before the checkpoint is declared complete
     if (plan->main_process) write_latest_checkpoint(dir, st.step);
 }
@@ -200,7 +202,7 @@ void run_save_checkpoint(Trainer* tr, const RunPlan* plan, const char* dir, cons
 template <class Trainer>
 void run_load_state(Trainer* tr, const RunPlan* plan, const char* dir, TrainState* st) {
     StateReader r(dir, plan->resume_step, trainer_state_header(tr, plan->resume_step));
-    const StateBuffers b = trainer_state_buffers(tr, r.header);
+    const StateBuffers b = trainer_state_buffers(tr, r.header, r.file.path);
     state_file_read_buffers(&r.file, b.list, b.count, b.to_buffer);
     st->step = plan->resume_step;
     st->loader = r.header.loader;

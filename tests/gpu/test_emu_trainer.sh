@@ -67,6 +67,11 @@ for t in c g; do
     cmp_logs "$dir/$( [ $t = c ] && echo cpu || echo gpu).txt" "$dir/${t}_resumed.txt" --steps 3 --from-step 3 \
         --identical --label "$name: that run resumed at step 2"
 done
+# the GPU's state holds fp32 master weights: the CPU trainer refuses it, naming the file
+if out=$(./train_gpt2 $flags -o "$dir/g" -y 1 2>&1); then echo "FAIL: the CPU trainer resumed a GPU state"; exit 1; fi
+grep -qE "state_[0-9]+_00000.bin' holds the GPU trainer's fp32 master weights" <<<"$out" ||
+    { echo "FAIL: unclear refusal: $out"; exit 1; }
+echo "CPU resume of a GPU state: refused ($(grep -m1 error: <<<"$out"))"
 
 # 3. 2 and 4 emulated GPUs against 1 (a 512-token step)
 zflags="$common -x 2 -u 1 -d 512 -v 1000"
