@@ -192,7 +192,7 @@ void run_save_checkpoint(Trainer* tr, const RunPlan* plan, const char* dir, cons
     h.sample_rng = st.sample_rng;
     const std::string path = checkpoint_path(dir, "state", st.step, plan->rank);
     const StateBuffers b = trainer_state_buffers(tr, h, path);
-    state_file_write(path, h, b.list, b.count, b.to_host);
+    state_file_write(path, h, b);
     trainer_barrier(tr); // every state file is on disk before the checkpoint is declared complete
     if (plan->main_process) write_latest_checkpoint(dir, st.step);
 }
@@ -203,7 +203,7 @@ template <class Trainer>
 void run_load_state(Trainer* tr, const RunPlan* plan, const char* dir, TrainState* st) {
     StateReader r(dir, plan->resume_step, trainer_state_header(tr, plan->resume_step));
     const StateBuffers b = trainer_state_buffers(tr, r.header, r.file.path);
-    state_file_read_buffers(&r.file, b.list, b.count, b.to_buffer);
+    state_file_read_buffers(&r.file, b);
     st->step = plan->resume_step;
     st->loader = r.header.loader;
     st->sample_rng = r.header.sample_rng;

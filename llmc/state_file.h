@@ -135,26 +135,23 @@ inline void state_check_rank_count(const char* dir, int step, int num_ranks) {
 // ----------------------------------------------------------------------------------------------------
 // the optimizer buffers after the header
 
-// One buffer of a state file: count elements of elem_bytes each at data, which may be device memory (the
-// copy function moves it). On reading, data = nullptr skips the buffer's bytes (the GPU trainer with -w 0
-// reading a state that holds master weights).
+// One buffer of a state file: count elements of elem_bytes each at data. On reading, data = nullptr skips
+// the buffer's bytes (the GPU trainer with -w 0 reading a state that holds master weights).
 struct StateBuffer {
     const char* what; // named in error messages: "AdamW m"
     void* data;
     size_t elem_bytes, count;
 };
-// Copies bytes between the buffers' memory and a host staging buffer: memcpy for host buffers,
-// cudaMemcpy for device ones. Same signature as memcpy: (dst, src, bytes).
+// Copies bytes between device buffers and a host staging buffer (cudaMemcpy); same signature as memcpy:
+// (dst, src, bytes).
 typedef void* (*StateCopy)(void* dst, const void* src, size_t bytes);
-inline void* state_copy_host(void* dst, const void* src, size_t bytes) {
-    return memcpy(dst, src, bytes);
-}
 
-// A state file's buffers, in file order, and how to reach them.
+// A state file's buffers, in file order, and how to reach them: in host memory (to_host = to_buffer =
+// nullptr) they are written and read directly; in device memory they go through a host staging buffer.
 struct StateBuffers {
     StateBuffer list[8];
     int count = 0;
-    StateCopy to_host = state_copy_host, to_buffer = state_copy_host;
+    StateCopy to_host = nullptr, to_buffer = nullptr;
 };
 inline void state_buffers_add(StateBuffers* b, const char* what, void* data, size_t elem_bytes,
                               size_t count) {
@@ -162,26 +159,29 @@ inline void state_buffers_add(StateBuffers* b, const char* what, void* data, siz
     b->list[b->count++] = StateBuffer{what, data, elem_bytes, count};
 }
 
-// The staging buffer bounds the host memory a save or load of device buffers needs.
-inline size_t state_staging_bytes(const StateBuffer* buffers, int num_buffers) {
+// The staging buffer bounds the host memory a save or load of device buffers needs (none for host ones).
+inline size_t state_staging_bytes(const StateBuffers& b, StateCopy copy) {
+    if (copy == nullptr) return 0;
     size_t largest = 1;
-    for (int i = 0; i < num_buffers; i++)
-        largest = std::max(largest, buffers[i].elem_bytes * buffers[i].count);
+    for (int i = 0; i < b.count; i++) largest = std::max(largest, b.list[i].elem_bytes * b.list[i].count);
     return std::min(largest, (size_t)64 << 20);
 }
 
 // Writes a state file atomically (llmc/utils.h's AtomicFile): the header, then the buffers in order.
-inline void state_file_write(const std::string& path, const StateHeader& h, const StateBuffer* buffers,
-                             int num_buffers, StateCopy to_host) {
+inline void state_file_write(const std::string& path, const StateHeader& h, const StateBuffers& b) {
     AtomicFile f(path.c_str());
     state_header_write(&f, h);
-    std::vector<char> staging(state_staging_bytes(buffers, num_buffers));
-    for (int i = 0; i < num_buffers; i++) {
-        const char* src = (const char*)buffers[i].data;
-        const size_t bytes = buffers[i].elem_bytes * buffers[i].count;
+    std::vector<char> staging(state_staging_bytes(b, b.to_host));
+    for (int i = 0; i < b.count; i++) {
+        const char* src = (const char*)b.list[i].data;
+        const size_t bytes = b.list[i].elem_bytes * b.list[i].count;
+        if (b.to_host == nullptr) {
+            f.write(src, 1, bytes);
+            continue;
+        }
         for (size_t done = 0; done < bytes; done += staging.size()) {
             const size_t n = std::min(staging.size(), bytes - done);
-            to_host(staging.data(), src + done, n);
+            b.to_host(staging.data(), src + done, n);
             f.write(staging.data(), 1, n);
         }
     }
@@ -204,20 +204,21 @@ struct StateReader {
 };
 
 // Reads the buffers after the header (StateReader) in order, then requires the end of the file.
-inline void state_file_read_buffers(File* f, const StateBuffer* buffers, int num_buffers,
-                                    StateCopy to_buffer) {
-    std::vector<char> staging(state_staging_bytes(buffers, num_buffers));
-    for (int i = 0; i < num_buffers; i++) {
-        char* dst = (char*)buffers[i].data;
-        const size_t bytes = buffers[i].elem_bytes * buffers[i].count;
+inline void state_file_read_buffers(File* f, const StateBuffers& b) {
+    std::vector<char> staging(state_staging_bytes(b, b.to_buffer));
+    for (int i = 0; i < b.count; i++) {
+        char* dst = (char*)b.list[i].data;
+        const size_t bytes = b.list[i].elem_bytes * b.list[i].count;
         if (dst == nullptr) {
             fseek_check(f->fp, (long)bytes, SEEK_CUR, f->path.c_str());
-            continue;
-        }
-        for (size_t done = 0; done < bytes; done += staging.size()) {
-            const size_t n = std::min(staging.size(), bytes - done);
-            f->read(staging.data(), 1, n, buffers[i].what);
-            to_buffer(dst + done, staging.data(), n);
+        } else if (b.to_buffer == nullptr) {
+            f->read(dst, 1, bytes, b.list[i].what);
+        } else {
+            for (size_t done = 0; done < bytes; done += staging.size()) {
+                const size_t n = std::min(staging.size(), bytes - done);
+                f->read(staging.data(), 1, n, b.list[i].what);
+                b.to_buffer(dst + done, staging.data(), n);
+            }
         }
     }
     if (fgetc(f->fp) != EOF) fail("'%s' has bytes after the optimizer state: wrong file?", f->path.c_str());

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -181,6 +182,19 @@ static void test_init_random() {
           "per-layer tensors: ln1w .. fcprojb");
 }
 
+// stands in for cudaMemcpy in the staged state-file path
+static int test_copies = 0;
+static void* test_copy(void* dst, const void* src, size_t bytes) {
+    test_copies++;
+    return memcpy(dst, src, bytes);
+}
+static std::vector<char> read_file_bytes(const std::string& path) {
+    std::vector<char> bytes(file_size_check(path.c_str()));
+    File f(path.c_str(), "rb");
+    f.read(bytes.data(), 1, bytes.size(), "the file");
+    return bytes;
+}
+
 static StateHeader test_header() {
     StateHeader h;
     h.num_ranks = 2, h.rank = 1, h.zero_stage = 1, h.use_8bit = false, h.step = 7, h.quant_block = 2048;
@@ -204,9 +218,9 @@ static void test_state_file() {
     // rank 0's file is where the rank count is read first
     StateHeader h0 = h;
     h0.rank = 0;
-    state_file_write(checkpoint_path(dir.c_str(), "state", 7, 0), h0, out.list, out.count, out.to_host);
+    state_file_write(checkpoint_path(dir.c_str(), "state", 7, 0), h0, out);
     const std::string path = checkpoint_path(dir.c_str(), "state", 7, 1);
-    state_file_write(path, h, out.list, out.count, out.to_host);
+    state_file_write(path, h, out);
     CHECK(file_size_check(path.c_str()) == 1024 + 20 + 3 + 20,
           "1024-byte header + 43 bytes of buffers (got %zu)", file_size_check(path.c_str()));
     CHECK(!file_exists((path + ".tmp").c_str()), "no temporary left after the commit");
@@ -219,12 +233,30 @@ static void test_state_file() {
         state_buffers_add(&in, "AdamW m", m2.data(), sizeof(float), m2.size());
         state_buffers_add(&in, "codes", codes2.data(), 1, codes2.size());
         state_buffers_add(&in, "AdamW v", v2.data(), sizeof(float), v2.size());
-        state_file_read_buffers(&r.file, in.list, in.count, in.to_buffer);
+        state_file_read_buffers(&r.file, in);
         CHECK(m2 == m && v2 == v && codes2 == codes, "the buffers read back as written");
         CHECK(r.header.loader.epoch == 3 && r.header.loader.shard_pos == 4 &&
                   r.header.loader.sample_pos == 5 && r.header.sample_rng.state == 0x1234567890abcdefULL &&
                   r.header.shard_offset == 5,
               "the header's data loader position, sampling state and shard offset read back");
+    }
+    {
+        // the staged path device buffers take (a copy function instead of direct file I/O): the same bytes
+        const std::string staged = tmp_dir + "/staged.bin";
+        StateBuffers via = out;
+        via.to_host = via.to_buffer = test_copy;
+        state_file_write(staged, h, via);
+        CHECK(read_file_bytes(staged) == read_file_bytes(path),
+              "a staged write: the same file as a direct one");
+        StateReader r(dir.c_str(), 7, h);
+        std::fill(m2.begin(), m2.end(), 0.0f);
+        StateBuffers in;
+        state_buffers_add(&in, "AdamW m", m2.data(), sizeof(float), m2.size());
+        state_buffers_add(&in, "codes", codes2.data(), 1, codes2.size());
+        state_buffers_add(&in, "AdamW v", v2.data(), sizeof(float), v2.size());
+        in.to_host = in.to_buffer = test_copy;
+        state_file_read_buffers(&r.file, in);
+        CHECK(m2 == m && test_copies > 0, "a staged read: the buffers read back, through the copy function");
     }
     {
         StateReader r(dir.c_str(), 7, h); // the middle buffer skipped (data = nullptr)
@@ -233,7 +265,7 @@ static void test_state_file() {
         state_buffers_add(&in, "AdamW m", m2.data(), sizeof(float), m2.size());
         state_buffers_add(&in, "codes", nullptr, 1, codes2.size());
         state_buffers_add(&in, "AdamW v", v2.data(), sizeof(float), v2.size());
-        state_file_read_buffers(&r.file, in.list, in.count, in.to_buffer);
+        state_file_read_buffers(&r.file, in);
         CHECK(v2 == v, "a skipped buffer: the next one still reads right");
     }
     expect_failure("a reader that expects one buffer more",
@@ -243,13 +275,15 @@ static void test_state_file() {
                        StateBuffers in = out;
                        state_buffers_add(&in, "fp32 master weights", extra.data(), sizeof(float),
                                          extra.size());
-                       state_file_read_buffers(&r.file, in.list, in.count, in.to_buffer);
+                       state_file_read_buffers(&r.file, in);
                    },
                    {path, "fp32 master weights"});
     expect_failure("a reader that expects one buffer less",
                    [&] {
                        StateReader r(dir.c_str(), 7, h);
-                       state_file_read_buffers(&r.file, out.list, out.count - 1, out.to_buffer);
+                       StateBuffers fewer = out;
+                       fewer.count--;
+                       state_file_read_buffers(&r.file, fewer);
                    },
                    {path, "bytes after the optimizer state"});
     expect_failure("a resume with 4 ranks of a 2-rank checkpoint",
