@@ -270,13 +270,13 @@ inline void quantize_check_status(int64_t bad_block, const char* what) {
     }
 }
 
-// ----------------------------------------------------------------------------------------------------
-// 1. blockwise absmax int8
-// x (n) -> codes (n), absmax (ceil(n / block_size)). Returns the first non-finite block, or -1.
-
-inline int64_t quantize_absmax_int8(const float* x, size_t n, size_t block_size, int8_t* codes,
-                                    float* absmax) {
-    quant_check_block_size(block_size, "quantize_absmax_int8");
+// The loop every CPU quantizer shares: block b of x (the last one may be partial) gets its absmax, NaN
+// when the block holds a NaN or Inf, and write_codes(start, count, a, finite) writes its codes (the zero
+// code when not finite). Blocks are independent: OpenMP runs them in parallel. Returns the first
+// non-finite block, or -1.
+template <class WriteCodes>
+inline int64_t quant_for_each_block(const float* x, size_t n, size_t block_size, float* absmax,
+                                    WriteCodes write_codes) {
     const size_t num_blocks = quant_num_blocks(n, block_size);
     int64_t bad = INT64_MAX;
 #pragma omp parallel for schedule(static) reduction(min : bad)
@@ -284,16 +284,25 @@ inline int64_t quantize_absmax_int8(const float* x, size_t n, size_t block_size,
         const size_t start = b * block_size;
         const size_t count = (start + block_size <= n) ? block_size : n - start;
         float a;
-        if (quant_block_absmax(x + start, count, &a)) {
-            absmax[b] = a;
-            for (size_t i = 0; i < count; i++) codes[start + i] = quantize_int8_value(x[start + i], a);
-        } else {
-            absmax[b] = NAN;
-            for (size_t i = 0; i < count; i++) codes[start + i] = 0;
-            if ((int64_t)b < bad) bad = (int64_t)b;
-        }
+        const bool finite = quant_block_absmax(x + start, count, &a);
+        absmax[b] = finite ? a : NAN;
+        if (!finite && (int64_t)b < bad) bad = (int64_t)b;
+        write_codes(start, count, a, finite);
     }
     return bad == INT64_MAX ? -1 : bad;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// 1. blockwise absmax int8
+// x (n) -> codes (n), absmax (ceil(n / block_size)). Returns the first non-finite block, or -1.
+
+inline int64_t quantize_absmax_int8(const float* x, size_t n, size_t block_size, int8_t* codes,
+                                    float* absmax) {
+    quant_check_block_size(block_size, "quantize_absmax_int8");
+    auto write_codes = [&](size_t start, size_t count, float a, bool finite) {
+        for (size_t i = start; i < start + count; i++) codes[i] = finite ? quantize_int8_value(x[i], a) : 0;
+    };
+    return quant_for_each_block(x, n, block_size, absmax, write_codes);
 }
 
 inline void dequantize_absmax_int8(const int8_t* codes, const float* absmax, size_t n, size_t block_size,
@@ -315,17 +324,8 @@ inline void nf4_check_block_size(size_t block_size, const char* what) {
 inline int64_t quantize_nf4(const float* x, size_t n, size_t block_size, uint8_t* packed, float* absmax) {
     nf4_check_block_size(block_size, "quantize_nf4");
     const Codebook& cb = nf4_map();
-    const size_t num_blocks = quant_num_blocks(n, block_size);
-    int64_t bad = INT64_MAX;
-#pragma omp parallel for schedule(static) reduction(min : bad)
-    for (size_t b = 0; b < num_blocks; b++) {
-        const size_t start = b * block_size;
-        const size_t count = (start + block_size <= n) ? block_size : n - start;
-        float a;
-        const bool finite = quant_block_absmax(x + start, count, &a);
-        absmax[b] = finite ? a : NAN;
-        if (!finite && (int64_t)b < bad) bad = (int64_t)b;
-        for (size_t i = 0; i < count; i += 2) {
+    auto write_codes = [&](size_t start, size_t count, float a, bool finite) {
+        for (size_t i = 0; i < count; i += 2) { // two codes per byte, the even element in the low nibble
             int lo = cb.zero_code, hi = 0;
             if (finite) {
                 lo = codebook_quantize_value(cb.midpoints, cb.size, cb.zero_code, x[start + i], a);
@@ -336,8 +336,8 @@ inline int64_t quantize_nf4(const float* x, size_t n, size_t block_size, uint8_t
             }
             packed[(start + i) / 2] = (uint8_t)(lo | (hi << 4));
         }
-    }
-    return bad == INT64_MAX ? -1 : bad;
+    };
+    return quant_for_each_block(x, n, block_size, absmax, write_codes);
 }
 
 inline void dequantize_nf4(const uint8_t* packed, const float* absmax, size_t n, size_t block_size,

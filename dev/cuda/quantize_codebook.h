@@ -13,26 +13,14 @@
 inline int64_t quantize_codebook(const float* x, size_t n, size_t block_size, const Codebook& cb,
                                  uint8_t* codes, float* absmax) {
     quant_check_block_size(block_size, "quantize_codebook");
-    const size_t num_blocks = quant_num_blocks(n, block_size);
-    int64_t bad = INT64_MAX;
-#pragma omp parallel for schedule(static) reduction(min : bad)
-    for (size_t b = 0; b < num_blocks; b++) {
-        const size_t start = b * block_size;
-        const size_t count = (start + block_size <= n) ? block_size : n - start;
-        float a;
-        if (quant_block_absmax(x + start, count, &a)) {
-            absmax[b] = a;
-            for (size_t i = 0; i < count; i++) {
-                codes[start + i] =
-                    (uint8_t)codebook_quantize_value(cb.midpoints, cb.size, cb.zero_code, x[start + i], a);
-            }
-        } else {
-            absmax[b] = NAN;
-            for (size_t i = 0; i < count; i++) codes[start + i] = (uint8_t)cb.zero_code;
-            if ((int64_t)b < bad) bad = (int64_t)b;
+    auto write_codes = [&](size_t start, size_t count, float a, bool finite) {
+        for (size_t i = start; i < start + count; i++) {
+            codes[i] =
+                (uint8_t)(finite ? codebook_quantize_value(cb.midpoints, cb.size, cb.zero_code, x[i], a)
+                                 : cb.zero_code);
         }
-    }
-    return bad == INT64_MAX ? -1 : bad;
+    };
+    return quant_for_each_block(x, n, block_size, absmax, write_codes);
 }
 
 inline void dequantize_codebook(const uint8_t* codes, const float* absmax, size_t n, size_t block_size,
