@@ -82,6 +82,7 @@ static void run_free(Run* run) {
 static float train_step(Run* run, const DebugState& d, int t, MultiGpuConfig* mgc,
                         std::vector<uint8_t>* grads_out = nullptr) {
     GPT2* m = &run->model;
+    gpt2_zero_grad(m);
     gpt2_forward(m, d.x.data(), d.y.data(), d.B, d.T, 1.0f / (d.B * d.T));
     gpt2_backward(m, mgc, false);
     float loss = gpt2_wait_loss(m, d.B, d.T);

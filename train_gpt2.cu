@@ -495,6 +495,12 @@ void gpt2_grads_ready(GPT2* model, MultiGpuConfig* mgc, int l, bool reduce) {
     }
 }
 
+// The step's fp32 gradients start from zero (before its first micro-step's backward, as on the CPU).
+void gpt2_zero_grad(GPT2* model) {
+    cudaCheck(
+        cudaMemsetAsync(model->grads_memory, 0, model->num_parameters_padded * sizeof(float), model->stream));
+}
+
 // Backward pass of the last training forward (dloss_scale > 0): adds its gradients into grads_memory (fp32).
 // overlap_reduce: this is the last micro-step of a multi-GPU ZeRO-0 step; the gradients are averaged over
 // processes layer by layer as they become final. Otherwise the whole buffer is accumulated at the end.
@@ -702,12 +708,9 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
         cudaMemcpyAsync(model->norm_host, model->norm_device, sizeof(float), cudaMemcpyDeviceToHost, s));
     multi_gpu_wait(mgc, s, STEP_TIMEOUT_S);
     const float norm = sqrtf(*model->norm_host);
-    // a non-finite norm (the same on every rank): no AdamW, no all-gather; the next step starts from zero
-    // gradients. The loop (llmc/run_plan.h) counts the skipped steps.
-    if (!std::isfinite(norm)) {
-        cudaCheck(cudaMemsetAsync(model->grads_memory, 0, model->num_parameters_padded * sizeof(float), s));
-        return norm;
-    }
+    // a non-finite norm (the same on every rank): no AdamW, no all-gather. The loop (llmc/run_plan.h)
+    // counts the skipped steps.
+    if (!std::isfinite(norm)) return norm;
     // 3. clip: scale the gradient so its norm is at most grad_clip
     const float scale = (h.grad_clip > 0.0f && norm > h.grad_clip) ? h.grad_clip / norm : 1.0f;
     if (opt->use_8bit && scale != 1.0f) { // the 8-bit kernel has no grad_scale argument: scale in place
@@ -743,8 +746,6 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
                              lay.shard_size);
         multi_gpu_sync(mgc, s);
     }
-    // 6. the next step accumulates from zero
-    cudaCheck(cudaMemsetAsync(model->grads_memory, 0, model->num_parameters_padded * sizeof(float), s));
     return norm;
 }
 
@@ -766,10 +767,12 @@ struct Trainer {
 };
 
 // One micro-batch: forward (the classifier writes dlogits scaled by 1 / (B*T*num_micro), the mean over
-// positions and micro-steps), backward adding into grads_memory; waits for and returns its mean loss.
+// positions and micro-steps), backward adding into grads_memory (zeroed at the first micro-batch of the
+// step); waits for and returns its mean loss.
 float trainer_micro_step(Trainer* tr, const int* inputs, const int* targets, int micro, int num_micro) {
     GPT2* m = &tr->model;
     const int B = m->batch_size, T = m->seq_len;
+    if (micro == 0) gpt2_zero_grad(m);
     gpt2_forward(m, inputs, targets, B, T, 1.0f / ((float)B * T * num_micro));
     gpt2_backward(m, &tr->mgc, tr->overlap_reduce && micro == num_micro - 1);
     return gpt2_wait_loss(m, B, T);
