@@ -60,12 +60,12 @@ grep -q "x 2 accumulation steps = 512 tokens" "$dir/gpu.txt" || { echo "FAIL: no
 cmp_logs "$dir/cpu.txt" "$dir/gpu.txt" --steps 3 --tol 1e-4 \
     --label "fp32: -d 512 (2 micro-steps), -x 3 < warmup, 8-bit AdamW"
 for t in c g; do
-    bin=./train_gpt2 name=CPU
-    if [ $t = g ]; then bin=$gpu name=GPU; fi
+    bin=./train_gpt2 name=CPU log="$dir/cpu.txt"
+    if [ $t = g ]; then bin=$gpu name=GPU log="$dir/gpu.txt"; fi
     echo 2 > "$dir/$t/checkpoint_latest"
     $bin $flags -o "$dir/$t" -y 1 > "$dir/${t}_resumed.txt"
-    cmp_logs "$dir/$( [ $t = c ] && echo cpu || echo gpu).txt" "$dir/${t}_resumed.txt" --steps 3 --from-step 3 \
-        --identical --label "$name: that run resumed at step 2"
+    cmp_logs "$log" "$dir/${t}_resumed.txt" --steps 3 --from-step 3 --identical \
+        --label "$name: that run resumed at step 2"
 done
 # the GPU's state holds fp32 master weights: the CPU trainer refuses it, naming the file
 if out=$(./train_gpt2 $flags -o "$dir/g" -y 1 2>&1); then echo "FAIL: the CPU trainer resumed a GPU state"; exit 1; fi
