@@ -6,17 +6,27 @@
 #   make test-fast     the unit tests and test_gpt2: the inner loop (under a minute)
 #   make train_gpt2cu  the GPU trainer (bf16; PRECISION=FP32 for the fp32 build)
 #   make cuda          every CUDA target, for sm_80 and sm_90 (compiles without a GPU)
+#   make bringup_pack  what dev/cuda/bringup.sh runs on a lent GPU, in build/bringup (one GPU, sm_90a)
+# Knobs of the CUDA targets:
+#   CUDA_ARCH=...      the GPU architectures, e.g. 90 (H100/H200), 90a (Hopper with its own wgmma and
+#                      setmaxnreg code: runs on sm_90 parts only), 80 (A100), "80 90" (the default)
+#   NO_MULTI_GPU=1     one GPU: no NCCL and no MPI at build or load time (llmc/nccl_none.h)
+#   NO_MPI=1           no MPI (the CPU trainer; the GPU trainer keeps NCCL, bootstrapped with -pi tcp|fs)
+#   CUDA_BUILD=dir     where the CUDA programs go (dir/train_gpt2cu, dir/dev/cuda/*_check); default: here
 
 CXX ?= g++
-# the GPU architectures every CUDA target is built for: A100 (sm_80) and H100/H200 (sm_90)
-CUDA_ARCHS ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+CUDA_ARCH ?= 80 90
+CUDA_ARCHS = $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a))
+CUDA_BUILD ?=
+CUDA_OUT = $(if $(CUDA_BUILD),$(CUDA_BUILD)/)
 PYTHON ?= /usr/bin/python3
 NVCC ?= /usr/local/cuda/bin/nvcc
 
 # -march=native where the compiler accepts it, a portable x86-64-v2 / generic build otherwise.
 NATIVE_FLAG := $(shell $(CXX) -march=native -x c++ -c /dev/null -o /dev/null >/dev/null 2>&1 && echo -march=native)
 CXXFLAGS ?= -O3 $(NATIVE_FLAG)
-CXXFLAGS += -std=c++17 -Wall -Wextra -Wno-psabi -fno-math-errno -fopenmp -I.
+CXX_COMMON := -std=c++17 -Wall -Wextra -Wno-psabi -fno-math-errno -fopenmp -I.
+CXXFLAGS += $(CXX_COMMON)
 LDLIBS += -lm -fopenmp
 
 # headers every C++ program depends on (a change rebuilds everything; simple and always correct)
@@ -78,96 +88,118 @@ test_gpt2: test_gpt2.cpp train_gpt2.cpp $(HEADERS) $(TEST_GPT2_HEADERS)
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
 # ---------------------------------------------------------------------------------------------------
-# quantization and 8-bit AdamW: GPU-side checks (compile anywhere, run on a GPU): codes bit-identical to the CPU reference, timings
-QUANT_NVCC_FLAGS := -std=c++17 -O3 -I. $(CUDA_ARCHS) \
-	-Xcompiler -Wall,-Wextra,-fopenmp -lgomp
-
-dev/cuda/quantize_check: dev/cuda/quantize_check.cu $(HEADERS) llmc/*.cuh $(CHECK_HEADERS)
-	$(NVCC) $(QUANT_NVCC_FLAGS) $< -o $@
-
-dev/cuda/adamw8bit_check: dev/cuda/adamw8bit_check.cu $(HEADERS) llmc/*.cuh $(CHECK_HEADERS)
-	$(NVCC) $(QUANT_NVCC_FLAGS) $< -o $@
-
-CUDA_BINS += dev/cuda/quantize_check dev/cuda/adamw8bit_check
-
-# ---------------------------------------------------------------------------------------------------
 # data parallel: MPI on the CPU, NCCL on the GPU
 MPICXX ?= mpicxx
 HAVE_MPICXX := $(shell command -v $(MPICXX) 2>/dev/null)
 
-# NCCL layer (llmc/nccl_gpu.cuh), compiles anywhere (sm_80 + sm_90, warning-free), runs on GPUs:
+# NCCL layer (llmc/nccl_gpu.cuh), compiles anywhere (warning-free), runs on GPUs:
 #   dev/cuda/nccl_check        one GPU, or one process per GPU with -pi tcp|fs -pn N -pr R -ps HOST / -pf DIR
 #   dev/cuda/nccl_check_mpi    built with -DUSE_MPI (where mpicxx exists): mpirun -np N dev/cuda/nccl_check_mpi
-# A program using nccl_gpu.cuh links -lnccl, and with -DUSE_MPI also $(MPI_NVCC_INC) / $(MPI_NVCC_LIBS).
-NCCL_NVCCFLAGS := -std=c++17 -O3 -I. $(CUDA_ARCHS) \
-	-Xcompiler -Wall,-Wextra,-fopenmp -lgomp
+# A program using nccl_gpu.cuh links $(NCCL_LIB) (nothing with NO_MULTI_GPU=1), and with MPI also
+# $(MPI_NVCC_INC) / $(MPI_NVCC_LIBS).
 MPI_NVCC_INC = $(addprefix -I,$(shell $(MPICXX) --showme:incdirs 2>/dev/null))
 MPI_NVCC_LIBS = $(addprefix -L,$(shell $(MPICXX) --showme:libdirs 2>/dev/null)) \
 	$(addprefix -l,$(shell $(MPICXX) --showme:libs 2>/dev/null))
-
-dev/cuda/nccl_check: dev/cuda/nccl_check.cu llmc/nccl_gpu.cuh $(HEADERS)
-	$(NVCC) $(NCCL_NVCCFLAGS) $< -o $@ -lnccl
-
-dev/cuda/nccl_check_mpi: dev/cuda/nccl_check.cu llmc/nccl_gpu.cuh $(HEADERS)
-	$(NVCC) $(NCCL_NVCCFLAGS) -DUSE_MPI $(MPI_NVCC_INC) $< -o $@ -lnccl $(MPI_NVCC_LIBS)
-
-CUDA_BINS += dev/cuda/nccl_check
-ifneq ($(HAVE_MPICXX),)
-CUDA_BINS += dev/cuda/nccl_check_mpi
-endif
+NCCL_DEFS = $(if $(NO_MULTI_GPU),-DNO_MULTI_GPU,)
+NCCL_LIB = $(if $(NO_MULTI_GPU),,-lnccl)
+# the GPU trainer under mpirun: where mpicxx exists, unless NO_MPI or NO_MULTI_GPU
+GPU_MPI = $(if $(NO_MPI)$(NO_MULTI_GPU),,$(HAVE_MPICXX))
+GPU_MPI_FLAGS = $(if $(GPU_MPI),-DUSE_MPI $(MPI_NVCC_INC),)
+GPU_MPI_LIBS = $(if $(GPU_MPI),$(MPI_NVCC_LIBS),)
 
 # ---------------------------------------------------------------------------------------------------
-# CUDA
-
-# attention: flash attention forward/backward (llmc/attention.cuh) and its check (on the CPU: make emu)
-ATTENTION_NVCCFLAGS := -O3 -std=c++17 -I. $(CUDA_ARCHS) \
-	-Xcompiler -Wall,-Wextra,-fopenmp
-dev/cuda/attention_check: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS) $(CHECK_HEADERS)
-	$(NVCC) $(ATTENTION_NVCCFLAGS) -o $@ $< -lgomp
-dev/cuda/attention_check_fp32: dev/cuda/attention_check.cu llmc/attention.cuh $(HEADERS) $(CHECK_HEADERS)
-	$(NVCC) $(ATTENTION_NVCCFLAGS) -DENABLE_FP32 -o $@ $< -lgomp
-CUDA_BINS += dev/cuda/attention_check dev/cuda/attention_check_fp32
-
-# layer kernels: encoder, layernorm, gelu, matmul (cuBLASLt), fused classifier, AdamW, global norm.
-# dev/cuda/<layer>_check compares each kernel with a CPU reference on a GPU (BF16 build, plus an
-# _fp32 variant built with -DENABLE_FP32); tests/unit/test_kernel_math.cpp checks their scalar math on the CPU.
-NVCCFLAGS := -std=c++17 -O3 -I. $(CUDA_ARCHS) \
-	-Xcompiler -Wall,-Wextra --expt-relaxed-constexpr
+# CUDA: every program is built by one nvcc command line, NVCC_BUILD, into $(CUDA_BUILD)
+#   -fopenmp: llmc/adamw8bit.h and the checks' CPU references have OpenMP loops
+NVCCFLAGS = -std=c++17 -O3 -I. $(CUDA_ARCHS) -Xcompiler -Wall,-Wextra,-fopenmp --expt-relaxed-constexpr \
+	$(NCCL_DEFS)
+NVCC_LDLIBS = -lgomp -lcublasLt $(NCCL_LIB)
+NVCC_BUILD = mkdir -p $(@D) && $(NVCC) $(NVCCFLAGS) $(PRECISION_FLAG) $(EXTRA_NVCCFLAGS) $< -o $@ \
+	$(NVCC_LDLIBS) $(EXTRA_LDLIBS)
+# PRECISION=FP32 makes the plain names fp32 builds; the _fp32 / fp32cu names always are
 PRECISION ?= BF16
-ifeq ($(PRECISION),FP32)
-NVCCFLAGS += -DENABLE_FP32
-endif
+PRECISION_FLAG = $(if $(filter FP32,$(PRECISION)),-DENABLE_FP32,)
+$(CUDA_OUT)dev/cuda/%_fp32 $(CUDA_OUT)%fp32cu: PRECISION_FLAG = -DENABLE_FP32
 CUDA_HEADERS := $(wildcard llmc/*.cuh)
-NVCC_LDLIBS := -lcublasLt
-LAYER_CHECKS := dev/cuda/encoder_check dev/cuda/layernorm_check dev/cuda/gelu_check dev/cuda/matmul_check \
-	dev/cuda/classifier_check dev/cuda/adamw_check
-LAYER_CHECKS_FP32 := $(addsuffix _fp32,$(LAYER_CHECKS))
-$(LAYER_CHECKS): dev/cuda/%: dev/cuda/%.cu $(CHECK_HEADERS) $(HEADERS) $(CUDA_HEADERS)
-	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS)
-$(LAYER_CHECKS_FP32): dev/cuda/%_fp32: dev/cuda/%.cu $(CHECK_HEADERS) $(HEADERS) $(CUDA_HEADERS)
-	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 -o $@ $< $(NVCC_LDLIBS)
-CUDA_BINS += $(LAYER_CHECKS) $(LAYER_CHECKS_FP32)
+CUDA_DEPS := $(HEADERS) $(CUDA_HEADERS)
+
+# kernel checks: dev/cuda/<name>_check compares a kernel with a CPU reference on a GPU and times it (BF16
+# build, plus an _fp32 variant built with -DENABLE_FP32 where the kernel has both); on the CPU: make emu.
+#   encoder, layernorm, gelu, matmul (cuBLASLt), classifier, adamw (with the global norm), attention (flash
+#   forward/backward); quantize (blockwise absmax, NF4) and adamw8bit, one build: their codes are floats
+LAYER_CHECKS := encoder_check layernorm_check gelu_check matmul_check classifier_check adamw_check \
+	attention_check
+CHECKS := $(LAYER_CHECKS) $(addsuffix _fp32,$(LAYER_CHECKS)) quantize_check adamw8bit_check
+CHECK_BINS := $(addprefix $(CUDA_OUT)dev/cuda/,$(CHECKS))
+$(CUDA_OUT)dev/cuda/%_check: dev/cuda/%_check.cu $(CHECK_HEADERS) $(CUDA_DEPS)
+	$(NVCC_BUILD)
+$(CUDA_OUT)dev/cuda/%_check_fp32: dev/cuda/%_check.cu $(CHECK_HEADERS) $(CUDA_DEPS)
+	$(NVCC_BUILD)
+CUDA_BINS += $(CHECK_BINS)
+
+ifeq ($(NO_MULTI_GPU),)
+$(CUDA_OUT)dev/cuda/nccl_check: dev/cuda/nccl_check.cu $(CUDA_DEPS)
+	$(NVCC_BUILD)
+$(CUDA_OUT)dev/cuda/nccl_check_mpi: EXTRA_NVCCFLAGS = -DUSE_MPI $(MPI_NVCC_INC)
+$(CUDA_OUT)dev/cuda/nccl_check_mpi: EXTRA_LDLIBS = $(MPI_NVCC_LIBS)
+$(CUDA_OUT)dev/cuda/nccl_check_mpi: dev/cuda/nccl_check.cu $(CUDA_DEPS)
+	$(NVCC_BUILD)
+CUDA_BINS += $(CUDA_OUT)dev/cuda/nccl_check
+ifneq ($(HAVE_MPICXX),)
+ifeq ($(NO_MPI),)
+CUDA_BINS += $(CUDA_OUT)dev/cuda/nccl_check_mpi
+endif
+endif
+endif
 
 # GPU trainer
 #   train_gpt2cu / test_gpt2cu          the build PRECISION selects (BF16 by default, `PRECISION=FP32`)
 #   train_gpt2fp32cu / test_gpt2fp32cu  always FP32, so one `make cuda` builds both precisions
-# The trainer is built with -DUSE_MPI where mpicxx exists (mpirun -np N ./train_gpt2cu); without it, several
-# GPUs still work through -pi tcp|fs. The test runs one process and needs no MPI.
-# GPU tests (need a GPU, not part of `make test`): dev/cuda/run_gpu_tests.sh
-GPU_TRAINER_DEPS := train_gpt2.cu $(HEADERS) $(CUDA_HEADERS)
-# -fopenmp: llmc/adamw8bit.h (included by the 8-bit kernel) has OpenMP loops, unused on the GPU path
-GPU_TRAINER_LIBS := -Xcompiler -fopenmp -lgomp -lcublasLt -lcublas -lnccl
-GPU_TRAINER_MPI = $(if $(HAVE_MPICXX),-DUSE_MPI $(MPI_NVCC_INC),)
-GPU_TRAINER_MPI_LIBS = $(if $(HAVE_MPICXX),$(MPI_NVCC_LIBS),)
-train_gpt2cu: $(GPU_TRAINER_DEPS)
-	$(NVCC) $(NVCCFLAGS) $(GPU_TRAINER_MPI) $< -o $@ $(GPU_TRAINER_LIBS) $(GPU_TRAINER_MPI_LIBS)
-train_gpt2fp32cu: $(GPU_TRAINER_DEPS)
-	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 $(GPU_TRAINER_MPI) $< -o $@ $(GPU_TRAINER_LIBS) $(GPU_TRAINER_MPI_LIBS)
-test_gpt2cu: test_gpt2.cu $(GPU_TRAINER_DEPS) $(TEST_GPT2_HEADERS)
-	$(NVCC) $(NVCCFLAGS) $< -o $@ $(GPU_TRAINER_LIBS)
-test_gpt2fp32cu: test_gpt2.cu $(GPU_TRAINER_DEPS) $(TEST_GPT2_HEADERS)
-	$(NVCC) $(NVCCFLAGS) -DENABLE_FP32 $< -o $@ $(GPU_TRAINER_LIBS)
-CUDA_BINS += train_gpt2cu test_gpt2cu train_gpt2fp32cu test_gpt2fp32cu
+# The trainer is built with -DUSE_MPI where mpicxx exists (mpirun -np N ./train_gpt2cu); without it (or with
+# NO_MPI=1), several GPUs still work through -pi tcp|fs; with NO_MULTI_GPU=1 it is one GPU, nothing else.
+# The test runs one process and needs no MPI.
+# GPU tests (need a GPU, not part of `make test`): dev/cuda/bringup.sh
+GPU_TRAINERS := $(addprefix $(CUDA_OUT),train_gpt2cu train_gpt2fp32cu)
+GPU_TESTS := $(addprefix $(CUDA_OUT),test_gpt2cu test_gpt2fp32cu)
+$(GPU_TRAINERS): EXTRA_NVCCFLAGS = $(GPU_MPI_FLAGS)
+$(GPU_TRAINERS): EXTRA_LDLIBS = $(GPU_MPI_LIBS)
+$(GPU_TRAINERS): train_gpt2.cu $(CUDA_DEPS)
+	$(NVCC_BUILD)
+$(GPU_TESTS): test_gpt2.cu train_gpt2.cu $(CUDA_DEPS) $(TEST_GPT2_HEADERS)
+	$(NVCC_BUILD)
+CUDA_BINS += $(GPU_TRAINERS) $(GPU_TESTS)
+
+# ---------------------------------------------------------------------------------------------------
+# GPU bring-up (dev/cuda/bringup.sh, README "Bring-up on a GPU"): `make bringup_pack` builds here, with this
+# machine's CUDA toolkit, every program the bring-up runs, for one GPU (NO_MULTI_GPU=1: no NCCL, no MPI) and
+# Hopper (CUDA_ARCH=90a), into build/bringup/ in the repository's layout, with what they read:
+#   train_gpt2cu train_gpt2fp32cu test_gpt2cu test_gpt2fp32cu dev/cuda/<every check>
+#   train_gpt2              the CPU trainer (no MPI, x86-64-v2: whatever the GPU machine's processor)
+#   test/gpu/tiny*.bin      the small reference states (the gpt2v ones, 27 MB of model and 79 MB of state
+#                           each, are made on the GPU machine by train_gpt2.py from test/gpu/<name>.args)
+#   data/                   the Tiny Shakespeare shards and gpt2_tokenizer.bin
+#   MANIFEST                the toolkit, the commit, each program's size and its libraries (ldd)
+# The pack must stay under 60 MiB: the device tool carries 64 MiB, the working tree included.
+PACK := build/bringup
+PACK_LIMIT_MIB := 60
+PACK_STATES := $(foreach n,tiny tiny_bf16,$(PACK)/test/gpu/$(n)_model.bin $(PACK)/test/gpu/$(n)_state.bin)
+PACK_ARGS := $(PACK)/test/gpu/gpt2v.args $(PACK)/test/gpu/gpt2v_bf16.args
+.PHONY: bringup_pack
+bringup_pack: $(PACK_STATES) $(PACK_ARGS) $(PACK)/train_gpt2 $(addprefix $(PACK)/,$(TINYSHAKESPEARE_DATA))
+	$(MAKE) --no-print-directory CUDA_BUILD=$(PACK) NO_MULTI_GPU=1 CUDA_ARCH=90a cuda
+	bash dev/cuda/bringup_manifest.sh $(PACK) $(PACK_LIMIT_MIB) > $(PACK)/MANIFEST
+	@cat $(PACK)/MANIFEST
+$(PACK)/train_gpt2: train_gpt2.cpp $(HEADERS)
+	@mkdir -p $(@D)
+	$(CXX) -O3 -march=x86-64-v2 $(CXX_COMMON) $< -o $@ $(LDLIBS)
+$(PACK)/test/gpu/%.bin: build/test/gpu/%.bin
+	@mkdir -p $(@D)
+	cp $< $@
+$(PACK)/test/gpu/%.args: Makefile
+	@mkdir -p $(@D)
+	echo "$(REF_gpu/$*) --write-model build/test/gpu/$*_model.bin --write-state build/test/gpu/$*_state.bin" > $@
+$(PACK)/data/%: data/%
+	@mkdir -p $(@D)
+	cp $< $@
 
 # ---------------------------------------------------------------------------------------------------
 # CPU emulator of CUDA (dev/cuda/emu): the same .cu/.cuh sources compiled by clang++ against emulated
@@ -185,7 +217,8 @@ EMU_MPI_LIBS = $(if $(HAVE_MPICXX),$(MPI_NVCC_LIBS),)
 EMU_CHECKS := encoder_check layernorm_check gelu_check matmul_check classifier_check adamw_check attention_check
 EMU_BINS := build/emu/train_gpt2cu build/emu/train_gpt2fp32cu build/emu/test_gpt2cu build/emu/test_gpt2fp32cu \
 	$(addprefix build/emu/,$(EMU_CHECKS) $(addsuffix _fp32,$(EMU_CHECKS))) \
-	build/emu/quantize_check build/emu/adamw8bit_check build/emu/nccl_check
+	build/emu/quantize_check build/emu/adamw8bit_check build/emu/nccl_check \
+	build/emu/single/train_gpt2cu build/emu/single/train_gpt2fp32cu
 .PHONY: emu
 emu: $(EMU_BINS)
 build/emu/train_gpt2cu: train_gpt2.cu $(EMU_HEADERS)
@@ -194,6 +227,13 @@ build/emu/train_gpt2cu: train_gpt2.cu $(EMU_HEADERS)
 build/emu/train_gpt2fp32cu: train_gpt2.cu $(EMU_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $(EMU_MPI) $< -o $@ $(EMU_LIBS) $(EMU_MPI_LIBS)
+# the trainers for one GPU (NO_MULTI_GPU=1: llmc/nccl_none.h, no MPI), as the bring-up pack has them
+build/emu/single/train_gpt2cu: train_gpt2.cu $(EMU_HEADERS)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) -DNO_MULTI_GPU $< -o $@ $(EMU_LIBS)
+build/emu/single/train_gpt2fp32cu: train_gpt2.cu $(EMU_HEADERS)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) -DNO_MULTI_GPU -DENABLE_FP32 $< -o $@ $(EMU_LIBS)
 build/emu/test_gpt2cu: test_gpt2.cu train_gpt2.cu $(EMU_HEADERS) $(TEST_GPT2_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) $< -o $@ $(EMU_LIBS)
@@ -219,7 +259,7 @@ cuda:
 # PyTorch reference states: a model file and train_gpt2.py's debug state for it (float64: the batch, logits,
 # loss, every gradient, 10 AdamW steps' losses), build/test/<name>_model.bin and <name>_state.bin, remade
 # when train_gpt2.py changes. test_gpt2 and test_gpt2cu read them (tests/common/lib.sh says which is which);
-# dev/cuda/run_gpu_tests.sh runs on the gpu/ ones. The _bf16 ones hold the fp32 model's weights rounded to
+# dev/cuda/bringup.sh runs on the gpu/ ones. The _bf16 ones hold the fp32 model's weights rounded to
 # bf16, in a bf16 (version 5) checkpoint. Heads of size 64 or 128 for the GPU (its flash attention).
 REF_tiny := --test-init --vocab-size 64 --padded-vocab 128 --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 \
 	-B 4 -T 16

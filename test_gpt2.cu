@@ -16,7 +16,7 @@ exit 1 on any failure:
      with the fp32 master weights) in a temporary directory, a fresh model loaded from it and 5 more steps:
      the losses of steps 6..10 and the final parameters bit-identical.
 -q runs check 1 only (the CPU emulator's run on the GPT-2 vocabulary, where checks 2 and 3 cost minutes).
-The flash attention kernels need head size 64 or 128: dev/cuda/run_gpu_tests.sh runs this on states with
+The flash attention kernels need head size 64 or 128: dev/cuda/bringup.sh runs this on states with
 C/NH = 64 and 128 (the Makefile's gpu_reference_states) in both builds and every -r mode on a GPU;
 tests/gpu/test_emu_gpt2cu.sh runs it on the CPU emulator (dev/cuda/emu: every kernel's own code, cuBLASLt
 emulated) in `make test`.

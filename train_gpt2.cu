@@ -27,7 +27,6 @@ the same flags print bit-identical losses, and a resumed run continues bit for b
 #include <vector>
 
 #include <algorithm>
-#include <cublas_v2.h>
 
 #include "llmc/utils.h"
 #include "llmc/checkpoint.h"
@@ -601,8 +600,7 @@ struct Optimizer {
     float* v_absmax = nullptr;
     size_t block_offset[NUM_PARAMETER_TENSORS]; // first block of each range
     size_t num_blocks = 0;
-    uint64_t seed = 0;               // of the stochastic rounding
-    cublasHandle_t cublas = nullptr; // scales the gradient for clipping before the 8-bit update
+    uint64_t seed = 0; // of the stochastic rounding
 };
 
 // The layout only (the model's buffers are sized from it); optimizer_allocate after gpt2_allocate.
@@ -655,8 +653,6 @@ void optimizer_allocate(Optimizer* opt, const GPT2* model) {
         cudaCheck(cudaMemset(opt->v_codes, 0, S));
         cudaCheck(cudaMemset(opt->m_absmax, 0, nb * sizeof(float)));
         cudaCheck(cudaMemset(opt->v_absmax, 0, nb * sizeof(float)));
-        cublasCheck(cublasCreate(&opt->cublas));
-        cublasCheck(cublasSetStream(opt->cublas, model->stream));
     }
 }
 
@@ -668,7 +664,6 @@ void optimizer_free(Optimizer* opt) {
     cudaCheck(cudaFree(opt->v_codes));
     cudaCheck(cudaFree(opt->m_absmax));
     cudaCheck(cudaFree(opt->v_absmax));
-    if (opt->cublas) cublasCheck(cublasDestroy(opt->cublas));
 }
 
 // Bytes of optimizer state (master weights + moments) this process holds.
@@ -713,13 +708,8 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
     if (!std::isfinite(norm)) return norm;
     // 3. clip: scale the gradient so its norm is at most grad_clip
     const float scale = (h.grad_clip > 0.0f && norm > h.grad_clip) ? h.grad_clip / norm : 1.0f;
-    if (opt->use_8bit && scale != 1.0f) { // the 8-bit kernel has no grad_scale argument: scale in place
-        for (size_t done = 0; done < lay.shard_size;) {
-            const int n = (int)std::min(lay.shard_size - done, (size_t)1 << 30);
-            cublasCheck(cublasSscal(opt->cublas, n, &scale, g + done, 1));
-            done += (size_t)n;
-        }
-    }
+    // the 8-bit kernel has no grad_scale argument: scale in place
+    if (opt->use_8bit && scale != 1.0f) scale_inplace(g, lay.shard_size, scale, s);
     // 4. AdamW, range by range (weight decay only on matrices)
     for (int r = 0; r < opt->num_ranges; r++) {
         const ShardRange& rg = opt->ranges[r];

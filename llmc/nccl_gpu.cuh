@@ -30,6 +30,10 @@
 // reduce-scatter or all-gather between distinct buffers is a device copy), so single-GPU training pays
 // nothing.
 //
+// One GPU, no NCCL and no MPI: built with -DNO_MULTI_GPU (make NO_MULTI_GPU=1), the NCCL names come from
+// llmc/nccl_none.h instead of <nccl.h> and the program links neither libnccl nor MPI; everything below is
+// the same, and more than one process is refused at start-up.
+//
 // Failures. Under mpirun, multi_gpu_config_init installs pg_install_abort_on_exit (llmc/mpi_cpu.h): any
 // exit before multi_gpu_config_free (fail(), cudaCheck, ncclCheck) aborts every rank; so the trainer must
 // call multi_gpu_config_free before every deliberate exit. Without mpirun (tcp/fs) nobody kills the other
@@ -50,16 +54,19 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#ifdef NO_MULTI_GPU
+#include "llmc/nccl_none.h"
+#else
 #include <nccl.h>
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 10, 0)
+#error "nccl_gpu.cuh needs NCCL >= 2.10 (ncclAvg, ncclBfloat16)"
+#endif
+#endif
 
 #include "llmc/cuda_common.h"
 #include "llmc/mpi_cpu.h"
 #include "llmc/rendezvous.h"
 #include "llmc/utils.h"
-
-#if NCCL_VERSION_CODE < NCCL_VERSION(2, 10, 0)
-#error "nccl_gpu.cuh needs NCCL >= 2.10 (ncclAvg, ncclBfloat16)"
-#endif
 
 // checked NCCL calls: the message names the call, the call site and NCCL's error string
 inline void nccl_check(ncclResult_t status, const char* call, const char* file, int line) {
@@ -161,6 +168,14 @@ inline MultiGpuConfig multi_gpu_config_init(int* argc, char*** argv, const char*
     }
     config.pg.rank = config.rank;
     config.pg.num_ranks = config.num_ranks;
+#ifdef NO_MULTI_GPU
+    if (config.num_ranks > 1) {
+        multi_gpu_fail(&config,
+                       "this program was built with NO_MULTI_GPU=1 (no NCCL): it runs one process, but -pn "
+                       "asks for %d; build it without NO_MULTI_GPU for several GPUs",
+                       config.num_ranks);
+    }
+#endif
     if (local_rank >= device_count) {
         multi_gpu_fail(&config,
                        "this process should use GPU %d of its node, but the node has %d (check -pg and how "

@@ -1,9 +1,8 @@
-// test_emu_cublaslt.cpp: the CPU emulator's cuBLASLt and cuBLAS (dev/cuda/emu/include/cublasLt.h,
-// cublas_v2.h), checked against a double-precision reference computed here with a plain triple loop:
-// every transpose combination, non-square shapes, ld > rows, beta 0 and 1, every emulated epilogue in fp32
-// and bf16, bit-identical results for 1, 2 and 3 threads, and the status codes of the refusals. Cases that
-// must stop the program (pointers outside the emulated device memory) run in a child process.
-// Tolerances:
+// test_emu_cublaslt.cpp: the CPU emulator's cuBLASLt (dev/cuda/emu/include/cublasLt.h), checked against a
+// double-precision reference computed here with a plain triple loop: every transpose combination, non-square
+// shapes, ld > rows, beta 0 and 1, every emulated epilogue in fp32 and bf16, bit-identical results for 1, 2
+// and 3 threads, and the status codes of the refusals. Cases that must stop the program (pointers outside the
+// emulated device memory) run in a child process. Tolerances:
 //   fp32: |D - ref| <= 1e-5 max|ref|. The emulator sums k <= 100 products of |values| <= 1 in fp32, so the
 //         error is at most k 2^-24 sum|a b| (<= 100 * 6e-8 * 25 = 1.5e-4 in the worst case, ~1e-6 typical),
 //         against max|ref| of about 10 here; the observed error is printed next to the bound.
@@ -12,7 +11,6 @@
 //         cancel to near zero where an ulp is tiny.
 // Prints one line per check; exits 1 if any failed.
 #include <cublasLt.h>
-#include <cublas_v2.h>
 #include <omp.h>
 
 #include <cmath>
@@ -757,41 +755,6 @@ static void test_matmul_cuh() {
     }
 }
 
-// ----------------------------------------------------------------------------------------------------
-// cublas_v2.h
-
-static void test_sscal() {
-    cublasHandle_t h;
-    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS && cublasSetStream(h, nullptr) == CUBLAS_STATUS_SUCCESS,
-          "cublasCreate, cublasSetStream");
-    std::mt19937 rng(7);
-    const int n = 1000;
-    std::vector<double> x = random_values(rng, 3 * n, CUDA_R_32F);
-    void* dx = to_device(x, CUDA_R_32F);
-    const float alpha = 0.37f;
-    cublasStatus_t s1 = cublasSscal(h, n, &alpha, (float*)dx, 1);
-    std::vector<double> got = from_device(dx, 3 * n, CUDA_R_32F);
-    bool ok = true;
-    for (int i = 0; i < 3 * n; i++) ok = ok && got[i] == (i < n ? (double)((float)x[i] * alpha) : x[i]);
-    CHECK(s1 == CUBLAS_STATUS_SUCCESS && ok, "cublasSscal incx 1: x[0..n) *= alpha, the rest untouched");
-    x = got;
-    cublasStatus_t s3 = cublasSscal(h, n, &alpha, (float*)dx, 3);
-    got = from_device(dx, 3 * n, CUDA_R_32F);
-    ok = true;
-    for (int i = 0; i < 3 * n; i++) ok = ok && got[i] == (i % 3 == 0 ? (double)((float)x[i] * alpha) : x[i]);
-    CHECK(s3 == CUBLAS_STATUS_SUCCESS && ok, "cublasSscal incx 3: every third element scaled");
-    x = got;
-    cublasStatus_t s0 = cublasSscal(h, 0, &alpha, (float*)dx, 1);
-    got = from_device(dx, 3 * n, CUDA_R_32F);
-    CHECK(s0 == CUBLAS_STATUS_SUCCESS && got == x, "cublasSscal n 0: nothing changes");
-    CHECK(cublasSscal(nullptr, n, &alpha, (float*)dx, 1) == CUBLAS_STATUS_NOT_INITIALIZED,
-          "cublasSscal with a null handle -> NOT_INITIALIZED");
-    expect_failure("cublasSscal past the allocation", [&]() { cublasSscal(h, 3 * n, &alpha, (float*)dx, 2); },
-                   {"CUDA emulator", "cublasSscal"});
-    cudaFree(dx);
-    CHECK(cublasDestroy(h) == CUBLAS_STATUS_SUCCESS, "cublasDestroy");
-}
-
 int main() {
     test_list_checks();
     cublasLtHandle_t handle;
@@ -808,8 +771,6 @@ int main() {
           "cublasLtGetStatusString names the status");
     printf("-- llmc/matmul.cuh, floatX %s\n", PRECISION_NAME);
     test_matmul_cuh();
-    printf("-- cublas_v2.h\n");
-    test_sscal();
     cublasLtDestroy(handle);
     return test_summary("test_emu_cublaslt");
 }

@@ -3,7 +3,11 @@
 # the NCCL check) compiles with zero warnings. Rebuilt from scratch (-B) each time, so warnings are seen
 # even when the binaries are up to date. Needs the CUDA toolkit (nvcc, cuBLASLt, NCCL). Built for sm_90
 # only, which halves the time: no source has code for one architecture only (no __CUDA_ARCH__ branch),
-# so sm_80 compiles the same code (`make cuda` builds both).
+# so sm_80 compiles the same code (`make cuda` builds both). Then the bring-up pack (make bringup_pack: one
+# GPU, NO_MULTI_GPU=1, sm_90a), which must also build warning-free, need neither libnccl nor libmpi at load
+# time (its MANIFEST, from readelf) and stay under its size limit; and dev/cuda/bringup.sh in its GPU mode
+# on this machine with no GPU, which must go through every step (each fails at once: no CUDA device) and
+# print its table, so the GPU-only paths of the script (the pack's layout, the library lookup) run here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
@@ -16,7 +20,7 @@ if grep -rq __CUDA_ARCH__ llmc dev/cuda/*.cu train_gpt2.cu test_gpt2.cu; then
 fi
 # A make of its own (MAKEFLAGS cleared: not a job of an outer `make -j`, whose jobserver it would otherwise
 # share or warn about), two compiles at a time.
-if ! MAKEFLAGS='' make -B -j2 cuda CUDA_ARCHS="-gencode arch=compute_90,code=sm_90" > "$log" 2>&1; then
+if ! MAKEFLAGS='' make -B -j2 cuda CUDA_ARCH=90 > "$log" 2>&1; then
     grep -iE "error" "$log" | head -20
     echo "FAIL: make cuda failed"
     exit 1
@@ -29,3 +33,25 @@ if grep -iE "warning" "$log" | grep -vE '^make(\[[0-9]+\])?: '; then
 fi
 echo "make cuda: $(grep -c 'nvcc\|mpicxx\|g++' "$log") compiler invocations, 0 warnings, targets:"
 MAKEFLAGS='' make -s -p cuda 2>/dev/null | sed -n 's/^CUDA_BINS := //p' | head -1
+
+# the bring-up pack
+rm -rf build/bringup
+if ! MAKEFLAGS='' make -j2 bringup_pack > "$log" 2>&1; then
+    grep -iE "error|FAIL" "$log" | head -20
+    echo "FAIL: make bringup_pack failed"
+    exit 1
+fi
+if grep -iE "warning" "$log" | grep -vE '^make(\[[0-9]+\])?: '; then
+    echo "FAIL: the pack's build printed warnings (above)"
+    exit 1
+fi
+sed -n '/^program/,$p' build/bringup/MANIFEST | grep -E "train_gpt2cu|test_gpt2cu|total"
+# GPU mode without a GPU: every step must be listed in the table, the GPU ones failing
+out=$(mktemp -d)
+trap 'rm -f "$log"; rm -rf "$out"' EXIT
+bash dev/cuda/bringup.sh --budget 200 correct "$out" > "$log" 2>&1
+for row in "programs load  *ok" "test_gpt2cu bf16 tiny -r 0  *FAIL" "matmul_check_fp32  *FAIL" \
+    "two identical runs"; do
+    grep -qE "^$row" "$out/correct_table.txt" || { cat "$out/correct_table.txt"; echo "FAIL: no row '$row' in the GPU-mode table"; exit 1; }
+done
+echo "bringup.sh (GPU mode, no GPU here): $(grep -c . "$out/correct_table.txt") table lines, every step reached"

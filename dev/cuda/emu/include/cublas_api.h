@@ -1,5 +1,5 @@
 // cublas_api.h for the CPU emulator (dev/cuda/emu): the types cuBLAS and cuBLASLt share, with the
-// numeric values of CUDA's own cublas_api.h. Included by our cublasLt.h and cublas_v2.h.
+// numeric values of CUDA's own cublas_api.h. Included by our cublasLt.h.
 #pragma once
 
 typedef enum {

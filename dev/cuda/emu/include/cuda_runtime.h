@@ -224,7 +224,7 @@ constexpr unsigned MAX_BLOCK_X = 1024, MAX_BLOCK_Y = 1024, MAX_BLOCK_Z = 64;
 constexpr unsigned MAX_GRID_X = 2147483647u, MAX_GRID_YZ = 65535;
 constexpr size_t SHARED_MEMORY_DEFAULT = 48 * 1024; // per block without opt-in
 constexpr size_t SHARED_MEMORY_OPTIN = 227 * 1024;  // per block with cudaFuncSetAttribute
-constexpr size_t DEVICE_MEMORY = 141000000000ull;   // H200: 141 GB
+constexpr size_t DEVICE_MEMORY = 141000000000ull;   // H200: 141 GB (CUDA_EMU_MEMORY: device_memory())
 constexpr size_t ALLOCATION_ALIGNMENT = 256;        // cudaMalloc's alignment
 constexpr size_t FIBER_STACK_BYTES = 256 * 1024;
 constexpr unsigned char POISON = 0xFF; // 0xFFFF.. is NaN in fp32 and bf16
@@ -337,6 +337,20 @@ inline void vreport(const char* fmt, va_list args) {
     vreport(fmt, args);
     va_end(args);
     _exit(1);
+}
+
+// The emulated device's memory in bytes: an H200's DEVICE_MEMORY, or CUDA_EMU_MEMORY (an integer) to see
+// what a program does when cudaMalloc runs out.
+inline size_t device_memory() {
+    static const size_t bytes = [] {
+        const char* v = getenv("CUDA_EMU_MEMORY");
+        if (v == nullptr || *v == '\0') return DEVICE_MEMORY;
+        char* end = nullptr;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (*end != '\0' || n == 0) fatal("CUDA_EMU_MEMORY expects a positive number of bytes, got '%s'", v);
+        return (size_t)n;
+    }();
+    return bytes;
 }
 
 inline void check_vector_alignment(const void* address, size_t alignment, const char* what) {
@@ -1273,7 +1287,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
     if (device < 0 || device >= emu_device_count()) return cudaErrorInvalidDevice;
     memset(prop, 0, sizeof(*prop));
     snprintf(prop->name, sizeof(prop->name), "CUDA emulator on the CPU (sm_90 limits)");
-    prop->totalGlobalMem = emu::DEVICE_MEMORY;
+    prop->totalGlobalMem = emu::device_memory();
     prop->sharedMemPerBlock = emu::SHARED_MEMORY_DEFAULT;
     prop->sharedMemPerBlockOptin = emu::SHARED_MEMORY_OPTIN;
     prop->regsPerBlock = 65536;
@@ -1332,14 +1346,14 @@ inline cudaError_t cudaDeviceSynchronize() {
 }
 inline cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
     emu::init();
-    *total_bytes = emu::DEVICE_MEMORY;
-    *free_bytes = emu::DEVICE_MEMORY - emu::state().allocated_bytes;
+    *total_bytes = emu::device_memory();
+    *free_bytes = emu::device_memory() - emu::state().allocated_bytes;
     return cudaSuccess;
 }
 
 // memory
 template <class T> inline cudaError_t cudaMalloc(T** pointer, size_t size) {
-    if (size > emu::DEVICE_MEMORY - emu::state().allocated_bytes) return cudaErrorMemoryAllocation;
+    if (size > emu::device_memory() - emu::state().allocated_bytes) return cudaErrorMemoryAllocation;
     void* p = emu::device_alloc(size, false);
     if (p == nullptr) return cudaErrorMemoryAllocation;
     *pointer = (T*)p;
