@@ -291,16 +291,18 @@ done
 # phase correct
 
 # the gpt2v reference states, made here by train_gpt2.py (the pack has the arguments)
+# (in $GPT2V_DIR: build/test/gpu, or $BRINGUP_STATE_DIR)
+GPT2V_DIR=${BRINGUP_STATE_DIR:-build/test/gpu}
 make_gpt2v_states() {
     local name
     for name in gpt2v gpt2v_bf16; do
-        [ -f "build/test/gpu/${name}_state.bin" ] && continue
-        mkdir -p build/test/gpu
+        [ -f "$GPT2V_DIR/${name}_state.bin" ] && continue
+        mkdir -p "$GPT2V_DIR"
         # shellcheck disable=SC2046
-        "$py" train_gpt2.py $(cat "$pack/test/gpu/$name.args") > /dev/null || return 1
+        "$py" train_gpt2.py $(sed "s#build/test/gpu/#$GPT2V_DIR/#g" "$pack/test/gpu/$name.args") > /dev/null || return 1
     done
-    ls -la build/test/gpu
-    echo "build/test/gpu/gpt2v{,_bf16}_{model,state}.bin: $(du -cm build/test/gpu/gpt2v* | tail -1 | cut -f1) MB"
+    ls -la "$GPT2V_DIR"
+    echo "$GPT2V_DIR/gpt2v{,_bf16}_{model,state}.bin: $(du -cm "$GPT2V_DIR"/gpt2v* | tail -1 | cut -f1) MB"
 }
 # the trainer's main against the CPU trainer, same flags: losses, lr, norms, val losses
 compare_with_cpu() { # binary tolerance
@@ -316,13 +318,13 @@ two_identical_runs() {
     "$py" tests/common/compare_train_logs.py "$work/run1.txt" "$work/run2.txt" --steps "$SMALL_STEPS" --identical --label "two runs of $TRAIN_DIR/train_gpt2cu"
 }
 export -f compare_with_cpu two_identical_runs make_gpt2v_states
-export CPU_TRAINER SMALL SMALL_STEPS TRAIN_DIR py work pack
+export CPU_TRAINER SMALL SMALL_STEPS TRAIN_DIR py work pack GPT2V_DIR
 
 # test_gpt2cu on one state: name precision r
 test_run() {
     local name=$1 precision=$2 r=$3 bin=$TEST_DIR/test_gpt2cu dir=$TINY_STATES suffix=_bf16
     [ "$precision" = fp32 ] && bin=$TEST_DIR/test_gpt2fp32cu suffix=""
-    [ "${name#gpt2v}" != "$name" ] && dir=build/test/gpu
+    [ "${name#gpt2v}" != "$name" ] && dir=$GPT2V_DIR
     step "test_gpt2cu $precision $name -r $r" 300 fig_test "$bin" "$dir/${name}${suffix}_model.bin" "$dir/${name}${suffix}_state.bin" -r "$r" $TEST_Q
 }
 sanitize() { # tool label command...
@@ -363,7 +365,7 @@ if [ "$phase" = correct ]; then
     for r in $TEST_R_MORE; do
         test_run tiny bf16 "$r"
         test_run tiny fp32 "$r"
-        if [ -f build/test/gpu/gpt2v_bf16_state.bin ] && [ $rehearse = 0 ]; then
+        if [ -f "$GPT2V_DIR/gpt2v_bf16_state.bin" ] && [ $rehearse = 0 ]; then
             test_run gpt2v bf16 "$r"
             test_run gpt2v fp32 "$r"
         fi
