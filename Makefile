@@ -177,7 +177,7 @@ CUDA_BINS += $(GPU_TRAINERS) $(GPU_TESTS)
 #   test/gpu/tiny*.bin      the small reference states (the gpt2v ones, 27 MB of model and 79 MB of state
 #                           each, are made on the GPU machine by train_gpt2.py from test/gpu/<name>.args)
 #   data/                   the Tiny Shakespeare shards and gpt2_tokenizer.bin
-#   MANIFEST                the toolkit, the commit, each program's size and its libraries (ldd)
+#   MANIFEST                the toolkit, the commit, each program's size and the libraries it needs (readelf)
 # The pack must stay under 60 MiB: the device tool carries 64 MiB, the working tree included.
 PACK := build/bringup
 PACK_LIMIT_MIB := 60

@@ -237,11 +237,15 @@ run machine 60 bash -c "date -u; uname -a; nvidia-smi 2>&1 | head -20; nvcc --ve
 row machine "$status" "$secs" "$machine; python ${py:-none}"
 
 # step 2: the programs load (GPU machine: find the libraries, else rebuild here)
-programs=("$TRAIN_DIR/train_gpt2cu" "$TRAIN_DIR/train_gpt2fp32cu" "$TEST_DIR/test_gpt2cu" "$TEST_DIR/test_gpt2fp32cu")
-for c in encoder_check layernorm_check gelu_check matmul_check classifier_check adamw_check attention_check; do
-    programs+=("$CHECK_DIR/$c" "$CHECK_DIR/${c}_fp32")
-done
-programs+=("$CHECK_DIR/quantize_check" "$CHECK_DIR/adamw8bit_check" "$CPU_TRAINER")
+list_programs() { # every program the phases run, from TRAIN_DIR, TEST_DIR, CHECK_DIR, CPU_TRAINER
+    programs=("$TRAIN_DIR/train_gpt2cu" "$TRAIN_DIR/train_gpt2fp32cu" "$TEST_DIR/test_gpt2cu" "$TEST_DIR/test_gpt2fp32cu")
+    local c
+    for c in encoder_check layernorm_check gelu_check matmul_check classifier_check adamw_check attention_check; do
+        programs+=("$CHECK_DIR/$c" "$CHECK_DIR/${c}_fp32")
+    done
+    programs+=("$CHECK_DIR/quantize_check" "$CHECK_DIR/adamw8bit_check" "$CPU_TRAINER")
+}
+list_programs
 missing_libs() { local p; for p in "$@"; do ldd "$p" 2>&1 | awk '/not found/ { print $1 }'; done | sort -u; }
 load_failures() { # programs that are missing or do not start (prints their names)
     local p
@@ -273,7 +277,7 @@ if [ -n "$broken" ] && [ $rehearse = 0 ]; then
     pack=build/bringup-device
     step "build the pack here" 300 fig_last make -j"$(nproc)" --no-print-directory NO_MULTI_GPU=1 CUDA_ARCH=90a CUDA_BUILD=$pack cuda $pack/train_gpt2
     TRAIN_DIR=$pack TEST_DIR=$pack CHECK_DIR=$pack/dev/cuda CPU_TRAINER=$pack/train_gpt2
-    programs=("${programs[@]/build\/bringup\//$pack/}")
+    list_programs
     broken=$(load_failures "${programs[@]}")
 fi
 if [ -n "$broken" ]; then

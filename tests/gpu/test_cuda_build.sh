@@ -18,33 +18,28 @@ if grep -rq __CUDA_ARCH__ llmc dev/cuda/*.cu train_gpt2.cu test_gpt2.cu; then
     echo "FAIL: a source has __CUDA_ARCH__ code: build every architecture here (drop CUDA_ARCHS below)"
     exit 1
 fi
-# A make of its own (MAKEFLAGS cleared: not a job of an outer `make -j`, whose jobserver it would otherwise
-# share or warn about), two compiles at a time.
-if ! MAKEFLAGS='' make -B -j2 cuda CUDA_ARCH=90 > "$log" 2>&1; then
-    grep -iE "error" "$log" | head -20
-    echo "FAIL: make cuda failed"
-    exit 1
-fi
-# the compilers' diagnostics (nvcc, cicc, ptxas, gcc: "file:line: warning ...", "ptxas warning : ..."),
-# not make's own messages
-if grep -iE "warning" "$log" | grep -vE '^make(\[[0-9]+\])?: '; then
-    echo "FAIL: the CUDA build printed warnings (above)"
-    exit 1
-fi
+# build_warning_free MAKE-ARGS...: a make of its own (MAKEFLAGS cleared: not a job of an outer `make -j`, whose
+# jobserver it would otherwise share or warn about), two compiles at a time, its output in $log; fails on an
+# error or on any of the compilers' diagnostics (nvcc, cicc, ptxas, gcc: "file:line: warning ...", "ptxas
+# warning : ..."), not make's own messages
+build_warning_free() {
+    if ! MAKEFLAGS='' make -j2 "$@" > "$log" 2>&1; then
+        grep -iE "error|FAIL" "$log" | head -20
+        echo "FAIL: make $* failed"
+        exit 1
+    fi
+    if grep -iE "warning" "$log" | grep -vE '^make(\[[0-9]+\])?: '; then
+        echo "FAIL: make $* printed warnings (above)"
+        exit 1
+    fi
+}
+build_warning_free -B cuda CUDA_ARCH=90
 echo "make cuda: $(grep -c 'nvcc\|mpicxx\|g++' "$log") compiler invocations, 0 warnings, targets:"
 MAKEFLAGS='' make -s -p cuda 2>/dev/null | sed -n 's/^CUDA_BINS := //p' | head -1
 
 # the bring-up pack
 rm -rf build/bringup
-if ! MAKEFLAGS='' make -j2 bringup_pack > "$log" 2>&1; then
-    grep -iE "error|FAIL" "$log" | head -20
-    echo "FAIL: make bringup_pack failed"
-    exit 1
-fi
-if grep -iE "warning" "$log" | grep -vE '^make(\[[0-9]+\])?: '; then
-    echo "FAIL: the pack's build printed warnings (above)"
-    exit 1
-fi
+build_warning_free bringup_pack
 sed -n '/^program/,$p' build/bringup/MANIFEST | grep -E "train_gpt2cu|test_gpt2cu|total"
 # GPU mode without a GPU: every step must be listed in the table, the GPU ones failing
 out=$(mktemp -d)
