@@ -34,6 +34,7 @@ static const double GRAD_TOL = 1e-5;      // observed up to ~9e-7
 static const double STEP_LOSS_TOL = 5e-6; // observed 0 .. 1e-7 over 10 steps
 
 int main(int argc, char** argv) {
+    program_init();
     if (argc != 3) {
         fprintf(stderr, "usage: %s <model.bin> <debug_state.bin>\n", argv[0]);
         return 2;

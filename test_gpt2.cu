@@ -125,6 +125,7 @@ static void check_identical(const char* what, bool same) {
 }
 
 int main(int argc, char** argv) {
+    program_init();
     int recompute = 0;
     bool reference_only = false; // -q: check 1 only (the CPU emulator's GPT-2-vocabulary run)
     bool usage_ok = argc >= 3;

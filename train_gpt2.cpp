@@ -141,8 +141,9 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 // weight^T (one pass over it, a small fraction of the matmul's work), so the forward runs the same
 // broadcast-form register tile as the backward, the faster of the two kernels; a few rows (sampling) use
 // the dot-product kernel directly.
-// packed (OC*C floats) receives the packed weight, or already holds it when packed_ready (the classifier
-// reuses its packed wte until the next update).
+// packed (packed_strips_size(OC, C) floats: OC rounded up to 16) receives the packed weight, or already
+// holds it when packed_ready (the classifier reuses its packed wte until the next update). Any OC: the
+// classifier's is the model file's Vp.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C,
                     int OC, float* packed, bool packed_ready) {
     const int BT = B * T;
@@ -412,27 +413,27 @@ static_assert(sizeof(ActivationTensors) == NUM_ACTIVATION_TENSORS * sizeof(float
 void activation_sizes(size_t sizes[NUM_ACTIVATION_TENSORS], const GPT2Config& c, size_t B, size_t T) {
     size_t C = c.channels, NH = c.num_heads, L = c.num_layers, Vp = c.padded_vocab_size;
     size_t i = 0;
-    sizes[i++] = B * T * C;          // encoded
-    sizes[i++] = L * B * T * C;      // ln1
-    sizes[i++] = L * B * T;          // ln1_mean
-    sizes[i++] = L * B * T;          // ln1_rstd
-    sizes[i++] = L * B * T * 3 * C;  // qkv
-    sizes[i++] = L * B * T * C;      // atty
-    sizes[i++] = L * B * NH * T * T; // att
-    sizes[i++] = L * B * T * C;      // attproj
-    sizes[i++] = L * B * T * C;      // residual2
-    sizes[i++] = L * B * T * C;      // ln2
-    sizes[i++] = L * B * T;          // ln2_mean
-    sizes[i++] = L * B * T;          // ln2_rstd
-    sizes[i++] = L * B * T * 4 * C;  // fch
-    sizes[i++] = L * B * T * 4 * C;  // fch_gelu
-    sizes[i++] = L * B * T * C;      // fcproj
-    sizes[i++] = L * B * T * C;      // residual3
-    sizes[i++] = B * T * C;          // lnf
-    sizes[i++] = B * T;              // lnf_mean
-    sizes[i++] = B * T;              // lnf_rstd
-    sizes[i++] = B * T * Vp;         // logits
-    sizes[i++] = B * T * Vp;         // probs
+    sizes[i++] = B * T * C;                                                     // encoded
+    sizes[i++] = L * B * T * C;                                                 // ln1
+    sizes[i++] = L * B * T;                                                     // ln1_mean
+    sizes[i++] = L * B * T;                                                     // ln1_rstd
+    sizes[i++] = L * B * T * 3 * C;                                             // qkv
+    sizes[i++] = L * B * T * C;                                                 // atty
+    sizes[i++] = mul_check(L * B * NH, T * T, "attention scores (L*B*NH*T*T)"); // att
+    sizes[i++] = L * B * T * C;                                                 // attproj
+    sizes[i++] = L * B * T * C;                                                 // residual2
+    sizes[i++] = L * B * T * C;                                                 // ln2
+    sizes[i++] = L * B * T;                                                     // ln2_mean
+    sizes[i++] = L * B * T;                                                     // ln2_rstd
+    sizes[i++] = L * B * T * 4 * C;                                             // fch
+    sizes[i++] = L * B * T * 4 * C;                                             // fch_gelu
+    sizes[i++] = L * B * T * C;                                                 // fcproj
+    sizes[i++] = L * B * T * C;                                                 // residual3
+    sizes[i++] = B * T * C;                                                     // lnf
+    sizes[i++] = B * T;                                                         // lnf_mean
+    sizes[i++] = B * T;                                                         // lnf_rstd
+    sizes[i++] = B * T * Vp;                                                    // logits
+    sizes[i++] = B * T * Vp;                                                    // probs
 }
 
 void point_activations(ActivationTensors* a, float* memory, const size_t sizes[NUM_ACTIVATION_TENSORS]) {
@@ -504,7 +505,7 @@ struct GPT2 {
     // inputs of the last forward
     std::vector<int> inputs, targets;
     float* matmul_scratch = nullptr; // (max(Vp*C, 4C*C, B*T*4C)) a packed weight or input of a matmul
-    float* wte_packed = nullptr;     // (Vp*C) wte packed for the classifier's forward
+    float* wte_packed = nullptr;     // (Vp rounded up to 16, C) wte packed for the classifier's forward
     int param_version = 1;           // incremented by every update
     int wte_packed_version = 0;      // the param_version wte_packed was made from
     float* losses = nullptr;         // (B, T) per-position loss of the last forward
@@ -553,7 +554,7 @@ void gpt2_allocate_training_state(GPT2* model, int B, int T) {
     const size_t C = c.channels, Vp = c.padded_vocab_size;
     model->matmul_scratch = (float*)malloc_check(
         std::max({Vp * C, 4 * C * C, (size_t)B * T * 4 * C}) * sizeof(float), "matmul scratch");
-    model->wte_packed = (float*)malloc_check(Vp * C * sizeof(float), "packed wte");
+    model->wte_packed = (float*)malloc_check(packed_strips_size(Vp, C) * sizeof(float), "packed wte");
     model->inputs.resize((size_t)B * T);
     model->targets.resize((size_t)B * T);
 }
@@ -885,6 +886,13 @@ const float* trainer_next_token_logits(Trainer* tr, const int* tokens, int t) {
 void trainer_barrier(Trainer* tr) {
     pg_barrier(&tr->pg);
 }
+void trainer_allgather_bytes(Trainer* tr, const void* mine, void* all, size_t bytes) {
+    pg_allgather_bytes(&tr->pg, mine, all, bytes);
+}
+[[noreturn]] void trainer_exit(Trainer* tr, int status) {
+    process_group_finalize(&tr->pg);
+    exit(status);
+}
 void trainer_print_step_end(Trainer* tr, double seconds, bool) {
     printf(" | %.1f GFLOP/s\n", tr->flops_per_step / seconds / 1e9);
 }
@@ -916,20 +924,48 @@ StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std:
     const size_t S = opt.layout.shard_size;
     StateBuffers b;
     if (!opt.use_8bit) {
-        state_buffers_add(&b, "AdamW m", opt.m, sizeof(float), S);
-        state_buffers_add(&b, "AdamW v", opt.v, sizeof(float), S);
+        state_buffers_add(&b, "AdamW m", opt.m, sizeof(float), S, STATE_FINITE);
+        state_buffers_add(&b, "AdamW v", opt.v, sizeof(float), S, STATE_NONNEGATIVE);
     } else {
         state_buffers_add(&b, "8-bit AdamW m codes", opt.m_codes, 1, S);
         state_buffers_add(&b, "8-bit AdamW v codes", opt.v_codes, 1, S);
-        state_buffers_add(&b, "8-bit AdamW m scales", opt.m_absmax, sizeof(float), opt.num_blocks);
-        state_buffers_add(&b, "8-bit AdamW v scales", opt.v_absmax, sizeof(float), opt.num_blocks);
+        state_buffers_add(&b, "8-bit AdamW m scales", opt.m_absmax, sizeof(float), opt.num_blocks,
+                          STATE_NONNEGATIVE);
+        state_buffers_add(&b, "8-bit AdamW v scales", opt.v_absmax, sizeof(float), opt.num_blocks,
+                          STATE_NONNEGATIVE);
     }
     return b;
 }
 
 #ifndef TESTING // test_gpt2.cpp includes this file for its functions and has its own main
 
+// What the run will allocate (the parameters, their gradients, the optimizer state of this process's
+// shard, the activations and their gradients), checked against the memory left on the machine before any
+// of it is allocated. Processes of one machine share it: each may use its share.
+void check_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_ranks) {
+    size_t act[NUM_ACTIVATION_TENSORS];
+    activation_sizes(act, config, cfg.B, cfg.T);
+    double acts = 0.0;
+    for (size_t a : act) acts += 2.0 * 4.0 * (double)a; // activations and their gradients, fp32
+    const double P = (double)gpt2_num_parameters(config), shard = cfg.zero_stage == 1 ? P / num_ranks : P;
+    const double params = 2.0 * 4.0 * P; // parameters and gradients, fp32
+    const double optim = (cfg.use_8bit ? 2.0 : 8.0) * shard + (cfg.zero_stage == 1 ? 4.0 * shard : 0.0);
+    const char* local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const int here = local != nullptr && atoi(local) > 0 ? atoi(local) : 1;
+    const double GiB = 1024.0 * 1024.0 * 1024.0;
+    char parts[256];
+    snprintf(
+        parts, sizeof(parts),
+        "parameters and gradients %.2f GiB, optimizer state %.2f GiB, activations and their gradients %.2f "
+        "GiB at -b %d -t %d; %d process(es) on this machine",
+        params / GiB, optim / GiB, acts / GiB, cfg.B, cfg.T, here);
+    check_memory_fits(
+        params + optim + acts, host_memory_available_bytes() / here, "host memory", parts,
+        "reduce -b or -t (-d keeps the batch with gradient accumulation), or use a smaller model");
+}
+
 int main(int argc, char** argv) {
+    program_init();
     Trainer tr;
     ProcessGroup& pg = tr.pg;
     process_group_init(&pg, &argc, &argv);
@@ -941,24 +977,26 @@ int main(int argc, char** argv) {
         return 0;
     }
     run_check_flags(cfg);
+    run_claim_output_dir(cfg, pg.rank, pg.num_ranks);
 
-    // the model: fresh from a descriptor, or from a file
+    // the model: fresh from a descriptor, or from a file; its shape first, to check the memory it needs
     GPT2& model = tr.model;
-    GPT2Config desc;
-    if (run_model_is_descriptor(cfg, &desc)) {
-        gpt2_build_from_random(&model, desc, cfg.seed);
+    GPT2Config shape;
+    const bool fresh = run_model_is_descriptor(cfg, &shape);
+    int version;
+    if (!fresh) checkpoint_read_header(cfg.model, &shape, &version);
+    if (shape.channels % 16 != 0)
+        fail("the CPU matmul needs C to be a multiple of 16; the model has C=%d", shape.channels);
+    check_cpu_memory(shape, cfg, pg.num_ranks);
+    if (fresh) {
+        gpt2_build_from_random(&model, shape, cfg.seed);
     } else {
         gpt2_build_from_checkpoint(&model, cfg.model);
     }
     const GPT2Config& mc = model.config;
-    if (mc.channels % 16 != 0)
-        fail("the CPU matmul needs C to be a multiple of 16; the model has C=%d", mc.channels);
 
     RunPlan plan;
     run_plan_init(&plan, cfg, mc, pg.rank, pg.num_ranks);
-    // ranks started with another model or batch would send collectives of other sizes: stop them all
-    pg_check_same(&pg, (long long)model.num_parameters, "the number of parameters (-e)");
-    pg_check_same(&pg, plan.tokens_per_step, "the tokens per step (-b, -t, -d)");
     DataLoader train_loader, val_loader;
     run_open_data(&plan, &cfg, mc, &train_loader, &val_loader);
     optimizer_init(&tr.opt, &model, &pg, cfg.zero_stage, cfg.use_8bit, cfg.quant_block);
@@ -968,7 +1006,12 @@ int main(int argc, char** argv) {
     run_load_decoder(cfg, mc, &tr.decoder);
 
     TrainState st = run_initial_state(cfg);
-    if (run_resume_model(&plan, cfg, mc, model.params_memory, model.num_parameters)) {
+    const bool resuming = run_resume_model(&plan, cfg, mc, model.params_memory, model.num_parameters);
+    // every rank has the same flags, model and data, or all stop (before the first collective that sizes by
+    // them)
+    run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader, model.params_memory,
+                        model.num_parameters);
+    if (resuming) {
         run_load_state(&tr, &plan, cfg.output_dir, &st);
         dataloader_set_state(&train_loader, st.loader);
     }

@@ -51,8 +51,6 @@ the same flags print bit-identical losses, and a resumed run continues bit for b
 #include "llmc/state_file.h"
 #include "llmc/run_plan.h"
 
-// a step (or a checkpoint barrier) that takes longer than this means a peer process died or hangs
-constexpr double STEP_TIMEOUT_S = 900.0;
 #if defined(ENABLE_FP32)
 constexpr bool BF16_BUILD = false;
 #else
@@ -233,8 +231,24 @@ struct GPT2 {
     cudaStream_t stream = nullptr;
 };
 
-// Parameter table and the host copy, fp32.
-void gpt2_init_host(GPT2* model, const GPT2Config& config) {
+// Parameter table and the host copy, fp32. First refuses, naming source ('file' or descriptor dN), a shape
+// the kernels cannot run: flash attention is built for head sizes HS = C/NH of 64 and 128 (so C is a
+// multiple of 64); every row of a tensor is read with 128-bit loads and given to cuBLASLt 16-byte aligned,
+// so Vp, the row length of the logits and the leading dimension of the classifier's matmuls, must be a
+// multiple of 8. V may be anything up to Vp: the fused classifier masks the columns V..Vp-1.
+void gpt2_init_host(GPT2* model, const GPT2Config& config, const char* source) {
+    const int C = config.channels, NH = config.num_heads, HS = C / NH, V = config.vocab_size,
+              Vp = config.padded_vocab_size;
+    if (HS != 64 && HS != 128) {
+        fail("%s: the GPU trainer's flash attention kernels support head size C/NH = 64 or 128; this "
+             "model has C=%d NH=%d (head size %d)",
+             source, C, NH, HS);
+    }
+    if (Vp % 8 != 0) {
+        fail("%s: the GPU kernels need the padded vocabulary Vp to be a multiple of 8; this model has V=%d "
+             "Vp=%d (pad wte to Vp=%d, or to %d as GPT-2 does: V rounded up to 128)",
+             source, V, Vp, (Vp + 7) / 8 * 8, (V + 127) / 128 * 128);
+    }
     model->config = config;
     gpt2_parameter_sizes(config, model->param_sizes);
     model->num_parameters = gpt2_num_parameters(config);
@@ -244,16 +258,6 @@ void gpt2_init_host(GPT2* model, const GPT2Config& config) {
         offset += model->param_sizes[i];
     }
     model->params_host.assign(model->num_parameters, 0.0f);
-    const int HS = config.channels / config.num_heads;
-    if (HS != 64 && HS != 128) {
-        fail("the flash attention kernels support head size 64 or 128; this model has C=%d NH=%d (head size "
-             "%d)",
-             config.channels, config.num_heads, HS);
-    }
-    if (config.channels % 8 != 0 || config.padded_vocab_size % 8 != 0) {
-        fail("the GPU kernels need C and Vp to be multiples of 8; the model has C=%d Vp=%d", config.channels,
-             config.padded_vocab_size);
-    }
 }
 
 // Load an llm.c model file (fp32 v3 or bf16 v5) into the host copy.
@@ -261,13 +265,13 @@ void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
     int version;
     GPT2Config config;
     checkpoint_read_header(path, &config, &version);
-    gpt2_init_host(model, config);
+    gpt2_init_host(model, config, ("'" + std::string(path) + "'").c_str());
     checkpoint_read_parameters(path, version, model->params_host.data(), model->num_parameters);
 }
 
 // A fresh model (llmc/checkpoint.h), exactly as the CPU trainer makes it from the same seed.
 void gpt2_build_from_random(GPT2* model, const GPT2Config& config, uint64_t seed) {
-    gpt2_init_host(model, config);
+    gpt2_init_host(model, config, ("descriptor d" + std::to_string(config.num_layers)).c_str());
     gpt2_init_random(model->params_host.data(), config, seed);
 }
 
@@ -295,6 +299,16 @@ void download_floatX(float* dst, const floatX* src, size_t n) {
 
 // Device buffers: parameters (from the host copy), gradients, activations and workspaces for (B, T).
 // padded_params comes from the optimizer's ZeRO layout (every rank's slice the same length).
+// The kernels' scratch, one allocation: the layernorm and bias backward partial sums, attention's backward
+// scratch, the global norm's partial sums and its result.
+size_t gpt2_workspace_bytes(const GPT2Config& c, int B, int T, size_t padded_params) {
+    const int C = c.channels, NH = c.num_heads;
+    return align256(layernorm_backward_scratch_bytes(B, T, C)) +
+           align256(matmul_dbias_scratch_bytes(B * T, 4 * C)) +
+           align256(attention_backward_scratch_bytes(B, T, NH, C / NH)) +
+           align256(global_norm_scratch_bytes(padded_params)) + 256;
+}
+
 void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recompute) {
     const GPT2Config& c = model->config;
     const size_t P_pad = padded_params, BT = (size_t)B * T;
@@ -329,7 +343,7 @@ void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recomput
     const size_t dbias = align256(matmul_dbias_scratch_bytes((int)BT, 4 * C)); // the widest biased matmul
     const size_t att = align256(attention_backward_scratch_bytes(B, T, NH, C / NH));
     const size_t norm = align256(global_norm_scratch_bytes(P_pad));
-    model->workspace_bytes = ln + dbias + att + norm + 256;
+    model->workspace_bytes = gpt2_workspace_bytes(c, B, T, P_pad);
     cudaCheck(cudaMalloc(&model->workspace, model->workspace_bytes));
     model->ln_scratch = (float*)model->workspace;
     model->dbias_scratch = (float*)(model->workspace + ln);
@@ -701,7 +715,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
     }
     cudaCheck(
         cudaMemcpyAsync(model->norm_host, model->norm_device, sizeof(float), cudaMemcpyDeviceToHost, s));
-    multi_gpu_wait(mgc, s, STEP_TIMEOUT_S);
+    multi_gpu_wait(mgc, s, step_timeout_s());
     const float norm = sqrtf(*model->norm_host);
     // a non-finite norm (the same on every rank): no AdamW, no all-gather. The loop (llmc/run_plan.h)
     // counts the skipped steps.
@@ -770,11 +784,11 @@ float trainer_micro_step(Trainer* tr, const int* inputs, const int* targets, int
 // The update; returns once the GPU has finished the step.
 float trainer_update(Trainer* tr, float lr, int t) {
     const float norm = gpt2_update(&tr->model, &tr->opt, &tr->mgc, lr, tr->adamw, t);
-    multi_gpu_wait(&tr->mgc, tr->model.stream, STEP_TIMEOUT_S);
+    multi_gpu_wait(&tr->mgc, tr->model.stream, step_timeout_s());
     return norm;
 }
 float trainer_mean_over_ranks(Trainer* tr, float x) {
-    return multi_gpu_allreduce_mean_float(&tr->mgc, x, STEP_TIMEOUT_S);
+    return multi_gpu_allreduce_mean_float(&tr->mgc, x, step_timeout_s());
 }
 float trainer_eval_loss(Trainer* tr, const int* inputs, const int* targets) {
     GPT2* m = &tr->model;
@@ -794,7 +808,14 @@ const float* trainer_next_token_logits(Trainer* tr, const int* tokens, int t) {
     return tr->logits_host.data();
 }
 void trainer_barrier(Trainer* tr) {
-    multi_gpu_barrier(&tr->mgc, STEP_TIMEOUT_S);
+    multi_gpu_barrier(&tr->mgc, step_timeout_s());
+}
+void trainer_allgather_bytes(Trainer* tr, const void* mine, void* all, size_t bytes) {
+    multi_gpu_allgather_bytes(&tr->mgc, mine, all, bytes, step_timeout_s());
+}
+[[noreturn]] void trainer_exit(Trainer* tr, int status) {
+    multi_gpu_config_free(&tr->mgc);
+    exit(status);
 }
 void print_memory_after_first_step(const Trainer* tr);
 void trainer_print_step_end(Trainer* tr, double seconds, bool first_step) {
@@ -852,17 +873,19 @@ StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std:
     b.to_host = copy_device_to_host;
     b.to_buffer = copy_host_to_device;
     if (!opt.use_8bit) {
-        state_buffers_add(&b, "AdamW m", opt.m, sizeof(float), S);
-        state_buffers_add(&b, "AdamW v", opt.v, sizeof(float), S);
+        state_buffers_add(&b, "AdamW m", opt.m, sizeof(float), S, STATE_FINITE);
+        state_buffers_add(&b, "AdamW v", opt.v, sizeof(float), S, STATE_NONNEGATIVE);
     } else {
         state_buffers_add(&b, "8-bit AdamW m codes", opt.m_codes, 1, S);
         state_buffers_add(&b, "8-bit AdamW v codes", opt.v_codes, 1, S);
-        state_buffers_add(&b, "8-bit AdamW m scales", opt.m_absmax, sizeof(float), opt.num_blocks);
-        state_buffers_add(&b, "8-bit AdamW v scales", opt.v_absmax, sizeof(float), opt.num_blocks);
+        state_buffers_add(&b, "8-bit AdamW m scales", opt.m_absmax, sizeof(float), opt.num_blocks,
+                          STATE_NONNEGATIVE);
+        state_buffers_add(&b, "8-bit AdamW v scales", opt.v_absmax, sizeof(float), opt.num_blocks,
+                          STATE_NONNEGATIVE);
     }
     if (h.has_master)
-        state_buffers_add(&b, "fp32 master weights", opt.keep_master ? opt.master : nullptr, sizeof(float),
-                          S);
+        state_buffers_add(&b, "fp32 master weights", opt.keep_master ? opt.master : nullptr, sizeof(float), S,
+                          STATE_FINITE);
     return b;
 }
 
@@ -943,7 +966,34 @@ void print_memory_after_first_step(const Trainer* tr) {
 
 #ifndef TESTING // test_gpt2.cu includes this file for its functions and has its own main
 
+// What the run will allocate on the GPU (the buffers gpt2_allocate and optimizer_allocate make, from the
+// same sizes, as memory_use counts them afterwards), checked against the free memory before any of it is.
+void check_gpu_memory(const GPT2* model, const Optimizer* opt, const TrainConfig& cfg, size_t free_bytes) {
+    const double P_pad = (double)opt->layout.padded_params;
+    size_t count[NUM_ACTIVATION_TENSORS], elem[NUM_ACTIVATION_TENSORS];
+    activation_table(count, elem, model->config, cfg.B, cfg.T, cfg.recompute);
+    const double params = P_pad * (2.0 * sizeof(floatX) + sizeof(float)); // params, grads, fp32 accumulation
+    const double optim = (double)optimizer_state_bytes(opt);
+    const double acts = (double)activation_bytes(count, elem);
+    // as memory_use counts them after the allocation: cuBLASLt's workspace, the kernels' scratch, the tokens
+    const double scratch =
+        (double)gpt2_workspace_bytes(model->config, cfg.B, cfg.T, opt->layout.padded_params) +
+        MATMUL_WORKSPACE_BYTES + (2.0 * cfg.B * cfg.T + 1) * sizeof(int);
+    const double GiB = 1024.0 * 1024.0 * 1024.0;
+    char parts[256];
+    snprintf(
+        parts, sizeof(parts),
+        "parameters, gradients and their fp32 accumulation %.2f GiB, optimizer state %.2f GiB, activations "
+        "%.2f GiB at -b %d -t %d -r %d, workspaces %.2f GiB",
+        params / GiB, optim / GiB, acts / GiB, cfg.B, cfg.T, cfg.recompute, scratch / GiB);
+    check_memory_fits(
+        params + optim + acts + scratch, (double)free_bytes, "GPU memory", parts,
+        "reduce -b (-d keeps the batch with gradient accumulation), recompute more (-r 3), shard "
+        "the optimizer state over GPUs (-z 1), or use 8-bit AdamW (-qo 1)");
+}
+
 int main(int argc, char** argv) {
+    program_init();
     TrainConfig cfg = train_config_gpu_defaults();
     if (!parse_flags(&cfg, argc, argv, /*gpu=*/true)) {
         print_usage("train_gpt2cu", train_config_gpu_defaults(), /*gpu=*/true);
@@ -954,6 +1004,7 @@ int main(int argc, char** argv) {
     mgc = multi_gpu_config_init(&argc, &argv, cfg.init_method, cfg.server, cfg.fs_path, cfg.num_processes,
                                 cfg.process_rank, cfg.gpus_per_node);
     run_check_flags(cfg);
+    run_claim_output_dir(cfg, mgc.rank, mgc.num_ranks);
     cudaCheck(cudaFree(nullptr)); // create the CUDA context now, so the memory baseline excludes it
     size_t total_memory = 0;
     cudaCheck(cudaMemGetInfo(&tr.free_at_start, &total_memory));
@@ -977,12 +1028,17 @@ int main(int argc, char** argv) {
     run_load_decoder(cfg, mc, &tr.decoder);
     TrainState st = run_initial_state(cfg);
     const bool resuming = run_resume_model(&plan, cfg, mc, model.params_host.data(), model.num_parameters);
+    // every rank has the same flags, model and data, or all stop (before the first collective that sizes by
+    // them)
+    run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader, model.params_host.data(),
+                        model.num_parameters);
 
     // device buffers: the optimizer's ZeRO layout sizes the model's; the master weights start from the
     // host copy (the resumed model file's parameters when resuming)
     const uint64_t rounding_seed = rng_mix64(cfg.seed ^ 0xad4a3bULL);
     optimizer_init(&tr.opt, &model, &mgc, cfg.zero_stage, cfg.use_8bit, cfg.quant_block, cfg.keep_master,
                    rounding_seed);
+    check_gpu_memory(&model, &tr.opt, cfg, tr.free_at_start);
     gpt2_allocate(&model, tr.opt.layout.padded_params, cfg.B, cfg.T, cfg.recompute);
     model.matmul.fuse_gelu = cfg.fuse_dgelu;
     optimizer_allocate(&tr.opt, &model);

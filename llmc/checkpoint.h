@@ -3,6 +3,9 @@
 // Model file = int32 header of 256 slots, then the parameters:
 //   header[0] = 20240326 (magic)   header[1] = 3 (fp32 parameters) or 5 (bf16 parameters)
 //   header[2] = maxT   header[3] = V   header[4] = L   header[5] = NH   header[6] = C   header[7] = Vp
+//   header[8] = MODEL_CHECKSUM_MARK and header[9] = CRC-32 (llmc/crc32.h) of the parameter bytes, in files
+//   this project writes; llm.c leaves both 0 and ignores them, so each program reads the other's files
+//   (a file without the mark is read unchecked).
 //   then, little-endian, in this order and shape (Linear weights stored (out, in)):
 //   wte (Vp,C) wpe (maxT,C) ln1w (L,C) ln1b (L,C) qkvw (L,3C,C) qkvb (L,3C) attprojw (L,C,C) attprojb (L,C)
 //   ln2w (L,C) ln2b (L,C) fcw (L,4C,C) fcb (L,4C) fcprojw (L,C,4C) fcprojb (L,C) lnfw (C) lnfb (C)
@@ -15,13 +18,16 @@
 #include <cstdint>
 #include <cstring>
 
+#include "llmc/crc32.h"
 #include "llmc/rand.h"
 #include "llmc/utils.h"
 
 constexpr int MODEL_MAGIC = 20240326;
+constexpr int MODEL_CHECKSUM_MARK = 0x43524343; // "CCRC" little-endian: header[9] holds the CRC-32
 constexpr int MODEL_VERSION_FP32 = 3;
 constexpr int MODEL_VERSION_BF16 = 5;
 constexpr int HEADER_SLOTS = 256;
+constexpr int MODEL_MAX_T = 1 << 20, MODEL_MAX_V = 1 << 24, MODEL_MAX_L = 1 << 10, MODEL_MAX_C = 1 << 16;
 
 struct GPT2Config {
     int max_seq_len;       // maxT: the longest sequence the position embedding covers
@@ -64,6 +70,15 @@ inline void gpt2_parameter_sizes(const GPT2Config& c, size_t sizes[NUM_PARAMETER
     sizes[TENSOR_FCPROJB] = L * C;
     sizes[TENSOR_LNFW] = C;
     sizes[TENSOR_LNFB] = C;
+}
+
+// Where tensor starts in the file-order parameter array.
+inline size_t parameter_offset(const GPT2Config& c, int tensor) {
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    gpt2_parameter_sizes(c, sizes);
+    size_t offset = 0;
+    for (int i = 0; i < tensor; i++) offset += sizes[i];
+    return offset;
 }
 
 inline size_t gpt2_num_parameters(const GPT2Config& c) {
@@ -195,6 +210,20 @@ inline void checkpoint_read_header(const char* path, GPT2Config* config, int* ve
              ">= V and C divisible by NH)",
              path, c.max_seq_len, c.vocab_size, c.num_layers, c.num_heads, c.channels, c.padded_vocab_size);
     }
+    // Bounds far above any GPT-2 (maxT 1024, V 50257, L 48, C 1600) that keep every size computed from the
+    // header (Vp*C, L*4C*C, B*T*4C*L...) far from 64-bit overflow.
+    if (c.max_seq_len > MODEL_MAX_T || c.padded_vocab_size > MODEL_MAX_V || c.num_layers > MODEL_MAX_L ||
+        c.channels > MODEL_MAX_C) {
+        fail("'%s': model header out of range: maxT=%d V=%d Vp=%d L=%d C=%d (at most maxT %d, Vp %d, L %d, C "
+             "%d)",
+             path, c.max_seq_len, c.vocab_size, c.padded_vocab_size, c.num_layers, c.channels, MODEL_MAX_T,
+             MODEL_MAX_V, MODEL_MAX_L, MODEL_MAX_C);
+    }
+    if (header[8] != 0 && header[8] != MODEL_CHECKSUM_MARK) {
+        fail("'%s': header slot 8 holds %d, expected 0 (llm.c) or the checksum mark %d: not a model file of "
+             "this format",
+             path, header[8], MODEL_CHECKSUM_MARK);
+    }
     size_t bytes_per = (*version == MODEL_VERSION_FP32) ? 4 : 2;
     size_t expected = HEADER_SLOTS * sizeof(int) + gpt2_num_parameters(c) * bytes_per;
     size_t actual = file_size_check(path);
@@ -205,17 +234,50 @@ inline void checkpoint_read_header(const char* path, GPT2Config* config, int* ve
     }
 }
 
-// Reads all parameters as fp32 (converting from bf16 for version 5 files) into params[num_params].
+// The first non-finite value of params (file order): whether there is one, and its tensor and index in it.
+inline bool parameters_find_nonfinite(const GPT2Config& c, const float* params, size_t num_params,
+                                      int* tensor, size_t* index) {
+    size_t k = 0;
+    while (k < num_params && std::isfinite(params[k])) k++;
+    if (k == num_params) return false;
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    gpt2_parameter_sizes(c, sizes);
+    *tensor = 0;
+    while (*tensor < NUM_PARAMETER_TENSORS - 1 && k >= sizes[*tensor]) k -= sizes[(*tensor)++];
+    *index = k;
+    return true;
+}
+
+// Reads all parameters as fp32 (converting from bf16 for version 5 files) into params[num_params], checks
+// the checksum when the file has one (a corrupted file is an error naming it) and that every value is
+// finite (a NaN or inf weight would only show up later as a NaN loss).
 inline void checkpoint_read_parameters(const char* path, int version, float* params, size_t num_params) {
     File f(path, "rb");
-    fseek_check(f.fp, HEADER_SLOTS * sizeof(int), SEEK_SET, path);
+    int header[HEADER_SLOTS];
+    f.read(header, sizeof(int), HEADER_SLOTS, "the 1024-byte model header");
+    GPT2Config c;
+    c.max_seq_len = header[2], c.vocab_size = header[3], c.num_layers = header[4];
+    c.num_heads = header[5], c.channels = header[6], c.padded_vocab_size = header[7];
+    uint32_t crc = 0;
     if (version == MODEL_VERSION_FP32) {
         f.read(params, sizeof(float), num_params, "fp32 parameters");
+        crc = crc32_update(0, params, num_params * sizeof(float));
     } else {
         uint16_t* tmp = (uint16_t*)malloc_check(num_params * sizeof(uint16_t), "bf16 parameters");
         f.read(tmp, sizeof(uint16_t), num_params, "bf16 parameters");
+        crc = crc32_update(0, tmp, num_params * sizeof(uint16_t));
         for (size_t i = 0; i < num_params; i++) params[i] = bf16_to_float(tmp[i]);
         free(tmp);
+    }
+    if (header[8] == MODEL_CHECKSUM_MARK && (uint32_t)header[9] != crc) {
+        fail("'%s' is corrupted: the CRC-32 of its parameters is %08x, its header says %08x", path, crc,
+             (uint32_t)header[9]);
+    }
+    int tensor;
+    size_t index;
+    if (parameters_find_nonfinite(c, params, num_params, &tensor, &index)) {
+        fail("'%s' holds a non-finite parameter: %s[%zu] = %f", path, PARAMETER_NAMES[tensor], index,
+             (double)params[parameter_offset(c, tensor) + index]);
     }
 }
 
@@ -229,20 +291,25 @@ inline void fill_model_header(int header[HEADER_SLOTS], const GPT2Config& c, int
     header[5] = c.num_heads;
     header[6] = c.channels;
     header[7] = c.padded_vocab_size;
+    header[8] = MODEL_CHECKSUM_MARK;
 }
 
-// Writes a model file atomically (temporary name + rename): fp32 (version 3) or bf16 (version 5).
+// Writes a model file atomically (temporary name + rename): fp32 (version 3) or bf16 (version 5), with the
+// checksum of its parameter bytes in header[9].
 inline void checkpoint_write(const char* path, const GPT2Config& c, const float* params, size_t num_params,
                              bool bf16) {
     int header[HEADER_SLOTS];
     fill_model_header(header, c, bf16 ? MODEL_VERSION_BF16 : MODEL_VERSION_FP32);
     AtomicFile f(path);
-    f.write(header, sizeof(int), HEADER_SLOTS);
     if (!bf16) {
+        header[9] = (int)crc32_update(0, params, num_params * sizeof(float));
+        f.write(header, sizeof(int), HEADER_SLOTS);
         f.write(params, sizeof(float), num_params);
     } else {
         uint16_t* tmp = (uint16_t*)malloc_check(num_params * sizeof(uint16_t), "bf16 parameters");
         for (size_t i = 0; i < num_params; i++) tmp[i] = float_to_bf16(params[i]);
+        header[9] = (int)crc32_update(0, tmp, num_params * sizeof(uint16_t));
+        f.write(header, sizeof(int), HEADER_SLOTS);
         f.write(tmp, sizeof(uint16_t), num_params);
         free(tmp);
     }

@@ -199,8 +199,11 @@ inline void dataloader_init(DataLoader* dl, const char* filename_pattern, size_t
     globfree(&g);
     std::sort(dl->files.begin(), dl->files.end());
 
-    // Read every header now: count tokens and samples, and fail early on a bad shard.
-    size_t need = dataloader_global_batch_tokens(dl) + 1;
+    // Read every header now: count tokens and samples, and fail early on a bad shard. The global batch is
+    // a product of flags: checked once here, so dataloader_global_batch_tokens cannot wrap later.
+    size_t global_batch = mul_check(mul_check((size_t)micro_steps, (size_t)num_ranks, "data loader batch"),
+                                    mul_check(B, T, "data loader B*T"), "data loader global batch");
+    size_t need = add_check(global_batch, 1, "data loader global batch");
     dl->shard_num_tokens.clear();
     dl->shard_num_samples.clear();
     dl->num_tokens_total = 0;

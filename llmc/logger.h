@@ -78,6 +78,10 @@ inline void logger_init(Logger* lg, const char* output_dir, int process_rank, in
 }
 
 inline void logger_write_(Logger* lg, const char* line) {
+    if (launcher_is_gone()) { // the job is over (llmc/watchdog.h): a restarted run may own the log now
+        fail("the launcher of this process (pid %d) is gone: the job is over, '%s' is not written",
+             (int)expected_launcher(), lg->path.c_str());
+    }
     if (fputs(line, lg->fp) < 0 || fflush(lg->fp) != 0) {
         fail("could not write to log '%s': %s", lg->path.c_str(), strerror(errno));
     }

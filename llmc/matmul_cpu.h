@@ -6,7 +6,9 @@
 //   backward, input   dinp (BT,C) += dout(BT,OC) . weight(OC,C)    -> matmul_axpy_kernel  (broadcast form)
 //   backward, weight  dw  (OC,C) += dout(BT,OC)^T . inp (BT,C)     -> matmul_axpy_kernel  (broadcast form)
 // The broadcast form reads its right-hand matrix in 16-column strips, each packed into one contiguous
-// panel first (pack_weight_strips for weight^T, pack_column_strips for a row-major matrix).
+// panel first (pack_weight_strips for weight^T, pack_column_strips for a row-major matrix). The forward
+// takes any OC: pack_weight_strips fills the last strip up with zero columns and the kernel stores only the
+// real ones.
 // Both kernels hold a 12-accumulator register tile (each accumulator a vector of 8 floats: one AVX2 register;
 // GCC's vector extension lowers it to whatever the target has), so every vector loaded from memory feeds
 // several FMAs. They are cache-blocked so the data a tile reuses stays in L1/L2, and threaded with OpenMP
@@ -83,13 +85,15 @@ static inline void matmul_dot_kernel(float* out, const float* A, const float* W,
 // Out(R,N) += sum_j A(r,j) * Bm(j,N) for j in [0,J), where A(r,j) = A[r*a_row + j*a_col] (so A may be
 // read transposed), and the 16 columns of strip s of Bm at row j start at Bm + s*strip_stride + j*ldb:
 // strip_stride = 16 for a row-major Bm with leading dimension ldb, or J*16 with ldb = 16 for a Bm packed by
-// pack_weight_strips or pack_column_strips. Out has leading dimension ldo; N % 16 == 0.
+// pack_weight_strips or pack_column_strips. Out has leading dimension ldo. N % 16 != 0 needs a Bm whose
+// last strip is readable for all 16 columns (pack_weight_strips pads it): that strip stores only its first
+// N % 16 columns. Each column is a lane of its own, so a column's value does not depend on N.
 // Tile: 6 rows x 16 columns = 12 vector accumulators; per j, two vector loads of Bm feed 12 FMAs with 6
 // broadcast scalars of A. J is cut into panels of JC so the 16-column strip of Bm stays in L1/L2.
 static inline void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_t a_row, size_t a_col,
                                       const float* Bm, size_t strip_stride, int ldb, int R, int N, int J) {
     constexpr int TR = 6, JC = 512;
-    const int rtiles = (R + TR - 1) / TR, strips = N / 16;
+    const int rtiles = (R + TR - 1) / TR, strips = (N + 15) / 16;
     for (int j0 = 0; j0 < J; j0 += JC) {
         const int j1 = std::min(J, j0 + JC);
 #pragma omp parallel for collapse(2) schedule(static)
@@ -111,8 +115,12 @@ static inline void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_
                 }
                 for (int i = 0; i < TR && r0 + i < R; i++) {
                     float* o = Out + (size_t)(r0 + i) * ldo + c;
-                    store8(o, load8(o) + acc[i][0]);
-                    store8(o + 8, load8(o + 8) + acc[i][1]);
+                    if (c + 16 <= N) {
+                        store8(o, load8(o) + acc[i][0]);
+                        store8(o + 8, load8(o + 8) + acc[i][1]);
+                    } else { // the last, partial strip: its real columns only
+                        for (int k = 0; c + k < N; k++) o[k] += acc[i][k / 8][k % 8];
+                    }
                 }
             }
         }
@@ -121,15 +129,23 @@ static inline void matmul_axpy_kernel(float* Out, int ldo, const float* A, size_
 
 // ----------------------------------------------------------------------------------------------------
 // Pack W (N,K) for the forward's broadcast-form matmul: the 16-row strip s of W becomes one contiguous
-// (K,16) panel, dst[s][k][i] = W[s*16 + i][k], so the kernel walks each strip's panel linearly (N % 16 == 0).
+// (K,16) panel, dst[s][k][i] = W[s*16 + i][k], so the kernel walks each strip's panel linearly; rows past N
+// (the last strip when N % 16 != 0) are packed as zeros. dst holds packed_strips_size(N, K) floats.
 // One pass over W: a small fraction of the matmul's work when the batch has many rows.
+static inline size_t packed_strips_size(int N, int K) {
+    return (size_t)(N + 15) / 16 * 16 * K;
+}
 static inline void pack_weight_strips(float* dst, const float* W, int N, int K) {
 #pragma omp parallel for schedule(static)
-    for (int s = 0; s < N / 16; s++) {
+    for (int s = 0; s < (N + 15) / 16; s++) {
         float* panel = dst + (size_t)s * K * 16;
         for (int i = 0; i < 16; i++) {
-            const float* w = W + (size_t)(s * 16 + i) * K;
-            for (int k = 0; k < K; k++) panel[(size_t)k * 16 + i] = w[k];
+            const int n = s * 16 + i;
+            if (n < N) {
+                for (int k = 0; k < K; k++) panel[(size_t)k * 16 + i] = W[(size_t)n * K + k];
+            } else {
+                for (int k = 0; k < K; k++) panel[(size_t)k * 16 + i] = 0.0f;
+            }
         }
     }
 }

@@ -62,6 +62,7 @@ struct ProcessGroup {
 [[noreturn]] inline void pg_fail(ProcessGroup* pg, const char* fmt, ...)
     __attribute__((format(printf, 2, 3)));
 [[noreturn]] inline void pg_fail(ProcessGroup* pg, const char* fmt, ...) {
+    remove_pending_temps();
     fflush(stdout);
     char message[1024];
     va_list args;
@@ -343,22 +344,17 @@ inline float pg_allreduce_mean_float(ProcessGroup* pg, float x) {
     return x / pg->num_ranks;
 }
 
-// Fail on every rank unless all ranks hold the same value (e.g. the parameter count, the batch size or
-// the step a checkpoint resumes from); "what" names it in the message.
-inline void pg_check_same(ProcessGroup* pg, long long value, const char* what) {
-#ifdef USE_MPI
-    if (pg->num_ranks == 1) return;
-    long long range[2] = {value, -value}; // max of -value = -(min of value): one call for min and max
-    pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, range, 2, MPI_LONG_LONG, MPI_MAX, MPI_COMM_WORLD),
-             "MPI_Allreduce");
-    long long max_value = range[0], min_value = -range[1];
-    if (min_value != max_value) {
-        pg_fail(pg, "ranks disagree on %s: this rank has %lld, values range from %lld to %lld", what, value,
-                min_value, max_value);
+// recv (num_ranks * bytes) <- the bytes of every rank, rank r's at r * bytes (the start-up check that every
+// rank runs the same configuration, llmc/run_plan.h). bytes must fit in an int.
+inline void pg_allgather_bytes(ProcessGroup* pg, const void* send, void* recv, size_t bytes) {
+    if (pg->num_ranks == 1 || bytes == 0) {
+        memcpy(recv, send, bytes);
+        return;
     }
-#else
-    (void)pg;
-    (void)value;
-    (void)what;
+#ifdef USE_MPI
+    if (bytes > (size_t)INT_MAX)
+        pg_fail(pg, "pg_allgather_bytes: %zu bytes is more than one call sends", bytes);
+    pg_check(pg, MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD),
+             "MPI_Allgather");
 #endif
 }

@@ -338,6 +338,25 @@ inline void multi_gpu_barrier(MultiGpuConfig* config, double timeout_s) {
     multi_gpu_wait(config, config->nccl_stream, timeout_s);
 }
 
+// recv_host (num_ranks * bytes) <- the bytes of every process, process r's at r * bytes; blocking. For the
+// start-up check that every process runs the same configuration (llmc/run_plan.h), not for the hot path.
+inline void multi_gpu_allgather_bytes(MultiGpuConfig* config, const void* send_host, void* recv_host,
+                                      size_t bytes, double timeout_s) {
+    if (config->num_ranks == 1) {
+        memcpy(recv_host, send_host, bytes);
+        return;
+    }
+    char* buf = nullptr;
+    const size_t total = bytes * config->num_ranks;
+    cudaCheck(cudaMalloc(&buf, total));
+    char* mine = buf + (size_t)config->rank * bytes;
+    cudaCheck(cudaMemcpyAsync(mine, send_host, bytes, cudaMemcpyHostToDevice, config->nccl_stream));
+    ncclCheck(ncclAllGather(mine, buf, bytes, ncclUint8, config->nccl_comm, config->nccl_stream));
+    multi_gpu_wait(config, config->nccl_stream, timeout_s);
+    cudaCheck(cudaMemcpy(recv_host, buf, total, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaFree(buf));
+}
+
 // Mean of a host value over processes (e.g. the loss, for printing), blocking.
 inline float multi_gpu_allreduce_mean_float(MultiGpuConfig* config, float value, double timeout_s) {
     if (config->num_ranks == 1) return value;

@@ -23,11 +23,15 @@
 //   StateBuffers trainer_state_buffers(Trainer*, const StateHeader& h, const std::string& path)
 //         its optimizer buffers, in order, for the state file at path (named in its error messages)
 //   void  trainer_barrier(Trainer*)
+//   void  trainer_allgather_bytes(Trainer*, const void* mine, void* all, size_t bytes)
+//         all (num_ranks * bytes) <- every rank's bytes, rank r's at r * bytes
+//   [[noreturn]] void trainer_exit(Trainer*, int status)   finalize the process group and exit
 //   void  trainer_print_step_end(Trainer*, double seconds, bool first_step)   the end of the step line
 #pragma once
 
 #include <chrono>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -35,26 +39,30 @@
 
 #include "llmc/checkpoint.h"
 #include "llmc/dataloader.h"
+#include "llmc/crc32.h"
 #include "llmc/logger.h"
 #include "llmc/rand.h"
+#include "llmc/run_dir.h"
 #include "llmc/sampler.h"
 #include "llmc/schedulers.h"
 #include "llmc/state_file.h"
 #include "llmc/token_decoder.h"
 #include "llmc/train_config.h"
 #include "llmc/utils.h"
+#include "llmc/watchdog.h"
 
 // What a run derives from its flags and its model, the same way on the CPU and the GPU.
 struct RunPlan {
     int rank = 0, num_ranks = 1;
-    bool main_process = true; // rank 0: prints, and writes the log, the model files, checkpoint_latest
-    int B = 0, T = 0;         // the micro-batch of each rank
-    int grad_accum_steps = 1; // micro-batches per optimizer step on each rank
-    long tokens_per_step = 0; // B * T * num_ranks * grad_accum_steps (-d)
-    int train_steps = 0;      // optimizer steps of the run: -x, or one epoch
-    float peak_lr = 0.0f;     // -l, scaled for the batch by -sr / -sb
-    LRScheduler sched;        // -k, with the (clamped) warmup -u
-    int resume_step = -1;     // the checkpoint this run resumed from; -1: a fresh run
+    bool main_process = true;   // rank 0: prints, and writes the log, the model files, checkpoint_latest
+    int B = 0, T = 0;           // the micro-batch of each rank
+    int grad_accum_steps = 1;   // micro-batches per optimizer step on each rank
+    long tokens_per_step = 0;   // B * T * num_ranks * grad_accum_steps (-d)
+    int train_steps = 0;        // optimizer steps of the run: -x, or one epoch
+    float peak_lr = 0.0f;       // -l, scaled for the batch by -sr / -sb
+    LRScheduler sched;          // -k, with the (clamped) warmup -u
+    int resume_step = -1;       // the checkpoint this run resumed from; -1: a fresh run
+    std::vector<RunFact> facts; // what every rank must agree on, and a resume compares (run_facts)
 };
 
 // Where the run is: saved in every checkpoint, restored on resume.
@@ -67,6 +75,23 @@ struct TrainState {
 // Checks of the flags that need no model; before anything is loaded.
 inline void run_check_flags(const TrainConfig& cfg) {
     if (cfg.resume && cfg.output_dir == nullptr) fail("flag -y 1 needs -o <dir> to find the checkpoint in");
+    if (cfg.resume && cfg.overwrite)
+        fail("flags -y 1 and -ow 1 contradict each other: resume, or start over");
+    if (cfg.overwrite && cfg.output_dir == nullptr) fail("flag -ow 1 needs -o <dir>");
+    // B*T at most 2^24 tokens (GPT-2 trains with 16 x 1024 = 2^14) keeps every activation size below 2^64
+    if ((long)cfg.B * cfg.T > (1L << 24)) {
+        fail("flags -b and -t: a micro-batch of %d x %d = %ld tokens is more than the %ld this program "
+             "supports; use gradient accumulation (-d) for a larger batch",
+             cfg.B, cfg.T, (long)cfg.B * cfg.T, 1L << 24);
+    }
+}
+
+// Before this rank reads or writes anything in -o: its lock on the directory for the whole run, and the
+// refusal of a fresh run into a directory that holds one (llmc/run_dir.h). Also starts the watchdog
+// (llmc/watchdog.h), which needs the rank.
+inline void run_claim_output_dir(const TrainConfig& cfg, int rank, int num_ranks) {
+    watchdog_start(rank, num_ranks);
+    if (cfg.output_dir != nullptr) run_dir_claim(cfg.output_dir, rank, num_ranks, cfg.resume, cfg.overwrite);
 }
 
 // -e names a descriptor (d12: *config set, train from scratch; returns true) or a model file to load
@@ -96,7 +121,14 @@ inline void run_plan_init(RunPlan* plan, const TrainConfig& cfg, const GPT2Confi
         fail("flag -d: total batch %ld tokens is not a multiple of B*T*processes = %d*%d*%d = %ld",
              plan->tokens_per_step, cfg.B, cfg.T, num_ranks, tokens_per_micro);
     }
-    plan->grad_accum_steps = (int)(plan->tokens_per_step / tokens_per_micro);
+    const long accum = plan->tokens_per_step / tokens_per_micro;
+    if (accum > (1L << 20)) {
+        fail("flag -d: %ld tokens per step is %ld micro-batches of B*T*processes = %ld tokens; at most %ld "
+             "are "
+             "supported",
+             plan->tokens_per_step, accum, tokens_per_micro, 1L << 20);
+    }
+    plan->grad_accum_steps = (int)accum;
 }
 
 // The data loaders (the training one knows the accumulation count, so a step's data does not depend on
@@ -115,7 +147,22 @@ inline void run_open_data(RunPlan* plan, TrainConfig* cfg, const GPT2Config& mc,
     }
     plan->peak_lr = scale_lr_for_batch(cfg->learning_rate, (size_t)cfg->lr_scale_ref_tokens,
                                        (size_t)plan->tokens_per_step, cfg->lr_scale_rule);
+    if (!(plan->peak_lr <= 10.0f)) {
+        fail("flags -l -sr -sb: the peak learning rate %g (-l %g scaled by -sr %s from -sb %ld to %ld "
+             "tokens) is "
+             "out of range [0, 10]",
+             (double)plan->peak_lr, (double)cfg->learning_rate, cfg->lr_scale_rule, cfg->lr_scale_ref_tokens,
+             plan->tokens_per_step);
+    }
     train_config_fit_warmup(cfg, plan->train_steps, plan->main_process);
+    // a sample is one sequence: <|endoftext|> and at most T-1 tokens after it
+    if (cfg->sample_every > 0 && cfg->gen_tokens > plan->T - 1) {
+        if (plan->main_process)
+            printf("note: samples cut from -g %d to %d tokens (a sample is one sequence of -t %d, after "
+                   "<|endoftext|>)\n",
+                   cfg->gen_tokens, plan->T - 1, plan->T);
+        cfg->gen_tokens = plan->T - 1;
+    }
     lr_scheduler_init(&plan->sched, cfg->schedule, plan->peak_lr, cfg->warmup_steps, plan->train_steps,
                       cfg->final_lr_frac, cfg->cooldown_frac);
 }
@@ -144,6 +191,11 @@ inline bool run_resume_model(RunPlan* plan, const TrainConfig& cfg, const GPT2Co
     plan->resume_step = find_latest_checkpoint(cfg.output_dir);
     if (plan->resume_step < 0)
         fail("flag -y 1: no checkpoint in '%s' (no checkpoint_latest file)", cfg.output_dir);
+    if (plan->resume_step > plan->train_steps) {
+        fail("flag -y 1: the latest checkpoint in '%s' is of step %d, beyond this run's %d steps (-x): give "
+             "-x %d or more",
+             cfg.output_dir, plan->resume_step, plan->train_steps, plan->resume_step);
+    }
     std::string model_path = checkpoint_path(cfg.output_dir, "model", plan->resume_step, -1);
     GPT2Config saved;
     int version;
@@ -181,15 +233,153 @@ inline void run_print_plan(const RunPlan* plan, const TrainConfig& cfg, const GP
 }
 
 // ----------------------------------------------------------------------------------------------------
+// what every rank must agree on: the run facts (llmc/state_file.h's RunFact)
+
+inline void run_fact_add(std::vector<RunFact>* facts, const char* name, RunFactRule rule, const char* fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+inline void run_fact_add(std::vector<RunFact>* facts, const char* name, RunFactRule rule, const char* fmt,
+                         ...) {
+    RunFact f;
+    memset(&f, 0, sizeof(f));
+    snprintf(f.name, sizeof(f.name), "%s", name);
+    f.rule = rule;
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(f.value, sizeof(f.value), fmt, args);
+    va_end(args);
+    facts->push_back(f);
+}
+
+// A float as the shortest of %g / %.9g that reads back as the same float: "0.001", not "0.00100000005".
+struct FloatText {
+    char text[24];
+};
+inline FloatText float_text(float x) {
+    FloatText t;
+    snprintf(t.text, sizeof(t.text), "%g", (double)x);
+    if (strtof(t.text, nullptr) != x) snprintf(t.text, sizeof(t.text), "%.9g", (double)x);
+    return t;
+}
+
+// Everything that must be the same on every rank, as text, in the order a disagreement is reported (the
+// flags first, so ranks started with another -sd are told that, not that their parameters differ). Each
+// has its rule for a resume. params_crc: the CRC-32 of the fp32 parameters the run starts from.
+inline std::vector<RunFact> run_facts(const RunPlan* plan, const TrainConfig& cfg, const GPT2Config& mc,
+                                      const DataLoader* train, const DataLoader* val, uint32_t params_crc) {
+    std::vector<RunFact> f;
+    const RunFactRule R = FACT_RESUME_REFUSE, W = FACT_RESUME_WARN, A = FACT_RESUME_ANY, S = FACT_THIS_START;
+    run_fact_add(&f, "processes", R, "%d", plan->num_ranks);
+    run_fact_add(&f, "-e (model shape)", R, "L=%d C=%d NH=%d V=%d Vp=%d maxT=%d", mc.num_layers, mc.channels,
+                 mc.num_heads, mc.vocab_size, mc.padded_vocab_size, mc.max_seq_len);
+    run_fact_add(&f, "-sd", R, "%llu", (unsigned long long)cfg.seed);
+    run_fact_add(&f, "-b", R, "%d", cfg.B);
+    run_fact_add(&f, "-t", R, "%d", cfg.T);
+    run_fact_add(&f, "-d", R, "%ld", plan->tokens_per_step);
+    run_fact_add(&f, "-a", R, "%d", (int)cfg.overfit_single_batch);
+    run_fact_add(&f, "-z", R, "%d", cfg.zero_stage);
+    run_fact_add(&f, "-qo", R, "%d", (int)cfg.use_8bit);
+    run_fact_add(&f, "-qb", R, "%d", cfg.quant_block);
+    run_fact_add(&f, "-w", A, "%d", (int)cfg.keep_master);
+    run_fact_add(&f, "-r", A, "%d", cfg.recompute);
+    run_fact_add(&f, "-ge", A, "%d", (int)cfg.fuse_dgelu);
+    run_fact_add(&f, "-i (train data)", R, "%zu tokens in %zu shards", train->num_tokens_total,
+                 train->files.size());
+    run_fact_add(&f, "-j (val data)", W, "%zu tokens in %zu shards", val->num_tokens_total,
+                 val->files.size());
+    run_fact_add(&f, "-x", W, "%d", plan->train_steps);
+    run_fact_add(&f, "-l", W, "%s", float_text(cfg.learning_rate).text);
+    run_fact_add(&f, "-u", W, "%d", cfg.warmup_steps);
+    run_fact_add(&f, "-q", W, "%s", float_text(cfg.final_lr_frac).text);
+    run_fact_add(&f, "-k", W, "%s", cfg.schedule);
+    run_fact_add(&f, "-cf", W, "%s", float_text(cfg.cooldown_frac).text);
+    run_fact_add(&f, "-sr", W, "%s", cfg.lr_scale_rule);
+    run_fact_add(&f, "-sb", W, "%ld", cfg.lr_scale_ref_tokens);
+    run_fact_add(&f, "-c", W, "%s", float_text(cfg.adamw.weight_decay).text);
+    run_fact_add(&f, "-gc", W, "%s", float_text(cfg.adamw.grad_clip).text);
+    run_fact_add(&f, "-o", A, "%s", cfg.output_dir ? "given" : "none");
+    run_fact_add(&f, "-y", S, "%d", (int)cfg.resume);
+    run_fact_add(&f, "-ow", S, "%d", (int)cfg.overwrite);
+    run_fact_add(&f, "-n", A, "%d", cfg.checkpoint_every);
+    run_fact_add(&f, "-v", A, "%d", cfg.val_every);
+    run_fact_add(&f, "-m", A, "%d", cfg.val_max_steps);
+    run_fact_add(&f, "-s", A, "%d", cfg.sample_every);
+    run_fact_add(&f, "-g", A, "%d", cfg.gen_tokens);
+    run_fact_add(&f, "-st", A, "%s", float_text(cfg.temperature).text);
+    run_fact_add(&f, "resumed from step", S, "%d", plan->resume_step);
+    run_fact_add(&f, "model parameters", S, "CRC-32 %08x", params_crc);
+    return f;
+}
+
+// The run facts of this run (plan->facts), then the start-up check that every rank has the same ones:
+// ranks started with other flags or models would otherwise hang in collectives of other sizes, overflow a
+// buffer, or train silently apart. On a disagreement every rank stops, and rank 0 prints one message naming
+// the first fact that differs and the first rank that differs on it. params: the fp32 parameters the run
+// starts from (after a resume, the checkpoint's).
+template <class Trainer>
+void run_check_agreement(Trainer* tr, RunPlan* plan, const TrainConfig& cfg, const GPT2Config& mc,
+                         const DataLoader* train, const DataLoader* val, const float* params,
+                         size_t num_params) {
+    // the checksum of the parameters costs a pass over them (~0.3 s for d12): only when there is a peer
+    const uint32_t crc = plan->num_ranks > 1 ? crc32_update(0, params, num_params * sizeof(float)) : 0;
+    plan->facts = run_facts(plan, cfg, mc, train, val, crc);
+    if (plan->num_ranks == 1) return;
+    watchdog_progress("the start-up check of the flags", 0);
+    const size_t K = plan->facts.size();
+    std::vector<RunFact> all(K * plan->num_ranks);
+    trainer_allgather_bytes(tr, plan->facts.data(), all.data(), K * sizeof(RunFact));
+    for (size_t i = 0; i < K; i++) {
+        for (int r = 1; r < plan->num_ranks; r++) {
+            const RunFact &a = all[i], &b = all[(size_t)r * K + i];
+            if (memcmp(&a, &b, sizeof(RunFact)) == 0) continue;
+            if (plan->main_process) {
+                fprintf(stderr,
+                        "error: the processes of this run disagree on %s: rank 0 has '%s', rank %d has '%s'; "
+                        "start every process with the same flags, model and data\n",
+                        a.name, a.value, r, b.value);
+                fflush(stderr);
+            }
+            trainer_exit(tr, EXIT_FAILURE);
+        }
+    }
+}
+
+// On resume: the checkpoint's run facts against this run's. A change that makes the run another one (the
+// seed, the data, the batch) is refused; a change of the optimizer or the schedule is allowed with a
+// warning naming it (extending -x, lowering -l: deliberate); the rest (how often to validate) is silent.
+inline void run_compare_resumed_facts(const RunPlan* plan, const std::vector<RunFact>& saved,
+                                      const char* state_path) {
+    for (const RunFact& old : saved) {
+        for (const RunFact& now : plan->facts) {
+            if (strcmp(old.name, now.name) != 0 || strcmp(old.value, now.value) == 0) continue;
+            if (now.rule == FACT_RESUME_REFUSE) {
+                fail(
+                    "flag -y 1: the checkpoint's run had %s '%s', this run has '%s' ('%s'): a resume "
+                    "continues "
+                    "the same run; to train on from its weights with other settings, start a new run with -e "
+                    "<its model file>",
+                    now.name, old.value, now.value, state_path);
+            }
+            if (now.rule == FACT_RESUME_WARN && plan->main_process) {
+                printf("warning: resuming with %s '%s'; the checkpoint's run had '%s'\n", now.name, now.value,
+                       old.value);
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
 // checkpoints: <dir>/model_<step>.bin (rank 0), <dir>/state_<step>_<rank>.bin (every rank), then
 // <dir>/checkpoint_latest (rank 0, once every file is on disk); llmc/state_file.h has the layout.
 
 template <class Trainer>
 void run_save_checkpoint(Trainer* tr, const RunPlan* plan, const char* dir, const TrainState& st) {
     if (plan->main_process) trainer_write_model(tr, checkpoint_path(dir, "model", st.step, -1));
+    watchdog_progress("a checkpoint", st.step);
     StateHeader h = trainer_state_header(tr, st.step);
     h.loader = st.loader;
     h.sample_rng = st.sample_rng;
+    for (const RunFact& f : plan->facts)
+        if (f.rule != FACT_THIS_START) h.facts.push_back(f);
     const std::string path = checkpoint_path(dir, "state", st.step, plan->rank);
     const StateBuffers b = trainer_state_buffers(tr, h, path);
     state_file_write(path, h, b);
@@ -202,8 +392,9 @@ void run_save_checkpoint(Trainer* tr, const RunPlan* plan, const char* dir, cons
 template <class Trainer>
 void run_load_state(Trainer* tr, const RunPlan* plan, const char* dir, TrainState* st) {
     StateReader r(dir, plan->resume_step, trainer_state_header(tr, plan->resume_step));
+    run_compare_resumed_facts(plan, r.header.facts, r.file.path.c_str());
     const StateBuffers b = trainer_state_buffers(tr, r.header, r.file.path);
-    state_file_read_buffers(&r.file, b);
+    state_file_read_buffers(&r, b);
     st->step = plan->resume_step;
     st->loader = r.header.loader;
     st->sample_rng = r.header.sample_rng;
@@ -220,6 +411,7 @@ template <class Trainer> float run_validate(Trainer* tr, DataLoader* val, int ma
     if (max_batches >= 0 && max_batches < n) n = max_batches;
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
+        watchdog_progress("validation", -1);
         dataloader_next_batch(val);
         sum += trainer_eval_loss(tr, val->inputs.data(), val->targets.data());
     }
@@ -237,6 +429,7 @@ void run_sample(Trainer* tr, const RunPlan* plan, Rng* rng, int num_tokens, floa
     std::vector<int> tokens(plan->T, eot); // the prefix, padded with <|endoftext|> to T
     printf("generating:\n---\n");
     for (int t = 1; t <= num_tokens && t < plan->T; t++) {
+        watchdog_progress("sampling", -1);
         const float* logits = trainer_next_token_logits(tr, tokens.data(), t);
         const int next = sample_softmax(logits, c.vocab_size, temperature, rng_uniform(rng));
         tokens[t] = next;
@@ -303,10 +496,12 @@ void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, Data
         auto start = std::chrono::steady_clock::now();
         double loss_sum = 0.0;
         for (int micro = 0; micro < plan->grad_accum_steps; micro++) {
+            watchdog_progress("a training micro-step", step + 1);
             if (!cfg.overfit_single_batch) dataloader_next_batch(train);
             loss_sum += trainer_micro_step(tr, train->inputs.data(), train->targets.data(), micro,
                                            plan->grad_accum_steps);
         }
+        watchdog_progress("the optimizer update", step + 1);
         const float lr = lr_at_step(&plan->sched, step);
         const float norm = trainer_update(tr, lr, step + 1);
         const float loss = trainer_mean_over_ranks(tr, (float)(loss_sum / plan->grad_accum_steps));

@@ -8,31 +8,56 @@
 //   int32 header[256]: [0] = STATE_MAGIC, [1] = STATE_VERSION, [2] = ranks (processes), [3] = rank,
 //   [4] = ZeRO stage, [5] = optimizer (0 fp32 AdamW, 1 8-bit AdamW), [6] = step, [7] = 8-bit AdamW
 //   quantization block (values per absmax scale),
-//   [8] = 1 if fp32 master weights follow the optimizer state (GPU trainer), then 64-bit values at int32
+//   [8] = 1 if fp32 master weights follow the optimizer state (GPU trainer), [9] = number of run facts F,
+//   [10] = CRC-32 (llmc/crc32.h) of every byte after the header; then 64-bit values at int32
 //   slots 16..: [16] shard size, [18] shard offset, [20] number of parameters, [22] data loader epoch,
 //   [24] shard position, [26] sample position, [28] sampling RNG state;
+//   then F run facts (RunFact, 64 bytes each: the flags and data the run was started with, which a resume
+//   compares with its own, llmc/run_plan.h);
 //   then the optimizer state of the process's shard: m and v (fp32, shard size each), or for 8-bit AdamW
 //   m codes, v codes (uint8, shard size each), m absmax, v absmax (fp32, one per block); then, if [8] = 1,
 //   the shard's fp32 master weights.
+//   On reading, the checksum is verified, and so is every value that has a range (m and the master weights
+//   finite, v and the absmax scales finite and >= 0): a corrupted or poisoned state is an error naming it.
 // <dir>/checkpoint_latest         the step of the newest complete checkpoint, as text. It is written
 //   (atomically) only after the model and every process's state are on disk, so a crash mid-save leaves
 //   the previous checkpoint as the one a resume finds.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "llmc/checkpoint.h"
+#include "llmc/crc32.h"
 #include "llmc/dataloader.h"
 #include "llmc/rand.h"
 #include "llmc/utils.h"
 
 constexpr int STATE_MAGIC = 20240527;
-constexpr int STATE_VERSION = 1;
+constexpr int STATE_VERSION = 2; // 1: no run facts, no checksum
+constexpr int MAX_RUN_FACTS = 64;
 
-// Everything in a state file's header.
+// One thing a run was started with, as text: "-l" = "0.001", "train data" = "338025 tokens in 1 shards".
+// Every rank of a run must agree on each (llmc/run_plan.h checks at start-up); a resume compares them
+// with the checkpoint's, by rule. Fixed size, so it is sent between processes and stored as it is.
+enum RunFactRule : char {
+    FACT_RESUME_ANY = 'a',    // may change on resume: the cadence of validation and sampling
+    FACT_RESUME_WARN = 'w',   // may change, with a warning: the optimizer and the schedule
+    FACT_RESUME_REFUSE = 'r', // a resume with another value is not the same run: refused
+    FACT_THIS_START = 's', // about this start of the run (-y, the step resumed from): checked across ranks,
+                           // not saved, so a resumed run's files equal an uninterrupted run's
+};
+struct RunFact {
+    char name[23];  // the flag ("-l") or what it is ("train data")
+    char rule;      // RunFactRule
+    char value[40]; // as text, NUL-terminated; longer values are cut
+};
+static_assert(sizeof(RunFact) == 64, "a run fact is 64 bytes in state files and messages between ranks");
+
+// Everything in a state file's header, and the run facts after it.
 struct StateHeader {
     int num_ranks = 1, rank = 0, zero_stage = 0;
     bool use_8bit = false;
@@ -41,6 +66,7 @@ struct StateHeader {
     uint64_t shard_size = 0, shard_offset = 0, num_parameters = 0;
     DataLoaderState loader{0, 0, 0};
     Rng sample_rng{0};
+    std::vector<RunFact> facts;
 };
 
 inline std::string checkpoint_path(const char* dir, const char* kind, int step, int rank) {
@@ -52,10 +78,11 @@ inline std::string checkpoint_path(const char* dir, const char* kind, int step, 
     return std::string(dir) + buf;
 }
 
-inline void state_header_write(AtomicFile* f, const StateHeader& h) {
+inline void state_header_fill(int header[HEADER_SLOTS], const StateHeader& h) {
     if (h.loader.micro_pos != 0)
         fail("state_header_write: a checkpoint must be taken between optimizer steps");
-    int header[HEADER_SLOTS] = {};
+    if (h.facts.size() > MAX_RUN_FACTS) fail("state_header_write: more than %d run facts", MAX_RUN_FACTS);
+    memset(header, 0, HEADER_SLOTS * sizeof(int));
     header[0] = STATE_MAGIC;
     header[1] = STATE_VERSION;
     header[2] = h.num_ranks;
@@ -65,24 +92,37 @@ inline void state_header_write(AtomicFile* f, const StateHeader& h) {
     header[6] = h.step;
     header[7] = h.quant_block;
     header[8] = h.has_master ? 1 : 0;
+    header[9] = (int)h.facts.size();
     const uint64_t wide[7] = {h.shard_size,       h.shard_offset,      h.num_parameters,  h.loader.epoch,
                               h.loader.shard_pos, h.loader.sample_pos, h.sample_rng.state};
     memcpy(header + 16, wide, sizeof(wide));
-    f->write(header, sizeof(int), HEADER_SLOTS);
 }
 
 // Reads the header of this process's state file and checks it against what this run expects (process
 // count, ZeRO stage, optimizer, shard and model size): a resume with other settings fails with a message
 // that names the file and both settings, instead of loading mismatched state.
-inline StateHeader state_header_read(File* f, const StateHeader& expected) {
+// stored_crc: header[10], the checksum of the rest of the file, which the caller verifies as it reads on.
+inline StateHeader state_header_read(File* f, const StateHeader& expected, uint32_t* stored_crc) {
     const char* path = f->path.c_str();
     int header[HEADER_SLOTS];
     f->read(header, sizeof(int), HEADER_SLOTS, "the 1024-byte state header");
-    if (header[0] != STATE_MAGIC || header[1] != STATE_VERSION) {
-        fail("'%s' is not a training state file: expected magic %d version %d, got %d version %d", path,
-             STATE_MAGIC, STATE_VERSION, header[0], header[1]);
+    if (header[0] != STATE_MAGIC) {
+        fail("'%s' is not a training state file: expected magic %d, got %d", path, STATE_MAGIC, header[0]);
+    }
+    if (header[1] != STATE_VERSION) {
+        fail(
+            "'%s' is a training state file of version %d; this program reads version %d (written since state "
+            "files carry a checksum): resume with the program that wrote it, or restart from its model file "
+            "with -e",
+            path, header[1], STATE_VERSION);
+    }
+    if (header[9] < 0 || header[9] > MAX_RUN_FACTS) {
+        fail("'%s': the header declares %d run facts, expected 0..%d", path, header[9], MAX_RUN_FACTS);
     }
     StateHeader h;
+    h.facts.resize((size_t)header[9]);
+    f->read(h.facts.data(), sizeof(RunFact), h.facts.size(), "the run facts");
+    *stored_crc = (uint32_t)header[10];
     h.num_ranks = header[2];
     h.rank = header[3];
     h.zero_stage = header[4];
@@ -137,10 +177,16 @@ inline void state_check_rank_count(const char* dir, int step, int num_ranks) {
 
 // One buffer of a state file: count elements of elem_bytes each at data. On reading, data = nullptr skips
 // the buffer's bytes (the GPU trainer with -w 0 reading a state that holds master weights).
+enum StateValues {
+    STATE_ANY,         // bytes with no invalid value (8-bit codes)
+    STATE_FINITE,      // fp32, finite (m, master weights)
+    STATE_NONNEGATIVE, // fp32, finite and >= 0 (v, absmax scales)
+};
 struct StateBuffer {
     const char* what; // named in error messages: "AdamW m"
     void* data;
     size_t elem_bytes, count;
+    StateValues values;
 };
 // Copies bytes between device buffers and a host staging buffer (cudaMemcpy); same signature as memcpy:
 // (dst, src, bytes).
@@ -153,10 +199,11 @@ struct StateBuffers {
     int count = 0;
     StateCopy to_host = nullptr, to_buffer = nullptr;
 };
-inline void state_buffers_add(StateBuffers* b, const char* what, void* data, size_t elem_bytes,
-                              size_t count) {
+inline void state_buffers_add(StateBuffers* b, const char* what, void* data, size_t elem_bytes, size_t count,
+                              StateValues values = STATE_ANY) {
     if (b->count == 8) fail("state_buffers_add: more than 8 buffers");
-    b->list[b->count++] = StateBuffer{what, data, elem_bytes, count};
+    if (values != STATE_ANY && elem_bytes != sizeof(float)) fail("state_buffers_add: %s is not fp32", what);
+    b->list[b->count++] = StateBuffer{what, data, elem_bytes, count, values};
 }
 
 // The staging buffer bounds the host memory a save or load of device buffers needs (none for host ones).
@@ -167,24 +214,34 @@ inline size_t state_staging_bytes(const StateBuffers& b, StateCopy copy) {
     return std::min(largest, (size_t)64 << 20);
 }
 
-// Writes a state file atomically (llmc/utils.h's AtomicFile): the header, then the buffers in order.
+// Writes a state file atomically (llmc/utils.h's AtomicFile): the header, the run facts, then the buffers in
+// order; the checksum of everything after the header goes into the header last.
 inline void state_file_write(const std::string& path, const StateHeader& h, const StateBuffers& b) {
     AtomicFile f(path.c_str());
-    state_header_write(&f, h);
+    int header[HEADER_SLOTS];
+    state_header_fill(header, h);
+    f.write(header, sizeof(int), HEADER_SLOTS);
+    f.write(h.facts.data(), sizeof(RunFact), h.facts.size());
+    uint32_t crc = crc32_update(0, h.facts.data(), h.facts.size() * sizeof(RunFact));
     std::vector<char> staging(state_staging_bytes(b, b.to_host));
     for (int i = 0; i < b.count; i++) {
         const char* src = (const char*)b.list[i].data;
         const size_t bytes = b.list[i].elem_bytes * b.list[i].count;
         if (b.to_host == nullptr) {
             f.write(src, 1, bytes);
+            crc = crc32_update(crc, src, bytes);
             continue;
         }
         for (size_t done = 0; done < bytes; done += staging.size()) {
             const size_t n = std::min(staging.size(), bytes - done);
             b.to_host(staging.data(), src + done, n);
             f.write(staging.data(), 1, n);
+            crc = crc32_update(crc, staging.data(), n);
         }
     }
+    header[10] = (int)crc;
+    fseek_check(f.fp, 10 * sizeof(int), SEEK_SET, f.tmp_path.c_str());
+    f.write(&header[10], sizeof(int), 1);
     f.commit();
 }
 
@@ -194,34 +251,75 @@ inline std::string state_path_to_resume(const char* dir, int step, int rank, int
     return checkpoint_path(dir, "state", step, rank);
 }
 
-// This rank's state file of `step`, opened, its header read and checked against what the run expects.
+// This rank's state file of `step`, opened, its header and run facts read and checked against what the run
+// expects; crc runs over the bytes after the header as they are read, stored_crc is what the header says.
 struct StateReader {
     File file;
+    uint32_t stored_crc = 0, crc = 0;
     StateHeader header;
     StateReader(const char* dir, int step, const StateHeader& expected)
         : file(state_path_to_resume(dir, step, expected.rank, expected.num_ranks).c_str(), "rb"),
-          header(state_header_read(&file, expected)) {}
-};
-
-// Reads the buffers after the header (StateReader) in order, then requires the end of the file.
-inline void state_file_read_buffers(File* f, const StateBuffers& b) {
-    std::vector<char> staging(state_staging_bytes(b, b.to_buffer));
-    for (int i = 0; i < b.count; i++) {
-        char* dst = (char*)b.list[i].data;
-        const size_t bytes = b.list[i].elem_bytes * b.list[i].count;
-        if (dst == nullptr) {
-            fseek_check(f->fp, (long)bytes, SEEK_CUR, f->path.c_str());
-        } else if (b.to_buffer == nullptr) {
-            f->read(dst, 1, bytes, b.list[i].what);
-        } else {
-            for (size_t done = 0; done < bytes; done += staging.size()) {
-                const size_t n = std::min(staging.size(), bytes - done);
-                f->read(staging.data(), 1, n, b.list[i].what);
-                b.to_buffer(dst + done, staging.data(), n);
-            }
+          header(state_header_read(&file, expected, &stored_crc)) {
+        crc = crc32_update(0, header.facts.data(), header.facts.size() * sizeof(RunFact));
+        for (RunFact& fact : header.facts) { // make the strings safe to print whatever the file held
+            fact.name[sizeof(fact.name) - 1] = '\0';
+            fact.value[sizeof(fact.value) - 1] = '\0';
         }
     }
-    if (fgetc(f->fp) != EOF) fail("'%s' has bytes after the optimizer state: wrong file?", f->path.c_str());
+};
+
+// Values of a buffer that are out of its range (llmc/state_file.h's StateValues): fails naming the file,
+// the buffer and the first bad element. first = the index of vals[0] in the buffer.
+inline void state_check_values(const char* path, const StateBuffer& buf, const char* bytes, size_t n,
+                               size_t first) {
+    if (buf.values == STATE_ANY) return;
+    for (size_t k = 0; k < n / sizeof(float); k++) {
+        float x;
+        memcpy(&x, bytes + k * sizeof(float), sizeof(float));
+        const bool ok = std::isfinite(x) && (buf.values != STATE_NONNEGATIVE || x >= 0.0f);
+        if (!ok) {
+            fail("'%s' holds an invalid %s value: element %zu is %g (expected a finite number%s)", path,
+                 buf.what, first + k, (double)x, buf.values == STATE_NONNEGATIVE ? " >= 0" : "");
+        }
+    }
+}
+
+// Reads the buffers after the header (StateReader) in order, checking their values, then requires the end
+// of the file and the checksum the header declares.
+inline void state_file_read_buffers(StateReader* r, const StateBuffers& b) {
+    File* f = &r->file;
+    const char* path = f->path.c_str();
+    // a buffer read directly into host memory needs no staging; skipped and device ones go through it
+    std::vector<char> staging(std::max(state_staging_bytes(b, b.to_buffer), (size_t)1 << 20));
+    for (int i = 0; i < b.count; i++) {
+        const StateBuffer& buf = b.list[i];
+        char* dst = (char*)buf.data;
+        const size_t bytes = buf.elem_bytes * buf.count;
+        if (dst != nullptr && b.to_buffer == nullptr) {
+            f->read(dst, 1, bytes, buf.what);
+            r->crc = crc32_update(r->crc, dst, bytes);
+            continue; // its values are checked after the checksum, so corruption is named as such
+        }
+        const size_t chunk = staging.size() - staging.size() % sizeof(float);
+        for (size_t done = 0; done < bytes; done += chunk) {
+            const size_t n = std::min(chunk, bytes - done);
+            f->read(staging.data(), 1, n, buf.what);
+            r->crc = crc32_update(r->crc, staging.data(), n);
+            if (dst == nullptr) continue; // read past (its checksum still counts)
+            state_check_values(path, buf, staging.data(), n, done / sizeof(float));
+            b.to_buffer(dst + done, staging.data(), n);
+        }
+    }
+    if (fgetc(f->fp) != EOF) fail("'%s' has bytes after the optimizer state: wrong file?", path);
+    if (r->crc != r->stored_crc) {
+        fail("'%s' is corrupted: the CRC-32 of its contents is %08x, its header says %08x", path, r->crc,
+             r->stored_crc);
+    }
+    for (int i = 0; i < b.count; i++) {
+        const StateBuffer& buf = b.list[i];
+        if (buf.data != nullptr && b.to_buffer == nullptr)
+            state_check_values(path, buf, (const char*)buf.data, buf.elem_bytes * buf.count, 0);
+    }
 }
 
 // Declares the checkpoint of `step` complete (process 0, after every process's files are on disk).

@@ -556,6 +556,12 @@ inline void tokenizer_encode_ordinary(Tokenizer* t, const unsigned char* s, size
     std::string key;
     for (size_t i = 0; i < n;) {
         size_t end = gpt2_chunk_end(s, n, i);
+        if (end - i > (size_t)INT32_MAX) { // bpe_chunk_heap indexes a chunk with int
+            fail(
+                "the text has a chunk of %zu bytes at byte %zu (a run of one character class), more than the "
+                "2^31-1 bytes BPE takes in one piece",
+                end - i, i);
+        }
         key.assign((const char*)s + i, end - i);
         auto it = t->cache.find(key);
         if (it != t->cache.end()) {
@@ -612,7 +618,24 @@ inline std::string tokenizer_decode(const Tokenizer* t, const std::vector<int>& 
 // ----------------------------------------------------------------------------------------------------
 // llm.c's gpt2_tokenizer.bin (format and reader in llmc/token_decoder.h)
 
+// Fails naming path unless t fits the format: at most token_decoder_load's 2^24 tokens, each 1..255 bytes.
+// The data tools call it before writing anything, so a vocab that does not fit leaves no file behind.
+inline void tokenizer_check_bin_format(const Tokenizer* t, const char* path) {
+    if (t->tokens.empty() || t->tokens.size() > (1 << 24)) {
+        fail("cannot write '%s': the vocab has %zu tokens, the format allows 1..%d", path, t->tokens.size(),
+             1 << 24);
+    }
+    for (size_t id = 0; id < t->tokens.size(); id++) {
+        const std::string& tok = t->tokens[id];
+        if (tok.empty() || tok.size() > 255) {
+            fail("cannot write '%s': token %zu is %zu bytes long, the format allows 1..255", path, id,
+                 tok.size());
+        }
+    }
+}
+
 inline void tokenizer_write_bin(const Tokenizer* t, const char* path) {
+    tokenizer_check_bin_format(t, path);
     int32_t header[256] = {0};
     header[0] = kTokenizerBinMagic;
     header[1] = 2;
@@ -620,12 +643,7 @@ inline void tokenizer_write_bin(const Tokenizer* t, const char* path) {
     header[3] = t->eot_token;
     AtomicFile f(path);
     f.write(header, sizeof(int32_t), 256);
-    for (size_t id = 0; id < t->tokens.size(); id++) {
-        const std::string& tok = t->tokens[id];
-        if (tok.empty() || tok.size() > 255) {
-            fail("cannot write '%s': token %zu is %zu bytes long, the format allows 1..255", path, id,
-                 tok.size());
-        }
+    for (const std::string& tok : t->tokens) {
         unsigned char len = (unsigned char)tok.size();
         f.write(&len, 1, 1);
         f.write(tok.data(), 1, tok.size());

@@ -8,6 +8,7 @@
 // (tests/train/test_trainer_errors.sh checks it for the CPU trainer).
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -42,6 +43,7 @@ struct TrainConfig {
     float temperature = 1.0f;
     int checkpoint_every = 0;
     bool resume = false, overfit_single_batch = false;
+    bool overwrite = false; // -ow 1: a fresh run may replace the run in -o (its files are deleted)
     int zero_stage = 0;
     bool use_8bit = false;
     int quant_block = ADAMW8BIT_DEFAULT_BLOCK; // 8-bit AdamW: values per absmax scale
@@ -123,6 +125,7 @@ inline void print_usage(const char* program, const TrainConfig& d, bool gpu) {
            "  -st <float>   sampling temperature                    default %g\n"
            "  -n <int>      checkpoint every N steps (0: only at the end, when -o is given)  default %d\n"
            "  -y <0|1>      resume from the latest checkpoint in -o default %d\n"
+           "  -ow <0|1>     a fresh run into an -o that holds a run deletes that run's files (else refused)\n"
            "  -a <0|1>      overfit a single batch                  default %d\n"
            "  -sd <int>     random seed (init, data order, sampling%s)  default %llu\n",
            d.max_steps, d.val_every, d.val_max_steps, d.sample_every, d.gen_tokens, (double)d.temperature,
@@ -147,10 +150,28 @@ inline bool parse_bool_flag(const char* flag, const char* text) {
     return v == 1;
 }
 
-inline int parse_int_flag(const char* flag, const char* text, long lo, long hi) {
+inline long parse_long_range(const char* flag, const char* text, long lo, long hi) {
     long v = parse_long_flag(flag, text);
     if (v < lo || v > hi) fail("flag %s expects an integer in [%ld, %ld], got %ld", flag, lo, hi, v);
-    return (int)v;
+    return v;
+}
+inline int parse_int_flag(const char* flag, const char* text, long lo, long hi) {
+    return (int)parse_long_range(flag, text, lo, hi);
+}
+// -1 (a special meaning: "all", "none") or an integer in [lo, hi]; 0 and other negatives are errors.
+inline long parse_minus_one_or(const char* flag, const char* text, long lo, long hi, const char* minus_one) {
+    long v = parse_long_flag(flag, text);
+    if (v != -1 && (v < lo || v > hi))
+        fail("flag %s expects -1 (%s) or an integer in [%ld, %ld], got %ld", flag, minus_one, lo, hi, v);
+    return v;
+}
+// A finite number in [lo, hi] (open at lo when lo_open: a temperature of 0 divides by zero).
+inline float parse_float_range(const char* flag, const char* text, float lo, float hi, bool lo_open = false) {
+    float v = parse_float_flag(flag, text);
+    if (v < lo || v > hi || (lo_open && v == lo))
+        fail("flag %s expects a number in %s%g, %g], got %s", flag, lo_open ? "(" : "[", (double)lo,
+             (double)hi, text);
+    return v;
 }
 
 // Reads the flags into c (which holds the trainer's defaults). Returns false when -h was given.
@@ -171,29 +192,30 @@ inline bool parse_flags(TrainConfig* c, int argc, char** argv, bool gpu) {
         else if (!strcmp(k, "tk")) c->tokenizer_path = v;
         else if (!strcmp(k, "b")) c->B = parse_int_flag(f, v, 1, 1 << 20);
         else if (!strcmp(k, "t")) c->T = parse_int_flag(f, v, 1, 1 << 20);
-        else if (!strcmp(k, "d")) c->total_batch_tokens = parse_long_flag(f, v);
-        else if (!strcmp(k, "l")) c->learning_rate = parse_float_flag(f, v);
+        else if (!strcmp(k, "d")) c->total_batch_tokens = parse_minus_one_or(f, v, 1, 1L << 40, "no accumulation");
+        else if (!strcmp(k, "l")) c->learning_rate = parse_float_range(f, v, 0.0f, 10.0f);
         else if (!strcmp(k, "u")) c->warmup_steps = parse_int_flag(f, v, 0, 1 << 30);
-        else if (!strcmp(k, "q")) c->final_lr_frac = parse_float_flag(f, v);
+        else if (!strcmp(k, "q")) c->final_lr_frac = parse_float_range(f, v, 0.0f, 1.0f);
         else if (!strcmp(k, "k")) c->schedule = v;
-        else if (!strcmp(k, "cf")) c->cooldown_frac = parse_float_flag(f, v);
+        else if (!strcmp(k, "cf")) c->cooldown_frac = parse_float_range(f, v, 0.0f, 1.0f);
         else if (!strcmp(k, "sr")) c->lr_scale_rule = v;
-        else if (!strcmp(k, "sb")) c->lr_scale_ref_tokens = parse_long_flag(f, v);
-        else if (!strcmp(k, "c")) c->adamw.weight_decay = parse_float_flag(f, v);
-        else if (!strcmp(k, "gc")) c->adamw.grad_clip = parse_float_flag(f, v);
+        else if (!strcmp(k, "sb")) c->lr_scale_ref_tokens = parse_long_range(f, v, 1, 1L << 40);
+        else if (!strcmp(k, "c")) c->adamw.weight_decay = parse_float_range(f, v, 0.0f, 10.0f);
+        else if (!strcmp(k, "gc")) c->adamw.grad_clip = parse_float_range(f, v, 0.0f, 1e9f);
         else if (!strcmp(k, "qo")) c->use_8bit = parse_bool_flag(f, v);
         else if (!strcmp(k, "qb")) c->quant_block = parse_int_flag(f, v, 64, 4096);
         else if (!strcmp(k, "z")) c->zero_stage = parse_int_flag(f, v, 0, 1);
-        else if (!strcmp(k, "x")) c->max_steps = parse_int_flag(f, v, -1, 1 << 30);
+        else if (!strcmp(k, "x")) c->max_steps = (int)parse_minus_one_or(f, v, 1, 1 << 30, "one epoch");
         else if (!strcmp(k, "v")) c->val_every = parse_int_flag(f, v, 1, 1 << 30);
-        else if (!strcmp(k, "m")) c->val_max_steps = parse_int_flag(f, v, -1, 1 << 30);
+        else if (!strcmp(k, "m")) c->val_max_steps = (int)parse_minus_one_or(f, v, 1, 1 << 30, "all");
         else if (!strcmp(k, "s")) c->sample_every = parse_int_flag(f, v, 0, 1 << 30);
         else if (!strcmp(k, "g")) c->gen_tokens = parse_int_flag(f, v, 1, 1 << 20);
-        else if (!strcmp(k, "st")) c->temperature = parse_float_flag(f, v);
+        else if (!strcmp(k, "st")) c->temperature = parse_float_range(f, v, 0.0f, 100.0f, /*lo_open=*/true);
         else if (!strcmp(k, "n")) c->checkpoint_every = parse_int_flag(f, v, 0, 1 << 30);
         else if (!strcmp(k, "y")) c->resume = parse_bool_flag(f, v);
         else if (!strcmp(k, "a")) c->overfit_single_batch = parse_bool_flag(f, v);
-        else if (!strcmp(k, "sd")) c->seed = (uint64_t)parse_long_flag(f, v);
+        else if (!strcmp(k, "ow")) c->overwrite = parse_bool_flag(f, v);
+        else if (!strcmp(k, "sd")) c->seed = (uint64_t)parse_long_range(f, v, 0, LONG_MAX);
         else {
             // GPU trainer only
             const char* gpu_flags[] = {"w", "r", "ge", "pi", "ps", "pf", "pn", "pr", "pg"};

@@ -66,6 +66,7 @@ static std::vector<int> parse_ids(const std::string& text, int vocab_size) {
 }
 
 int main(int argc, char** argv) {
+    program_init();
     const char* encoder_path = "data/gpt2/encoder.json";
     const char* bpe_path = "data/gpt2/vocab.bpe";
     const char* bin_path = nullptr;

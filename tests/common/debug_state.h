@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 #include "llmc/checkpoint.h"
@@ -40,9 +41,13 @@ struct DebugState {
     std::vector<float> step_losses; // (nsteps): the loss before each AdamW step
 };
 
-// reads path, checking it against the model's configuration c (sizes, and no bytes left over)
+// Reads path, checking it against the model's configuration c: the header's B, T, NSTEPS give the size the
+// file must have, compared before anything is allocated (a header claiming B = 2^30 is a message, not a
+// 1 TB allocation), and every input and target is a token id of the model (the forward indexes wte and
+// the logits with them).
 inline void debug_state_read(DebugState* d, const char* path, const GPT2Config& c) {
     File f(path, "rb");
+    const size_t file_bytes = file_size_check(path);
     int header[HEADER_SLOTS];
     f.read(header, sizeof(int), HEADER_SLOTS, "the debug state header");
     if (header[0] != DEBUG_STATE_MAGIC || header[1] != DEBUG_STATE_VERSION) {
@@ -51,14 +56,27 @@ inline void debug_state_read(DebugState* d, const char* path, const GPT2Config& 
     }
     d->B = header[2], d->T = header[3], d->nsteps = header[4];
     if (d->B <= 0 || d->T <= 0 || d->T > c.max_seq_len || d->nsteps < 0 || d->nsteps > 1000) {
-        fail("'%s': bad header B=%d T=%d steps=%d for a model with maxT=%d", path, d->B, d->T, d->nsteps,
-             c.max_seq_len);
+        fail("'%s': bad header B=%d T=%d steps=%d, expected B >= 1, 1 <= T <= %d (the model's maxT) and "
+             "0 <= steps <= 1000",
+             path, d->B, d->T, d->nsteps, c.max_seq_len);
     }
-    const size_t BT = (size_t)d->B * d->T;
+    // after the header, 4-byte values: x, y (B,T), logits (B,T,V), the loss, the gradients, the step losses
+    const size_t BT = mul_check((size_t)d->B, (size_t)d->T, "debug state B*T");
+    const size_t num_logits = mul_check(BT, (size_t)c.vocab_size, "debug state logits B*T*V");
+    const size_t num_params = gpt2_num_parameters(c);
+    const size_t values = add_check(add_check(2 * BT, num_logits, "debug state size"), // BT < 2^62
+                                    1 + num_params + (size_t)d->nsteps, "debug state size");
+    const size_t expected =
+        add_check(mul_check(values, 4, "debug state size"), sizeof(header), "debug state size");
+    if (file_bytes != expected) {
+        fail("'%s': header says B=%d T=%d steps=%d, which with this model (V=%d, %zu parameters) is a "
+             "%zu-byte debug state, but the file has %zu bytes (a state of another model, or truncated?)",
+             path, d->B, d->T, d->nsteps, c.vocab_size, num_params, expected, file_bytes);
+    }
     d->x.resize(BT);
     d->y.resize(BT);
-    d->logits.resize(BT * c.vocab_size);
-    d->grads.resize(gpt2_num_parameters(c));
+    d->logits.resize(num_logits);
+    d->grads.resize(num_params);
     d->step_losses.resize(d->nsteps);
     f.read(d->x.data(), sizeof(int), BT, "inputs x");
     f.read(d->y.data(), sizeof(int), BT, "targets y");
@@ -67,6 +85,15 @@ inline void debug_state_read(DebugState* d, const char* path, const GPT2Config& 
     f.read(d->grads.data(), sizeof(float), d->grads.size(), "parameter gradients");
     f.read(d->step_losses.data(), sizeof(float), d->step_losses.size(), "AdamW step losses");
     if (fgetc(f.fp) != EOF) fail("'%s' has bytes after the step losses: does it match the model?", path);
+    for (const auto& [tokens, what] : {std::make_pair(&d->x, "input"), std::make_pair(&d->y, "target")}) {
+        for (size_t i = 0; i < BT; i++) {
+            int tok = (*tokens)[i];
+            if (tok < 0 || tok >= c.vocab_size) {
+                fail("'%s': %s token %d at position %zu is outside the model's vocab [0, %d)", path, what,
+                     tok, i, c.vocab_size);
+            }
+        }
+    }
 }
 
 // max |a - b| / max |b| over n values (b the reference): a scale-free error for a whole tensor. With

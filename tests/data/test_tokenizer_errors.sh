@@ -36,7 +36,8 @@ expect_fail "id out of range" "token 2 on stdin is 50257, out of range" ./tokeni
 expect_fail "huge id" "'99999999999'" ./tokenizer --decode <<< "99999999999"
 expect_fail "missing encoder.json" "could not open '$tmp/nope.json'" ./tokenizer --encoder "$tmp/nope.json" < /dev/null
 expect_fail "--write-bin into a missing directory" "could not open '$tmp/no/dir.bin.tmp'" ./tokenizer --write-bin "$tmp/no/dir.bin"
-./tokenizer -h | grep -q -- "--write-bin PATH"
+./tokenizer -h > "$tmp/usage" # not a pipe into grep -q: its early exit would be a SIGPIPE to a line-buffered writer
+grep -q -- "--write-bin PATH" "$tmp/usage"
 echo "ok: -h prints the usage"
 expect_fail "tokenizer_decode of a bad id" "token id 50257 (position 1) is out of range" $driver decode 15 50257
 

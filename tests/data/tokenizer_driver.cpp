@@ -195,6 +195,7 @@ static int cmd_decoder_bin(Tokenizer* t, const char* path) {
 }
 
 int main(int argc, char** argv) {
+    program_init();
     test_list_checks();
     if (argc < 2) fail("usage: tokenizer_driver <subcommand> ... (see tests/data/tokenizer_driver.cpp)");
     std::string cmd = argv[1];

@@ -124,7 +124,17 @@ static int run_collectives(ProcessGroup* pg) {
     // the mean: the sum (exact: distinct powers of two) divided by N, as pg_allreduce_mean_float computes it
     CHECK_RANK(pg, pg_allreduce_mean_float(pg, std::ldexp(1.0f, -(pg->rank + 1))) == expect_f / N,
                "allreduce_mean_float", 1, INT_MAX);
-    pg_check_same(pg, 124475904, "the parameter count"); // fails (aborting) if broken
+    // bytes: rank r sends 3 bytes r, r+1, r+2
+    {
+        const unsigned char mine[3] = {(unsigned char)pg->rank, (unsigned char)(pg->rank + 1),
+                                       (unsigned char)(pg->rank + 2)};
+        std::vector<unsigned char> all(3 * (size_t)N, 255);
+        pg_allgather_bytes(pg, mine, all.data(), 3);
+        bool ok = true;
+        for (int r = 0; r < N; r++)
+            for (int k = 0; k < 3; k++) ok &= all[3 * r + k] == r + k;
+        CHECK_RANK(pg, ok, "allgather_bytes", 1, INT_MAX);
+    }
     pg_barrier(pg);
     if (pg->rank == 0) {
         printf("%d ranks: %u cases of allreduce sum/mean, reduce-scatter sum/mean, allgather (also in place) "

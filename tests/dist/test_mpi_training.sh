@@ -10,7 +10,7 @@
 #     exactly the uninterrupted run's lines; resuming with -np 4 fails, naming the process counts.
 #  3. Failure: rank 1's state file is missing at resume; every rank stops (no hang), the exit status is
 #     non-zero and the message names rank 1 and the file.
-#  4. Ranks started with different -b (mpirun's MPMD form) stop at start-up, naming the tokens per step.
+#  4. Ranks started with different -b (mpirun's MPMD form) stop at start-up, naming -b and both values.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tests/common/lib.sh
@@ -83,5 +83,5 @@ out=$(timeout 120 "${MPIRUN[@]}" -np 1 ./train_gpt2 -e d2 -b 4 -t 32 -x 1 : -np 
 rc=$?
 set -e
 [ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: ranks with -b 4 and -b 2: expected a prompt non-zero exit, got $rc"; exit 1; }
-grep -q "ranks disagree on the tokens per step (-b, -t, -d)" <<<"$out" || { echo "FAIL: no message naming -b"; echo "$out"; exit 1; }
+grep -q "processes of this run disagree on -b: rank 0 has .4., rank 1 has .2." <<<"$out" || { echo "FAIL: no message naming -b"; echo "$out"; exit 1; }
 echo "ranks with -b 4 and -b 2: refused ($(grep -m1 'disagree' <<<"$out"))"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A step whose gradient norm is NaN or inf is skipped: no parameter changes (llmc/run_plan.h), and
 # RUN_MAX_SKIPPED_STEPS (5) in a row stop the run with a message and a non-zero exit. Both trainers (the GPU
-# one on the CPU emulator, FP32 build) from a d2 model with one NaN in wpe (position 0: every loss and
-# gradient is NaN). Checks: the skip lines, the stop message after step 5, and the model checkpoint of
-# step 1 byte-identical to the poisoned input (an applied update would have changed it: AdamW with NaN
-# gradients turns the parameters NaN).
+# one on the CPU emulator, FP32 build) from a d2 model whose wpe row of position 0 is all 3e38, a finite value
+# (every LayerNorm's sum over C overflows, so every loss and gradient is NaN; a NaN in the file itself is
+# refused at load, tests/faults/test_bad_model_state.sh). Checks: the skip lines, the stop message after step 5, and
+# the parameters of the model checkpoint of step 1 byte-identical to the poisoned input's (an applied update
+# would have changed them: AdamW with NaN gradients turns the parameters NaN).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tests/common/lib.sh
@@ -12,7 +13,7 @@ make -s --no-print-directory train_gpt2 build/emu/train_gpt2fp32cu data
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 ./train_gpt2 -e d2 -b 4 -t 64 -x 1 -v 100 -s 0 -o "$dir/init" > /dev/null
-$PY tests/train/poison_model.py "$dir/init/model_00000001.bin" "$dir/poisoned.bin"
+$PY tests/train/poison_model.py "$dir/init/model_00000001.bin" "$dir/poisoned.bin" 3e38
 for bin in ./train_gpt2 build/emu/train_gpt2fp32cu; do
     out="$dir/out"
     rm -rf "$out"
@@ -26,7 +27,8 @@ for bin in ./train_gpt2 build/emu/train_gpt2fp32cu; do
     grep -q "5 steps in a row (the last: step 5) had a non-finite gradient norm: stopping" "$dir/log.txt" ||
         { echo "FAIL: $bin: no stop message after step 5"; cat "$dir/log.txt"; exit 1; }
     if grep -q "^step    6/" "$dir/log.txt"; then echo "FAIL: $bin: trained on after 5 skipped steps"; exit 1; fi
-    cmp "$dir/poisoned.bin" "$out/model_00000001.bin" ||
+    # the parameters, after the 1024-byte header (the checkpoint's has a checksum, the poisoned file has none)
+    cmp <(tail -c +1025 "$dir/poisoned.bin") <(tail -c +1025 "$out/model_00000001.bin") ||
         { echo "FAIL: $bin: the parameters changed in a skipped step"; exit 1; }
     echo "$bin: 5 skipped steps, parameters unchanged, stopped: ok ($(grep -m1 'error:' "$dir/log.txt"))"
 done

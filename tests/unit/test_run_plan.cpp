@@ -233,7 +233,7 @@ static void test_state_file() {
         state_buffers_add(&in, "AdamW m", m2.data(), sizeof(float), m2.size());
         state_buffers_add(&in, "codes", codes2.data(), 1, codes2.size());
         state_buffers_add(&in, "AdamW v", v2.data(), sizeof(float), v2.size());
-        state_file_read_buffers(&r.file, in);
+        state_file_read_buffers(&r, in);
         CHECK(m2 == m && v2 == v && codes2 == codes, "the buffers read back as written");
         CHECK(r.header.loader.epoch == 3 && r.header.loader.shard_pos == 4 &&
                   r.header.loader.sample_pos == 5 && r.header.sample_rng.state == 0x1234567890abcdefULL &&
@@ -255,7 +255,7 @@ static void test_state_file() {
         state_buffers_add(&in, "codes", codes2.data(), 1, codes2.size());
         state_buffers_add(&in, "AdamW v", v2.data(), sizeof(float), v2.size());
         in.to_host = in.to_buffer = test_copy;
-        state_file_read_buffers(&r.file, in);
+        state_file_read_buffers(&r, in);
         CHECK(m2 == m && test_copies > 0, "a staged read: the buffers read back, through the copy function");
     }
     {
@@ -265,7 +265,7 @@ static void test_state_file() {
         state_buffers_add(&in, "AdamW m", m2.data(), sizeof(float), m2.size());
         state_buffers_add(&in, "codes", nullptr, 1, codes2.size());
         state_buffers_add(&in, "AdamW v", v2.data(), sizeof(float), v2.size());
-        state_file_read_buffers(&r.file, in);
+        state_file_read_buffers(&r, in);
         CHECK(v2 == v, "a skipped buffer: the next one still reads right");
     }
     expect_failure("a reader that expects one buffer more",
@@ -275,7 +275,7 @@ static void test_state_file() {
                        StateBuffers in = out;
                        state_buffers_add(&in, "fp32 master weights", extra.data(), sizeof(float),
                                          extra.size());
-                       state_file_read_buffers(&r.file, in);
+                       state_file_read_buffers(&r, in);
                    },
                    {path, "fp32 master weights"});
     expect_failure("a reader that expects one buffer less",
@@ -283,7 +283,7 @@ static void test_state_file() {
                        StateReader r(dir.c_str(), 7, h);
                        StateBuffers fewer = out;
                        fewer.count--;
-                       state_file_read_buffers(&r.file, fewer);
+                       state_file_read_buffers(&r, fewer);
                    },
                    {path, "bytes after the optimizer state"});
     expect_failure("a resume with 4 ranks of a 2-rank checkpoint",

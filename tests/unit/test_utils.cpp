@@ -1,10 +1,14 @@
 // Checks of llmc/utils.h: AtomicFile never leaves a half-written file under the final name (a writer that
-// returns early, or is killed by SIGKILL in the middle of writing, leaves the old file intact), and the
-// flag parsers accept whole numbers only.
+// returns early, or is killed by SIGKILL in the middle of writing, leaves the old file intact) and leaves
+// no temporary behind when it fails or is signalled; the flag parsers accept whole, finite numbers only;
+// special files (FIFO, directory) are refused before they are opened; size arithmetic fails instead of
+// wrapping; and llmc/crc32.h gives the published CRC-32 check values.
 #include <csignal>
+#include <sys/stat.h>
 #include <string>
 #include <sys/wait.h>
 
+#include "llmc/crc32.h"
 #include "llmc/utils.h"
 #include "tests/common/test_common.h"
 
@@ -72,6 +76,60 @@ int main() {
     CHECK(parse_float_flag("-l", "6e-4") == 6e-4f, "parse_float_flag 6e-4");
 
     remove((path + ".tmp").c_str());
+    // 5. no exit path leaves a temporary: fail() and SIGTERM in the middle of a write remove it
+    const std::string tmp = path + ".tmp";
+    expect_failure("fail() during an atomic write",
+                   [&] {
+                       AtomicFile f(path.c_str());
+                       f.write("half", 1, 4);
+                       fflush(f.fp);
+                       fail("disk full (planted)");
+                   },
+                   {"disk full (planted)"});
+    CHECK(!file_exists(tmp.c_str()), "fail() left '%s' behind", tmp.c_str());
+    {
+        ChildResult r = run_child([&] {
+            program_init(); // installs the signal handlers
+            AtomicFile f(path.c_str());
+            f.write("half", 1, 4);
+            fflush(f.fp);
+            raise(SIGTERM);
+        });
+        CHECK(r.exit_code != 0, "SIGTERM: the child exited with %d", r.exit_code);
+        CHECK(!file_exists(tmp.c_str()), "SIGTERM left '%s' behind", tmp.c_str());
+    }
+    CHECK(read_all(path) == "new checkpoint", "a failed write changed the file: '%s'",
+          read_all(path).c_str());
+
+    // 6. special files are refused before they are opened: a FIFO would block open() forever
+    const std::string fifo = dir + "/fifo";
+    CHECK(mkfifo(fifo.c_str(), 0600) == 0, "mkfifo");
+    expect_failure("a FIFO to read", [&] { File f(fifo.c_str(), "rb"); }, {"not a regular file", "fifo"});
+    expect_failure("a FIFO to write atomically", [&] { AtomicFile f(fifo.c_str()); }, {"not a regular file"});
+    expect_failure("a directory to read", [&] { File f(dir.c_str(), "rb"); }, {"is a directory"});
+    expect_failure("the size of a directory", [&] { file_size_check(dir.c_str()); }, {"is a directory"});
+
+    // 7. sizes: products and sums that do not fit in 64 bits fail, naming what was sized
+    CHECK(mul_check((size_t)1 << 31, (size_t)1 << 31, "x") == (size_t)1 << 62, "mul_check of 2^31 * 2^31");
+    expect_failure("mul_check overflow", [] { mul_check((size_t)1 << 32, (size_t)1 << 32, "C*C"); },
+                   {"C*C", "does not fit in 64 bits"});
+    expect_failure("add_check overflow", [] { add_check(SIZE_MAX, 1, "the file size"); }, {"the file size"});
+    expect_failure("a NaN flag", [] { parse_float_flag("-l", "nan"); }, {"-l", "finite"});
+    expect_failure("an inf flag", [] { parse_float_flag("-l", "inf"); }, {"-l", "finite"});
+    expect_failure("an overflowing float flag", [] { parse_float_flag("-l", "1e39"); }, {"-l"});
+
+    // 8. CRC-32: the standard check value of "123456789" (0xCBF43926), of 32 zero bytes (0x190A55AD, as
+    // Python's zlib.crc32(bytes(32)) gives), and the same value when the data is fed in pieces of every split
+    // (the 8-byte loop and the byte loop meet at every offset)
+    const char* digits = "123456789";
+    CHECK(crc32_update(0, digits, 9) == 0xCBF43926u, "crc32(123456789) = %08x", crc32_update(0, digits, 9));
+    const unsigned char zeros[32] = {};
+    CHECK(crc32_update(0, zeros, 32) == 0x190A55ADu, "crc32(32 zeros) = %08x", crc32_update(0, zeros, 32));
+    for (size_t split = 0; split <= 9; split++) {
+        CHECK(crc32_update(crc32_update(0, digits, split), digits + split, 9 - split) == 0xCBF43926u,
+              "crc32 in pieces split at %zu", split);
+    }
+    remove(fifo.c_str());
     remove(path.c_str());
     rmdir(dir.c_str());
     return test_summary("test_utils");
