@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 make -s --no-print-directory train_gpt2 build/emu/single/train_gpt2fp32cu data
 dir=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill -CONT "${holder:-}" 2>/dev/null || true; kill "${pids[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
 export OMP_NUM_THREADS=1
 common="-e d2 -b 2 -t 32 -v 100 -m 1 -s 0 -l 1e-3"
 fail() { echo "FAIL: $*"; exit 1; }
@@ -21,21 +21,23 @@ fail() { echo "FAIL: $*"; exit 1; }
 for bin in ./train_gpt2 build/emu/single/train_gpt2fp32cu; do
     b=$(basename "$bin")
     # 1. the reference: the run alone; then the same run with a second one started on its directory
-    timeout 300 $bin $common -x 12 -n 3 -o "$dir/$b-alone" > /dev/null
-    timeout 300 $bin $common -x 12 -n 3 -o "$dir/$b-run" > "$dir/$b-first.txt" 2>&1 &
+    timeout 300 $bin $common -x 8 -n 2 -o "$dir/$b-alone" > /dev/null
+    timeout 300 $bin $common -x 8 -n 2 -o "$dir/$b-run" > "$dir/$b-first.txt" 2>&1 &
     pids=($!)
     for _ in $(seq 600); do [ -f "$dir/$b-run/checkpoint_latest" ] && break; sleep 0.1; done
     [ -f "$dir/$b-run/checkpoint_latest" ] || fail "$b: the first run wrote no checkpoint"
+    holder=$(pgrep -P "${pids[0]}") # the trainer, under timeout; paused so that it is surely still running
+    kill -STOP "$holder"
     for flags in "-y 1" "-ow 1" ""; do
         set +e
-        out=$(timeout 60 $bin $common -x 12 -n 3 -o "$dir/$b-run" $flags 2>&1)
+        out=$(timeout 60 $bin $common -x 8 -n 2 -o "$dir/$b-run" $flags 2>&1)
         rc=$?
         set -e
         [ $rc -eq 1 ] || fail "$b: a second run ($flags) on a busy directory: exit $rc, expected 1"
-        holder=$(pgrep -P "${pids[0]}") # the trainer, under timeout
         grep -qE "error: '$dir/$b-run' is in use by another run: pid $holder on .*, rank 0 of 1, since .* holds its lock" <<<"$out" ||
             fail "$b: a second run ($flags): no message naming the holder: $out"
     done
+    kill -CONT "$holder"
     echo "$b: second runs on a busy directory refused: $(grep -m1 error: <<<"$out")"
     wait "${pids[0]}" || fail "$b: the first run failed: $(tail -3 "$dir/$b-first.txt")"
     for f in "$dir/$b-alone"/*.bin "$dir/$b-alone/main.log" "$dir/$b-alone/checkpoint_latest"; do
@@ -50,13 +52,13 @@ for bin in ./train_gpt2 build/emu/single/train_gpt2fp32cu; do
     rc=$?
     set -e
     [ $rc -eq 1 ] || fail "$b: a fresh run into a run's directory: exit $rc"
-    grep -q "error: '$dir/$b-run' holds a run (a checkpoint of step 12, .*): resume it with -y 1, start over with -ow 1" <<<"$out" ||
+    grep -q "error: '$dir/$b-run' holds a run (a checkpoint of step 8, .*): resume it with -y 1, start over with -ow 1" <<<"$out" ||
         fail "$b: no refusal message: $out"
     (cd "$dir/$b-run" && md5sum -c --quiet "$dir/$b-sums") || fail "$b: the refused run changed the directory"
     echo "$b: fresh run into a run's directory refused, nothing changed: $(grep -m1 error: <<<"$out")"
     timeout 300 $bin $common -x 2 -n 1 -o "$dir/$b-run" -ow 1 > "$dir/$b-ow.txt"
     grep -q "^-ow 1: deleted the 10 files of the previous run" "$dir/$b-ow.txt" || fail "$b: -ow 1 said nothing"
-    [ ! -e "$dir/$b-run/model_00000012.bin" ] && [ "$(cat "$dir/$b-run/checkpoint_latest")" = 2 ] ||
+    [ ! -e "$dir/$b-run/model_00000008.bin" ] && [ "$(cat "$dir/$b-run/checkpoint_latest")" = 2 ] ||
         fail "$b: -ow 1 left the old run"
     echo "$b: -ow 1 replaced the old run ($(ls "$dir/$b-run" | tr '\n' ' '))"
 
