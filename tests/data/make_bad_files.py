@@ -55,11 +55,16 @@ B, T = int(h[2]), int(h[3])
 body = good_state[1024:]
 
 
-def state(name, slots={}, payload=body):
-    hh = h.copy()
+def patched(name, header, slots, payload):
+    """Writes header (an int32 array of 256 slots) with slots changed, then payload."""
+    hh = header.copy()
     for k, v in slots.items():
         hh[k] = v
     write(name, hh.tobytes() + payload)
+
+
+def state(name, slots={}, payload=body):
+    patched(name, h, slots, payload)
 
 
 state("state_magic.bin", {0: 20240326})
@@ -88,10 +93,7 @@ table = good_tok[1024:]
 
 
 def tok(name, slots={}, payload=table):
-    hh = th.copy()
-    for k, v in slots.items():
-        hh[k] = v
-    write(name, hh.tobytes() + payload)
+    patched(name, th, slots, payload)
 
 
 tok("tok_magic.bin", {0: 20240329})
