@@ -39,6 +39,9 @@ expect_error() { run_case "$1" 1 "$2" "${@:3}"; }
 expect_ok() { run_case "$1" 0 "$2" "${@:3}"; }
 
 mkfifo "$dir/fifo"
+# the training shard with one token changed (at position 100): the same size, another corpus
+cp data/tinyshakespeare/tiny_shakespeare_train.bin "$dir/train_changed.bin"
+printf '\x07\x00' | dd of="$dir/train_changed.bin" bs=1 seek=$((1024 + 2 * 100)) conv=notrunc status=none
 for bin in ./train_gpt2 build/emu/single/train_gpt2fp32cu; do
     b=$(basename "$bin")
     good="$dir/$b-good"
@@ -106,8 +109,10 @@ for bin in ./train_gpt2 build/emu/single/train_gpt2fp32cu; do
     rm -rf "$dir/resume" && cp -r "$good" "$dir/resume"
     expect_error "resume with another seed" "the checkpoint's run had -sd '1337', this run has '7'" \
         $bin -e d2 $quick -x 3 -n 2 -o "$dir/resume" -y 1 -sd 7
-    expect_error "resume with other training data" "had -i \(train data\) '305260 tokens in 1 shards', this run has '32768" \
+    expect_error "resume with other training data" "had -i \(train data\) '[0-9a-f]{8}: 305260 tokens in 1 shards', this run has '[0-9a-f]{8}: 32768" \
         $bin -e d2 $quick -x 3 -n 2 -o "$dir/resume" -y 1 -i data/tinyshakespeare/tiny_shakespeare_val.bin
+    expect_error "resume with other training data of the same size" "had -i \(train data\) '[0-9a-f]{8}: 305260 tokens in 1 shards', this run has '[0-9a-f]{8}: 305260" \
+        $bin -e d2 $quick -x 3 -n 2 -o "$dir/resume" -y 1 -i "$dir/train_changed.bin"
     expect_error "resume with another micro-batch (same tokens per step)" "the checkpoint's run had -b '4', this run has '2'" \
         $bin -e d2 -b 2 -t 64 -d 256 -v 100 -m 1 -s 0 -x 3 -n 2 -o "$dir/resume" -y 1
     expect_error "resume with -x below the checkpoint" "checkpoint in .* is of step 2, beyond this run's 1 steps" \
