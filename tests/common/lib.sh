@@ -5,6 +5,7 @@
 #   MPIRUN                  mpirun with the options every test needs (as root, more ranks than cores)
 #   require_mpirun          fail unless mpirun exists
 #   make_reference_states   the PyTorch reference states under build/test/ (below)
+#   expect_status           one bad-input case: exit status and message (below)
 PY=/usr/bin/python3
 
 require_python() { # MODULE...
@@ -37,4 +38,26 @@ make_reference_states() { # NAME...
     local targets=() name
     for name in "$@"; do targets+=("build/test/${name}_state.bin"); done
     make -s --no-print-directory "${targets[@]}"
+}
+
+# expect_status WANT WHAT PATTERN CMD...: one case of a bad-input test. CMD runs under a 60 s timeout; the
+# case passes when it exits with WANT (1: refused by fail(); 0: accepted) and a line of its output matches
+# the extended regex PATTERN, which for WANT=1 must be the "error: " line (not a crash, a hang or a message of
+# the wrong kind). Prints "ok   WHAT: <the line>" or "FAIL ..." with the output's end; counts failures in
+# the caller's $failures.
+expect_status() {
+    local want=$1 what=$2 pattern=$3 out rc line
+    shift 3
+    set +e
+    out=$(timeout 60 "$@" 2>&1)
+    rc=$?
+    set -e
+    line=$(grep -m1 -E -e "$pattern" <<<"$out" || true)
+    if [ $rc -eq "$want" ] && [ -n "$line" ] && { [ "$want" -eq 0 ] || grep -q "^error: " <<<"$line"; }; then
+        echo "ok   $what: $line"
+    else
+        echo "FAIL $what: exit $rc (expected $want) and a line matching '$pattern'; got:"
+        tail -5 <<<"$out"
+        failures=$((failures + 1))
+    fi
 }

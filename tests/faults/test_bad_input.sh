@@ -16,27 +16,10 @@ export OMP_NUM_THREADS=2
 failures=0
 quick="-b 4 -t 64 -v 100 -m 1 -s 0"
 
-# run_case "what" expected-status "regex" binary args...: status 1 with an error matching regex, or status 0
-# with output matching it
-run_case() {
-    local what=$1 want=$2 pattern=$3 bin=$4
-    shift 4
-    set +e
-    out=$(timeout 60 "$bin" "$@" 2>&1)
-    rc=$?
-    set -e
-    local line
-    line=$(grep -m1 -E "$pattern" <<<"$out" || true)
-    if [ $rc -eq "$want" ] && [ -n "$line" ] && { [ "$want" -eq 0 ] || grep -q "^error: " <<<"$line"; }; then
-        echo "ok   $(basename "$bin"): $what: $line"
-    else
-        echo "FAIL $(basename "$bin"): $what: exit $rc (expected $want) and a line matching '$pattern'; got:"
-        tail -5 <<<"$out"
-        failures=$((failures + 1))
-    fi
-}
-expect_error() { run_case "$1" 1 "$2" "${@:3}"; }
-expect_ok() { run_case "$1" 0 "$2" "${@:3}"; }
+# expect_error WHAT PATTERN BINARY ARGS...: refused with an error matching PATTERN; expect_ok: accepted, with
+# output matching PATTERN (lib.sh's expect_status); WHAT is prefixed with the binary's name
+expect_error() { expect_status 1 "$(basename "$3"): $1" "$2" "${@:3}"; }
+expect_ok() { expect_status 0 "$(basename "$3"): $1" "$2" "${@:3}"; }
 
 mkfifo "$dir/fifo"
 # the training shard with one token changed (at position 100): the same size, another corpus
