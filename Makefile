@@ -48,7 +48,10 @@ all: train_gpt2 test_gpt2 tokenizer
 tokenizer: dev/data/tokenizer.cpp $(HEADERS)
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
-prepro_tinyshakespeare: dev/data/prepro_tinyshakespeare.cpp $(HEADERS)
+prepro_tinyshakespeare: dev/data/prepro_tinyshakespeare.cpp dev/data/prepro_shards.h $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+prepro_fortunes: dev/data/prepro_fortunes.cpp dev/data/prepro_shards.h $(HEADERS)
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
 # throughput benchmark, not part of `all`: ./bench_tokenizer (results in dev/results/tokenizer_bench.txt)
@@ -61,6 +64,13 @@ TINYSHAKESPEARE_DATA := data/tinyshakespeare/tiny_shakespeare_val.bin data/tinys
 data: $(TINYSHAKESPEARE_DATA)
 $(TINYSHAKESPEARE_DATA) &: prepro_tinyshakespeare data/tinyshakespeare/input.txt data/gpt2/encoder.json data/gpt2/vocab.bpe
 	./prepro_tinyshakespeare
+
+# `make data_fortunes`: the second corpus, from Debian's package `fortunes` (scripts/install_deps.sh)
+FORTUNES_DATA := data/fortunes/fortunes_val.bin data/fortunes/fortunes_train.bin
+.PHONY: data_fortunes
+data_fortunes: $(FORTUNES_DATA)
+$(FORTUNES_DATA) &: prepro_fortunes data/gpt2/encoder.json data/gpt2/vocab.bpe
+	./prepro_fortunes
 
 # regenerate llmc/unicode_tables.h from Debian's unicode-data (/usr/share/unicode); checked in, so rarely needed
 .PHONY: unicode_tables clean_tokenizer
@@ -349,5 +359,5 @@ format:
 	$(CLANG_FORMAT) -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
 
 clean:
-	rm -f train_gpt2 test_gpt2 tokenizer prepro_tinyshakespeare $(CUDA_BINS)
+	rm -f train_gpt2 test_gpt2 tokenizer prepro_tinyshakespeare prepro_fortunes $(CUDA_BINS)
 	rm -rf build

@@ -10,11 +10,12 @@
 #   unicode-data            the Unicode database the tokenizer's tables are generated (and checked) from
 #   clang libomp-dev        clang++ and its OpenMP for the CPU emulator of the GPU programs (make emu)
 #   clang-format            the formatter tests/style/test_format.sh checks the sources against (version 14)
+#   fortunes                fortune-mod's quotations (BSD licence), the second text corpus (make data_fortunes)
 # As root it runs apt-get; otherwise it prints the apt-get line to run and exits 1. Nothing is downloaded
 # from anywhere but Debian's package archive. The CUDA toolkit (for the GPU trainer) is not installed here.
 set -euo pipefail
 packages=(build-essential openmpi-bin libopenmpi-dev python3 python3-torch python3-numpy python3-regex
-          python3-matplotlib libopenblas0-pthread unicode-data clang libomp-dev clang-format)
+          python3-matplotlib libopenblas0-pthread unicode-data clang libomp-dev clang-format fortunes)
 
 missing=()
 command -v g++ >/dev/null && command -v make >/dev/null || missing+=(build-essential)
@@ -28,6 +29,7 @@ compgen -G "/usr/lib/*/openblas-pthread/libblas.so.3" >/dev/null || missing+=(li
 [ -f /usr/share/unicode/UnicodeData.txt ] || missing+=(unicode-data)
 echo 'int main() {}' | clang++ -fopenmp -x c++ - -o /dev/null 2>/dev/null || missing+=(clang libomp-dev)
 command -v clang-format-14 >/dev/null || command -v clang-format >/dev/null || missing+=(clang-format)
+[ -f /usr/share/games/fortunes/literature ] || missing+=(fortunes)
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install_deps: everything is installed"

@@ -6,6 +6,10 @@
       field, file size = 1024 + 2 * count, counts 32768 and 305260 (the numbers llm.c's
       dev/data/tinyshakespeare.py gives), and val + train == the stream the Python reference encoder makes
       from INPUT_TXT with llm.c's recipe (EOT before each "\\n\\n"-separated section).
+  check_tokenizer_data.py fortunes VAL_BIN TRAIN_BIN FORTUNES_DIR
+      prepro_fortunes's shards: the same header checks, and val + train == the reference encoder's documents
+      (EOT, then a quotation with its final newline; quotations end at a line "%"; files sorted, ascii-art
+      and names with a dot left out), every tenth document in val, the others in train.
   check_tokenizer_data.py bin TOKENIZER_BIN ENCODER_JSON
       parses gpt2_tokenizer.bin: magic 20240328, version 2, vocab 50257, EOT 50256, and every token's bytes
       equal encoder.json's key for that id with GPT-2's byte-to-unicode spelling undone.
@@ -51,6 +55,29 @@ def shards(val_path, train_path, input_path):
     check(val + train == want, "val + train == the reference encoder's token stream, in order")
 
 
+def fortunes(val_path, train_path, corpus_dir):
+    val, train = read_shard(val_path), read_shard(train_path)
+    enc = ref.Encoder("data/gpt2/encoder.json", "data/gpt2/vocab.bpe")
+    names = sorted(n for n in os.listdir(corpus_dir) if "." not in n and n != "ascii-art"
+                   and os.path.isfile(os.path.join(corpus_dir, n)))
+    quotes = []
+    for name in names:
+        lines, current = open(os.path.join(corpus_dir, name), encoding="utf-8").read().splitlines(True), []
+        for line in lines + ["%\n"]:  # a "%" line ends the quotation before it; the file's end does too
+            if line == "%\n":
+                if current:
+                    quotes.append("".join(current))
+                current = []
+            else:
+                current.append(line)
+    want_val, want_train = [], []
+    for i, q in enumerate(quotes):
+        (want_val if i % 10 == 0 else want_train).extend([50256] + enc.encode_ordinary(q))
+    check(len(quotes) > 10000, f"{len(quotes)} quotations from {len(names)} files")
+    check(val == want_val, f"val ({len(val)} tokens) == every tenth quotation, by the reference encoder")
+    check(train == want_train, f"train ({len(train)} tokens) == the other quotations, by the reference encoder")
+
+
 def tokenizer_bin(path, encoder_path):
     data = open(path, "rb").read()
     header = struct.unpack("<256i", data[:1024])
@@ -69,6 +96,8 @@ def tokenizer_bin(path, encoder_path):
 if __name__ == "__main__":
     if sys.argv[1] == "shards":
         shards(*sys.argv[2:5])
+    elif sys.argv[1] == "fortunes":
+        fortunes(*sys.argv[2:5])
     elif sys.argv[1] == "bin":
         tokenizer_bin(*sys.argv[2:4])
     else:
