@@ -123,9 +123,8 @@ inline void run_plan_init(RunPlan* plan, const TrainConfig& cfg, const GPT2Confi
     }
     const long accum = plan->tokens_per_step / tokens_per_micro;
     if (accum > (1L << 20)) {
-        fail("flag -d: %ld tokens per step is %ld micro-batches of B*T*processes = %ld tokens; at most %ld "
-             "are "
-             "supported",
+        fail("flag -d: %ld tokens per step is %ld micro-batches of B*T*processes = %ld tokens; the most "
+             "supported is %ld",
              plan->tokens_per_step, accum, tokens_per_micro, 1L << 20);
     }
     plan->grad_accum_steps = (int)accum;
@@ -148,11 +147,11 @@ inline void run_open_data(RunPlan* plan, TrainConfig* cfg, const GPT2Config& mc,
     plan->peak_lr = scale_lr_for_batch(cfg->learning_rate, (size_t)cfg->lr_scale_ref_tokens,
                                        (size_t)plan->tokens_per_step, cfg->lr_scale_rule);
     if (!(plan->peak_lr <= 10.0f)) {
-        fail("flags -l -sr -sb: the peak learning rate %g (-l %g scaled by -sr %s from -sb %ld to %ld "
-             "tokens) is "
-             "out of range [0, 10]",
-             (double)plan->peak_lr, (double)cfg->learning_rate, cfg->lr_scale_rule, cfg->lr_scale_ref_tokens,
-             plan->tokens_per_step);
+        fail(
+            "flags -l -sr -sb: the peak learning rate %g (-l %g scaled by -sr %s from -sb %ld to %ld tokens) "
+            "is out of range [0, 10]",
+            (double)plan->peak_lr, (double)cfg->learning_rate, cfg->lr_scale_rule, cfg->lr_scale_ref_tokens,
+            plan->tokens_per_step);
     }
     train_config_fit_warmup(cfg, plan->train_steps, plan->main_process);
     // a sample is one sequence: <|endoftext|> and at most T-1 tokens after it
@@ -296,7 +295,7 @@ inline std::vector<RunFact> run_facts(const RunPlan* plan, const TrainConfig& cf
     run_fact_add(&f, "-a", R, "%d", (int)cfg.overfit_single_batch);
     run_fact_add(&f, "-z", R, "%d", cfg.zero_stage);
     run_fact_add(&f, "-qo", R, "%d", (int)cfg.use_8bit);
-    run_fact_add(&f, "-qb", R, "%d", cfg.quant_block);
+    run_fact_add(&f, "-qb", R, "%d", cfg.use_8bit ? cfg.quant_block : 0); // only 8-bit AdamW has blocks
     run_fact_add(&f, "-w", A, "%d", (int)cfg.keep_master);
     run_fact_add(&f, "-r", A, "%d", cfg.recompute);
     run_fact_add(&f, "-ge", A, "%d", (int)cfg.fuse_dgelu);

@@ -50,7 +50,7 @@ for bin in ./train_gpt2 build/emu/single/train_gpt2fp32cu; do
     expect_error "batch-scaling reference 0" "flag -sb expects an integer in \[1, " $bin -e d2 -sr linear -sb 0
     expect_error "batch scaling beyond the lr range" "the peak learning rate 256 \(-l 1 scaled by -sr linear" \
         $bin -e d2 $quick -sr linear -sb 1 -l 1
-    expect_error "-d whose accumulation count would wrap" "micro-batches of B\*T\*processes = 256 tokens; at most" \
+    expect_error "-d whose accumulation count would wrap" "micro-batches of B\*T\*processes = 256 tokens; the most supported is" \
         $bin -e d2 $quick -d $((256 * 4194304))
     expect_error "a micro-batch too large" "a micro-batch of 65536 x 1024 = 67108864 tokens is more than" \
         $bin -e d2 -b 65536 -t 1024
