@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <dirent.h>
 #include <fcntl.h>
 #include <string>
 #include <sys/file.h>
@@ -26,19 +25,6 @@
 #include "llmc/logger.h"
 #include "llmc/state_file.h"
 #include "llmc/utils.h"
-
-// The files of dir whose names satisfy keep(name), sorted.
-template <class Pred> std::vector<std::string> run_dir_list(const char* dir, Pred keep) {
-    std::vector<std::string> names;
-    DIR* d = opendir(dir);
-    if (d == nullptr) fail("could not list directory '%s': %s", dir, strerror(errno));
-    while (struct dirent* e = readdir(d)) {
-        if (keep(std::string(e->d_name))) names.push_back(e->d_name);
-    }
-    closedir(d);
-    std::sort(names.begin(), names.end());
-    return names;
-}
 
 inline bool ends_with(const std::string& s, const char* suffix) {
     const size_t n = strlen(suffix);
@@ -93,14 +79,14 @@ inline void run_dir_claim(const char* dir, int rank, int num_ranks, bool resume,
     // this rank's temporaries: state files end in _<rank>.bin.tmp; rank 0 also owns every other one
     char mine[32];
     snprintf(mine, sizeof(mine), "_%05d.bin.tmp", rank);
-    for (const std::string& name : run_dir_list(dir, [&](const std::string& n) {
+    for (const std::string& name : list_dir(dir, "the output directory", "", [&](const std::string& n) {
              const bool state = starts_with(n, "state_");
              return ends_with(n, ".tmp") && (ends_with(n, mine) || (rank == 0 && !state));
          })) {
         remove((std::string(dir) + "/" + name).c_str());
     }
     if (resume || rank != 0) return; // rank 0 speaks for the run, with the flags every rank shares
-    const std::vector<std::string> old = run_dir_list(dir, run_dir_is_run_file);
+    const std::vector<std::string> old = list_dir(dir, "the output directory", "", run_dir_is_run_file);
     if (old.empty()) return;
     if (!overwrite) {
         const int step = find_latest_checkpoint(dir);

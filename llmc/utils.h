@@ -5,17 +5,21 @@
 // then exit with a non-zero status. The math code never checks anything.
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <new>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 // Text put before every error message: "[rank R of N] " when several processes run (process_group_init
 // sets it), so a failure under mpirun says which process hit it. Empty for a single process.
@@ -139,6 +143,21 @@ inline void fclose_check(FILE* fp, const char* path) {
     if (fclose(fp) != 0) {
         fail("could not close '%s': %s", path, strerror(errno));
     }
+}
+
+// The entries of directory dir whose names satisfy keep(name), sorted; fails with "could not open <what>
+// '<dir>': <reason><hint>".
+template <class Pred>
+std::vector<std::string> list_dir(const char* dir, const char* what, const char* hint, Pred keep) {
+    DIR* d = opendir(dir);
+    if (d == nullptr) fail("could not open %s '%s': %s%s", what, dir, strerror(errno), hint);
+    std::vector<std::string> names;
+    while (struct dirent* e = readdir(d)) {
+        if (keep(std::string(e->d_name))) names.push_back(e->d_name);
+    }
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
 }
 
 // Size of a regular file in bytes, or fail naming it.
@@ -323,7 +342,7 @@ inline float parse_float_flag(const char* flag, const char* text) {
     char* end = nullptr;
     errno = 0;
     float v = strtof(text, &end);
-    if (text[0] == '\0' || *end != '\0' || errno != 0 || !(v - v == 0.0f)) {
+    if (text[0] == '\0' || *end != '\0' || errno != 0 || !std::isfinite(v)) {
         fail("flag %s expects a finite number, got '%s'", flag, text);
     }
     return v;

@@ -10,8 +10,6 @@
 //
 //   ./prepro_fortunes [--input-dir DIR] [--out-dir DIR] [--encoder PATH] [--bpe PATH]
 // Writes DIR/fortunes_val.bin and DIR/fortunes_train.bin (llm.c shards, dev/data/prepro_shards.h).
-#include <algorithm>
-#include <dirent.h>
 #include <string>
 #include <vector>
 
@@ -20,21 +18,13 @@
 // The corpus files of dir: regular files without a dot in their name (not the .dat indexes or .u8 links),
 // except the pictures of ascii-art; sorted.
 static std::vector<std::string> fortune_files(const std::string& dir) {
-    DIR* d = opendir(dir.c_str());
-    if (d == nullptr) {
-        fail("could not open the fortunes directory '%s': %s (install Debian's package: apt-get install "
-             "fortunes)",
-             dir.c_str(), strerror(errno));
-    }
-    std::vector<std::string> names;
-    while (struct dirent* e = readdir(d)) {
-        std::string name = e->d_name;
-        if (name.find('.') != std::string::npos || name == "ascii-art") continue;
-        struct stat st;
-        if (stat((dir + "/" + name).c_str(), &st) == 0 && S_ISREG(st.st_mode)) names.push_back(name);
-    }
-    closedir(d);
-    std::sort(names.begin(), names.end());
+    std::vector<std::string> names =
+        list_dir(dir.c_str(), "the fortunes directory",
+                 " (install Debian's package: apt-get install fortunes)", [&](const std::string& name) {
+                     struct stat st;
+                     return name.find('.') == std::string::npos && name != "ascii-art" &&
+                            stat((dir + "/" + name).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+                 });
     if (names.empty()) fail("'%s' holds no fortune files", dir.c_str());
     return names;
 }
