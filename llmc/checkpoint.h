@@ -72,15 +72,6 @@ inline void gpt2_parameter_sizes(const GPT2Config& c, size_t sizes[NUM_PARAMETER
     sizes[TENSOR_LNFB] = C;
 }
 
-// Where tensor starts in the file-order parameter array.
-inline size_t parameter_offset(const GPT2Config& c, int tensor) {
-    size_t sizes[NUM_PARAMETER_TENSORS];
-    gpt2_parameter_sizes(c, sizes);
-    size_t offset = 0;
-    for (int i = 0; i < tensor; i++) offset += sizes[i];
-    return offset;
-}
-
 inline size_t gpt2_num_parameters(const GPT2Config& c) {
     size_t sizes[NUM_PARAMETER_TENSORS];
     gpt2_parameter_sizes(c, sizes);
@@ -181,6 +172,18 @@ inline uint16_t float_to_bf16(float f) {
 // ----------------------------------------------------------------------------------------------------
 // reading and writing model files
 
+// The shape in a model file's header (slots 2..7; fill_model_header below writes them).
+inline GPT2Config model_config_from_header(const int header[HEADER_SLOTS]) {
+    GPT2Config c;
+    c.max_seq_len = header[2];
+    c.vocab_size = header[3];
+    c.num_layers = header[4];
+    c.num_heads = header[5];
+    c.channels = header[6];
+    c.padded_vocab_size = header[7];
+    return c;
+}
+
 // Reads and validates the header; fails with a message naming the file on any inconsistency,
 // including a file whose size disagrees with the sizes the header declares.
 inline void checkpoint_read_header(const char* path, GPT2Config* config, int* version) {
@@ -197,12 +200,7 @@ inline void checkpoint_read_header(const char* path, GPT2Config* config, int* ve
              MODEL_VERSION_FP32, MODEL_VERSION_BF16);
     }
     *version = header[1];
-    config->max_seq_len = header[2];
-    config->vocab_size = header[3];
-    config->num_layers = header[4];
-    config->num_heads = header[5];
-    config->channels = header[6];
-    config->padded_vocab_size = header[7];
+    *config = model_config_from_header(header);
     const GPT2Config& c = *config;
     if (c.max_seq_len <= 0 || c.vocab_size <= 0 || c.num_layers <= 0 || c.num_heads <= 0 || c.channels <= 0 ||
         c.padded_vocab_size < c.vocab_size || c.channels % c.num_heads != 0) {
@@ -234,12 +232,14 @@ inline void checkpoint_read_header(const char* path, GPT2Config* config, int* ve
     }
 }
 
-// The first non-finite value of params (file order): whether there is one, and its tensor and index in it.
-inline bool parameters_find_nonfinite(const GPT2Config& c, const float* params, size_t num_params,
+// The first non-finite value of params (file order): whether there is one, its position in params, and
+// its tensor and index in that tensor (for the message).
+inline bool parameters_find_nonfinite(const GPT2Config& c, const float* params, size_t num_params, size_t* at,
                                       int* tensor, size_t* index) {
     size_t k = 0;
     while (k < num_params && std::isfinite(params[k])) k++;
     if (k == num_params) return false;
+    *at = k;
     size_t sizes[NUM_PARAMETER_TENSORS];
     gpt2_parameter_sizes(c, sizes);
     *tensor = 0;
@@ -255,9 +255,7 @@ inline void checkpoint_read_parameters(const char* path, int version, float* par
     File f(path, "rb");
     int header[HEADER_SLOTS];
     f.read(header, sizeof(int), HEADER_SLOTS, "the 1024-byte model header");
-    GPT2Config c;
-    c.max_seq_len = header[2], c.vocab_size = header[3], c.num_layers = header[4];
-    c.num_heads = header[5], c.channels = header[6], c.padded_vocab_size = header[7];
+    const GPT2Config c = model_config_from_header(header);
     uint32_t crc = 0;
     if (version == MODEL_VERSION_FP32) {
         f.read(params, sizeof(float), num_params, "fp32 parameters");
@@ -274,10 +272,10 @@ inline void checkpoint_read_parameters(const char* path, int version, float* par
              (uint32_t)header[9]);
     }
     int tensor;
-    size_t index;
-    if (parameters_find_nonfinite(c, params, num_params, &tensor, &index)) {
+    size_t at, index;
+    if (parameters_find_nonfinite(c, params, num_params, &at, &tensor, &index)) {
         fail("'%s' holds a non-finite parameter: %s[%zu] = %f", path, PARAMETER_NAMES[tensor], index,
-             (double)params[parameter_offset(c, tensor) + index]);
+             (double)params[at]);
     }
 }
 

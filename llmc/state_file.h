@@ -79,9 +79,8 @@ inline std::string checkpoint_path(const char* dir, const char* kind, int step, 
 }
 
 inline void state_header_fill(int header[HEADER_SLOTS], const StateHeader& h) {
-    if (h.loader.micro_pos != 0)
-        fail("state_header_write: a checkpoint must be taken between optimizer steps");
-    if (h.facts.size() > MAX_RUN_FACTS) fail("state_header_write: more than %d run facts", MAX_RUN_FACTS);
+    if (h.loader.micro_pos != 0) fail("state_file_write: a checkpoint must be taken between optimizer steps");
+    if (h.facts.size() > MAX_RUN_FACTS) fail("state_file_write: more than %d run facts", MAX_RUN_FACTS);
     memset(header, 0, HEADER_SLOTS * sizeof(int));
     header[0] = STATE_MAGIC;
     header[1] = STATE_VERSION;
@@ -268,8 +267,8 @@ struct StateReader {
     }
 };
 
-// Values of a buffer that are out of its range (llmc/state_file.h's StateValues): fails naming the file,
-// the buffer and the first bad element. first = the index of vals[0] in the buffer.
+// Values of buffer buf out of their range (its StateValues), in n bytes of it at bytes: fails naming the
+// file, the buffer and the first bad element. first = the element index of bytes[0] in the buffer.
 inline void state_check_values(const char* path, const StateBuffer& buf, const char* bytes, size_t n,
                                size_t first) {
     if (buf.values == STATE_ANY) return;
