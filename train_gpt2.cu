@@ -299,14 +299,20 @@ void download_floatX(float* dst, const floatX* src, size_t n) {
 
 // Device buffers: parameters (from the host copy), gradients, activations and workspaces for (B, T).
 // padded_params comes from the optimizer's ZeRO layout (every rank's slice the same length).
-// The kernels' scratch, one allocation: the layernorm and bias backward partial sums, attention's backward
-// scratch, the global norm's partial sums and its result.
-size_t gpt2_workspace_bytes(const GPT2Config& c, int B, int T, size_t padded_params) {
+// The kernels' scratch, one allocation, in this order: the layernorm and bias backward partial sums,
+// attention's backward scratch, the global norm's partial sums, and its result (256 bytes).
+struct WorkspaceLayout {
+    size_t ln, dbias, att, norm;
+    size_t total() const { return ln + dbias + att + norm + 256; }
+};
+WorkspaceLayout gpt2_workspace_layout(const GPT2Config& c, int B, int T, size_t padded_params) {
     const int C = c.channels, NH = c.num_heads;
-    return align256(layernorm_backward_scratch_bytes(B, T, C)) +
-           align256(matmul_dbias_scratch_bytes(B * T, 4 * C)) +
-           align256(attention_backward_scratch_bytes(B, T, NH, C / NH)) +
-           align256(global_norm_scratch_bytes(padded_params)) + 256;
+    WorkspaceLayout w;
+    w.ln = align256(layernorm_backward_scratch_bytes(B, T, C));
+    w.dbias = align256(matmul_dbias_scratch_bytes(B * T, 4 * C)); // the widest biased matmul
+    w.att = align256(attention_backward_scratch_bytes(B, T, NH, C / NH));
+    w.norm = align256(global_norm_scratch_bytes(padded_params));
+    return w;
 }
 
 void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recompute) {
@@ -336,20 +342,16 @@ void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recomput
     model->inputs_host.assign(BT, 0);
     cudaCheck(cudaMallocHost(&model->losses_host, BT * sizeof(float)));
 
-    const int C = c.channels, NH = c.num_heads;
     matmul_context_init(&model->matmul);
     encoder_backward_scratch_init(&model->encoder_scratch, (int)BT);
-    const size_t ln = align256(layernorm_backward_scratch_bytes(B, T, C));
-    const size_t dbias = align256(matmul_dbias_scratch_bytes((int)BT, 4 * C)); // the widest biased matmul
-    const size_t att = align256(attention_backward_scratch_bytes(B, T, NH, C / NH));
-    const size_t norm = align256(global_norm_scratch_bytes(P_pad));
-    model->workspace_bytes = gpt2_workspace_bytes(c, B, T, P_pad);
+    const WorkspaceLayout w = gpt2_workspace_layout(c, B, T, P_pad);
+    model->workspace_bytes = w.total();
     cudaCheck(cudaMalloc(&model->workspace, model->workspace_bytes));
     model->ln_scratch = (float*)model->workspace;
-    model->dbias_scratch = (float*)(model->workspace + ln);
-    model->att_scratch = (float*)(model->workspace + ln + dbias);
-    model->norm_scratch = (float*)(model->workspace + ln + dbias + att);
-    model->norm_device = (float*)(model->workspace + ln + dbias + att + norm);
+    model->dbias_scratch = (float*)(model->workspace + w.ln);
+    model->att_scratch = (float*)(model->workspace + w.ln + w.dbias);
+    model->norm_scratch = (float*)(model->workspace + w.ln + w.dbias + w.att);
+    model->norm_device = (float*)(model->workspace + w.ln + w.dbias + w.att + w.norm);
     cudaCheck(cudaMallocHost(&model->norm_host, sizeof(float)));
 }
 
@@ -895,18 +897,26 @@ struct MemoryUse {
     size_t total() const { return params + grads + grad_acc + master + moments + activations + workspaces; }
 };
 
-MemoryUse memory_use(const GPT2* model, const Optimizer* opt) {
-    const size_t P_pad = model->num_parameters_padded, S = opt->layout.shard_size;
-    const size_t BT = (size_t)model->batch_size * model->seq_len;
+// From the sizes gpt2_allocate and optimizer_allocate allocate by, so it is known before they run (the
+// check that the run fits, check_gpu_memory) and after (the memory table, the check after the first step).
+MemoryUse memory_plan(const GPT2Config& c, const Optimizer* opt, int B, int T, int recompute) {
+    const size_t P_pad = opt->layout.padded_params, S = opt->layout.shard_size, BT = (size_t)B * T;
+    size_t count[NUM_ACTIVATION_TENSORS], elem[NUM_ACTIVATION_TENSORS];
+    activation_table(count, elem, c, B, T, recompute);
     MemoryUse u;
     u.params = P_pad * sizeof(floatX);
     u.grads = P_pad * sizeof(floatX);
     u.grad_acc = P_pad * sizeof(float);
     u.master = opt->keep_master ? S * sizeof(float) : 0;
     u.moments = optimizer_state_bytes(opt) - u.master;
-    u.activations = model->act_bytes;
-    u.workspaces = model->workspace_bytes + model->matmul.workspace_bytes + (2 * BT + 1) * sizeof(int);
+    u.activations = activation_bytes(count, elem);
+    // cuBLASLt's workspace, the kernels' scratch, the input and target tokens and the loss scalar
+    u.workspaces =
+        gpt2_workspace_layout(c, B, T, P_pad).total() + MATMUL_WORKSPACE_BYTES + (2 * BT + 1) * sizeof(int);
     return u;
+}
+MemoryUse memory_use(const GPT2* model, const Optimizer* opt) {
+    return memory_plan(model->config, opt, model->batch_size, model->seq_len, model->recompute);
 }
 
 // The memory table: each category from the buffer sizes, next to the per-parameter formula, and the
@@ -966,28 +976,19 @@ void print_memory_after_first_step(const Trainer* tr) {
 
 #ifndef TESTING // test_gpt2.cu includes this file for its functions and has its own main
 
-// What the run will allocate on the GPU (the buffers gpt2_allocate and optimizer_allocate make, from the
-// same sizes, as memory_use counts them afterwards), checked against the free memory before any of it is.
-void check_gpu_memory(const GPT2* model, const Optimizer* opt, const TrainConfig& cfg, size_t free_bytes) {
-    const double P_pad = (double)opt->layout.padded_params;
-    size_t count[NUM_ACTIVATION_TENSORS], elem[NUM_ACTIVATION_TENSORS];
-    activation_table(count, elem, model->config, cfg.B, cfg.T, cfg.recompute);
-    const double params = P_pad * (2.0 * sizeof(floatX) + sizeof(float)); // params, grads, fp32 accumulation
-    const double optim = (double)optimizer_state_bytes(opt);
-    const double acts = (double)activation_bytes(count, elem);
-    // as memory_use counts them after the allocation: cuBLASLt's workspace, the kernels' scratch, the tokens
-    const double scratch =
-        (double)gpt2_workspace_bytes(model->config, cfg.B, cfg.T, opt->layout.padded_params) +
-        MATMUL_WORKSPACE_BYTES + (2.0 * cfg.B * cfg.T + 1) * sizeof(int);
+// What the run will allocate on the GPU (memory_plan, before any of it is), checked against the free memory.
+void check_gpu_memory(const GPT2Config& c, const Optimizer* opt, const TrainConfig& cfg, size_t free_bytes) {
+    const MemoryUse u = memory_plan(c, opt, cfg.B, cfg.T, cfg.recompute);
     const double GiB = 1024.0 * 1024.0 * 1024.0;
     char parts[256];
     snprintf(
         parts, sizeof(parts),
         "parameters, gradients and their fp32 accumulation %.2f GiB, optimizer state %.2f GiB, activations "
         "%.2f GiB at -b %d -t %d -r %d, workspaces %.2f GiB",
-        params / GiB, optim / GiB, acts / GiB, cfg.B, cfg.T, cfg.recompute, scratch / GiB);
+        (u.params + u.grads + u.grad_acc) / GiB, (u.master + u.moments) / GiB, u.activations / GiB, cfg.B,
+        cfg.T, cfg.recompute, u.workspaces / GiB);
     check_memory_fits(
-        params + optim + acts + scratch, (double)free_bytes, "GPU memory", parts,
+        (double)u.total(), (double)free_bytes, "GPU memory", parts,
         "reduce -b (-d keeps the batch with gradient accumulation), recompute more (-r 3), shard "
         "the optimizer state over GPUs (-z 1), or use 8-bit AdamW (-qo 1)");
 }
@@ -1038,7 +1039,7 @@ int main(int argc, char** argv) {
     const uint64_t rounding_seed = rng_mix64(cfg.seed ^ 0xad4a3bULL);
     optimizer_init(&tr.opt, &model, &mgc, cfg.zero_stage, cfg.use_8bit, cfg.quant_block, cfg.keep_master,
                    rounding_seed);
-    check_gpu_memory(&model, &tr.opt, cfg, tr.free_at_start);
+    check_gpu_memory(model.config, &tr.opt, cfg, tr.free_at_start);
     gpt2_allocate(&model, tr.opt.layout.padded_params, cfg.B, cfg.T, cfg.recompute);
     model.matmul.fuse_gelu = cfg.fuse_dgelu;
     optimizer_allocate(&tr.opt, &model);
