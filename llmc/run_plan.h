@@ -367,12 +367,10 @@ inline void run_compare_resumed_facts(const RunPlan* plan, const std::vector<Run
         for (const RunFact& now : plan->facts) {
             if (strcmp(old.name, now.name) != 0 || strcmp(old.value, now.value) == 0) continue;
             if (now.rule == FACT_RESUME_REFUSE) {
-                fail(
-                    "flag -y 1: the checkpoint's run had %s '%s', this run has '%s' ('%s'): a resume "
-                    "continues "
-                    "the same run; to train on from its weights with other settings, start a new run with -e "
-                    "<its model file>",
-                    now.name, old.value, now.value, state_path);
+                fail("flag -y 1: the checkpoint's run had %s '%s', this run has '%s' ('%s'): "
+                     "a resume continues the same run; to train on from its weights with other settings, "
+                     "start a new run with -e <its model file>",
+                     now.name, old.value, now.value, state_path);
             }
             if (now.rule == FACT_RESUME_WARN && plan->main_process) {
                 printf("warning: resuming with %s '%s'; the checkpoint's run had '%s'\n", now.name, now.value,
