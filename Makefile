@@ -281,7 +281,13 @@ REF_gpu/tiny_bf16 := $(REF_gpu/tiny) --round-to-bf16 --model-dtype bf16
 REF_gpu/gpt2v := --n-layer 2 --n-head 1 --n-embd 128 --block-size 64 -B 4 -T 64 \
 	--tokens data/tinyshakespeare/tiny_shakespeare_val.bin
 REF_gpu/gpt2v_bf16 := $(REF_gpu/gpt2v) --round-to-bf16 --model-dtype bf16
-CPU_REFERENCE_STATES := $(foreach n,tiny tiny_bf16 gpt2v,build/test/$(n)_state.bin)
+# LoRA debug states (--write-lora-state; the model file is the frozen base), test_gpt2 reads them too: every
+# target on an fp32 base; the default targets on an NF4 base (QLoRA); every target, rank 8, on a GPT-2-vocabulary
+# NF4 base
+REF_lora_tiny := $(REF_tiny) --lora-rank 4 --lora-alpha 8 --lora-targets all
+REF_lora_tiny_nf4 := $(REF_tiny) --lora-rank 4 --lora-alpha 8 --lora-nf4
+REF_lora_gpt2v_nf4 := $(REF_gpt2v) --lora-rank 8 --lora-alpha 16 --lora-targets all --lora-nf4
+CPU_REFERENCE_STATES := $(foreach n,tiny tiny_bf16 gpt2v lora_tiny lora_tiny_nf4 lora_gpt2v_nf4,build/test/$(n)_state.bin)
 REFERENCE_STATES := $(CPU_REFERENCE_STATES) build/test/gpu/tiny_state.bin build/test/gpu/tiny_bf16_state.bin
 GPU_REFERENCE_STATES := $(foreach n,tiny tiny_bf16 gpt2v gpt2v_bf16,build/test/gpu/$(n)_state.bin)
 .PHONY: reference_states gpu_reference_states
@@ -292,8 +298,12 @@ build/test/%_model.bin build/test/%_state.bin: train_gpt2.py
 	@mkdir -p $(@D)
 	$(PYTHON) train_gpt2.py $(REF_$*) --write-model build/test/$*_model.bin --write-state build/test/$*_state.bin \
 		> /dev/null
-build/test/gpt2v_state.bin build/test/gpu/gpt2v_state.bin build/test/gpu/gpt2v_bf16_state.bin: \
-	data/tinyshakespeare/tiny_shakespeare_val.bin
+build/test/lora_%_model.bin build/test/lora_%_state.bin: train_gpt2.py
+	@mkdir -p $(@D)
+	$(PYTHON) train_gpt2.py $(REF_lora_$*) --write-model build/test/lora_$*_model.bin \
+		--write-lora-state build/test/lora_$*_state.bin > /dev/null
+build/test/gpt2v_state.bin build/test/gpu/gpt2v_state.bin build/test/gpu/gpt2v_bf16_state.bin \
+	build/test/lora_gpt2v_nf4_state.bin: data/tinyshakespeare/tiny_shakespeare_val.bin
 
 # ---------------------------------------------------------------------------------------------------
 # tests (tests/run.sh finds and runs them; its header says how)

@@ -33,14 +33,116 @@ static const double LOSS_TOL = 5e-6;      // observed 0 .. 1e-7
 static const double GRAD_TOL = 1e-5;      // observed up to ~9e-7
 static const double STEP_LOSS_TOL = 5e-6; // observed 0 .. 1e-7 over 10 steps
 
+// The LoRA test: the model file is the frozen base, the state train_gpt2.py's --write-lora-state (its
+// adapters random, B included, so every term of the forward and of the gradients is non-zero). Checks
+//   - fresh adapters (B = 0) give the base model's logits bit for bit (fp32 base);
+//   - logits, loss and the gradient of every adapter tensor against the reference, and its 10 AdamW steps;
+//   - the merged model file (W + s.B.A, a plain fp32 llm.c file) gives the logits of base + adapters.
+// With an NF4 base (the reference dequantizes with its own NF4 in numpy) the same tolerances hold.
+// Mutants (MUTATION=...), each must FAIL: lora_scale_twice (s^2 instead of s), lora_b_random (fresh B not
+// zero), nf4_ignored (the base left in fp32 when the state's is NF4).
+static const double MERGE_TOL = 1e-5; // observed ~1e-7: the same sums in another order
+int test_lora(const char* model_path, const char* state_path, const char* mutation) {
+    GPT2 base, model;
+    gpt2_build_from_checkpoint(&base, model_path);
+    gpt2_build_from_checkpoint(&model, model_path);
+    const GPT2Config& c = model.config;
+    const int V = c.vocab_size, Vp = c.padded_vocab_size;
+    LoraDebugState d;
+    lora_debug_state_read(&d, state_path, c);
+    const int B = d.B, T = d.T;
+    LoraConfig lc = d.lora;
+    if (mutation && strcmp(mutation, "lora_scale_twice") == 0) lc.alpha = lc.alpha * lc.alpha / lc.rank;
+    if (mutation && strcmp(mutation, "nf4_ignored") == 0) lc.nf4 = false;
+    gpt2_setup_lora(&model, lc, 1337);
+    ProcessGroup pg;
+    Optimizer opt;
+    optimizer_init(&opt, &model, &pg, 0, false, 0);
+    gpt2_allocate_training_state(&model, B, T);
+    gpt2_allocate_training_state(&base, B, T);
+    printf("LoRA r=%d alpha=%g on %s, %s base; model L=%d C=%d V=%d; B=%d T=%d; %d AdamW steps\n", lc.rank,
+           (double)lc.alpha, lora_targets_text(lc.targets).c_str(), lc.nf4 ? "NF4" : "fp32", c.num_layers,
+           c.channels, V, B, T, d.nsteps);
+    test_list_checks();
+    auto check = [](double err, double tol, const char* what) {
+        CHECK_LE(err, tol, "%-10s max rel err", what);
+    };
+    const size_t logits_n = (size_t)B * T * Vp;
+
+    // fresh adapters: B = 0, so exactly the base's logits
+    if (mutation && strcmp(mutation, "lora_b_random") == 0) {
+        for (int i = 0; i < model.lora_layout.num_tensors; i++) {
+            if (!model.lora_layout.tensor_is_b[i]) continue;
+            size_t off = 0;
+            for (int k = 0; k < i; k++) off += model.lora_layout.sizes[k];
+            Rng rng;
+            rng_init(&rng, 7);
+            rng_fill_normal(&rng, model.lora_memory + off, model.lora_layout.sizes[i], 0.0f, 0.01f);
+        }
+    }
+    gpt2_forward(&base, d.x.data(), d.y.data(), B, T);
+    gpt2_forward(&model, d.x.data(), d.y.data(), B, T);
+    if (!lc.nf4) {
+        size_t differ = 0;
+        for (size_t i = 0; i < logits_n; i++) differ += model.acts.logits[i] != base.acts.logits[i];
+        CHECK(differ == 0, "fresh adapters (B = 0): the base's logits bit for bit (%zu of %zu differ)",
+              differ, logits_n);
+    }
+
+    // the reference's adapters: logits, loss, gradients
+    memcpy(model.lora_memory, d.adapters.data(), d.adapters.size() * sizeof(float));
+    gpt2_forward(&model, d.x.data(), d.y.data(), B, T);
+    check(relative_error(model.acts.logits, d.logits.data(), (size_t)B * T * V, Vp, V, V), LOGITS_TOL,
+          "logits");
+    check(fabs(model.mean_loss - d.loss) / fabs(d.loss), LOSS_TOL, "loss");
+    gpt2_zero_grad(&model);
+    gpt2_backward(&model, 1.0f);
+    size_t offset = 0;
+    for (int i = 0; i < model.lora_layout.num_tensors; i++) {
+        const std::string name = "d" + lora_tensor_name(model.lora_layout, i);
+        check(
+            relative_error(model.grads_memory + offset, d.grads.data() + offset, model.lora_layout.sizes[i]),
+            GRAD_TOL, name.c_str());
+        offset += model.lora_layout.sizes[i];
+    }
+
+    // the merged model file: a plain model whose logits are base + adapters'
+    const std::string merged_path = std::string(state_path) + ".merged.bin";
+    gpt2_write_merged(&model, merged_path.c_str());
+    GPT2 merged;
+    gpt2_build_from_checkpoint(&merged, merged_path.c_str());
+    gpt2_allocate_training_state(&merged, B, T);
+    gpt2_forward(&merged, d.x.data(), d.y.data(), B, T);
+    check(relative_error(merged.acts.logits, model.acts.logits, logits_n), MERGE_TOL, "merged model logits");
+    remove(merged_path.c_str());
+
+    for (int step = 0; step < d.nsteps; step++) {
+        gpt2_forward(&model, d.x.data(), d.y.data(), B, T);
+        gpt2_zero_grad(&model);
+        gpt2_backward(&model, 1.0f);
+        char name[64];
+        snprintf(name, sizeof(name), "step %d (loss %.6f, ref %.6f)", step, model.mean_loss,
+                 d.step_losses[step]);
+        check(fabs(model.mean_loss - d.step_losses[step]) / fabs(d.step_losses[step]), STEP_LOSS_TOL, name);
+        gpt2_update(&model, &opt, &pg, DEBUG_ADAMW_LR, debug_adamw(), step + 1);
+    }
+    optimizer_free(&opt);
+    gpt2_free(&model);
+    gpt2_free(&base);
+    gpt2_free(&merged);
+    return test_summary("test_gpt2 (LoRA)");
+}
+
 int main(int argc, char** argv) {
     program_init();
     if (argc != 3) {
-        fprintf(stderr, "usage: %s <model.bin> <debug_state.bin>\n", argv[0]);
+        fprintf(stderr, "usage: %s <model.bin> <debug_state.bin or LoRA debug state>\n", argv[0]);
         return 2;
     }
     const char* model_path = argv[1];
     const char* state_path = argv[2];
+    if (debug_state_magic(state_path) == LORA_DEBUG_STATE_MAGIC)
+        return test_lora(model_path, state_path, getenv("MUTATION"));
     GPT2 model;
     gpt2_build_from_checkpoint(&model, model_path);
     const GPT2Config& c = model.config;

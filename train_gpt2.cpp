@@ -95,7 +95,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 }
 
 // With norm = (x - mean) * rstd and dnorm = dout * weight:
-//   dbias += dout, dweight += dout * norm
+//   dbias += dout, dweight += dout * norm       (dweight, dbias null: a frozen LayerNorm, under LoRA)
 //   dx += rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int B, int T, int C) {
@@ -121,7 +121,9 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
             dx[i] += s * (dnorm - dnorm_mean - norm * dnorm_norm_mean);
         }
     }
-    // the parameter gradients sum over all positions: parallel over channels, so no two threads share a sum
+    if (dweight == nullptr) return;
+        // the parameter gradients sum over all positions: parallel over channels, so no two threads share a
+        // sum
 #pragma omp parallel for
     for (int i = 0; i < C; i++) {
         float dw = 0.0f, db = 0.0f;
@@ -164,21 +166,95 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 // dinp += dout . weight      (BT,OC).(OC,C)     weight packed into 16-column strips first (see above)
 // dweight += dout^T . inp    (OC,BT).(BT,C)     inp packed the same way
 // dbias += column sums of dout
+// dweight and dbias may be null: a frozen weight (LoRA) costs only the dinp product, a third of the work.
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int B, int T, int C, int OC, float* scratch) {
     const int BT = B * T;
     pack_column_strips(scratch, weight, OC, C);
     matmul_axpy_kernel(dinp, C, dout, /*a_row=*/OC, /*a_col=*/1, scratch, /*strip_stride=*/(size_t)OC * 16,
                        16, BT, C, OC);
-    pack_column_strips(scratch, inp, BT, C); // the same for inp, now that the packed weight is used up
-    matmul_axpy_kernel(dweight, C, dout, /*a_row=*/1, /*a_col=*/OC, scratch, /*strip_stride=*/(size_t)BT * 16,
-                       16, OC, C, BT);
+    if (dweight != nullptr) {
+        pack_column_strips(scratch, inp, BT, C); // the same for inp, now that the packed weight is used up
+        matmul_axpy_kernel(dweight, C, dout, /*a_row=*/1, /*a_col=*/OC, scratch,
+                           /*strip_stride=*/(size_t)BT * 16, 16, OC, C, BT);
+    }
     if (dbias != nullptr) {
 #pragma omp parallel for
         for (int o = 0; o < OC; o++) {
             float sum = 0.0f;
             for (int bt = 0; bt < BT; bt++) sum += dout[(size_t)bt * OC + o];
             dbias[o] += sum;
+        }
+    }
+}
+
+// LoRA adapter of a matmul (llmc/lora.h): out += s.(inp.A^T).B^T, s = alpha/r
+// inp (BT,IN), A (r,IN), B (OC,r) -> u = inp.A^T (BT,r), kept for the backward; out (BT,OC) added into.
+// Two thin matmuls through the rank-r bottleneck: 2.BT.r.(IN + OC) FLOPs against the base's 2.BT.IN.OC.
+// With B = 0 every addend is exactly 0, so out is the base's, bit for bit.
+void lora_forward(float* out, float* u, const float* inp, const float* A, const float* B, float s, int BT,
+                  int IN, int OC, int r) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        const float* x = inp + (size_t)bt * IN;
+        float* u_bt = u + (size_t)bt * r;
+        for (int j = 0; j < r; j++) {
+            const float* a = A + (size_t)j * IN;
+            float sum = 0.0f;
+            for (int i = 0; i < IN; i++) sum += x[i] * a[i];
+            u_bt[j] = sum;
+        }
+        float* o = out + (size_t)bt * OC;
+        for (int k = 0; k < OC; k++) {
+            const float* b = B + (size_t)k * r;
+            float sum = 0.0f;
+            for (int j = 0; j < r; j++) sum += u_bt[j] * b[j];
+            o[k] += s * sum;
+        }
+    }
+}
+
+// With d = dout (BT,OC):
+//   du = s.d.B (BT,r)   dinp += du.A (BT,IN)   dB += s.d^T.u (OC,r)   dA += du^T.inp (r,IN)
+// du (BT*r floats) is scratch. Every sum over positions runs in bt order in one thread: deterministic.
+void lora_backward(float* dinp, float* dA, float* dB, float* du, const float* dout, const float* inp,
+                   const float* u, const float* A, const float* B, float s, int BT, int IN, int OC, int r) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        const float* d = dout + (size_t)bt * OC;
+        float* du_bt = du + (size_t)bt * r;
+        for (int j = 0; j < r; j++) {
+            float sum = 0.0f;
+            for (int k = 0; k < OC; k++) sum += d[k] * B[(size_t)k * r + j];
+            du_bt[j] = s * sum;
+        }
+        float* dx = dinp + (size_t)bt * IN;
+        for (int j = 0; j < r; j++) {
+            const float* a = A + (size_t)j * IN;
+            for (int i = 0; i < IN; i++) dx[i] += du_bt[j] * a[i];
+        }
+    }
+    // dB: blocks of 16 rows per thread (the rows of dout it reads stay in cache), positions in order
+    const int num_blocks = (OC + 15) / 16;
+#pragma omp parallel for
+    for (int blk = 0; blk < num_blocks; blk++) {
+        const int k1 = std::min(OC, blk * 16 + 16);
+        for (int bt = 0; bt < BT; bt++) {
+            const float* u_bt = u + (size_t)bt * r;
+            for (int k = blk * 16; k < k1; k++) {
+                const float sd = s * dout[(size_t)bt * OC + k];
+                for (int j = 0; j < r; j++) dB[(size_t)k * r + j] += sd * u_bt[j];
+            }
+        }
+    }
+    // dA: one row j per thread
+#pragma omp parallel for
+    for (int j = 0; j < r; j++) {
+        float* da = dA + (size_t)j * IN;
+        for (int bt = 0; bt < BT; bt++) {
+            const float g = du[(size_t)bt * r + j];
+            const float* x = inp + (size_t)bt * IN;
+            for (int i = 0; i < IN; i++) da[i] += g * x[i];
         }
     }
 }
@@ -446,19 +522,23 @@ void point_activations(ActivationTensors* a, float* memory, const size_t sizes[N
 
 // Layer l's slices of the per-layer tensors, for a forward or backward over (B, T): the same struct names
 // the slices of the parameters and of their gradients (LayerParams), and of the activations and of their
-// gradients (LayerActs).
+// gradients (LayerActs). A tensor that is not held gives null slices: the parameter gradients under LoRA
+// (the base is frozen), the block matrices of an NF4 base (base_matrix dequantizes them).
 struct LayerParams {
     float *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
 };
+static inline float* slice(float* tensor, size_t offset) {
+    return tensor == nullptr ? nullptr : tensor + offset;
+}
 LayerParams layer_params(const ParameterTensors& p, int l, size_t C) {
     const size_t lC = (size_t)l * C;
     LayerParams lp;
-    lp.ln1w = p.ln1w + lC, lp.ln1b = p.ln1b + lC;
-    lp.qkvw = p.qkvw + lC * 3 * C, lp.qkvb = p.qkvb + lC * 3;
-    lp.attprojw = p.attprojw + lC * C, lp.attprojb = p.attprojb + lC;
-    lp.ln2w = p.ln2w + lC, lp.ln2b = p.ln2b + lC;
-    lp.fcw = p.fcw + lC * 4 * C, lp.fcb = p.fcb + lC * 4;
-    lp.fcprojw = p.fcprojw + lC * 4 * C, lp.fcprojb = p.fcprojb + lC;
+    lp.ln1w = slice(p.ln1w, lC), lp.ln1b = slice(p.ln1b, lC);
+    lp.qkvw = slice(p.qkvw, lC * 3 * C), lp.qkvb = slice(p.qkvb, lC * 3);
+    lp.attprojw = slice(p.attprojw, lC * C), lp.attprojb = slice(p.attprojb, lC);
+    lp.ln2w = slice(p.ln2w, lC), lp.ln2b = slice(p.ln2b, lC);
+    lp.fcw = slice(p.fcw, lC * 4 * C), lp.fcb = slice(p.fcb, lC * 4);
+    lp.fcprojw = slice(p.fcprojw, lC * 4 * C), lp.fcprojb = slice(p.fcprojb, lC);
     return lp;
 }
 
@@ -489,11 +569,25 @@ struct GPT2 {
     GPT2Config config;
     size_t param_sizes[NUM_PARAMETER_TENSORS];
     size_t num_parameters;
-    size_t num_parameters_padded;   // >= num_parameters: equal slices per process (llmc/zero.h)
-    float* params_memory = nullptr; // (num_parameters_padded) fp32, the padding zero
+    float* params_memory = nullptr; // (params_floats) fp32: the parameters, the padding zero
+    size_t params_floats = 0;       // num_parameters, padded to equal slices per process when they train
+                                    // (llmc/zero.h); with an NF4 base only the tensors held in fp32
     ParameterTensors params;
-    float* grads_memory = nullptr; // (num_parameters_padded) fp32, accumulated over micro-steps
-    ParameterTensors grads;
+    // what the optimizer trains: the parameters, or with LoRA only the adapters
+    float* trained = nullptr;      // params_memory or lora_memory
+    size_t num_trained = 0;        // num_parameters or the adapters' lora_layout.total
+    size_t num_trained_padded = 0; // >= num_trained: equal slices per process (llmc/zero.h)
+    float* grads_memory = nullptr; // (num_trained_padded) fp32 gradient of `trained`, summed over micro-steps
+    ParameterTensors grads;        // its tensors when the whole model trains; all null under LoRA
+    // LoRA (llmc/lora.h): adapters on the block matrices lora.targets names; the base above is frozen
+    LoraConfig lora;
+    LoraLayout lora_layout;
+    float* lora_memory = nullptr; // (num_trained_padded) fp32 adapters: A and B of each target
+    float* lora_u = nullptr;  // (NUM_LORA_TARGETS, L, B, T, r) u = x.A^T of each adapter, for the backward
+    float* lora_du = nullptr; // (B, T, r) the backward's du
+    Nf4Base nf4;              // QLoRA: the four block matrices of every layer (not held in fp32)
+    float* dequant = nullptr; // (4C*C) one block matrix dequantized from nf4
+    float* dequant_absmax = nullptr; // (4C*C / 64) its block scales
     // activations, sized for batch_size x seq_len; the forward may run on smaller B, T (sampling)
     size_t act_sizes[NUM_ACTIVATION_TENSORS];
     size_t num_activations = 0;
@@ -506,7 +600,7 @@ struct GPT2 {
     std::vector<int> inputs, targets;
     float* matmul_scratch = nullptr; // (max(Vp*C, 4C*C, B*T*4C)) a packed weight or input of a matmul
     float* wte_packed = nullptr;     // (Vp rounded up to 16, C) wte packed for the classifier's forward
-    int param_version = 1;           // incremented by every update
+    int param_version = 1;           // incremented by every update of the parameters
     int wte_packed_version = 0;      // the param_version wte_packed was made from
     float* losses = nullptr;         // (B, T) per-position loss of the last forward
     float mean_loss = -1.0f;         // mean over (B, T), or -1 when the forward ran without targets
@@ -515,9 +609,11 @@ struct GPT2 {
 void gpt2_allocate_parameters(GPT2* model) {
     gpt2_parameter_sizes(model->config, model->param_sizes);
     model->num_parameters = gpt2_num_parameters(model->config);
-    model->num_parameters_padded = model->num_parameters;
+    model->params_floats = model->num_parameters;
     model->params_memory = (float*)calloc_check(model->num_parameters, sizeof(float), "parameters");
     point_parameters(&model->params, model->params_memory, model->param_sizes);
+    model->trained = model->params_memory;
+    model->num_trained = model->num_trained_padded = model->num_parameters;
 }
 
 // Load an llm.c model file (fp32 v3 or bf16 v5).
@@ -536,6 +632,46 @@ void gpt2_build_from_random(GPT2* model, const GPT2Config& config, uint64_t seed
     gpt2_init_random(model->params_memory, config, seed);
 }
 
+// LoRA on a built model: the adapters (fresh from seed: A random, B zero) become what trains. With an NF4
+// base (QLoRA) the four block matrices of every layer are quantized and their fp32 copies dropped: the
+// parameter buffer shrinks to the tensors held in fp32, and their pointers in model->params become null.
+void gpt2_setup_lora(GPT2* model, const LoraConfig& lc, uint64_t seed) {
+    if (lc.rank <= 0) return;
+    const GPT2Config& c = model->config;
+    model->lora = lc;
+    model->lora_layout = lora_layout(c, lc);
+    const size_t n = model->lora_layout.total;
+    model->lora_memory = (float*)malloc_check(n * sizeof(float), "LoRA adapters");
+    lora_init_random(model->lora_memory, model->lora_layout, c, seed);
+    model->trained = model->lora_memory;
+    model->num_trained = model->num_trained_padded = n;
+    if (!lc.nf4) return;
+    nf4_base_quantize(&model->nf4, c, model->params_memory);
+    size_t held[NUM_PARAMETER_TENSORS];
+    memcpy(held, model->param_sizes, sizeof(held));
+    for (int t = 0; t < NUM_LORA_TARGETS; t++) held[LORA_BASE_TENSOR[t]] = 0;
+    size_t total = 0;
+    for (size_t h : held) total += h;
+    float* kept = (float*)malloc_check(total * sizeof(float), "parameters held in fp32");
+    const float* src = model->params_memory;
+    float* dst = kept;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        memcpy(dst, src, held[i] * sizeof(float));
+        src += model->param_sizes[i];
+        dst += held[i];
+    }
+    free(model->params_memory);
+    model->params_memory = kept;
+    model->params_floats = total;
+    point_parameters(&model->params, kept, held);
+    float** ptrs = (float**)&model->params;
+    for (int t = 0; t < NUM_LORA_TARGETS; t++) ptrs[LORA_BASE_TENSOR[t]] = nullptr;
+    const size_t C = c.channels;
+    model->dequant = (float*)malloc_check(4 * C * C * sizeof(float), "dequantized block matrix");
+    model->dequant_absmax =
+        (float*)malloc_check(nf4_base_max_blocks(c) * sizeof(float), "dequantized block scales");
+}
+
 void gpt2_allocate_training_state(GPT2* model, int B, int T) {
     const GPT2Config& c = model->config;
     model->batch_size = B;
@@ -548,8 +684,16 @@ void gpt2_allocate_training_state(GPT2* model, int B, int T) {
     model->grads_acts_memory =
         (float*)calloc_check(model->num_activations, sizeof(float), "activation gradients");
     point_activations(&model->grads_acts, model->grads_acts_memory, model->act_sizes);
-    model->grads_memory = (float*)calloc_check(model->num_parameters_padded, sizeof(float), "gradients");
-    point_parameters(&model->grads, model->grads_memory, model->param_sizes);
+    model->grads_memory = (float*)calloc_check(model->num_trained_padded, sizeof(float), "gradients");
+    if (model->lora.rank == 0) {
+        point_parameters(&model->grads, model->grads_memory, model->param_sizes);
+    } else {
+        memset(&model->grads, 0, sizeof(model->grads));
+        const size_t r = model->lora.rank;
+        model->lora_u = (float*)calloc_check(NUM_LORA_TARGETS * c.num_layers * (size_t)B * T * r,
+                                             sizeof(float), "LoRA activations u");
+        model->lora_du = (float*)calloc_check((size_t)B * T * r, sizeof(float), "LoRA du");
+    }
     model->losses = (float*)malloc_check((size_t)B * T * sizeof(float), "losses");
     const size_t C = c.channels, Vp = c.padded_vocab_size;
     model->matmul_scratch = (float*)malloc_check(
@@ -567,10 +711,68 @@ void gpt2_free(GPT2* model) {
     free(model->losses);
     free(model->matmul_scratch);
     free(model->wte_packed);
+    free(model->lora_memory);
+    free(model->lora_u);
+    free(model->lora_du);
+    free(model->dequant);
+    free(model->dequant_absmax);
 }
 
 // ----------------------------------------------------------------------------------------------------
 // 3. forward, backward, update
+
+// Layer l's base matrix of LoRA target t (qkvw, attprojw, fcw, fcprojw) in fp32: the parameter itself, or
+// under QLoRA dequantized from NF4 into model->dequant (valid until the next call).
+const float* base_matrix(GPT2* model, const LayerParams& lp, int l, int t) {
+    if (model->lora.nf4) {
+        nf4_dequantize_matrix(model->nf4.matrix[t][l], model->dequant, model->dequant_absmax);
+        return model->dequant;
+    }
+    const float* w[NUM_LORA_TARGETS] = {lp.qkvw, lp.attprojw, lp.fcw, lp.fcprojw};
+    return w[t];
+}
+
+// Target t's adapter of layer l: A (r, IN), B (OC, r) in the adapter buffer, or in its gradient (from =
+// grads_memory); u (B*T, r) in lora_u.
+float* lora_a(const GPT2* m, const float* from, int t, int l) {
+    int in, out;
+    lora_target_shape(m->config, t, &in, &out);
+    return (float*)from + m->lora_layout.a_offset[t] + (size_t)l * m->lora.rank * in;
+}
+float* lora_b(const GPT2* m, const float* from, int t, int l) {
+    int in, out;
+    lora_target_shape(m->config, t, &in, &out);
+    return (float*)from + m->lora_layout.b_offset[t] + (size_t)l * m->lora.rank * out;
+}
+float* lora_u(const GPT2* m, int t, int l) {
+    const size_t BTr = (size_t)m->batch_size * m->seq_len * m->lora.rank;
+    return m->lora_u + ((size_t)t * m->config.num_layers + l) * BTr;
+}
+
+// One of a block's four matmuls, target t of layer l: out = inp.W^T + bias, plus the adapter's
+// s.(inp.A^T).B^T when the matrix has one. inp (B,T,IN) -> out (B,T,OC).
+void block_matmul_forward(GPT2* model, const LayerParams& lp, int l, int t, float* out, const float* inp,
+                          const float* bias, int B, int T, int IN, int OC) {
+    matmul_forward(out, inp, base_matrix(model, lp, l, t), bias, B, T, IN, OC, model->matmul_scratch, false);
+    if (lora_has(model->lora, t)) {
+        const float* a = model->lora_memory;
+        lora_forward(out, lora_u(model, t, l), inp, lora_a(model, a, t, l), lora_b(model, a, t, l),
+                     lora_scale(model->lora), B * T, IN, OC, model->lora.rank);
+    }
+}
+// Its backward: dinp through W (and the adapter), dweight and dbias unless frozen (null), the adapter's
+// dA and dB.
+void block_matmul_backward(GPT2* model, const LayerParams& lp, int l, int t, float* dinp, float* dweight,
+                           float* dbias, const float* dout, const float* inp, int B, int T, int IN, int OC) {
+    matmul_backward(dinp, dweight, dbias, dout, inp, base_matrix(model, lp, l, t), B, T, IN, OC,
+                    model->matmul_scratch);
+    if (lora_has(model->lora, t)) {
+        const float *a = model->lora_memory, *g = model->grads_memory;
+        lora_backward(dinp, lora_a(model, g, t, l), lora_b(model, g, t, l), model->lora_du, dout, inp,
+                      lora_u(model, t, l), lora_a(model, a, t, l), lora_b(model, a, t, l),
+                      lora_scale(model->lora), B * T, IN, OC, model->lora.rank);
+    }
+}
 
 // Forward pass over inputs (B,T); with targets, also the loss. B, T may be smaller than allocated.
 void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int T) {
@@ -594,21 +796,20 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
     const ParameterTensors& p = model->params;
     const ActivationTensors& a = model->acts;
     const size_t BTC = (size_t)B * T * C;
-    float* scratch = model->matmul_scratch;
     encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
     for (int l = 0; l < L; l++) {
         const float* residual = layer_input(a, l, B, T, C);
         const LayerParams lp = layer_params(p, l, C);
         const LayerActs la = layer_acts(a, l, B, T, C, NH);
         layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lp.ln1w, lp.ln1b, B, T, C);
-        matmul_forward(la.qkv, la.ln1, lp.qkvw, lp.qkvb, B, T, C, 3 * C, scratch, false);
+        block_matmul_forward(model, lp, l, LORA_QKV, la.qkv, la.ln1, lp.qkvb, B, T, C, 3 * C);
         attention_forward(la.atty, la.att, la.qkv, B, T, C, NH);
-        matmul_forward(la.attproj, la.atty, lp.attprojw, lp.attprojb, B, T, C, C, scratch, false);
+        block_matmul_forward(model, lp, l, LORA_ATTPROJ, la.attproj, la.atty, lp.attprojb, B, T, C, C);
         residual_forward(la.residual2, residual, la.attproj, BTC);
         layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, lp.ln2w, lp.ln2b, B, T, C);
-        matmul_forward(la.fch, la.ln2, lp.fcw, lp.fcb, B, T, C, 4 * C, scratch, false);
+        block_matmul_forward(model, lp, l, LORA_FC, la.fch, la.ln2, lp.fcb, B, T, C, 4 * C);
         gelu_forward(la.fch_gelu, la.fch, BTC * 4);
-        matmul_forward(la.fcproj, la.fch_gelu, lp.fcprojw, lp.fcprojb, B, T, 4 * C, C, scratch, false);
+        block_matmul_forward(model, lp, l, LORA_FCPROJ, la.fcproj, la.fch_gelu, lp.fcprojb, B, T, 4 * C, C);
         residual_forward(la.residual3, la.residual2, la.fcproj, BTC);
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, layer_input(a, L, B, T, C), p.lnfw, p.lnfb, B, T, C);
@@ -628,7 +829,7 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
 }
 
 void gpt2_zero_grad(GPT2* model) {
-    memset(model->grads_memory, 0, model->num_parameters_padded * sizeof(float));
+    memset(model->grads_memory, 0, model->num_trained_padded * sizeof(float));
 }
 
 // Backward pass of the last forward (which must have had targets), adding into the parameter gradients.
@@ -660,25 +861,28 @@ void gpt2_backward(GPT2* model, float loss_scale) {
         const LayerParams lp = layer_params(p, l, C), lg = layer_params(g, l, C);
         const LayerActs la = layer_acts(a, l, B, T, C, NH), dla = layer_acts(da, l, B, T, C, NH);
         residual_backward(dla.residual2, dla.fcproj, dla.residual3, BTC);
-        matmul_backward(dla.fch_gelu, lg.fcprojw, lg.fcprojb, dla.fcproj, la.fch_gelu, lp.fcprojw, B, T,
-                        4 * C, C, scratch);
+        block_matmul_backward(model, lp, l, LORA_FCPROJ, dla.fch_gelu, lg.fcprojw, lg.fcprojb, dla.fcproj,
+                              la.fch_gelu, B, T, 4 * C, C);
         gelu_backward(dla.fch, la.fch, dla.fch_gelu, BTC * 4);
-        matmul_backward(dla.ln2, lg.fcw, lg.fcb, dla.fch, la.ln2, lp.fcw, B, T, C, 4 * C, scratch);
+        block_matmul_backward(model, lp, l, LORA_FC, dla.ln2, lg.fcw, lg.fcb, dla.fch, la.ln2, B, T, C,
+                              4 * C);
         layernorm_backward(dla.residual2, lg.ln2w, lg.ln2b, dla.ln2, la.residual2, lp.ln2w, la.ln2_mean,
                            la.ln2_rstd, B, T, C);
         residual_backward(dresidual, dla.attproj, dla.residual2, BTC);
-        matmul_backward(dla.atty, lg.attprojw, lg.attprojb, dla.attproj, la.atty, lp.attprojw, B, T, C, C,
-                        scratch);
+        block_matmul_backward(model, lp, l, LORA_ATTPROJ, dla.atty, lg.attprojw, lg.attprojb, dla.attproj,
+                              la.atty, B, T, C, C);
         attention_backward(dla.qkv, dla.atty, la.qkv, la.att, B, T, C, NH);
-        matmul_backward(dla.ln1, lg.qkvw, lg.qkvb, dla.qkv, la.ln1, lp.qkvw, B, T, C, 3 * C, scratch);
+        block_matmul_backward(model, lp, l, LORA_QKV, dla.ln1, lg.qkvw, lg.qkvb, dla.qkv, la.ln1, B, T, C,
+                              3 * C);
         layernorm_backward(dresidual, lg.ln1w, lg.ln1b, dla.ln1, residual, lp.ln1w, la.ln1_mean, la.ln1_rstd,
                            B, T, C);
     }
-    encoder_backward(g.wte, g.wpe, da.encoded, model->inputs.data(), B, T, C);
+    if (g.wte != nullptr)
+        encoder_backward(g.wte, g.wpe, da.encoded, model->inputs.data(), B, T, C); // not LoRA
 }
 
 // ----------------------------------------------------------------------------------------------------
-// the optimizer: AdamW on this process's shard of the parameters
+// the optimizer: AdamW on this process's shard of the trained parameters (the model, or the LoRA adapters)
 //
 // Data parallelism (llmc/zero.h has the arithmetic, llmc/mpi_cpu.h the MPI calls): every process runs
 // forward and backward on its own slice of the global batch, then
@@ -696,10 +900,11 @@ void gpt2_backward(GPT2* model, float loss_scale) {
 
 struct Optimizer {
     int zero_stage = 0;
-    ShardLayout layout;                       // which slice of the flat buffer this process updates
+    ShardLayout layout;                       // which slice of the trained buffer this process updates
     ShardRange ranges[NUM_PARAMETER_TENSORS]; // that slice cut at tensor boundaries
     int num_ranges = 0;
-    float* grad_shard = nullptr; // (shard_size) the averaged gradient of the slice
+    bool decay[NUM_PARAMETER_TENSORS]; // weight decay on tensor i (the matrices: every LoRA tensor)
+    float* grad_shard = nullptr;       // (shard_size) the averaged gradient of the slice
     // fp32 AdamW state (shard_size each)
     float* m = nullptr;
     float* v = nullptr;
@@ -714,19 +919,31 @@ struct Optimizer {
     size_t num_blocks = 0;
 };
 
-// Pads the model's parameter buffer to the layout's length (zeros) and allocates the optimizer state.
+// Pads the model's trained buffer (the parameters, or with LoRA the adapters) to the layout's length
+// (zeros) and allocates the optimizer state for it.
 void optimizer_init(Optimizer* opt, GPT2* model, const ProcessGroup* pg, int zero_stage, bool use_8bit,
                     int quant_block) {
+    const bool lora = model->lora.rank > 0;
+    const size_t* sizes = lora ? model->lora_layout.sizes : model->param_sizes;
+    const int num_tensors = lora ? model->lora_layout.num_tensors : NUM_PARAMETER_TENSORS;
+    for (int i = 0; i < num_tensors; i++) opt->decay[i] = lora || parameter_is_matrix(i);
     opt->zero_stage = zero_stage;
-    opt->layout = zero_layout(model->num_parameters, pg->rank, pg->num_ranks, zero_stage);
-    opt->num_ranges = shard_ranges(model->param_sizes, NUM_PARAMETER_TENSORS, &opt->layout, opt->ranges);
-    const size_t P = model->num_parameters, P_pad = opt->layout.padded_params, S = opt->layout.shard_size;
+    opt->layout = zero_layout(model->num_trained, pg->rank, pg->num_ranks, zero_stage);
+    opt->num_ranges = shard_ranges(sizes, num_tensors, &opt->layout, opt->ranges);
+    const size_t P = model->num_trained, P_pad = opt->layout.padded_params, S = opt->layout.shard_size;
     // every process's slice has the same length, so the flat buffers are padded with zeros to P_pad
-    model->params_memory = (float*)realloc(model->params_memory, P_pad * sizeof(float));
-    if (model->params_memory == nullptr) fail("out of memory: could not pad the parameters to %zu", P_pad);
-    memset(model->params_memory + P, 0, (P_pad - P) * sizeof(float));
-    point_parameters(&model->params, model->params_memory, model->param_sizes);
-    model->num_parameters_padded = P_pad;
+    float* padded = (float*)realloc(model->trained, P_pad * sizeof(float));
+    if (padded == nullptr) fail("out of memory: could not pad the trained parameters to %zu", P_pad);
+    memset(padded + P, 0, (P_pad - P) * sizeof(float));
+    model->trained = padded;
+    model->num_trained_padded = P_pad;
+    if (lora) {
+        model->lora_memory = padded;
+    } else {
+        model->params_memory = padded;
+        model->params_floats = P_pad;
+        point_parameters(&model->params, padded, model->param_sizes);
+    }
     opt->grad_shard = (zero_stage == 1) ? (float*)calloc_check(S, sizeof(float), "gradient shard") : nullptr;
     opt->use_8bit = use_8bit;
     opt->quant_block = quant_block;
@@ -797,6 +1014,7 @@ double sum_of_squares(const float* x, size_t n) {
 float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const AdamWConfig& h, int t) {
     const ShardLayout& lay = opt->layout;
     float* grads = model->grads_memory;
+    float* params = model->trained;
     // 1. average the gradients over processes; g = this process's slice of them (shard_size floats)
     float* g = grads;
     if (opt->zero_stage == 0) {
@@ -826,8 +1044,8 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     // 4. AdamW, tensor by tensor (weight decay only on matrices)
     for (int r = 0; r < opt->num_ranges; r++) {
         const ShardRange& rg = opt->ranges[r];
-        float wd = parameter_is_matrix(rg.tensor) ? h.weight_decay : 0.0f;
-        float* p = model->params_memory + rg.global_offset;
+        float wd = opt->decay[rg.tensor] ? h.weight_decay : 0.0f;
+        float* p = params + rg.global_offset;
         const float* gr = g + rg.offset_in_shard;
         if (!opt->use_8bit) {
             adamw_update(p, gr, opt->m + rg.offset_in_shard, opt->v + rg.offset_in_shard, rg.count, lr,
@@ -839,11 +1057,10 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
                              lr, h.beta1, h.beta2, h.eps, wd, t);
         }
     }
-    model->param_version++; // cached copies of the parameters (the packed wte) are stale now
+    // cached copies of the parameters (the packed wte) are stale now; not so under LoRA (a frozen wte)
+    if (model->lora.rank == 0) model->param_version++;
     // 5. ZeRO-1: every process gets everyone's updated slice
-    if (opt->zero_stage == 1) {
-        pg_allgather(pg, model->params_memory + lay.shard_offset, model->params_memory, lay.shard_size);
-    }
+    if (opt->zero_stage == 1) pg_allgather(pg, params + lay.shard_offset, params, lay.shard_size);
     return norm;
 }
 
@@ -899,9 +1116,44 @@ void trainer_print_step_end(Trainer* tr, double seconds, bool) {
 
 // Checkpoints (llmc/state_file.h): the model file, and this rank's state: the header, then m and v (fp32),
 // or for 8-bit AdamW the m and v codes and their scales.
+// With LoRA the model file is the merged model, W + s.B.A in every adapted matrix (from the dequantized
+// NF4 base under QLoRA): a plain fp32 llm.c file, written tensor by tensor, one layer's matrix at a time.
+void gpt2_write_merged(GPT2* m, const char* path) {
+    const GPT2Config& c = m->config;
+    const int L = c.num_layers, r = m->lora.rank;
+    ModelFileWriter w(path, c, /*bf16=*/false);
+    std::vector<float> W((size_t)4 * c.channels * c.channels);
+    const float** held = (const float**)&m->params;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        int t = -1;
+        for (int k = 0; k < NUM_LORA_TARGETS; k++)
+            if (LORA_BASE_TENSOR[k] == i) t = k;
+        if (t < 0) {
+            w.write(held[i], m->param_sizes[i]);
+            continue;
+        }
+        int in, out;
+        lora_target_shape(c, t, &in, &out);
+        for (int l = 0; l < L; l++) {
+            const LayerParams lp = layer_params(m->params, l, c.channels);
+            memcpy(W.data(), base_matrix(m, lp, l, t), (size_t)out * in * sizeof(float));
+            if (lora_has(m->lora, t)) {
+                lora_merge_matrix(W.data(), lora_a(m, m->lora_memory, t, l), lora_b(m, m->lora_memory, t, l),
+                                  lora_scale(m->lora), out, in, r);
+            }
+            w.write(W.data(), (size_t)out * in);
+        }
+    }
+    w.finish();
+}
+
 void trainer_write_model(Trainer* tr, const std::string& path) {
-    const GPT2& m = tr->model;
-    checkpoint_write(path.c_str(), m.config, m.params_memory, m.num_parameters, false);
+    GPT2& m = tr->model;
+    if (m.lora.rank > 0) {
+        gpt2_write_merged(&m, path.c_str());
+    } else {
+        checkpoint_write(path.c_str(), m.config, m.params_memory, m.num_parameters, false);
+    }
 }
 StateHeader trainer_state_header(const Trainer* tr, int step) {
     const Optimizer& opt = tr->opt;
@@ -914,7 +1166,7 @@ StateHeader trainer_state_header(const Trainer* tr, int step) {
     h.quant_block = opt.quant_block;
     h.shard_size = opt.layout.shard_size;
     h.shard_offset = opt.layout.shard_offset;
-    h.num_parameters = tr->model.num_parameters;
+    h.num_parameters = tr->model.num_trained;
     return h;
 }
 StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std::string& path) {
@@ -923,6 +1175,11 @@ StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std:
     Optimizer& opt = tr->opt;
     const size_t S = opt.layout.shard_size;
     StateBuffers b;
+    // under LoRA the model file is the merged export: the adapters themselves are saved here (every rank
+    // holds all of them)
+    if (tr->model.lora.rank > 0)
+        state_buffers_add(&b, "LoRA adapters", tr->model.lora_memory, sizeof(float), tr->model.num_trained,
+                          STATE_FINITE);
     if (!opt.use_8bit) {
         state_buffers_add(&b, "AdamW m", opt.m, sizeof(float), S, STATE_FINITE);
         state_buffers_add(&b, "AdamW v", opt.v, sizeof(float), S, STATE_NONNEGATIVE);
@@ -939,28 +1196,91 @@ StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std:
 
 #ifndef TESTING // test_gpt2.cpp includes this file for its functions and has its own main
 
-// What the run will allocate (the parameters, their gradients, the optimizer state of this process's
-// shard, the activations and their gradients), checked against the memory left on the machine before any
-// of it is allocated. Processes of one machine share it: each may use its share.
-void check_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_ranks) {
+// The memory of this process by category, in bytes: predicted from the model's shape and the flags before
+// anything is allocated (check_cpu_memory), and counted from the buffers once they are (the table printed
+// at start-up, beside the prediction and the process's resident size).
+struct CpuMemory {
+    double base = 0;    // the frozen base under LoRA (fp32, or NF4 + its fp32 tensors), with its scratch
+    double trained = 0; // what the optimizer trains: the parameters, or the adapters
+    double grads = 0;   // their gradients
+    double optim = 0;   // AdamW's m and v (fp32, or 8-bit codes and their scales), the ZeRO-1 gradient slice
+    double acts = 0;    // activations and their gradients (and the adapters' u)
+    double total() const { return base + trained + grads + optim + acts; }
+};
+
+CpuMemory predict_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_ranks) {
     size_t act[NUM_ACTIVATION_TENSORS];
     activation_sizes(act, config, cfg.B, cfg.T);
-    double acts = 0.0;
-    for (size_t a : act) acts += 2.0 * 4.0 * (double)a; // activations and their gradients, fp32
-    const double P = (double)gpt2_num_parameters(config), shard = cfg.zero_stage == 1 ? P / num_ranks : P;
-    const double params = 2.0 * 4.0 * P; // parameters and gradients, fp32
-    const double optim = (cfg.use_8bit ? 2.0 : 8.0) * shard + (cfg.zero_stage == 1 ? 4.0 * shard : 0.0);
+    CpuMemory m;
+    for (size_t a : act) m.acts += 2.0 * 4.0 * (double)a;
+    const LoraConfig& lc = cfg.lora;
+    const double C = config.channels, BT = (double)cfg.B * cfg.T;
+    double P = (double)gpt2_num_parameters(config);
+    if (lc.rank > 0) {
+        m.base = lora_base_bytes_predicted(config, lc.nf4);
+        if (lc.nf4) m.base += 4.0 * 4 * C * C * (1.0 + 1.0 / NF4_BLOCK); // one dequantized matrix
+        P = (double)lora_layout(config, lc).total;
+        m.acts += 4.0 * lc.rank * BT * (NUM_LORA_TARGETS * config.num_layers + 1); // u, du
+    }
+    const double shard = cfg.zero_stage == 1 ? P / num_ranks : P;
+    m.trained = 4.0 * P;
+    m.grads = 4.0 * P;
+    m.optim = (cfg.use_8bit ? 2.0 * (1.0 + 4.0 / cfg.quant_block) : 8.0) * shard;
+    if (cfg.zero_stage == 1) m.optim += 4.0 * shard;
+    return m;
+}
+
+CpuMemory measure_cpu_memory(const GPT2& model, const Optimizer& opt) {
+    CpuMemory m;
+    const bool lora = model.lora.rank > 0;
+    if (lora) {
+        m.base = 4.0 * model.params_floats + (double)nf4_base_bytes(model.nf4);
+        if (model.lora.nf4)
+            m.base += 4.0 * (4.0 * model.config.channels * model.config.channels +
+                             nf4_base_max_blocks(model.config));
+    }
+    m.trained = 4.0 * model.num_trained_padded;
+    m.grads = 4.0 * model.num_trained_padded;
+    m.optim = (double)optimizer_state_bytes(&opt) + (opt.grad_shard ? 4.0 * opt.layout.shard_size : 0.0);
+    m.acts = 2.0 * 4.0 * model.num_activations;
+    if (lora) {
+        const double BTr = (double)model.batch_size * model.seq_len * model.lora.rank;
+        m.acts += 4.0 * BTr * (NUM_LORA_TARGETS * model.config.num_layers + 1);
+    }
+    return m;
+}
+
+void print_memory_table(const CpuMemory& predicted, const CpuMemory& allocated, const GPT2& model) {
+    const double MiB = 1024.0 * 1024.0;
+    const char* base = !model.lora.rank ? "frozen base (none: all trains)"
+                       : model.lora.nf4 ? "frozen base (NF4 + fp32 rest)"
+                                        : "frozen base (fp32)";
+    const char* names[5] = {base, model.lora.rank ? "trained: LoRA adapters" : "trained: parameters",
+                            "gradients", "optimizer state", "activations + their gradients"};
+    const double p[5] = {predicted.base, predicted.trained, predicted.grads, predicted.optim, predicted.acts};
+    const double a[5] = {allocated.base, allocated.trained, allocated.grads, allocated.optim, allocated.acts};
+    printf("memory (this process)            predicted MiB   allocated MiB\n");
+    for (int i = 0; i < 5; i++) printf("  %-31s %13.2f %15.2f\n", names[i], p[i] / MiB, a[i] / MiB);
+    printf("  %-31s %13.2f %15.2f\n", "total", predicted.total() / MiB, allocated.total() / MiB);
+}
+
+// What the run will allocate, checked against the memory left on the machine before any of it is
+// allocated. Processes of one machine share it: each may use its share. An NF4 base is first loaded whole
+// in fp32 and then quantized, so its peak is the fp32 model beside its NF4 copy.
+void check_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_ranks) {
+    const CpuMemory m = predict_cpu_memory(config, cfg, num_ranks);
+    double need = m.total();
+    if (cfg.lora.nf4) need = std::max(need, lora_base_bytes_predicted(config, false) + m.base);
     const char* local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
     const int here = local != nullptr && atoi(local) > 0 ? atoi(local) : 1;
     const double GiB = 1024.0 * 1024.0 * 1024.0;
-    char parts[256];
-    snprintf(
-        parts, sizeof(parts),
-        "parameters and gradients %.2f GiB, optimizer state %.2f GiB, activations and their gradients %.2f "
-        "GiB at -b %d -t %d; %d process(es) on this machine",
-        params / GiB, optim / GiB, acts / GiB, cfg.B, cfg.T, here);
+    char parts[320];
+    snprintf(parts, sizeof(parts),
+             "frozen base %.2f GiB, trained parameters and gradients %.2f GiB, optimizer state %.2f GiB, "
+             "activations and their gradients %.2f GiB at -b %d -t %d; %d process(es) on this machine",
+             m.base / GiB, (m.trained + m.grads) / GiB, m.optim / GiB, m.acts / GiB, cfg.B, cfg.T, here);
     check_memory_fits(
-        params + optim + acts, host_memory_available_bytes() / here, "host memory", parts,
+        need, host_memory_available_bytes() / here, "host memory", parts,
         "reduce -b or -t (-d keeps the batch with gradient accumulation), or use a smaller model");
 }
 
@@ -994,6 +1314,12 @@ int main(int argc, char** argv) {
         gpt2_build_from_checkpoint(&model, cfg.model);
     }
     const GPT2Config& mc = model.config;
+    // LoRA: the adapters, and under QLoRA the NF4 base; the checksum of the base first, before it is
+    // quantized (the run facts hold it: a resume must start from the same base)
+    const bool lora = cfg.lora.rank > 0;
+    const uint32_t base_crc =
+        lora ? run_params_crc(pg.num_ranks, cfg, model.params_memory, model.num_parameters) : 0;
+    gpt2_setup_lora(&model, cfg.lora, cfg.seed);
 
     RunPlan plan;
     run_plan_init(&plan, cfg, mc, pg.rank, pg.num_ranks);
@@ -1002,15 +1328,21 @@ int main(int argc, char** argv) {
     optimizer_init(&tr.opt, &model, &pg, cfg.zero_stage, cfg.use_8bit, cfg.quant_block);
     gpt2_allocate_training_state(&model, cfg.B, cfg.T);
     tr.adamw = cfg.adamw;
-    tr.flops_per_step = 6.0 * model.num_parameters * plan.tokens_per_step;
+    // 6 FLOPs per parameter and token: 2 in the forward, 2 for the input gradient, 2 for the weight
+    // gradient, which a frozen LoRA base skips (its adapters take 6 per adapter parameter)
+    tr.flops_per_step =
+        (lora ? 4.0 * model.num_parameters + 6.0 * model.num_trained : 6.0 * model.num_parameters) *
+        plan.tokens_per_step;
     run_load_decoder(cfg, mc, &tr.decoder);
 
     TrainState st = run_initial_state(cfg);
-    const bool resuming = run_resume_model(&plan, cfg, mc, model.params_memory, model.num_parameters);
+    const bool resuming =
+        run_resume_model(&plan, cfg, mc, lora ? nullptr : model.params_memory, model.num_parameters);
     // every rank has the same flags, model and data, or all stop (before the first collective that sizes by
     // them)
-    run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader, model.params_memory,
-                        model.num_parameters);
+    const uint32_t crc =
+        lora ? base_crc : run_params_crc(pg.num_ranks, cfg, model.params_memory, model.num_parameters);
+    run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader, crc);
     if (resuming) {
         run_load_state(&tr, &plan, cfg.output_dir, &st);
         dataloader_set_state(&train_loader, st.loader);
@@ -1019,15 +1351,20 @@ int main(int argc, char** argv) {
     run_open_log(&plan, cfg, &logger);
     if (plan.main_process) {
         run_print_plan(&plan, cfg, mc, model.num_parameters, &train_loader, &val_loader);
-        const double MiB = 1024.0 * 1024.0;
-        printf("memory (this process): parameters %.1f MiB, gradients %.1f MiB, optimizer state %.1f MiB, "
-               "activations %.1f MiB (+ as much for their gradients)\n",
-               model.num_parameters_padded * 4 / MiB, model.num_parameters_padded * 4 / MiB,
-               optimizer_state_bytes(&tr.opt) / MiB, model.num_activations * 4 / MiB);
+        print_memory_table(predict_cpu_memory(mc, cfg, pg.num_ranks), measure_cpu_memory(model, tr.opt),
+                           model);
+        if (lora && cfg.output_dir) {
+            printf("checkpoints: model_<step>.bin is the merged model, W + (alpha/r) B.A%s; the adapters and "
+                   "their optimizer state are in state_<step>_<rank>.bin\n",
+                   cfg.lora.nf4 ? " on the dequantized NF4 base (not the fp32 base of -e)" : "");
+        }
         printf("threads: %d\n", omp_get_max_threads());
     }
 
     run_training(&tr, &plan, cfg, &train_loader, &val_loader, &logger, &st);
+    if (plan.main_process)
+        printf("peak resident memory of this process: %.2f MiB (VmHWM)\n",
+               process_status_bytes("VmHWM") / 1048576.0);
 
     logger_free(&logger);
     optimizer_free(&tr.opt);

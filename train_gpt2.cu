@@ -1005,6 +1005,9 @@ int main(int argc, char** argv) {
     mgc = multi_gpu_config_init(&argc, &argv, cfg.init_method, cfg.server, cfg.fs_path, cfg.num_processes,
                                 cfg.process_rank, cfg.gpus_per_node);
     run_check_flags(cfg);
+    if (cfg.lora.rank > 0)
+        fail("flag -lo: LoRA and QLoRA fine-tuning are in the CPU trainer (train_gpt2) only, so far; this "
+             "GPU trainer trains the whole model");
     run_claim_output_dir(cfg, mgc.rank, mgc.num_ranks);
     cudaCheck(cudaFree(nullptr)); // create the CUDA context now, so the memory baseline excludes it
     size_t total_memory = 0;
@@ -1031,8 +1034,8 @@ int main(int argc, char** argv) {
     const bool resuming = run_resume_model(&plan, cfg, mc, model.params_host.data(), model.num_parameters);
     // every rank has the same flags, model and data, or all stop (before the first collective that sizes by
     // them)
-    run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader, model.params_host.data(),
-                        model.num_parameters);
+    run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader,
+                        run_params_crc(plan.num_ranks, cfg, model.params_host.data(), model.num_parameters));
 
     // device buffers: the optimizer's ZeRO layout sizes the model's; the master weights start from the
     // host copy (the resumed model file's parameters when resuming)

@@ -7,6 +7,10 @@ It builds a GPT-2 from a config given on the command line (seeded random init) a
                        and the losses of NSTEPS AdamW steps on that same batch.
   --write-final-model PATH   an fp32 checkpoint of the weights after those NSTEPS steps (weight decay moves
                        the weights by ~1e-8 per step, invisible in float32 losses but not in the weights).
+  --lora-rank R ... --write-lora-state PATH   the same for LoRA fine-tuning (llmc/lora.h): the model above is
+                       the frozen base (with --lora-nf4 its four block matrices pass through NF4 with double
+                       quantization first, as QLoRA stores them); the state holds the batch, the logits, the
+                       loss, the adapters, their gradients and the losses of NSTEPS AdamW steps on them.
 The math runs in float64 by default (--compute-dtype) and is written as float32: the reference's own rounding
 error is then far below the tolerances the tests apply to fp32/bf16 code. The initial weights are drawn in
 float32, so the float64 model starts from exactly the values in the fp32 checkpoint.
@@ -46,6 +50,8 @@ MODEL_VERSION_FP32 = 3
 MODEL_VERSION_BF16 = 5
 STATE_MAGIC = 20240327
 STATE_VERSION = 2
+LORA_STATE_MAGIC = 20240328
+LORA_STATE_VERSION = 1
 TOKENS_MAGIC = 20240520
 TOKENS_VERSION = 1
 HEADER_INTS = 256
@@ -216,6 +222,119 @@ def checkpoint_tensors(model, get):
 
 
 # ----------------------------------------------------------------------------------------------------
+# LoRA and QLoRA (llmc/lora.h has the math and the layout the C++ trainers use)
+
+LORA_TARGETS = ["qkv", "attproj", "fc", "fcproj"]  # the order of the adapter buffer
+
+
+def block_linears(block):
+    """The four matrices of a block that can get an adapter, in LORA_TARGETS order."""
+    return [block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj]
+
+
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear plus a trained low-rank adapter: y = x W^T + b + (alpha/r) (x A^T) B^T, with
+    A (r, in) and B (out, r)."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base
+        self.scale = alpha / r
+        self.A = nn.Parameter(torch.empty(r, base.in_features))
+        self.B = nn.Parameter(torch.zeros(base.out_features, r))
+
+    def forward(self, x):
+        return self.base(x) + self.scale * F.linear(F.linear(x, self.A), self.B)
+
+
+def nf4_table():
+    """NF4's 16 levels (float32) and the midpoints between them rounded down to float32, computed as
+    llmc/quantize.h does: quantiles of N(0,1) found by bisection on erfc, normalised to [-1, 1]."""
+    def cdf_inverse(p):
+        lo, hi = -40.0, 40.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if 0.5 * math.erfc(-mid / math.sqrt(2.0)) < p:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
+    delta = 0.5 * ((1.0 - 1.0 / 30.0) + (1.0 - 1.0 / 32.0))
+    top = cdf_inverse(delta)
+    pos = [cdf_inverse(delta - (delta - 0.5) * k / 8.0) / top for k in range(8)]
+    neg = [-cdf_inverse(delta - (delta - 0.5) * k / 7.0) / top for k in range(7)]
+    pos[0], neg[0] = 1.0, -1.0
+    levels = np.array(sorted(pos + neg + [0.0]), dtype=np.float32)
+    exact = (levels[:-1].astype(np.float64) + levels[1:].astype(np.float64)) / 2.0
+    mids = exact.astype(np.float32)
+    high = mids.astype(np.float64) > exact
+    mids[high] = np.nextafter(mids[high], np.float32(-np.inf))
+    return levels, mids
+
+
+def nf4_roundtrip(w):
+    """One layer's matrix through QLoRA's storage, float32 in and out: NF4 codes in blocks of 64 (nearest
+    level of w / absmax), the absmax values double-quantized (minus their mean, int8 in blocks of 256), then
+    dequantized: level * dequantized absmax."""
+    levels, mids = nf4_table()
+    x = np.ascontiguousarray(w, dtype=np.float32).reshape(-1)
+    assert x.size % 64 == 0, "the block matrices hold whole NF4 blocks"
+    blocks = x.reshape(-1, 64)
+    absmax = np.abs(blocks).max(axis=1)
+    safe = np.where(absmax > 0, absmax, np.float32(1))
+    y = (blocks / safe[:, None]).astype(np.float32)
+    codes = np.searchsorted(mids, y, side="left")  # the number of midpoints below y
+    codes[absmax == 0] = int(np.where(levels == 0)[0][0])
+    mean = np.float32(absmax.astype(np.float64).mean())
+    centered = (absmax - mean).astype(np.float32)
+    deq = np.empty_like(absmax)
+    for g in range(0, centered.size, 256):
+        c = centered[g : g + 256]
+        scale = np.abs(c).max()
+        q = np.rint((c / scale).astype(np.float32) * np.float32(127)) if scale > 0 else np.zeros_like(c)
+        deq[g : g + 256] = ((q / np.float32(127)).astype(np.float32).astype(np.float64) * float(scale) + float(mean)).astype(np.float32)
+    return (levels[codes] * deq[:, None]).astype(np.float32).reshape(np.shape(w))
+
+
+def apply_lora(model, r, alpha, targets, nf4, gen, test_init):
+    """Freeze the model, replace its block matrices by their NF4 round trip (nf4: all four of every layer,
+    adapted or not, as QLoRA stores the base), and wrap the targets in LoRALinear. Adapters drawn from gen:
+    A uniform in +-1/sqrt(in) and B = 0 (the trainers' init), or with test_init both N(0, 0.1), so the
+    adapters change the output from the first step and every term of their gradient matters."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for block in model.transformer.h:
+        linears = block_linears(block)
+        if nf4:
+            with torch.no_grad():
+                for lin in linears:
+                    lin.weight.copy_(torch.from_numpy(nf4_roundtrip(lin.weight.numpy())))
+        wrapped = [LoRALinear(lin, r, alpha) if name in targets else lin for lin, name in zip(linears, LORA_TARGETS)]
+        with torch.no_grad():
+            for w in wrapped:
+                if isinstance(w, LoRALinear):
+                    if test_init:
+                        w.A.normal_(0.0, 0.1, generator=gen)
+                        w.B.normal_(0.0, 0.1, generator=gen)
+                    else:
+                        bound = 1.0 / math.sqrt(w.A.shape[1])
+                        w.A.uniform_(-bound, bound, generator=gen)
+        block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj = wrapped
+
+
+def lora_tensors(model, targets, get):
+    """The adapter buffer's tensors in llmc/lora.h's order: for each target, A (L, r, in) then B (L, out, r),
+    each made from get(param)."""
+    out = []
+    for i, name in enumerate(LORA_TARGETS):
+        if name in targets:
+            adapters = [block_linears(block)[i] for block in model.transformer.h]
+            out.append(torch.stack([get(a.A) for a in adapters]))
+            out.append(torch.stack([get(a.B) for a in adapters]))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
 # AdamW of the debug state, written out so that the C++ test can follow it line by line
 
 class AdamW:
@@ -308,6 +427,20 @@ def write_state(path, x, y, logits, loss, grads_fp32, Vp, losses):
     write_file_atomic(path, arrays + grads + [np.array(losses, dtype="<f4")])
 
 
+def write_lora_state(path, x, y, logits, loss, lora, adapters, grads, losses):
+    """LoRA debug state. Header: [0] magic 20240328, [1] 1, [2] B, [3] T, [4] NSTEPS, [5] r, [6] the targets as
+    bits (1 qkv, 2 attproj, 4 fc, 8 fcproj), [7] 1 for an NF4 base, [8] alpha (float32 bits); then x, y (B,T)
+    int32, logits (B,T,V) float32, loss, the adapters and their gradients (llmc/lora.h's order, float32),
+    then NSTEPS float32 AdamW-step losses."""
+    B, T = x.shape
+    r, alpha, targets, nf4 = lora
+    mask = sum(1 << i for i, name in enumerate(LORA_TARGETS) if name in targets)
+    alpha_bits = int(np.array([alpha], dtype="<f4").view("<i4")[0])
+    h = header(LORA_STATE_MAGIC, LORA_STATE_VERSION, [B, T, len(losses), r, mask, int(nf4), alpha_bits])
+    arrays = [h, x.astype("<i4"), y.astype("<i4"), logits.astype("<f4"), np.array([loss], dtype="<f4")]
+    write_file_atomic(path, arrays + adapters + grads + [np.array(losses, dtype="<f4")])
+
+
 def read_model(path):
     """Inverse of write_model: (config, Vp, list of 16 float32 arrays, wte cut back to V rows)."""
     if not os.path.isfile(path):
@@ -396,6 +529,11 @@ def parse_args(argv=None):
     p.add_argument("--write-state", default=None, metavar="PATH", help="write the debug state here")
     p.add_argument("--write-final-model", default=None, metavar="PATH",
                    help="write the weights after the AdamW steps here (fp32, rounded from the compute dtype)")
+    p.add_argument("--lora-rank", type=int, default=0, help="LoRA rank r: the model is a frozen base (default 0: off)")
+    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha; the adapters are scaled by alpha/r")
+    p.add_argument("--lora-targets", default="qkv,attproj", help="matrices with adapters: qkv,attproj,fc,fcproj or all")
+    p.add_argument("--lora-nf4", action="store_true", help="QLoRA: the block matrices pass through NF4 first")
+    p.add_argument("--write-lora-state", default=None, metavar="PATH", help="write the LoRA debug state here")
     args = p.parse_args(argv)
 
     if args.padded_vocab is None:
@@ -411,6 +549,14 @@ def parse_args(argv=None):
         fail(f"-T {args.T} must not exceed --block-size {args.block_size}")
     if args.adamw_steps < 0:
         fail(f"--adamw-steps must be >= 0, got {args.adamw_steps}")
+    args.lora_targets = LORA_TARGETS if args.lora_targets == "all" else args.lora_targets.split(",")
+    for name in args.lora_targets:
+        if name not in LORA_TARGETS:
+            fail(f"--lora-targets: '{name}' is not one of {','.join(LORA_TARGETS)} (or all)")
+    if args.lora_rank < 0 or (args.lora_rank == 0 and (args.write_lora_state or args.lora_nf4)):
+        fail("--write-lora-state and --lora-nf4 need --lora-rank >= 1")
+    if args.lora_rank > 0 and (args.write_state or args.write_final_model):
+        fail("with --lora-rank use --write-lora-state (and --write-model for the base)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}: torch.cuda.is_available() is False")
     return args
@@ -449,6 +595,9 @@ def main(argv=None):
             for p in model.parameters():
                 p.copy_(p.to(torch.bfloat16).float())
     initial_fp32 = [t.numpy().copy() for t in checkpoint_tensors(model, lambda p: p.detach())]
+    if args.lora_rank > 0:  # the base above is what --write-model writes; the adapters train
+        apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_targets, args.lora_nf4, gen, args.test_init)
+        adapters_fp32 = [t.numpy().copy() for t in lora_tensors(model, args.lora_targets, lambda p: p.detach())]
     model.to(args.device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"config: V={V} Vp={Vp} L={config.n_layer} NH={config.n_head} C={config.n_embd} "
@@ -463,10 +612,13 @@ def main(argv=None):
     loss0 = loss.item()
     print(f"loss: {loss0:.6f}")
     logits_fp32 = logits.detach().float().cpu().numpy()
-    grads_fp32 = [t.float().cpu().numpy().copy() for t in checkpoint_tensors(model, lambda p: p.grad)]
+    if args.lora_rank > 0:
+        grads_fp32 = [t.float().cpu().numpy().copy() for t in lora_tensors(model, args.lora_targets, lambda p: p.grad)]
+    else:
+        grads_fp32 = [t.float().cpu().numpy().copy() for t in checkpoint_tensors(model, lambda p: p.grad)]
 
     # NSTEPS AdamW steps on the same batch; loss i is computed before update i (so losses[0] == loss)
-    opt = AdamW(model.parameters())
+    opt = AdamW(p for p in model.parameters() if p.requires_grad)  # under LoRA, the adapters
     losses = []
     for step in range(args.adamw_steps):
         if step > 0:
@@ -478,6 +630,11 @@ def main(argv=None):
     if args.write_model:
         write_model(args.write_model, config, Vp, initial_fp32, args.model_dtype)
         print(f"wrote {args.write_model} ({args.model_dtype})")
+    if args.write_lora_state:
+        lora = (args.lora_rank, args.lora_alpha, args.lora_targets, args.lora_nf4)
+        write_lora_state(args.write_lora_state, x.cpu().numpy(), y.cpu().numpy(), logits_fp32, loss0, lora,
+                         adapters_fp32, grads_fp32, losses)
+        print(f"wrote {args.write_lora_state}")
     if args.write_state:
         write_state(args.write_state, x.cpu().numpy(), y.cpu().numpy(), logits_fp32, loss0, grads_fp32, Vp, losses)
         print(f"wrote {args.write_state}")

@@ -14,9 +14,11 @@
 // Both trainers use the table below, so the CPU and GPU lay out parameters identically.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "llmc/crc32.h"
 #include "llmc/rand.h"
@@ -292,24 +294,48 @@ inline void fill_model_header(int header[HEADER_SLOTS], const GPT2Config& c, int
     header[8] = MODEL_CHECKSUM_MARK;
 }
 
-// Writes a model file atomically (temporary name + rename): fp32 (version 3) or bf16 (version 5), with the
-// checksum of its parameter bytes in header[9].
+// A model file written tensor by tensor (a merged LoRA model is made one layer's matrix at a time):
+// the header, then the parameters in file order as fp32 (version 3) or bf16 (version 5), the checksum of
+// their bytes summed as they go and written into header[9] at the end; atomic (temporary name + rename),
+// so a crash mid-write leaves no half-written file under the name.
+struct ModelFileWriter {
+    AtomicFile file;
+    int header[HEADER_SLOTS];
+    bool bf16;
+    uint32_t crc = 0;
+    std::vector<uint16_t> bf16_chunk;
+    ModelFileWriter(const char* path, const GPT2Config& c, bool to_bf16) : file(path), bf16(to_bf16) {
+        fill_model_header(header, c, bf16 ? MODEL_VERSION_BF16 : MODEL_VERSION_FP32);
+        file.write(header, sizeof(int), HEADER_SLOTS); // header[9] is filled in by finish()
+    }
+    // the next n parameters (fp32; rounded to bf16 in a bf16 file)
+    void write(const float* params, size_t n) {
+        if (!bf16) {
+            crc = crc32_update(crc, params, n * sizeof(float));
+            file.write(params, sizeof(float), n);
+            return;
+        }
+        const size_t chunk = 1 << 16;
+        bf16_chunk.resize(chunk);
+        for (size_t i = 0; i < n; i += chunk) {
+            const size_t m = std::min(chunk, n - i);
+            for (size_t j = 0; j < m; j++) bf16_chunk[j] = float_to_bf16(params[i + j]);
+            crc = crc32_update(crc, bf16_chunk.data(), m * sizeof(uint16_t));
+            file.write(bf16_chunk.data(), sizeof(uint16_t), m);
+        }
+    }
+    void finish() {
+        header[9] = (int)crc;
+        if (fseek(file.fp, 0, SEEK_SET) != 0) fail("could not seek in '%s'", file.tmp_path.c_str());
+        file.write(header, sizeof(int), HEADER_SLOTS);
+        file.commit();
+    }
+};
+
+// Writes a whole model file from params (fp32, file order): fp32 (version 3) or bf16 (version 5).
 inline void checkpoint_write(const char* path, const GPT2Config& c, const float* params, size_t num_params,
                              bool bf16) {
-    int header[HEADER_SLOTS];
-    fill_model_header(header, c, bf16 ? MODEL_VERSION_BF16 : MODEL_VERSION_FP32);
-    AtomicFile f(path);
-    if (!bf16) {
-        header[9] = (int)crc32_update(0, params, num_params * sizeof(float));
-        f.write(header, sizeof(int), HEADER_SLOTS);
-        f.write(params, sizeof(float), num_params);
-    } else {
-        uint16_t* tmp = (uint16_t*)malloc_check(num_params * sizeof(uint16_t), "bf16 parameters");
-        for (size_t i = 0; i < num_params; i++) tmp[i] = float_to_bf16(params[i]);
-        header[9] = (int)crc32_update(0, tmp, num_params * sizeof(uint16_t));
-        f.write(header, sizeof(int), HEADER_SLOTS);
-        f.write(tmp, sizeof(uint16_t), num_params);
-        free(tmp);
-    }
-    f.commit();
+    ModelFileWriter w(path, c, bf16);
+    w.write(params, num_params);
+    w.finish();
 }

@@ -78,6 +78,7 @@ inline void run_check_flags(const TrainConfig& cfg) {
     if (cfg.resume && cfg.overwrite)
         fail("flags -y 1 and -ow 1 contradict each other: resume, or start over");
     if (cfg.overwrite && cfg.output_dir == nullptr) fail("flag -ow 1 needs -o <dir>");
+    if (cfg.lora.nf4 && cfg.lora.rank == 0) fail("flag -lq 1 (QLoRA) needs a LoRA rank: -lo <r>, r >= 1");
     // B*T at most 2^24 tokens (GPT-2 trains with 16 x 1024 = 2^14) keeps every activation size below 2^64
     if ((long)cfg.B * cfg.T > (1L << 24)) {
         fail("flags -b and -t: a micro-batch of %d x %d = %ld tokens is more than the %ld this program "
@@ -183,7 +184,8 @@ inline TrainState run_initial_state(const TrainConfig& cfg) {
 // With -y 1: finds the latest checkpoint in -o, checks its model file has this run's shape and reads its
 // parameters into params (fp32, file order, num_params). Returns whether the run resumes
 // (plan->resume_step is then the checkpoint's step; run_load_state reads the rest after the optimizer is
-// allocated).
+// allocated). With LoRA (params null) the model file is not read: it is the merged export, while the run
+// goes on from its frozen base (-e, checked by the run facts) and the adapters in the state file.
 inline bool run_resume_model(RunPlan* plan, const TrainConfig& cfg, const GPT2Config& mc, float* params,
                              size_t num_params) {
     if (!cfg.resume) return false;
@@ -202,7 +204,7 @@ inline bool run_resume_model(RunPlan* plan, const TrainConfig& cfg, const GPT2Co
     if (memcmp(&saved, &mc, sizeof(saved)) != 0) {
         fail("'%s' holds a different model shape than -e %s", model_path.c_str(), cfg.model);
     }
-    checkpoint_read_parameters(model_path.c_str(), version, params, num_params);
+    if (params != nullptr) checkpoint_read_parameters(model_path.c_str(), version, params, num_params);
     return true;
 }
 
@@ -229,6 +231,13 @@ inline void run_print_plan(const RunPlan* plan, const TrainConfig& cfg, const GP
     printf("optimizer: %s AdamW, ZeRO stage %d over %d processes, weight decay %g, clip %g\n",
            cfg.use_8bit ? "8-bit" : "fp32", cfg.zero_stage, plan->num_ranks, (double)cfg.adamw.weight_decay,
            (double)cfg.adamw.grad_clip);
+    if (cfg.lora.rank > 0) {
+        printf(
+            "LoRA: rank %d, alpha %g (scale %g) on %s: %zu adapter parameters train; the base is frozen%s\n",
+            cfg.lora.rank, (double)cfg.lora.alpha, (double)lora_scale(cfg.lora),
+            lora_targets_text(cfg.lora.targets).c_str(), lora_layout(mc, cfg.lora).total,
+            cfg.lora.nf4 ? ", its block matrices in NF4 (QLoRA)" : "");
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------
@@ -296,6 +305,12 @@ inline std::vector<RunFact> run_facts(const RunPlan* plan, const TrainConfig& cf
     run_fact_add(&f, "-z", R, "%d", cfg.zero_stage);
     run_fact_add(&f, "-qo", R, "%d", (int)cfg.use_8bit);
     run_fact_add(&f, "-qb", R, "%d", cfg.use_8bit ? cfg.quant_block : 0); // only 8-bit AdamW has blocks
+    run_fact_add(&f, "-lo", R, "%d", cfg.lora.rank);
+    run_fact_add(&f, "-la", R, "%s", float_text(cfg.lora.alpha).text);
+    run_fact_add(&f, "-lt", R, "%s", lora_targets_text(cfg.lora.targets).c_str());
+    run_fact_add(&f, "-lq", R, "%d", (int)cfg.lora.nf4);
+    // a LoRA run goes on from its base on resume (the checkpoint's model file is the merged export)
+    if (cfg.lora.rank > 0) run_fact_add(&f, "-e (LoRA base)", R, "CRC-32 %08x", params_crc);
     run_fact_add(&f, "-w", A, "%d", (int)cfg.keep_master);
     run_fact_add(&f, "-r", A, "%d", cfg.recompute);
     run_fact_add(&f, "-ge", A, "%d", (int)cfg.fuse_dgelu);
@@ -325,18 +340,23 @@ inline std::vector<RunFact> run_facts(const RunPlan* plan, const TrainConfig& cf
     return f;
 }
 
+// The checksum of the fp32 parameters a run starts from, for the run facts: only when a peer will compare it
+// (it costs a pass over them, ~0.3 s for d12) or a LoRA resume will (the frozen base must be the same).
+inline uint32_t run_params_crc(int num_ranks, const TrainConfig& cfg, const float* params,
+                               size_t num_params) {
+    if (num_ranks == 1 && cfg.lora.rank == 0) return 0;
+    return crc32_update(0, params, num_params * sizeof(float));
+}
+
 // The run facts of this run (plan->facts), then the start-up check that every rank has the same ones:
 // ranks started with other flags or models would otherwise hang in collectives of other sizes, overflow a
 // buffer, or train silently apart. On a disagreement every rank stops, and rank 0 prints one message naming
-// the first fact that differs and the first rank that differs on it. params: the fp32 parameters the run
-// starts from (after a resume, the checkpoint's).
+// the first fact that differs and the first rank that differs on it. params_crc: run_params_crc of the
+// parameters the run starts from (after a resume, the checkpoint's; with LoRA, the frozen base).
 template <class Trainer>
 void run_check_agreement(Trainer* tr, RunPlan* plan, const TrainConfig& cfg, const GPT2Config& mc,
-                         const DataLoader* train, const DataLoader* val, const float* params,
-                         size_t num_params) {
-    // the checksum of the parameters costs a pass over them (~0.3 s for d12): only when there is a peer
-    const uint32_t crc = plan->num_ranks > 1 ? crc32_update(0, params, num_params * sizeof(float)) : 0;
-    plan->facts = run_facts(plan, cfg, mc, train, val, crc);
+                         const DataLoader* train, const DataLoader* val, uint32_t params_crc) {
+    plan->facts = run_facts(plan, cfg, mc, train, val, params_crc);
     if (plan->num_ranks == 1) return;
     watchdog_progress("the start-up check of the flags", 0);
     const size_t K = plan->facts.size();

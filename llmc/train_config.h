@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "llmc/adamw8bit.h"
+#include "llmc/lora.h"
 #include "llmc/utils.h"
 
 // AdamW hyperparameters; weight decay applies to the 2-D matrices only (parameter_is_matrix).
@@ -48,6 +49,7 @@ struct TrainConfig {
     bool use_8bit = false;
     int quant_block = ADAMW8BIT_DEFAULT_BLOCK; // 8-bit AdamW: values per absmax scale
     uint64_t seed = 1337;
+    LoraConfig lora; // -lo -la -lt -lq: LoRA / QLoRA fine-tuning (llmc/lora.h)
     // GPU trainer only
     int recompute = 0;       // -r: 0 nothing, 1 GELU, 2 + LayerNorm, 3 whole blocks
     bool fuse_dgelu = false; // -ge: the fc backward's GELU in cuBLASLt's DGELU epilogue
@@ -109,6 +111,12 @@ inline void print_usage(const char* program, const TrainConfig& d, bool gpu) {
            (double)d.learning_rate, d.warmup_steps, (double)d.final_lr_frac, d.schedule,
            (double)d.cooldown_frac, d.lr_scale_rule, (double)d.adamw.weight_decay, (double)d.adamw.grad_clip,
            (int)d.use_8bit, d.quant_block, d.zero_stage);
+    printf("LoRA fine-tuning (llmc/lora.h): the model of -e frozen, low-rank adapters trained\n"
+           "  -lo <int>     LoRA rank r (0: off, the whole model trains)  default %d\n"
+           "  -la <float>   LoRA alpha: the adapters' output is scaled by alpha/r  default %g\n"
+           "  -lt <list>    matrices with adapters: qkv,attproj,fc,fcproj or all  default %s\n"
+           "  -lq <0|1>     QLoRA: the frozen block matrices stored in NF4, double-quantized  default %d\n",
+           d.lora.rank, (double)d.lora.alpha, lora_targets_text(d.lora.targets).c_str(), (int)d.lora.nf4);
     if (gpu) {
         printf("  -w <0|1>      keep fp32 master weights (-w 0 only in the FP32 build)  default %d\n"
                "  -r <0..3>     recompute in the backward: 0 nothing, 1 GELU, 2 + LayerNorm, 3 whole blocks"
@@ -216,6 +224,10 @@ inline bool parse_flags(TrainConfig* c, int argc, char** argv, bool gpu) {
         else if (!strcmp(k, "a")) c->overfit_single_batch = parse_bool_flag(f, v);
         else if (!strcmp(k, "ow")) c->overwrite = parse_bool_flag(f, v);
         else if (!strcmp(k, "sd")) c->seed = (uint64_t)parse_long_range(f, v, 0, LONG_MAX);
+        else if (!strcmp(k, "lo")) c->lora.rank = parse_int_flag(f, v, 0, 1024);
+        else if (!strcmp(k, "la")) c->lora.alpha = parse_float_range(f, v, 0.0f, 1e6f, /*lo_open=*/true);
+        else if (!strcmp(k, "lt")) c->lora.targets = lora_parse_targets(f, v);
+        else if (!strcmp(k, "lq")) c->lora.nf4 = parse_bool_flag(f, v);
         else {
             // GPU trainer only
             const char* gpu_flags[] = {"w", "r", "ge", "pi", "ps", "pf", "pn", "pr", "pg"};

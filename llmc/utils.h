@@ -257,6 +257,24 @@ inline void* calloc_check(size_t count, size_t size, const char* what) {
 
 // Bytes of memory this process can still allocate: MemAvailable of /proc/meminfo, lowered to what a cgroup
 // (v2) memory limit leaves; 0 when neither can be read (then no check is made).
+// A field of /proc/self/status in bytes: "VmRSS" (resident now), "VmHWM" (the peak resident size); 0 where
+// it cannot be read.
+inline double process_status_bytes(const char* field) {
+    double bytes = 0.0;
+    if (FILE* f = fopen("/proc/self/status", "r")) {
+        char line[256];
+        const size_t len = strlen(field);
+        unsigned long long kib;
+        while (fgets(line, sizeof(line), f) != nullptr) {
+            if (strncmp(line, field, len) == 0 && line[len] == ':' &&
+                sscanf(line + len + 1, "%llu", &kib) == 1)
+                bytes = kib * 1024.0;
+        }
+        fclose(f);
+    }
+    return bytes;
+}
+
 inline double host_memory_available_bytes() {
     double available = 0.0;
     if (FILE* f = fopen("/proc/meminfo", "r")) {

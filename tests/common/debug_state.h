@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "llmc/checkpoint.h"
+#include "llmc/lora.h"
 #include "llmc/train_config.h"
 #include "llmc/utils.h"
 
@@ -112,4 +113,76 @@ inline double relative_error(const float* a, const float* b, size_t n, size_t st
         max_ref = std::fmax(max_ref, std::fabs((double)b[ib]));
     }
     return max_ref > 0 ? max_diff / max_ref : max_diff;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// The LoRA debug state (train_gpt2.py --write-lora-state): the model file is the frozen base. Header
+// (int32, 256 slots): magic 20240328, version 1, B, T, NSTEPS, r, targets (bits of LoraTarget), 1 for an
+// NF4 base, alpha (float32 bits); then x, y (B,T) int32, logits (B,T,V), the loss, the adapters
+// (llmc/lora.h's layout, lora_layout(c, lora).total values), their gradients (as many) and NSTEPS step
+// losses, float32.
+constexpr int LORA_DEBUG_STATE_MAGIC = 20240328, LORA_DEBUG_STATE_VERSION = 1;
+
+struct LoraDebugState {
+    int B = 0, T = 0, nsteps = 0;
+    LoraConfig lora;
+    std::vector<int> x, y;
+    std::vector<float> logits;
+    float loss = 0.0f;
+    std::vector<float> adapters, grads, step_losses;
+};
+
+// The first int32 of a file (which kind of debug state it is); 0 when it has none.
+inline int debug_state_magic(const char* path) {
+    File f(path, "rb");
+    int magic = 0;
+    if (fread(&magic, sizeof(int), 1, f.fp) != 1) return 0;
+    return magic;
+}
+
+inline void lora_debug_state_read(LoraDebugState* d, const char* path, const GPT2Config& c) {
+    File f(path, "rb");
+    const size_t file_bytes = file_size_check(path);
+    int header[HEADER_SLOTS];
+    f.read(header, sizeof(int), HEADER_SLOTS, "the LoRA debug state header");
+    if (header[0] != LORA_DEBUG_STATE_MAGIC || header[1] != LORA_DEBUG_STATE_VERSION) {
+        fail("'%s' is not a LoRA debug state: expected magic %d version %d, got %d version %d", path,
+             LORA_DEBUG_STATE_MAGIC, LORA_DEBUG_STATE_VERSION, header[0], header[1]);
+    }
+    d->B = header[2], d->T = header[3], d->nsteps = header[4];
+    d->lora.rank = header[5];
+    d->lora.targets = (unsigned)header[6];
+    d->lora.nf4 = header[7] != 0;
+    memcpy(&d->lora.alpha, &header[8], sizeof(float));
+    if (d->B <= 0 || d->T <= 0 || d->T > c.max_seq_len || d->nsteps < 0 || d->nsteps > 1000 ||
+        d->lora.rank < 1 || d->lora.rank > 1024 || d->lora.targets == 0 ||
+        d->lora.targets > LORA_ALL_TARGETS || !(d->lora.alpha > 0.0f)) {
+        fail("'%s': bad header B=%d T=%d steps=%d r=%d targets=%u alpha=%g", path, d->B, d->T, d->nsteps,
+             d->lora.rank, d->lora.targets, (double)d->lora.alpha);
+    }
+    const size_t BT = (size_t)d->B * d->T, num_logits = BT * c.vocab_size;
+    const size_t n = lora_layout(c, d->lora).total;
+    const size_t expected = sizeof(header) + 4 * (2 * BT + num_logits + 1 + 2 * n + d->nsteps);
+    if (file_bytes != expected) {
+        fail("'%s': a LoRA state of B=%d T=%d steps=%d with %zu adapter parameters has %zu bytes, the file "
+             "%zu",
+             path, d->B, d->T, d->nsteps, n, expected, file_bytes);
+    }
+    d->x.resize(BT);
+    d->y.resize(BT);
+    d->logits.resize(num_logits);
+    d->adapters.resize(n);
+    d->grads.resize(n);
+    d->step_losses.resize(d->nsteps);
+    f.read(d->x.data(), sizeof(int), BT, "inputs x");
+    f.read(d->y.data(), sizeof(int), BT, "targets y");
+    f.read(d->logits.data(), sizeof(float), num_logits, "logits");
+    f.read(&d->loss, sizeof(float), 1, "loss");
+    f.read(d->adapters.data(), sizeof(float), n, "adapters");
+    f.read(d->grads.data(), sizeof(float), n, "adapter gradients");
+    f.read(d->step_losses.data(), sizeof(float), d->nsteps, "AdamW step losses");
+    for (size_t i = 0; i < BT; i++) {
+        if (d->x[i] < 0 || d->x[i] >= c.vocab_size || d->y[i] < 0 || d->y[i] >= c.vocab_size)
+            fail("'%s': token %zu is outside the model's vocab [0, %d)", path, i, c.vocab_size);
+    }
 }
