@@ -10,15 +10,15 @@
 //   quantization block (values per absmax scale),
 //   [8] = 1 if fp32 master weights follow the optimizer state (GPU trainer), [9] = number of run facts F,
 //   [10] = CRC-32 (llmc/crc32.h) of every byte after the header; then 64-bit values at int32
-//   slots 16..: [16] shard size, [18] shard offset, [20] number of parameters, [22] data loader epoch,
-//   [24] shard position, [26] sample position, [28] sampling RNG state;
-//   then F run facts (RunFact, 64 bytes each: the flags and data the run was started with, which a resume
-//   compares with its own, llmc/run_plan.h);
-//   then the optimizer state of the process's shard: m and v (fp32, shard size each), or for 8-bit AdamW
-//   m codes, v codes (uint8, shard size each), m absmax, v absmax (fp32, one per block); then, if [8] = 1,
-//   the shard's fp32 master weights.
-//   On reading, the checksum is verified, and so is every value that has a range (m and the master weights
-//   finite, v and the absmax scales finite and >= 0): a corrupted or poisoned state is an error naming it.
+//   slots 16..: [16] shard size, [18] shard offset, [20] number of trained parameters (the model's, or its
+//   LoRA adapters), [22] data loader epoch, [24] shard position, [26] sample position, [28] sampling RNG
+//   state; then F run facts (RunFact, 64 bytes each: the flags and data the run was started with, which a
+//   resume compares with its own, llmc/run_plan.h); then, for a LoRA run, the adapters (fp32, [20] values:
+//   the model file is their merged export); then the optimizer state of the process's shard: m and v (fp32,
+//   shard size each), or for 8-bit AdamW m codes, v codes (uint8, shard size each), m absmax, v absmax (fp32,
+//   one per block); then, if [8] = 1, the shard's fp32 master weights. On reading, the checksum is verified,
+//   and so is every value that has a range (m and the master weights finite, v and the absmax scales finite
+//   and >= 0): a corrupted or poisoned state is an error naming it.
 // <dir>/checkpoint_latest         the step of the newest complete checkpoint, as text. It is written
 //   (atomically) only after the model and every process's state are on disk, so a crash mid-save leaves
 //   the previous checkpoint as the one a resume finds.
@@ -147,11 +147,13 @@ inline StateHeader state_header_read(File* f, const StateHeader& expected, uint3
     }
     if (h.step != expected.step || h.rank != expected.rank || h.shard_size != expected.shard_size ||
         h.num_parameters != expected.num_parameters) {
-        fail("'%s' does not match this run: step %d, rank %d, %llu parameters, shard of %llu (expected step "
-             "%d, rank %d, %llu, %llu)",
-             path, h.step, h.rank, (unsigned long long)h.num_parameters, (unsigned long long)h.shard_size,
-             expected.step, expected.rank, (unsigned long long)expected.num_parameters,
-             (unsigned long long)expected.shard_size);
+        fail(
+            "'%s' does not match this run: step %d, rank %d, %llu trained parameters, shard of %llu "
+            "(expected "
+            "step %d, rank %d, %llu, %llu; with LoRA the trained parameters are the adapters of -lo and -lt)",
+            path, h.step, h.rank, (unsigned long long)h.num_parameters, (unsigned long long)h.shard_size,
+            expected.step, expected.rank, (unsigned long long)expected.num_parameters,
+            (unsigned long long)expected.shard_size);
     }
     return h;
 }
