@@ -184,14 +184,15 @@ CUDA_BINS += $(GPU_TRAINERS) $(GPU_TESTS)
 # Hopper (CUDA_ARCH=90a), into build/bringup/ in the repository's layout, with what they read:
 #   train_gpt2cu train_gpt2fp32cu test_gpt2cu test_gpt2fp32cu dev/cuda/<every check>
 #   train_gpt2              the CPU trainer (no MPI, x86-64-v2: whatever the GPU machine's processor)
-#   test/gpu/tiny*.bin      the small reference states (the gpt2v ones, 27 MB of model and 79 MB of state
+#   test/gpu/*tiny*.bin     the small reference states, LoRA's too (the gpt2v ones, 27 MB of model and 79 MB of state
 #                           each, are made on the GPU machine by train_gpt2.py from test/gpu/<name>.args)
 #   data/                   the Tiny Shakespeare shards and gpt2_tokenizer.bin
 #   MANIFEST                the toolkit, the commit, each program's size and the libraries it needs (readelf)
 # The pack must stay under 60 MiB: the device tool carries 64 MiB, the working tree included.
 PACK := build/bringup
 PACK_LIMIT_MIB := 60
-PACK_STATES := $(foreach n,tiny tiny_bf16,$(PACK)/test/gpu/$(n)_model.bin $(PACK)/test/gpu/$(n)_state.bin)
+PACK_STATES := $(foreach n,tiny tiny_bf16 lora_tiny lora_tiny_bf16 lora_tiny_nf4 lora_tiny_nf4_bf16,\
+	$(PACK)/test/gpu/$(n)_model.bin $(PACK)/test/gpu/$(n)_state.bin)
 PACK_ARGS := $(PACK)/test/gpu/gpt2v.args $(PACK)/test/gpu/gpt2v_bf16.args
 .PHONY: bringup_pack
 bringup_pack: $(PACK_STATES) $(PACK_ARGS) $(PACK)/train_gpt2 $(addprefix $(PACK)/,$(TINYSHAKESPEARE_DATA))
@@ -284,11 +285,18 @@ REF_gpu/gpt2v_bf16 := $(REF_gpu/gpt2v) --round-to-bf16 --model-dtype bf16
 # LoRA debug states (--write-lora-state; the model file is the frozen base), test_gpt2 reads them too: every
 # target on an fp32 base; the default targets on an NF4 base (QLoRA); every target, rank 8, on a GPT-2-vocabulary
 # NF4 base
-REF_lora_tiny := $(REF_tiny) --lora-rank 4 --lora-alpha 8 --lora-targets all
-REF_lora_tiny_nf4 := $(REF_tiny) --lora-rank 4 --lora-alpha 8 --lora-nf4
-REF_lora_gpt2v_nf4 := $(REF_gpt2v) --lora-rank 8 --lora-alpha 16 --lora-targets all --lora-nf4
+# (adapters random, B included: --lora-test-init). The GPU's (gpu/lora_*): rank 8 (its matmuls need multiples
+# of 8), head size 64.
+REF_lora_tiny := $(REF_tiny) --lora-rank 4 --lora-alpha 8 --lora-targets all --lora-test-init
+REF_lora_tiny_nf4 := $(REF_tiny) --lora-rank 4 --lora-alpha 8 --lora-nf4 --lora-test-init
+REF_lora_gpt2v_nf4 := $(REF_gpt2v) --lora-rank 8 --lora-alpha 16 --lora-targets all --lora-nf4 --lora-test-init
+REF_gpu/lora_tiny := $(REF_gpu/tiny) --lora-rank 8 --lora-alpha 16 --lora-targets all --lora-test-init
+REF_gpu/lora_tiny_bf16 := $(REF_gpu/lora_tiny) --round-to-bf16 --model-dtype bf16
+REF_gpu/lora_tiny_nf4 := $(REF_gpu/tiny) --lora-rank 8 --lora-alpha 16 --lora-nf4 --lora-test-init
+REF_gpu/lora_tiny_nf4_bf16 := $(REF_gpu/lora_tiny_nf4) --round-to-bf16 --model-dtype bf16
 CPU_REFERENCE_STATES := $(foreach n,tiny tiny_bf16 gpt2v lora_tiny lora_tiny_nf4 lora_gpt2v_nf4,build/test/$(n)_state.bin)
-REFERENCE_STATES := $(CPU_REFERENCE_STATES) build/test/gpu/tiny_state.bin build/test/gpu/tiny_bf16_state.bin
+REFERENCE_STATES := $(CPU_REFERENCE_STATES) build/test/gpu/tiny_state.bin build/test/gpu/tiny_bf16_state.bin \
+	$(foreach n,lora_tiny lora_tiny_bf16 lora_tiny_nf4 lora_tiny_nf4_bf16,build/test/gpu/$(n)_state.bin)
 GPU_REFERENCE_STATES := $(foreach n,tiny tiny_bf16 gpt2v gpt2v_bf16,build/test/gpu/$(n)_state.bin)
 .PHONY: reference_states gpu_reference_states
 reference_states: $(REFERENCE_STATES)
@@ -302,6 +310,10 @@ build/test/lora_%_model.bin build/test/lora_%_state.bin: train_gpt2.py
 	@mkdir -p $(@D)
 	$(PYTHON) train_gpt2.py $(REF_lora_$*) --write-model build/test/lora_$*_model.bin \
 		--write-lora-state build/test/lora_$*_state.bin > /dev/null
+build/test/gpu/lora_%_model.bin build/test/gpu/lora_%_state.bin: train_gpt2.py
+	@mkdir -p $(@D)
+	$(PYTHON) train_gpt2.py $(REF_gpu/lora_$*) --write-model build/test/gpu/lora_$*_model.bin \
+		--write-lora-state build/test/gpu/lora_$*_state.bin > /dev/null
 build/test/gpt2v_state.bin build/test/gpu/gpt2v_state.bin build/test/gpu/gpt2v_bf16_state.bin \
 	build/test/lora_gpt2v_nf4_state.bin: data/tinyshakespeare/tiny_shakespeare_val.bin
 

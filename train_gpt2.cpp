@@ -1117,34 +1117,18 @@ void trainer_print_step_end(Trainer* tr, double seconds, bool) {
 // Checkpoints (llmc/state_file.h): the model file, and this rank's state: the header, then m and v (fp32),
 // or for 8-bit AdamW the m and v codes and their scales.
 // With LoRA the model file is the merged model, W + s.B.A in every adapted matrix (from the dequantized
-// NF4 base under QLoRA): a plain fp32 llm.c file, written tensor by tensor, one layer's matrix at a time.
+// NF4 base under QLoRA): a plain fp32 llm.c file (llmc/lora.h's lora_write_merged).
 void gpt2_write_merged(GPT2* m, const char* path) {
     const GPT2Config& c = m->config;
-    const int L = c.num_layers, r = m->lora.rank;
-    ModelFileWriter w(path, c, /*bf16=*/false);
-    std::vector<float> W((size_t)4 * c.channels * c.channels);
     const float** held = (const float**)&m->params;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        int t = -1;
-        for (int k = 0; k < NUM_LORA_TARGETS; k++)
-            if (LORA_BASE_TENSOR[k] == i) t = k;
-        if (t < 0) {
-            w.write(held[i], m->param_sizes[i]);
-            continue;
-        }
+    auto base = [&](int t, int l, float* W) {
         int in, out;
         lora_target_shape(c, t, &in, &out);
-        for (int l = 0; l < L; l++) {
-            const LayerParams lp = layer_params(m->params, l, c.channels);
-            memcpy(W.data(), base_matrix(m, lp, l, t), (size_t)out * in * sizeof(float));
-            if (lora_has(m->lora, t)) {
-                lora_merge_matrix(W.data(), lora_a(m, m->lora_memory, t, l), lora_b(m, m->lora_memory, t, l),
-                                  lora_scale(m->lora), out, in, r);
-            }
-            w.write(W.data(), (size_t)out * in);
-        }
-    }
-    w.finish();
+        memcpy(W, base_matrix(m, layer_params(m->params, l, c.channels), l, t),
+               (size_t)out * in * sizeof(float));
+    };
+    lora_write_merged(
+        path, c, m->lora, m->lora_layout, m->lora_memory, [&](int i) { return held[i]; }, base);
 }
 
 void trainer_write_model(Trainer* tr, const std::string& path) {

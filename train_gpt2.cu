@@ -46,6 +46,7 @@ the same flags print bit-identical losses, and a resumed run continues bit for b
 #include "llmc/adamw.cuh"
 #include "llmc/adamw8bit.cuh"
 #include "llmc/global_norm.cuh"
+#include "llmc/lora.cuh"
 #include "llmc/nccl_gpu.cuh"
 #include "llmc/train_config.h"
 #include "llmc/state_file.h"
@@ -195,16 +196,32 @@ struct GPT2 {
     size_t param_sizes[NUM_PARAMETER_TENSORS];
     size_t param_offsets[NUM_PARAMETER_TENSORS];
     size_t num_parameters;
-    size_t num_parameters_padded;    // >= num_parameters: equal slices per process (llmc/zero.h)
-    std::vector<float> params_host;  // (num_parameters) fp32, as loaded or initialised (until upload)
-    floatX* params_memory = nullptr; // (num_parameters_padded) the padding zero
+    size_t held_sizes[NUM_PARAMETER_TENSORS]; // of the tensors in params_memory (0: a QLoRA NF4 matrix)
+    size_t params_floats = 0;        // length of params_memory: what the ZeRO layout pads to when the
+                                     // parameters train (llmc/zero.h), the held tensors under LoRA
+    std::vector<float> params_host;  // (num_parameters, or held) fp32, as loaded or initialised
+    floatX* params_memory = nullptr; // (params_floats) the padding zero
     ParameterTensors params;
-    floatX* micro_grads_memory = nullptr; // (num_parameters_padded) one micro-step's gradients
-    ParameterTensors micro_grads;
+    // what the optimizer trains: the parameters, or with LoRA (llmc/lora.h) only the adapters
+    size_t num_trained = 0;               // num_parameters, or the adapters' lora_layout.total
+    size_t num_trained_padded = 0;        // >= num_trained: equal slices per process
+    floatX* trained = nullptr;            // params_memory or lora_memory
+    floatX* micro_grads_memory = nullptr; // (num_trained_padded) one micro-step's gradients of `trained`
+    ParameterTensors micro_grads;         // its tensors when the whole model trains; all null under LoRA
     // The gradients of the step, as in the CPU trainer: the micro-steps' gradients summed in fp32 (4
     // bytes/param): adding many bf16 micro-step gradients in bf16 would round the running sum to 8
     // significant bits at every micro-step.
-    float* grads_memory = nullptr; // (num_parameters_padded)
+    float* grads_memory = nullptr; // (num_trained_padded)
+    // LoRA: adapters A, B on the block matrices of lora.targets; the base above is frozen
+    LoraConfig lora;
+    LoraLayout lora_layout;
+    std::vector<float> lora_host;  // (num_trained) fp32 adapters: fresh, resumed or downloaded for a save
+    floatX* lora_memory = nullptr; // (num_trained_padded) the adapters
+    floatX* lora_u = nullptr;      // (NUM_LORA_TARGETS, L, B*T*r) u = x.A^T of each adapter
+    floatX* lora_du = nullptr;     // (B*T*r) the backward's du
+    Nf4Base nf4_host;              // QLoRA: the four block matrices of every layer in NF4 (host copy)
+    std::vector<Nf4MatrixDevice> nf4[NUM_LORA_TARGETS]; // the same on the device, [target][layer]
+    floatX* dequant = nullptr;                          // (4C*C) one block matrix dequantized
     // activations, sized for batch_size x seq_len; the forward may run on smaller B (sampling)
     int recompute = 0;
     size_t act_count[NUM_ACTIVATION_TENSORS], act_elem[NUM_ACTIVATION_TENSORS];
@@ -258,6 +275,33 @@ void gpt2_init_host(GPT2* model, const GPT2Config& config, const char* source) {
         offset += model->param_sizes[i];
     }
     model->params_host.assign(model->num_parameters, 0.0f);
+    memcpy(model->held_sizes, model->param_sizes, sizeof(model->held_sizes));
+    model->params_floats = model->num_trained = model->num_trained_padded = model->num_parameters;
+}
+
+// LoRA on a built model (host side, before the optimizer's layout): the adapters, fresh from seed (A
+// random, B zero: llmc/lora.h), become what trains. With an NF4 base (QLoRA) the four block matrices of
+// every layer are quantized on the host and dropped from the parameters (held_sizes 0): the device holds
+// them only in NF4.
+void gpt2_setup_lora(GPT2* model, const LoraConfig& lc, uint64_t seed) {
+    if (lc.rank <= 0) return;
+    lora_check_rank(lc.rank);
+    const GPT2Config& c = model->config;
+    model->lora = lc;
+    model->lora_layout = lora_layout(c, lc);
+    model->lora_host.assign(model->lora_layout.total, 0.0f);
+    lora_init_random(model->lora_host.data(), model->lora_layout, c, seed);
+    model->num_trained = model->num_trained_padded = model->lora_layout.total;
+    if (!lc.nf4) return;
+    nf4_base_quantize(&model->nf4_host, c, model->params_host.data());
+    for (int t = 0; t < NUM_LORA_TARGETS; t++) model->held_sizes[LORA_BASE_TENSOR[t]] = 0;
+    std::vector<float> held;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        const float* src = model->params_host.data() + model->param_offsets[i];
+        held.insert(held.end(), src, src + model->held_sizes[i]);
+    }
+    model->params_host.swap(held);
+    model->params_floats = model->params_host.size();
 }
 
 // Load an llm.c model file (fp32 v3 or bf16 v5) into the host copy.
@@ -315,18 +359,45 @@ WorkspaceLayout gpt2_workspace_layout(const GPT2Config& c, int B, int T, size_t 
     return w;
 }
 
+// padded_params: the optimizer layout's length of the trained buffer (the parameters, or the adapters).
 void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recompute) {
     const GPT2Config& c = model->config;
     const size_t P_pad = padded_params, BT = (size_t)B * T;
-    model->num_parameters_padded = P_pad;
+    const bool lora = model->lora.rank > 0;
+    model->num_trained_padded = P_pad;
+    if (!lora) model->params_floats = P_pad;
     cudaCheck(cudaStreamCreate(&model->stream));
-    cudaCheck(cudaMalloc(&model->params_memory, P_pad * sizeof(floatX)));
-    cudaCheck(cudaMemset(model->params_memory, 0, P_pad * sizeof(floatX)));
-    upload_floatX(model->params_memory, model->params_host.data(), model->num_parameters);
-    point_parameters(&model->params, model->params_memory, model->param_sizes);
+    cudaCheck(cudaMalloc(&model->params_memory, model->params_floats * sizeof(floatX)));
+    cudaCheck(cudaMemset(model->params_memory, 0, model->params_floats * sizeof(floatX)));
+    upload_floatX(model->params_memory, model->params_host.data(), model->params_host.size());
+    point_parameters(&model->params, model->params_memory, model->held_sizes);
+    floatX** held = (floatX**)&model->params;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++)
+        if (model->held_sizes[i] == 0) held[i] = nullptr;
+    model->trained = model->params_memory;
+    if (lora) {
+        cudaCheck(cudaMalloc(&model->lora_memory, P_pad * sizeof(floatX)));
+        cudaCheck(cudaMemset(model->lora_memory, 0, P_pad * sizeof(floatX)));
+        upload_floatX(model->lora_memory, model->lora_host.data(), model->num_trained);
+        model->trained = model->lora_memory;
+        const size_t r = model->lora.rank;
+        cudaCheck(cudaMalloc(&model->lora_u, NUM_LORA_TARGETS * c.num_layers * BT * r * sizeof(floatX)));
+        cudaCheck(cudaMalloc(&model->lora_du, BT * r * sizeof(floatX)));
+        for (int t = 0; t < NUM_LORA_TARGETS; t++) {
+            model->nf4[t].clear();
+            for (const Nf4Matrix& m : model->nf4_host.matrix[t])
+                model->nf4[t].push_back(nf4_matrix_upload(m));
+        }
+        if (model->lora.nf4)
+            cudaCheck(cudaMalloc(&model->dequant, (size_t)4 * c.channels * c.channels * sizeof(floatX)));
+    }
     cudaCheck(cudaMalloc(&model->micro_grads_memory, P_pad * sizeof(floatX)));
     cudaCheck(cudaMemset(model->micro_grads_memory, 0, P_pad * sizeof(floatX)));
-    point_parameters(&model->micro_grads, model->micro_grads_memory, model->param_sizes);
+    if (lora) {
+        memset(&model->micro_grads, 0, sizeof(model->micro_grads));
+    } else {
+        point_parameters(&model->micro_grads, model->micro_grads_memory, model->param_sizes);
+    }
     cudaCheck(cudaMalloc(&model->grads_memory, P_pad * sizeof(float)));
     cudaCheck(cudaMemset(model->grads_memory, 0, P_pad * sizeof(float)));
 
@@ -361,6 +432,12 @@ void gpt2_free(GPT2* model) {
     cudaCheck(cudaFree(model->params_memory));
     cudaCheck(cudaFree(model->micro_grads_memory));
     cudaCheck(cudaFree(model->grads_memory));
+    cudaCheck(cudaFree(model->lora_memory));
+    cudaCheck(cudaFree(model->lora_u));
+    cudaCheck(cudaFree(model->lora_du));
+    cudaCheck(cudaFree(model->dequant));
+    for (auto& ms : model->nf4)
+        for (Nf4MatrixDevice& m : ms) cudaCheck(cudaFree((void*)m.codes));
     cudaCheck(cudaFree(model->acts_memory));
     cudaCheck(cudaFree(model->inputs));
     cudaCheck(cudaFree(model->targets));
@@ -409,6 +486,70 @@ floatX* layer_input(const GPT2* model, int l, int B, int T) {
 // ----------------------------------------------------------------------------------------------------
 // 2. forward, backward
 
+// a slice of a tensor that may not be held (null: the gradients of a frozen LoRA base)
+static inline floatX* slice(floatX* tensor, size_t offset) {
+    return tensor == nullptr ? nullptr : tensor + offset;
+}
+
+// Layer l's base matrix of LoRA target t (qkvw, attprojw, fcw, fcprojw): the parameter itself, or under
+// QLoRA dequantized from NF4 into model->dequant (stream-ordered: valid for the matmuls queued next).
+const floatX* base_matrix(GPT2* model, int l, int t) {
+    if (model->lora.nf4) {
+        nf4_dequantize_floatX(model->dequant, model->nf4[t][l], model->stream);
+        return model->dequant;
+    }
+    const ParameterTensors& p = model->params;
+    const size_t C = model->config.channels, lCC = (size_t)l * C * C;
+    const floatX* w[NUM_LORA_TARGETS] = {p.qkvw + 3 * lCC, p.attprojw + lCC, p.fcw + 4 * lCC,
+                                         p.fcprojw + 4 * lCC};
+    return w[t];
+}
+
+// Target t's adapter of layer l: A (r, IN), B (OC, r) in `from` (the adapters or their gradients), u (BT, r).
+floatX* lora_a(const GPT2* m, floatX* from, int t, int l) {
+    int in, out;
+    lora_target_shape(m->config, t, &in, &out);
+    return from + m->lora_layout.a_offset[t] + (size_t)l * m->lora.rank * in;
+}
+floatX* lora_b(const GPT2* m, floatX* from, int t, int l) {
+    int in, out;
+    lora_target_shape(m->config, t, &in, &out);
+    return from + m->lora_layout.b_offset[t] + (size_t)l * m->lora.rank * out;
+}
+floatX* lora_u(const GPT2* m, int t, int l) {
+    const size_t BTr = (size_t)m->batch_size * m->seq_len * m->lora.rank;
+    return m->lora_u + ((size_t)t * m->config.num_layers + l) * BTr;
+}
+
+// One of a block's four matmuls, target t of layer l: out = inp.W^T + bias, plus the adapter's
+// s.(inp.A^T).B^T when the matrix has one. inp (BT, IN) -> out (BT, OC).
+void block_matmul_forward(GPT2* model, int l, int t, floatX* out, const floatX* inp, const floatX* bias,
+                          int BT, int IN, int OC) {
+    matmul_forward(&model->matmul, out, inp, base_matrix(model, l, t), bias, BT, IN, OC, model->stream);
+    if (lora_has(model->lora, t)) {
+        floatX* a = model->lora_memory;
+        lora_forward(&model->matmul, out, lora_u(model, t, l), inp, lora_a(model, a, t, l),
+                     lora_b(model, a, t, l), lora_scale(model->lora), BT, IN, OC, model->lora.rank,
+                     model->stream);
+    }
+}
+// Its backward: dinp (overwritten) through W and the adapter, then the GELU backward when pre_gelu is given
+// (fcproj: dinp is d fch); dweight, dbias unless frozen (null); the adapter's dA, dB (added).
+void block_matmul_backward(GPT2* model, int l, int t, floatX* dinp, floatX* dweight, floatX* dbias,
+                           const floatX* dout, const floatX* inp, const floatX* pre_gelu, int BT, int IN,
+                           int OC) {
+    const bool adapted = lora_has(model->lora, t);
+    // with an adapter the GELU backward waits until its du.A is in dinp
+    matmul_backward(&model->matmul, dinp, dweight, dbias, dout, inp, base_matrix(model, l, t), BT, IN, OC,
+                    adapted ? nullptr : pre_gelu, model->dbias_scratch, model->stream);
+    if (!adapted) return;
+    floatX *a = model->lora_memory, *g = model->micro_grads_memory;
+    lora_backward(&model->matmul, dinp, lora_a(model, g, t, l), lora_b(model, g, t, l), model->lora_du, dout,
+                  inp, lora_u(model, t, l), lora_a(model, a, t, l), lora_b(model, a, t, l),
+                  lora_scale(model->lora), BT, IN, OC, model->lora.rank, model->stream);
+    if (pre_gelu != nullptr) gelu_backward_inplace(dinp, pre_gelu, (size_t)BT * IN, model->stream);
+}
+
 // Layer l's forward up to the fc GELU: everything but fcproj and its residual add, which the caller fuses
 // with the next LayerNorm. compute_ln1: ln1 = LayerNorm(residual) here (layer 0, and the -r 3 recompute);
 // otherwise the previous layer's fused residual + LayerNorm has written it.
@@ -422,12 +563,12 @@ void block_forward(GPT2* model, int l, int B, int T, const floatX* residual, con
     floatX* scratch = model->acts.scratch_btc;
     if (compute_ln1)
         layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, p.ln1w + lC, p.ln1b + lC, BT, C, s);
-    matmul_forward(&model->matmul, la.qkv, la.ln1, p.qkvw + lC * 3 * C, p.qkvb + lC * 3, BT, C, 3 * C, s);
+    block_matmul_forward(model, l, LORA_QKV, la.qkv, la.ln1, p.qkvb + lC * 3, BT, C, 3 * C);
     attention_forward(la.atty, la.lse, la.qkv, B, T, NH, C / NH, s);
-    matmul_forward(&model->matmul, scratch, la.atty, p.attprojw + lC * C, p.attprojb + lC, BT, C, C, s);
+    block_matmul_forward(model, l, LORA_ATTPROJ, scratch, la.atty, p.attprojb + lC, BT, C, C);
     fused_residual_layernorm_forward(la.residual2, la.ln2, la.ln2_mean, la.ln2_rstd, residual, scratch,
                                      p.ln2w + lC, p.ln2b + lC, BT, C, s);
-    matmul_forward(&model->matmul, la.fch, la.ln2, p.fcw + lC * 4 * C, p.fcb + lC * 4, BT, C, 4 * C, s);
+    block_matmul_forward(model, l, LORA_FC, la.fch, la.ln2, p.fcb + lC * 4, BT, C, 4 * C);
     gelu_forward(la.fch_gelu, la.fch, (size_t)BT * 4 * C, s);
 }
 
@@ -463,8 +604,7 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
         LayerActs la = layer_acts(model, l, B, T);
         block_forward(model, l, B, T, layer_input(model, l, B, T), la, l == 0);
         const size_t lC = (size_t)l * C;
-        matmul_forward(&model->matmul, a.scratch_btc, la.fch_gelu, p.fcprojw + lC * 4 * C, p.fcprojb + lC, BT,
-                       4 * C, C, s);
+        block_matmul_forward(model, l, LORA_FCPROJ, a.scratch_btc, la.fch_gelu, p.fcprojb + lC, BT, 4 * C, C);
         // residual3 = residual2 + fcproj, fused with the next LayerNorm (the next layer's ln1, or lnf)
         floatX* residual3 = layer_input(model, l + 1, B, T);
         if (l + 1 < L) {
@@ -513,7 +653,7 @@ void gpt2_grads_ready(GPT2* model, MultiGpuConfig* mgc, int l, bool reduce) {
 // The step's fp32 gradients start from zero (before its first micro-step's backward, as on the CPU).
 void gpt2_zero_grad(GPT2* model) {
     cudaCheck(
-        cudaMemsetAsync(model->grads_memory, 0, model->num_parameters_padded * sizeof(float), model->stream));
+        cudaMemsetAsync(model->grads_memory, 0, model->num_trained_padded * sizeof(float), model->stream));
 }
 
 // Backward pass of the last training forward (dloss_scale > 0): adds its gradients into grads_memory (fp32).
@@ -531,8 +671,7 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
     floatX* dres = a.dresidual;
     floatX* scratch = a.scratch_btc;
     // the floatX gradients hold this micro-step only (the launchers add into them: tied wte, dbias)
-    cudaCheck(
-        cudaMemsetAsync(model->micro_grads_memory, 0, model->num_parameters_padded * sizeof(floatX), s));
+    cudaCheck(cudaMemsetAsync(model->micro_grads_memory, 0, model->num_trained_padded * sizeof(floatX), s));
     cudaCheck(cudaMemsetAsync(dres, 0, (size_t)BT * C * sizeof(floatX), s));
 
     // classifier (logits = lnf wte^T; a.logits holds dlogits) and the final LayerNorm
@@ -555,31 +694,36 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
             if (model->recompute >= 1) gelu_forward(la.fch_gelu, la.fch, (size_t)BT * 4 * C, s);
         }
         // dres holds dL/d residual3 of this layer. residual3 = residual2 + fcproj(gelu(fch)):
-        matmul_backward(mm, a.dfch, g.fcprojw + lC * 4 * C, g.fcprojb + lC, dres, la.fch_gelu,
-                        p.fcprojw + lC * 4 * C, BT, 4 * C, C, la.fch, model->dbias_scratch,
-                        s); // dfch: pre-GELU
-        matmul_backward(mm, scratch, g.fcw + lC * 4 * C, g.fcb + lC * 4, a.dfch, la.ln2, p.fcw + lC * 4 * C,
-                        BT, C, 4 * C, nullptr, model->dbias_scratch, s); // scratch = dln2
-        layernorm_backward(dres, g.ln2w + lC, g.ln2b + lC, model->ln_scratch, scratch, la.residual2,
-                           p.ln2w + lC, la.ln2_mean, la.ln2_rstd, B, T, C, s); // dres = dL/d residual2
+        block_matmul_backward(model, l, LORA_FCPROJ, a.dfch, slice(g.fcprojw, lC * 4 * C),
+                              slice(g.fcprojb, lC), dres, la.fch_gelu, la.fch, BT, 4 * C,
+                              C); // dfch: pre-GELU
+        block_matmul_backward(model, l, LORA_FC, scratch, slice(g.fcw, lC * 4 * C), slice(g.fcb, lC * 4),
+                              a.dfch, la.ln2, nullptr, BT, C, 4 * C); // scratch = dln2
+        layernorm_backward(dres, slice(g.ln2w, lC), slice(g.ln2b, lC), model->ln_scratch, scratch,
+                           la.residual2, p.ln2w + lC, la.ln2_mean, la.ln2_rstd, B, T, C,
+                           s); // dres = dL/d residual2
         // residual2 = residual + attproj(attention(qkv(ln1(residual)))):
-        matmul_backward(mm, scratch, g.attprojw + lC * C, g.attprojb + lC, dres, la.atty, p.attprojw + lC * C,
-                        BT, C, C, nullptr, model->dbias_scratch, s); // scratch = datty
+        block_matmul_backward(model, l, LORA_ATTPROJ, scratch, slice(g.attprojw, lC * C),
+                              slice(g.attprojb, lC), dres, la.atty, nullptr, BT, C, C); // scratch = datty
         attention_backward(a.dqkv, scratch, la.qkv, la.atty, la.lse, model->att_scratch, B, T, NH, C / NH, s);
-        matmul_backward(mm, scratch, g.qkvw + lC * 3 * C, g.qkvb + lC * 3, a.dqkv, la.ln1,
-                        p.qkvw + lC * 3 * C, BT, C, 3 * C, nullptr, model->dbias_scratch,
-                        s); // scratch = dln1
-        layernorm_backward(dres, g.ln1w + lC, g.ln1b + lC, model->ln_scratch, scratch, residual, p.ln1w + lC,
-                           la.ln1_mean, la.ln1_rstd, B, T, C, s); // dres = dL/d residual (layer input)
-        if (overlap_reduce) gpt2_grads_ready(model, mgc, l, true);
+        block_matmul_backward(model, l, LORA_QKV, scratch, slice(g.qkvw, lC * 3 * C), slice(g.qkvb, lC * 3),
+                              a.dqkv, la.ln1, nullptr, BT, C, 3 * C); // scratch = dln1
+        layernorm_backward(dres, slice(g.ln1w, lC), slice(g.ln1b, lC), model->ln_scratch, scratch, residual,
+                           p.ln1w + lC, la.ln1_mean, la.ln1_rstd, B, T, C,
+                           s); // dres = dL/d residual (layer input)
+        if (overlap_reduce && model->lora.rank == 0) gpt2_grads_ready(model, mgc, l, true);
+    }
+    if (model->lora.rank > 0) { // no embedding gradients; the adapters' are averaged as one buffer
+        accumulate_grads_fp32(model->grads_memory, model->micro_grads_memory, model->num_trained_padded, s);
+        if (overlap_reduce) multi_gpu_allreduce_mean(mgc, s, model->grads_memory, model->num_trained_padded);
+        return;
     }
     encoder_backward(g.wte, g.wpe, dres, model->inputs, model->inputs_host.data(), &model->encoder_scratch, B,
                      T, C, s);
     if (overlap_reduce) {
         gpt2_grads_ready(model, mgc, -1, true);
     } else {
-        accumulate_grads_fp32(model->grads_memory, model->micro_grads_memory, model->num_parameters_padded,
-                              s);
+        accumulate_grads_fp32(model->grads_memory, model->micro_grads_memory, model->num_trained_padded, s);
     }
 }
 
@@ -603,9 +747,10 @@ struct Optimizer {
     ShardLayout layout;                       // which slice of the flat buffer this process updates
     ShardRange ranges[NUM_PARAMETER_TENSORS]; // that slice cut at tensor boundaries
     int num_ranges = 0;
-    bool keep_master = true; // fp32 master weights (needed in the BF16 build)
-    float* master = nullptr; // (shard_size) fp32
-    float* m = nullptr;      // (shard_size) fp32 AdamW state
+    bool decay[NUM_PARAMETER_TENSORS]; // weight decay on tensor i (the matrices: every LoRA tensor)
+    bool keep_master = true;           // fp32 master weights (needed in the BF16 build)
+    float* master = nullptr;           // (shard_size) fp32
+    float* m = nullptr;                // (shard_size) fp32 AdamW state
     float* v = nullptr;
     // 8-bit AdamW state: codes (shard_size each), one fp32 absmax per block of each range
     bool use_8bit = false;
@@ -619,16 +764,21 @@ struct Optimizer {
     uint64_t seed = 0; // of the stochastic rounding
 };
 
-// The layout only (the model's buffers are sized from it); optimizer_allocate after gpt2_allocate.
+// The layout only (the model's buffers are sized from it); optimizer_allocate after gpt2_allocate. It is
+// the layout of the trained buffer: the parameters, or with LoRA the adapters.
 void optimizer_init(Optimizer* opt, const GPT2* model, const MultiGpuConfig* mgc, int zero_stage,
                     bool use_8bit, int quant_block, bool keep_master, uint64_t seed) {
 #if !defined(ENABLE_FP32)
     if (!keep_master)
         fail("flag -w 0: the BF16 build needs the fp32 master weights (-w 0 is for the FP32 build)");
 #endif
+    const bool lora = model->lora.rank > 0;
+    const size_t* sizes = lora ? model->lora_layout.sizes : model->param_sizes;
+    const int num_tensors = lora ? model->lora_layout.num_tensors : NUM_PARAMETER_TENSORS;
+    for (int i = 0; i < num_tensors; i++) opt->decay[i] = lora || parameter_is_matrix(i);
     opt->zero_stage = zero_stage;
-    opt->layout = zero_layout(model->num_parameters, mgc->rank, mgc->num_ranks, zero_stage);
-    opt->num_ranges = shard_ranges(model->param_sizes, NUM_PARAMETER_TENSORS, &opt->layout, opt->ranges);
+    opt->layout = zero_layout(model->num_trained, mgc->rank, mgc->num_ranks, zero_stage);
+    opt->num_ranges = shard_ranges(sizes, num_tensors, &opt->layout, opt->ranges);
     opt->use_8bit = use_8bit;
     opt->quant_block = quant_block;
     opt->keep_master = keep_master;
@@ -640,15 +790,15 @@ void optimizer_init(Optimizer* opt, const GPT2* model, const MultiGpuConfig* mgc
     }
 }
 
-// Allocates the state; the master weights start as this shard of the model's fp32 host copy.
+// Allocates the state; the master weights start as this shard of the trained buffer's fp32 host copy.
 void optimizer_allocate(Optimizer* opt, const GPT2* model) {
     const size_t S = opt->layout.shard_size;
+    const float* host = model->lora.rank > 0 ? model->lora_host.data() : model->params_host.data();
     if (opt->keep_master) {
         std::vector<float> shard(S, 0.0f); // the padding stays 0
         for (int r = 0; r < opt->num_ranges; r++) {
             const ShardRange& rg = opt->ranges[r];
-            memcpy(shard.data() + rg.offset_in_shard, model->params_host.data() + rg.global_offset,
-                   rg.count * sizeof(float));
+            memcpy(shard.data() + rg.offset_in_shard, host + rg.global_offset, rg.count * sizeof(float));
         }
         cudaCheck(cudaMalloc(&opt->master, S * sizeof(float)));
         cudaCheck(cudaMemcpy(opt->master, shard.data(), S * sizeof(float), cudaMemcpyHostToDevice));
@@ -693,15 +843,15 @@ size_t optimizer_state_bytes(const Optimizer* opt) {
 float* optimizer_master(GPT2* model, Optimizer* opt, const ShardRange& rg) {
     if (opt->master != nullptr) return opt->master + rg.offset_in_shard;
 #if defined(ENABLE_FP32)
-    return model->params_memory + rg.global_offset;
+    return model->trained + rg.global_offset;
 #else
     (void)model;
     fail("optimizer: the BF16 build needs the fp32 master weights");
 #endif
 }
 
-// One optimizer step from the gradients accumulated in model->grads_memory. t is 1-based. Returns the global
-// gradient norm before clipping.
+// One optimizer step from the gradients accumulated in model->grads_memory, on the trained buffer (the
+// parameters, or the LoRA adapters). t is 1-based. Returns the global gradient norm before clipping.
 float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, const AdamWConfig& h, int t) {
     const ShardLayout& lay = opt->layout;
     cudaStream_t s = model->stream;
@@ -729,8 +879,8 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
     // 4. AdamW, range by range (weight decay only on matrices)
     for (int r = 0; r < opt->num_ranges; r++) {
         const ShardRange& rg = opt->ranges[r];
-        const float wd = parameter_is_matrix(rg.tensor) ? h.weight_decay : 0.0f;
-        floatX* params = model->params_memory + rg.global_offset;
+        const float wd = opt->decay[rg.tensor] ? h.weight_decay : 0.0f;
+        floatX* params = model->trained + rg.global_offset;
         float* master = optimizer_master(model, opt, rg);
         const float* gr = g + rg.offset_in_shard;
         if (!opt->use_8bit) {
@@ -748,8 +898,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
     }
     // 5. ZeRO-1: every process gets everyone's updated slice
     if (opt->zero_stage == 1) {
-        multi_gpu_all_gather(mgc, s, model->params_memory + lay.shard_offset, model->params_memory,
-                             lay.shard_size);
+        multi_gpu_all_gather(mgc, s, model->trained + lay.shard_offset, model->trained, lay.shard_size);
         multi_gpu_sync(mgc, s);
     }
     return norm;
@@ -835,12 +984,37 @@ void trainer_print_step_end(Trainer* tr, double seconds, bool first_step) {
 //                               the BF16 build, none with -w 0 in the FP32 build)
 // The master weights make the resume bit-exact: the bf16 parameters alone lose what stochastic rounding
 // dropped. A CPU state (no master) loads too: the master weights then start from the model file.
+// With LoRA the model file is the merged model (llmc/lora.h's lora_write_merged): W + s.B.A with W the
+// base as the GPU used it (bf16, or the NF4 matrix dequantized and rounded to floatX) and the adapters'
+// floatX values.
 void trainer_write_model(Trainer* tr, const std::string& path) {
-    const GPT2& m = tr->model;
+    GPT2& m = tr->model;
     cudaCheck(cudaStreamSynchronize(m.stream));
-    std::vector<float> params(m.num_parameters);
-    download_floatX(params.data(), m.params_memory, m.num_parameters);
-    checkpoint_write(path.c_str(), m.config, params.data(), m.num_parameters, false);
+    std::vector<float> params(m.params_floats);
+    download_floatX(params.data(), m.params_memory, m.params_floats);
+    if (m.lora.rank == 0) {
+        checkpoint_write(path.c_str(), m.config, params.data(), m.num_parameters, false);
+        return;
+    }
+    const GPT2Config& c = m.config;
+    download_floatX(m.lora_host.data(), m.lora_memory, m.num_trained);
+    size_t held_offset[NUM_PARAMETER_TENSORS], off = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) held_offset[i] = off, off += m.held_sizes[i];
+    std::vector<float> absmax(nf4_base_max_blocks(c));
+    auto base = [&](int t, int l, float* W) {
+        const int tensor = LORA_BASE_TENSOR[t];
+        const size_t n = m.param_sizes[tensor] / c.num_layers;
+        if (!m.lora.nf4) {
+            memcpy(W, params.data() + held_offset[tensor] + l * n, n * sizeof(float));
+            return;
+        }
+        nf4_dequantize_matrix(m.nf4_host.matrix[t][l], W, absmax.data());
+        if (BF16_BUILD)
+            for (size_t i = 0; i < n; i++) W[i] = bf16_to_float(float_to_bf16(W[i]));
+    };
+    lora_write_merged(
+        path.c_str(), c, m.lora, m.lora_layout, m.lora_host.data(),
+        [&](int i) { return (const float*)params.data() + held_offset[i]; }, base);
 }
 StateHeader trainer_state_header(const Trainer* tr, int step) {
     const Optimizer& opt = tr->opt;
@@ -854,15 +1028,17 @@ StateHeader trainer_state_header(const Trainer* tr, int step) {
     h.has_master = opt.keep_master;
     h.shard_size = opt.layout.shard_size;
     h.shard_offset = opt.layout.shard_offset;
-    h.num_parameters = tr->model.num_parameters;
+    h.num_parameters = tr->model.num_trained;
     return h;
 }
+// the state buffers are in device memory, but for the LoRA adapters' fp32 host copy: cudaMemcpyDefault
+// tells them apart (unified addressing)
 void* copy_device_to_host(void* dst, const void* src, size_t bytes) {
-    cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
     return dst;
 }
 void* copy_host_to_device(void* dst, const void* src, size_t bytes) {
-    cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
     return dst;
 }
 // h.has_master: the file holds (or will hold) master weights; with -w 0 they are read past, since the
@@ -874,6 +1050,14 @@ StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std:
     StateBuffers b;
     b.to_host = copy_device_to_host;
     b.to_buffer = copy_host_to_device;
+    // under LoRA the model file is the merged export: the adapters' floatX values are saved here, in fp32
+    // (exact), as the CPU trainer saves its adapters; gpt2_lora_resumed uploads them after a load
+    GPT2& m = tr->model;
+    if (m.lora.rank > 0) {
+        download_floatX(m.lora_host.data(), m.lora_memory, m.num_trained);
+        state_buffers_add(&b, "LoRA adapters", m.lora_host.data(), sizeof(float), m.num_trained,
+                          STATE_FINITE);
+    }
     if (!opt.use_8bit) {
         state_buffers_add(&b, "AdamW m", opt.m, sizeof(float), S, STATE_FINITE);
         state_buffers_add(&b, "AdamW v", opt.v, sizeof(float), S, STATE_NONNEGATIVE);
@@ -891,32 +1075,61 @@ StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std:
     return b;
 }
 
+// After a LoRA run's state is read (its adapters into lora_host): the adapters on the device.
+void gpt2_lora_resumed(GPT2* model) {
+    if (model->lora.rank > 0) upload_floatX(model->lora_memory, model->lora_host.data(), model->num_trained);
+}
+
 // Device bytes this process allocates, by category (the memory table and the check after the first step).
 struct MemoryUse {
     size_t params, grads, grad_acc, master, moments, activations, workspaces;
-    size_t total() const { return params + grads + grad_acc + master + moments + activations + workspaces; }
+    size_t adapters; // LoRA: the adapters (floatX); params is then the frozen base (floatX, and NF4)
+    size_t total() const {
+        return params + adapters + grads + grad_acc + master + moments + activations + workspaces;
+    }
 };
 
 // From the sizes gpt2_allocate and optimizer_allocate allocate by, so it is known before they run (the
 // check that the run fits, check_gpu_memory) and after (the memory table, the check after the first step).
-MemoryUse memory_plan(const GPT2Config& c, const Optimizer* opt, int B, int T, int recompute) {
+MemoryUse memory_plan(const GPT2Config& c, const LoraConfig& lc, const Optimizer* opt, int B, int T,
+                      int recompute) {
     const size_t P_pad = opt->layout.padded_params, S = opt->layout.shard_size, BT = (size_t)B * T;
     size_t count[NUM_ACTIVATION_TENSORS], elem[NUM_ACTIVATION_TENSORS];
     activation_table(count, elem, c, B, T, recompute);
     MemoryUse u;
     u.params = P_pad * sizeof(floatX);
+    u.adapters = 0;
+    size_t lora_acts = 0, lora_scratch = 0;
+    if (lc.rank > 0) { // the base: floatX, but for the NF4 block matrices (their device allocations)
+        size_t sizes[NUM_PARAMETER_TENSORS];
+        gpt2_parameter_sizes(c, sizes);
+        u.params = 0;
+        for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) u.params += sizes[i] * sizeof(floatX);
+        if (lc.nf4) {
+            for (int t = 0; t < NUM_LORA_TARGETS; t++) {
+                const size_t n = sizes[LORA_BASE_TENSOR[t]] / c.num_layers,
+                             blocks = quant_num_blocks(n, NF4_BLOCK);
+                u.params -= sizes[LORA_BASE_TENSOR[t]] * sizeof(floatX);
+                u.params += c.num_layers * (lora_align256(ceil_div(n, (size_t)2)) + lora_align256(blocks) +
+                                            dq_num_groups(blocks) * sizeof(float));
+            }
+            lora_scratch = (size_t)4 * c.channels * c.channels * sizeof(floatX);
+        }
+        u.adapters = P_pad * sizeof(floatX);
+        lora_acts = (NUM_LORA_TARGETS * c.num_layers + 1) * BT * lc.rank * sizeof(floatX);
+    }
     u.grads = P_pad * sizeof(floatX);
     u.grad_acc = P_pad * sizeof(float);
     u.master = opt->keep_master ? S * sizeof(float) : 0;
     u.moments = optimizer_state_bytes(opt) - u.master;
-    u.activations = activation_bytes(count, elem);
+    u.activations = activation_bytes(count, elem) + lora_acts;
     // cuBLASLt's workspace, the kernels' scratch, the input and target tokens and the loss scalar
-    u.workspaces =
-        gpt2_workspace_layout(c, B, T, P_pad).total() + MATMUL_WORKSPACE_BYTES + (2 * BT + 1) * sizeof(int);
+    u.workspaces = gpt2_workspace_layout(c, B, T, P_pad).total() + MATMUL_WORKSPACE_BYTES +
+                   (2 * BT + 1) * sizeof(int) + lora_scratch;
     return u;
 }
 MemoryUse memory_use(const GPT2* model, const Optimizer* opt) {
-    return memory_plan(model->config, opt, model->batch_size, model->seq_len, model->recompute);
+    return memory_plan(model->config, model->lora, opt, model->batch_size, model->seq_len, model->recompute);
 }
 
 // The memory table: each category from the buffer sizes, next to the per-parameter formula, and the
@@ -932,9 +1145,16 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_ranks) 
     const char* shard = sharded ? "ZeRO-1: this rank's shard" : "";
     char label[64], note[96];
     printf("memory (this GPU, predicted from the buffer sizes):\n");
-    snprintf(label, sizeof(label), "parameters (%s)", BF16_BUILD ? "bf16" : "fp32");
+    const bool lora = model->lora.rank > 0;
+    snprintf(label, sizeof(label), "%s (%s%s)", lora ? "frozen base" : "parameters",
+             BF16_BUILD ? "bf16" : "fp32", model->lora.nf4 ? ", block matrices NF4" : "");
     row(label, u.params, "");
-    snprintf(label, sizeof(label), "gradients (%s)", BF16_BUILD ? "bf16" : "fp32");
+    if (lora) {
+        snprintf(label, sizeof(label), "LoRA adapters (%s)", BF16_BUILD ? "bf16" : "fp32");
+        row(label, u.adapters, "");
+    }
+    snprintf(label, sizeof(label), "gradients (%s)%s", BF16_BUILD ? "bf16" : "fp32",
+             lora ? " of the adapters" : "");
     row(label, u.grads, "");
     row("gradient accumulation (fp32)", u.grad_acc, "");
     row("master weights (fp32)", u.master, opt->keep_master ? shard : "none (-w 0)");
@@ -946,7 +1166,15 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_ranks) 
              model->matmul.workspace_bytes / MiB);
     row("workspaces", u.workspaces, note);
     row("total", u.total(), "");
-    const double state = (double)(u.params + u.grads + u.grad_acc + u.master + u.moments);
+    if (lora) {
+        printf(
+            "  LoRA: %zu adapter parameters train (%.2f MiB of adapters, gradients and optimizer state); the "
+            "frozen base is %.2f B/param\n",
+            model->num_trained, (u.adapters + u.grads + u.grad_acc + u.master + u.moments) / MiB,
+            u.params / P);
+        return;
+    }
+    const double state = (double)(u.params + u.adapters + u.grads + u.grad_acc + u.master + u.moments);
     const double optim = (opt->keep_master ? 4.0 : 0.0) + (opt->use_8bit ? 2.0 : 8.0);
     printf("  model state: %.2f B/param; formula %zu + %zu + 4 (fp32 accumulation) + %g / %d = %.2f",
            state / P, sizeof(floatX), sizeof(floatX), optim, sharded ? num_ranks : 1,
@@ -978,15 +1206,15 @@ void print_memory_after_first_step(const Trainer* tr) {
 
 // What the run will allocate on the GPU (memory_plan, before any of it is), checked against the free memory.
 void check_gpu_memory(const GPT2Config& c, const Optimizer* opt, const TrainConfig& cfg, size_t free_bytes) {
-    const MemoryUse u = memory_plan(c, opt, cfg.B, cfg.T, cfg.recompute);
+    const MemoryUse u = memory_plan(c, cfg.lora, opt, cfg.B, cfg.T, cfg.recompute);
     const double GiB = 1024.0 * 1024.0 * 1024.0;
     char parts[256];
     snprintf(
         parts, sizeof(parts),
         "parameters, gradients and their fp32 accumulation %.2f GiB, optimizer state %.2f GiB, activations "
         "%.2f GiB at -b %d -t %d -r %d, workspaces %.2f GiB",
-        (u.params + u.grads + u.grad_acc) / GiB, (u.master + u.moments) / GiB, u.activations / GiB, cfg.B,
-        cfg.T, cfg.recompute, u.workspaces / GiB);
+        (u.params + u.adapters + u.grads + u.grad_acc) / GiB, (u.master + u.moments) / GiB,
+        u.activations / GiB, cfg.B, cfg.T, cfg.recompute, u.workspaces / GiB);
     check_memory_fits(
         (double)u.total(), (double)free_bytes, "GPU memory", parts,
         "reduce -b (-d keeps the batch with gradient accumulation), recompute more (-r 3), shard "
@@ -1005,9 +1233,6 @@ int main(int argc, char** argv) {
     mgc = multi_gpu_config_init(&argc, &argv, cfg.init_method, cfg.server, cfg.fs_path, cfg.num_processes,
                                 cfg.process_rank, cfg.gpus_per_node);
     run_check_flags(cfg);
-    if (cfg.lora.rank > 0)
-        fail("flag -lo: LoRA and QLoRA fine-tuning are in the CPU trainer (train_gpt2) only, so far; this "
-             "GPU trainer trains the whole model");
     run_claim_output_dir(cfg, mgc.rank, mgc.num_ranks);
     cudaCheck(cudaFree(nullptr)); // create the CUDA context now, so the memory baseline excludes it
     size_t total_memory = 0;
@@ -1024,6 +1249,12 @@ int main(int argc, char** argv) {
         gpt2_build_from_checkpoint(&model, cfg.model);
     }
     const GPT2Config& mc = model.config;
+    // LoRA: the adapters, and under QLoRA the NF4 base; the checksum of the base first, before it is
+    // quantized (the run facts hold it: a resume must start from the same base)
+    const bool lora = cfg.lora.rank > 0;
+    const uint32_t base_crc =
+        lora ? run_params_crc(mgc.num_ranks, cfg, model.params_host.data(), model.num_parameters) : 0;
+    gpt2_setup_lora(&model, cfg.lora, cfg.seed);
 
     RunPlan plan;
     run_plan_init(&plan, cfg, mc, mgc.rank, mgc.num_ranks);
@@ -1031,11 +1262,14 @@ int main(int argc, char** argv) {
     run_open_data(&plan, &cfg, mc, &train_loader, &val_loader);
     run_load_decoder(cfg, mc, &tr.decoder);
     TrainState st = run_initial_state(cfg);
-    const bool resuming = run_resume_model(&plan, cfg, mc, model.params_host.data(), model.num_parameters);
+    const bool resuming =
+        run_resume_model(&plan, cfg, mc, lora ? nullptr : model.params_host.data(), model.num_parameters);
     // every rank has the same flags, model and data, or all stop (before the first collective that sizes by
     // them)
-    run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader,
-                        run_params_crc(plan.num_ranks, cfg, model.params_host.data(), model.num_parameters));
+    run_check_agreement(
+        &tr, &plan, cfg, mc, &train_loader, &val_loader,
+        lora ? base_crc
+             : run_params_crc(plan.num_ranks, cfg, model.params_host.data(), model.num_parameters));
 
     // device buffers: the optimizer's ZeRO layout sizes the model's; the master weights start from the
     // host copy (the resumed model file's parameters when resuming)
@@ -1048,12 +1282,17 @@ int main(int argc, char** argv) {
     optimizer_allocate(&tr.opt, &model);
     if (resuming) {
         run_load_state(&tr, &plan, cfg.output_dir, &st);
+        gpt2_lora_resumed(&model);
         dataloader_set_state(&train_loader, st.loader);
     }
     tr.adamw = cfg.adamw;
     tr.overlap_reduce = cfg.zero_stage == 0 && mgc.num_ranks > 1;
-    tr.flops_per_step = mfu_flops_per_token(model.num_parameters, mc.num_layers, mc.channels, cfg.T) *
-                        (double)plan.tokens_per_step;
+    // a frozen LoRA base skips its weight gradients, 2 of the 6 FLOPs per parameter and token; the adapters
+    // take 6 per adapter parameter
+    const double lora_flops = lora ? -2.0 * model.num_parameters + 6.0 * model.num_trained : 0.0;
+    tr.flops_per_step =
+        (mfu_flops_per_token(model.num_parameters, mc.num_layers, mc.channels, cfg.T) + lora_flops) *
+        (double)plan.tokens_per_step;
     tr.peak_flops = mfu_peak_flops(prop.name, BF16_BUILD);
 
     Logger logger;
@@ -1063,6 +1302,12 @@ int main(int argc, char** argv) {
                PRECISION_NAME, mgc.num_ranks);
         run_print_plan(&plan, cfg, mc, model.num_parameters, &train_loader, &val_loader);
         print_memory_table(&model, &tr.opt, mgc.num_ranks);
+        if (lora && cfg.output_dir) {
+            printf(
+                "checkpoints: model_<step>.bin is the merged model, W + (alpha/r) B.A on the base as this "
+                "GPU used it (%s); the adapters and their optimizer state are in state_<step>_<rank>.bin\n",
+                cfg.lora.nf4 ? "the NF4 matrices dequantized, not the base of -e" : PRECISION_NAME);
+        }
     }
 
     run_training(&tr, &plan, cfg, &train_loader, &val_loader, &logger, &st);

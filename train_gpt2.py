@@ -299,8 +299,8 @@ def nf4_roundtrip(w):
 def apply_lora(model, r, alpha, targets, nf4, gen, test_init):
     """Freeze the model, replace its block matrices by their NF4 round trip (nf4: all four of every layer,
     adapted or not, as QLoRA stores the base), and wrap the targets in LoRALinear. Adapters drawn from gen:
-    A uniform in +-1/sqrt(in) and B = 0 (the trainers' init), or with test_init both N(0, 0.1), so the
-    adapters change the output from the first step and every term of their gradient matters."""
+    A uniform in +-1/sqrt(in) and B = 0 (the trainers' init), or with test_init (--lora-test-init) both
+    N(0, 0.1), so the adapters change the output from the first step and every term of their gradient matters."""
     for p in model.parameters():
         p.requires_grad_(False)
     for block in model.transformer.h:
@@ -533,6 +533,9 @@ def parse_args(argv=None):
     p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha; the adapters are scaled by alpha/r")
     p.add_argument("--lora-targets", default="qkv,attproj", help="matrices with adapters: qkv,attproj,fc,fcproj or all")
     p.add_argument("--lora-nf4", action="store_true", help="QLoRA: the block matrices pass through NF4 first")
+    p.add_argument("--lora-test-init", action="store_true",
+                   help="adapters A and B both N(0, 0.1), so every term of their forward and gradients matters "
+                   "(default: the trainers' init, A uniform, B zero)")  # fmt: skip
     p.add_argument("--write-lora-state", default=None, metavar="PATH", help="write the LoRA debug state here")
     args = p.parse_args(argv)
 
@@ -553,8 +556,8 @@ def parse_args(argv=None):
     for name in args.lora_targets:
         if name not in LORA_TARGETS:
             fail(f"--lora-targets: '{name}' is not one of {','.join(LORA_TARGETS)} (or all)")
-    if args.lora_rank < 0 or (args.lora_rank == 0 and (args.write_lora_state or args.lora_nf4)):
-        fail("--write-lora-state and --lora-nf4 need --lora-rank >= 1")
+    if args.lora_rank < 0 or (args.lora_rank == 0 and (args.write_lora_state or args.lora_nf4 or args.lora_test_init)):
+        fail("--write-lora-state, --lora-nf4 and --lora-test-init need --lora-rank >= 1")
     if args.lora_rank > 0 and (args.write_state or args.write_final_model):
         fail("with --lora-rank use --write-lora-state (and --write-model for the base)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -596,7 +599,11 @@ def main(argv=None):
                 p.copy_(p.to(torch.bfloat16).float())
     initial_fp32 = [t.numpy().copy() for t in checkpoint_tensors(model, lambda p: p.detach())]
     if args.lora_rank > 0:  # the base above is what --write-model writes; the adapters train
-        apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_targets, args.lora_nf4, gen, args.test_init)
+        apply_lora(model, args.lora_rank, args.lora_alpha, args.lora_targets, args.lora_nf4, gen, args.lora_test_init)
+        if args.round_to_bf16:  # the adapters too, and an NF4 base's dequantized values: what a bf16 GPU reads
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.copy_(p.to(torch.bfloat16).float())
         adapters_fp32 = [t.numpy().copy() for t in lora_tensors(model, args.lora_targets, lambda p: p.detach())]
     model.to(args.device, dtype)
     n_params = sum(p.numel() for p in model.parameters())

@@ -217,6 +217,7 @@ inline void layernorm_backward(floatX* dinp, floatX* dweight, floatX* dbias, flo
                 stream)
     (dinp, dout, inp, weight, mean, rstd, N, C);
     cudaCheck(cudaGetLastError());
+    if (dweight == nullptr) return; // a frozen LayerNorm (LoRA): no weight and bias gradients
 
     const int num_partials = layernorm_backward_num_partials(N);
     const int chunks = C / x128::size;

@@ -180,6 +180,40 @@ inline void lora_merge_matrix(float* W, const float* A, const float* B, float s,
     }
 }
 
+// The merged model file of a LoRA run (both trainers): a plain fp32 llm.c file, written tensor by tensor
+// (llmc/checkpoint.h's ModelFileWriter), one layer's block matrix at a time: held(i) gives tensor i when it
+// is not a block matrix (fp32, its param size), base(t, l, W) writes layer l's matrix of target t as the
+// trainer used it (fp32 (out, in) into W); an adapted one gets + s.B.A from adapters (fp32, the layout).
+template <class HeldTensor, class BaseMatrix>
+void lora_write_merged(const char* path, const GPT2Config& c, const LoraConfig& lc, const LoraLayout& lay,
+                       const float* adapters, HeldTensor held, BaseMatrix base) {
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    gpt2_parameter_sizes(c, sizes);
+    ModelFileWriter w(path, c, /*bf16=*/false);
+    std::vector<float> W((size_t)4 * c.channels * c.channels);
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        int t = -1;
+        for (int k = 0; k < NUM_LORA_TARGETS; k++)
+            if (LORA_BASE_TENSOR[k] == i) t = k;
+        if (t < 0) {
+            w.write(held(i), sizes[i]);
+            continue;
+        }
+        int in, out;
+        lora_target_shape(c, t, &in, &out);
+        for (int l = 0; l < c.num_layers; l++) {
+            base(t, l, W.data());
+            if (lora_has(lc, t)) {
+                const float* A = adapters + lay.a_offset[t] + (size_t)l * lc.rank * in;
+                const float* B = adapters + lay.b_offset[t] + (size_t)l * lc.rank * out;
+                lora_merge_matrix(W.data(), A, B, lora_scale(lc), out, in, lc.rank);
+            }
+            w.write(W.data(), (size_t)out * in);
+        }
+    }
+    w.finish();
+}
+
 // ----------------------------------------------------------------------------------------------------
 // the NF4 base (QLoRA)
 

@@ -202,11 +202,12 @@ inline MatmulPlan* matmul_get_plan(MatmulContext* ctx, const MatmulKey& key, con
     return p;
 }
 
-// D (m,n) = op(A) op(B) [+ D if accumulate], with the epilogue. Returns false (and does nothing) when
+// D (m,n) = alpha op(A) op(B) [+ D if accumulate], with the epilogue. Returns false (and does nothing) when
 // cuBLASLt has no algorithm for this combination.
 inline bool matmul_cublaslt(MatmulContext* ctx, floatX* d, const floatX* a, const floatX* b,
                             const floatX* bias, const floatX* aux, int m, int n, int k, bool transA,
-                            bool transB, bool accumulate, cublasLtEpilogue_t epilogue, cudaStream_t stream) {
+                            bool transB, bool accumulate, cublasLtEpilogue_t epilogue, cudaStream_t stream,
+                            float alpha = 1.0f) {
     matmul_check_aligned(d, "output");
     matmul_check_aligned(a, "A");
     matmul_check_aligned(b, "B");
@@ -219,7 +220,6 @@ inline bool matmul_cublaslt(MatmulContext* ctx, floatX* d, const floatX* a, cons
     MatmulPlan* p = matmul_get_plan(ctx, key, bias, aux);
     if (!p->has_algo) return false;
     matmul_set_pointers(p->desc, bias, aux);
-    const float alpha = 1.0f;
     const float beta = accumulate ? 1.0f : 0.0f;
     cublasCheck(cublasLtMatmul(ctx->handle, p->desc, &alpha, a, p->layout_a, b, p->layout_b, &beta, d,
                                p->layout_d, d, p->layout_d, &p->heuristic.algo, ctx->workspace,
@@ -300,9 +300,9 @@ inline void matmul_backward(MatmulContext* ctx, floatX* dinp, floatX* dweight, f
         }
         if (pre_gelu != nullptr) gelu_backward_inplace(dinp, pre_gelu, (size_t)BT * C, stream);
     }
-    // dweight (OC,C) += dout^T (OC,BT) inp (BT,C)
-    if (!matmul_cublaslt(ctx, dweight, inp, dout, nullptr, nullptr, C, OC, BT, false, true, true,
-                         CUBLASLT_EPILOGUE_DEFAULT, stream)) {
+    // dweight (OC,C) += dout^T (OC,BT) inp (BT,C); none for a frozen weight (LoRA: dweight null)
+    if (dweight != nullptr && !matmul_cublaslt(ctx, dweight, inp, dout, nullptr, nullptr, C, OC, BT, false,
+                                               true, true, CUBLASLT_EPILOGUE_DEFAULT, stream)) {
         fail("matmul_backward: cuBLASLt found no algorithm for dweight, BT=%d C=%d OC=%d", BT, C, OC);
     }
     // dbias (OC) += sum over rows of dout

@@ -14,7 +14,7 @@
 # correct  the trainer's test against the PyTorch reference (test_gpt2cu, test_gpt2fp32cu) on the tiny and
 #          the GPT-2-vocabulary states at -r 0, the trainer's main against the CPU trainer on d2 (FP32 and
 #          BF16), compute-sanitizer memcheck of a training step, every dev/cuda check (correctness, then
-#          timing), the tests at -r 1..3, two identical runs compared bit for bit, racecheck and initcheck of
+#          timing), test_gpt2cu on the LoRA and QLoRA states (both builds), the tests at -r 1..3, two identical runs compared bit for bit, racecheck and initcheck of
 #          a training step and memcheck / racecheck of the attention check's small shapes.
 # fast     d12 at T=1024 with the largest -b of 64, 32, 16, 8 that fits, 20 steps: ms/step, tok/s, MFU and
 #          the memory measured (cudaMemGetInfo) against predicted; the PyTorch peer on the same config
@@ -216,7 +216,8 @@ if [ $rehearse = 1 ]; then
     SANITIZER=""
     machine="CPU emulator of CUDA on $(nproc) cores ($(uname -m)); not a GPU"
     make -s --no-print-directory emu build/emu/single/train_gpt2cu build/emu/single/train_gpt2fp32cu \
-        train_gpt2 data build/test/gpu/tiny_state.bin build/test/gpu/tiny_bf16_state.bin "$pack/test/gpu/gpt2v.args" "$pack/test/gpu/gpt2v_bf16.args" ||
+        train_gpt2 data build/test/gpu/tiny_state.bin build/test/gpu/tiny_bf16_state.bin "$pack/test/gpu/gpt2v.args" "$pack/test/gpu/gpt2v_bf16.args" \
+        $(for n in lora_tiny lora_tiny_bf16 lora_tiny_nf4 lora_tiny_nf4_bf16; do echo build/test/gpu/${n}_state.bin; done) ||
         { row "build (rehearsal)" FAIL 0 "make failed"; finish; }
     TINY_STATES=build/test/gpu
 else
@@ -366,6 +367,11 @@ if [ "$phase" = correct ]; then
     done
     step adamw8bit_check 180 fig_check "$CHECK_DIR/adamw8bit_check"
     step quantize_check 180 fig_check "$CHECK_DIR/quantize_check"
+    # LoRA (adapters on every block matrix) and QLoRA (NF4 base) against their PyTorch states
+    for name in lora_tiny lora_tiny_nf4; do
+        test_run $name bf16 0
+        test_run $name fp32 0
+    done
     for r in $TEST_R_MORE; do
         test_run tiny bf16 "$r"
         test_run tiny fp32 "$r"

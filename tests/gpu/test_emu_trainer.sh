@@ -11,7 +11,11 @@
 #   3. data parallel, emulated GPUs as processes under mpirun (emulated NCCL): 2 with ZeRO-0 and ZeRO-1,
 #      4 with ZeRO-1, against one emulated GPU taking the same 512-token steps in 2 micro-steps; 2 steps,
 #      validation left out (each process evaluates its own share of the validation batches, so the
-#      validation loss depends on the process count, in the CPU trainer too).
+#      validation loss depends on the process count, in the CPU trainer too);
+#   4. LoRA (rank 8 on every block matrix) and QLoRA (NF4 base) on d2, FP32 build, 3 steps with a checkpoint
+#      at step 2, against the CPU trainer: the same lines, and the final merged model files give the same
+#      validation loss when a new run starts from them; the GPU LoRA run resumed at step 2 repeats its
+#      last step exactly; 2 emulated GPUs with ZeRO-1 over the adapters against 1.
 # Tolerances (relative, max over every value): FP32 1e-4 against the CPU: both are fp32, summed in
 # different orders (cuBLASLt-style GEMM, tiled attention, block reductions), ~1e-6 per value measured,
 # while a wrong schedule, a missed micro-step or different data moves a loss by 1e-3 or more; BF16 1e-2:
@@ -83,3 +87,28 @@ for run in "2 0" "2 1" "4 1"; do
     cmp_logs "$dir/gpu1.txt" "$dir/np$np.txt" --steps 2 --no-val --tol 2e-5 \
         --label "fp32: $np GPUs, ZeRO-$z, against 1 GPU"
 done
+
+# 4. LoRA and QLoRA against the CPU trainer, resume, 2 GPUs
+for mode in "lora:-lo 8 -lt all" "qlora:-lo 8 -lt all -lq 1"; do
+    name=${mode%%:*} lflags="$common -x 3 -u 1 -n 2 ${mode#*:}"
+    ./train_gpt2 $lflags -o "$dir/$name-c" > "$dir/$name-cpu.txt"
+    $gpu $lflags -o "$dir/$name-g" > "$dir/$name-gpu.txt"
+    cmp_logs "$dir/$name-cpu.txt" "$dir/$name-gpu.txt" --steps 3 --tol 1e-4 --label "fp32 $name: against the CPU trainer"
+    echo 2 > "$dir/$name-g/checkpoint_latest"
+    $gpu $lflags -o "$dir/$name-g" -y 1 > "$dir/$name-resumed.txt"
+    cmp_logs "$dir/$name-gpu.txt" "$dir/$name-resumed.txt" --steps 3 --from-step 3 --identical \
+        --label "fp32 $name: resumed at step 2"
+    # the merged model files of both trainers, each the start of a plain run: the same val loss
+    for t in c g; do
+        ./train_gpt2 -e "$dir/$name-$t/model_00000003.bin" -b 4 -t 64 -x 1 -v 1 -m 1 -s 0 > "$dir/$name-merged-$t.txt"
+    done
+    a=$(grep -m1 "^val loss" "$dir/$name-merged-c.txt" | awk '{print $3}')
+    b=$(grep -m1 "^val loss" "$dir/$name-merged-g.txt" | awk '{print $3}')
+    awk -v a="$a" -v b="$b" -v n="$name" 'BEGIN { d = (a - b) / a; if (d < 0) d = -d;
+        printf "fp32 %s: merged model files, val loss CPU %s GPU %s (rel diff %.1e): %s\n", n, a, b, d, d <= 1e-4 ? "ok" : "FAIL";
+        exit d > 1e-4 }'
+done
+zflags="$common -x 2 -u 1 -d 512 -v 1000 -lo 8 -lt all"
+$gpu $zflags > "$dir/lora-gpu1.txt"
+OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np 2 $gpu $zflags -b 4 -z 1 > "$dir/lora-np2.txt"
+cmp_logs "$dir/lora-gpu1.txt" "$dir/lora-np2.txt" --steps 2 --no-val --tol 2e-5 --label "fp32 LoRA: 2 GPUs, ZeRO-1, against 1 GPU"
