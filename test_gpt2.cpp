@@ -2,6 +2,7 @@
 test_gpt2: checks the CPU trainer (train_gpt2.cpp) against the PyTorch reference (train_gpt2.py).
 
   ./test_gpt2 <model.bin> <debug_state.bin>
+  ./test_gpt2 <base model.bin> <LoRA debug state.bin>      (train_gpt2.py --write-lora-state: see test_lora)
 
 The debug state (written by `train_gpt2.py --write-state`, computed there in float64, read by
 tests/common/debug_state.h) holds a batch x, y, the logits, the loss and the gradient of every parameter for
@@ -32,6 +33,22 @@ static const double LOGITS_TOL = 5e-6;    // observed up to ~3e-7
 static const double LOSS_TOL = 5e-6;      // observed 0 .. 1e-7
 static const double GRAD_TOL = 1e-5;      // observed up to ~9e-7
 static const double STEP_LOSS_TOL = 5e-6; // observed 0 .. 1e-7 over 10 steps
+
+// The reference's AdamW steps on its batch x, y (B, T): the loss before each against step_losses.
+void check_adamw_steps(GPT2* model, Optimizer* opt, ProcessGroup* pg, const int* x, const int* y, int B,
+                       int T, const std::vector<float>& step_losses) {
+    for (size_t step = 0; step < step_losses.size(); step++) {
+        gpt2_forward(model, x, y, B, T);
+        gpt2_zero_grad(model);
+        gpt2_backward(model, 1.0f);
+        char name[64];
+        snprintf(name, sizeof(name), "step %zu (loss %.6f, ref %.6f)", step, model->mean_loss,
+                 step_losses[step]);
+        CHECK_LE(fabs(model->mean_loss - step_losses[step]) / fabs(step_losses[step]), STEP_LOSS_TOL,
+                 "%-10s max rel err", name);
+        gpt2_update(model, opt, pg, DEBUG_ADAMW_LR, debug_adamw(), (int)step + 1);
+    }
+}
 
 // The LoRA test: the model file is the frozen base, the state train_gpt2.py's --write-lora-state (its
 // adapters random, B included, so every term of the forward and of the gradients is non-zero). Checks
@@ -116,16 +133,7 @@ int test_lora(const char* model_path, const char* state_path, const char* mutati
     check(relative_error(merged.acts.logits, model.acts.logits, logits_n), MERGE_TOL, "merged model logits");
     remove(merged_path.c_str());
 
-    for (int step = 0; step < d.nsteps; step++) {
-        gpt2_forward(&model, d.x.data(), d.y.data(), B, T);
-        gpt2_zero_grad(&model);
-        gpt2_backward(&model, 1.0f);
-        char name[64];
-        snprintf(name, sizeof(name), "step %d (loss %.6f, ref %.6f)", step, model.mean_loss,
-                 d.step_losses[step]);
-        check(fabs(model.mean_loss - d.step_losses[step]) / fabs(d.step_losses[step]), STEP_LOSS_TOL, name);
-        gpt2_update(&model, &opt, &pg, DEBUG_ADAMW_LR, debug_adamw(), step + 1);
-    }
+    check_adamw_steps(&model, &opt, &pg, d.x.data(), d.y.data(), B, T, d.step_losses);
     optimizer_free(&opt);
     gpt2_free(&model);
     gpt2_free(&base);
@@ -189,16 +197,7 @@ int main(int argc, char** argv) {
         offset += model.param_sizes[i];
     }
 
-    for (int step = 0; step < d.nsteps; step++) {
-        gpt2_forward(&model, d.x.data(), d.y.data(), B, T);
-        gpt2_zero_grad(&model);
-        gpt2_backward(&model, 1.0f);
-        char name[64];
-        snprintf(name, sizeof(name), "step %d (loss %.6f, ref %.6f)", step, model.mean_loss,
-                 d.step_losses[step]);
-        check(fabs(model.mean_loss - d.step_losses[step]) / fabs(d.step_losses[step]), STEP_LOSS_TOL, name);
-        gpt2_update(&model, &opt, &pg, DEBUG_ADAMW_LR, debug_adamw(), step + 1);
-    }
+    check_adamw_steps(&model, &opt, &pg, d.x.data(), d.y.data(), B, T, d.step_losses);
     optimizer_free(&opt);
     gpt2_free(&model);
     return test_summary("test_gpt2");

@@ -6,6 +6,7 @@
 #   require_mpirun          fail unless mpirun exists
 #   make_reference_states   the PyTorch reference states under build/test/ (below)
 #   expect_status           one bad-input case: exit status and message (below)
+#   check_resume            a CPU run cut at step 4 and resumed prints what the uninterrupted run printed (below)
 PY=/usr/bin/python3
 
 require_python() { # MODULE...
@@ -60,4 +61,25 @@ expect_status() {
         tail -5 <<<"$out"
         failures=$((failures + 1))
     fi
+}
+
+# check_resume DIR NAME FLAGS: ./train_gpt2 FLAGS (which must train 8 steps with a checkpoint every 4: -x 8
+# -n 4) into DIR/NAME-full; a copy of it as a run stopped after step 4 would have left it (the step-8
+# checkpoint removed, the pointer at step 4) is resumed, and its step and val lines (without the timing)
+# and its main.log must equal the uninterrupted run's, character for character. set -e stops the caller
+# on a difference (diff prints it).
+check_resume() {
+    local dir=$1 name=$2 flags=$3
+    # shellcheck disable=SC2086 # the flags are words
+    ./train_gpt2 $flags -o "$dir/$name-full" > "$dir/$name-full.txt"
+    cp -r "$dir/$name-full" "$dir/$name-cut"
+    rm "$dir/$name-cut"/model_00000008.bin "$dir/$name-cut"/state_00000008_*.bin
+    echo 4 > "$dir/$name-cut/checkpoint_latest"
+    # shellcheck disable=SC2086
+    ./train_gpt2 $flags -o "$dir/$name-cut" -y 1 > "$dir/$name-resumed.txt"
+    grep -q "resumed from step 4" "$dir/$name-resumed.txt"
+    strip() { grep -E "^step|^val loss" "$1" | sed 's/ | [0-9.]* ms.*//'; }
+    diff <(strip "$dir/$name-full.txt" | grep -A100 "^step    4/8" | tail -n +2) <(strip "$dir/$name-resumed.txt")
+    diff "$dir/$name-full/main.log" "$dir/$name-cut/main.log"
+    echo "ok   $name: resumed run identical to the uninterrupted run ($(strip "$dir/$name-resumed.txt" | wc -l) lines)"
 }

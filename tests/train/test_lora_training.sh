@@ -25,24 +25,11 @@ export OMP_NUM_THREADS=2
 ./train_gpt2 -e d2 -b 4 -t 32 -x 20 -v 100 -s 0 -o "$dir/base" > "$dir/base.txt"
 base=$dir/base/model_00000020.bin
 common="-e $base -b 4 -t 32 -x 8 -n 4 -v 4 -m 2 -s 0 -u 2 -l 3e-3"
-strip() { grep -E "^step|^val loss" "$1" | sed 's/ | [0-9.]* ms.*//'; }
 
 # 1. resume
-check_resume() { # name, extra flags
-    local name=$1 extra=$2
-    ./train_gpt2 $common $extra -o "$dir/$name-full" > "$dir/$name-full.txt"
-    cp -r "$dir/$name-full" "$dir/$name-cut"
-    rm "$dir/$name-cut"/model_00000008.bin "$dir/$name-cut"/state_00000008_*.bin
-    echo 4 > "$dir/$name-cut/checkpoint_latest"
-    ./train_gpt2 $common $extra -o "$dir/$name-cut" -y 1 > "$dir/$name-resumed.txt"
-    grep -q "resumed from step 4" "$dir/$name-resumed.txt"
-    diff <(strip "$dir/$name-full.txt" | grep -A100 "^step    4/8" | tail -n +2) <(strip "$dir/$name-resumed.txt")
-    diff "$dir/$name-full/main.log" "$dir/$name-cut/main.log"
-    echo "ok   $name: resumed run identical to the uninterrupted run ($(strip "$dir/$name-resumed.txt" | wc -l) lines)"
-}
-check_resume lora "-lo 4 -lt all"
-check_resume qlora "-lo 4 -lq 1"
-check_resume lora8bit "-lo 4 -qo 1 -qb 256"
+check_resume "$dir" lora "$common -lo 4 -lt all"
+check_resume "$dir" qlora "$common -lo 4 -lq 1"
+check_resume "$dir" lora8bit "$common -lo 4 -qo 1 -qb 256"
 grep -q "model_<step>.bin is the merged model, W + (alpha/r) B.A on the dequantized NF4 base" "$dir/qlora-full.txt"
 
 # 2. the merged model file

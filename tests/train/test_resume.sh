@@ -6,29 +6,15 @@
 # from, and an 8-bit AdamW run resumes exactly too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source tests/common/lib.sh
 make -s --no-print-directory train_gpt2 data
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 export OMP_NUM_THREADS=2
 common="-e d2 -b 4 -t 32 -x 8 -n 4 -v 4 -m 2 -s 0"
 
-check_resume() { # name, extra flags
-    local name=$1 extra=$2
-    ./train_gpt2 $common $extra -o "$dir/$name-full" > "$dir/$name-full.txt"
-    cp -r "$dir/$name-full" "$dir/$name-cut"
-    rm "$dir/$name-cut"/model_00000008.bin "$dir/$name-cut"/state_00000008_*.bin
-    echo 4 > "$dir/$name-cut/checkpoint_latest"
-    ./train_gpt2 $common $extra -o "$dir/$name-cut" -y 1 > "$dir/$name-resumed.txt"
-    grep -q "resumed from step 4" "$dir/$name-resumed.txt"
-    # the training lines without their timing columns, and the val lines
-    strip() { grep -E "^step|^val loss" "$1" | sed 's/ | [0-9.]* ms.*//'; }
-    diff <(strip "$dir/$name-full.txt" | grep -A100 "^step    4/8" | tail -n +2) <(strip "$dir/$name-resumed.txt")
-    # the log of the resumed run equals the uninterrupted one's
-    diff "$dir/$name-full/main.log" "$dir/$name-cut/main.log"
-    echo "$name: resumed run identical to the uninterrupted run ($(strip "$dir/$name-resumed.txt" | wc -l) lines)"
-}
-check_resume fp32 ""
-check_resume adam8bit "-qo 1 -qb 256"
+check_resume "$dir" fp32 "$common"
+check_resume "$dir" adam8bit "$common -qo 1 -qb 256"
 
 # -y 1 with no checkpoint_latest: a clear error, not a fresh start
 mkdir -p "$dir/empty"
