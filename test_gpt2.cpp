@@ -34,6 +34,23 @@ static const double LOSS_TOL = 5e-6;      // observed 0 .. 1e-7
 static const double GRAD_TOL = 1e-5;      // observed up to ~9e-7
 static const double STEP_LOSS_TOL = 5e-6; // observed 0 .. 1e-7 over 10 steps
 
+// an error against its tolerance (a NaN fails)
+static void check(double err, double tol, const char* what) {
+    CHECK_LE(err, tol, "%-10s max rel err", what);
+}
+
+// Forward and backward on the reference's batch x, y (B, T), the gradients zeroed first: the logits (the
+// reference's are (B,T,V), ours (B,T,Vp)) and the loss against it.
+void check_forward_backward(GPT2* model, const int* x, const int* y, int B, int T, const float* ref_logits,
+                            float ref_loss) {
+    const int V = model->config.vocab_size, Vp = model->config.padded_vocab_size;
+    gpt2_forward(model, x, y, B, T);
+    check(relative_error(model->acts.logits, ref_logits, (size_t)B * T * V, Vp, V, V), LOGITS_TOL, "logits");
+    check(fabs(model->mean_loss - ref_loss) / fabs(ref_loss), LOSS_TOL, "loss");
+    gpt2_zero_grad(model);
+    gpt2_backward(model, 1.0f);
+}
+
 // The reference's AdamW steps on its batch x, y (B, T): the loss before each against step_losses.
 void check_adamw_steps(GPT2* model, Optimizer* opt, ProcessGroup* pg, const int* x, const int* y, int B,
                        int T, const std::vector<float>& step_losses) {
@@ -44,8 +61,7 @@ void check_adamw_steps(GPT2* model, Optimizer* opt, ProcessGroup* pg, const int*
         char name[64];
         snprintf(name, sizeof(name), "step %zu (loss %.6f, ref %.6f)", step, model->mean_loss,
                  step_losses[step]);
-        CHECK_LE(fabs(model->mean_loss - step_losses[step]) / fabs(step_losses[step]), STEP_LOSS_TOL,
-                 "%-10s max rel err", name);
+        check(fabs(model->mean_loss - step_losses[step]) / fabs(step_losses[step]), STEP_LOSS_TOL, name);
         gpt2_update(model, opt, pg, DEBUG_ADAMW_LR, debug_adamw(), (int)step + 1);
     }
 }
@@ -81,9 +97,6 @@ int test_lora(const char* model_path, const char* state_path, const char* mutati
            (double)lc.alpha, lora_targets_text(lc.targets).c_str(), lc.nf4 ? "NF4" : "fp32", c.num_layers,
            c.channels, V, B, T, d.nsteps);
     test_list_checks();
-    auto check = [](double err, double tol, const char* what) {
-        CHECK_LE(err, tol, "%-10s max rel err", what);
-    };
     const size_t logits_n = (size_t)B * T * Vp;
 
     // fresh adapters: B = 0, so exactly the base's logits
@@ -108,12 +121,7 @@ int test_lora(const char* model_path, const char* state_path, const char* mutati
 
     // the reference's adapters: logits, loss, gradients
     memcpy(model.lora_memory, d.adapters.data(), d.adapters.size() * sizeof(float));
-    gpt2_forward(&model, d.x.data(), d.y.data(), B, T);
-    check(relative_error(model.acts.logits, d.logits.data(), (size_t)B * T * V, Vp, V, V), LOGITS_TOL,
-          "logits");
-    check(fabs(model.mean_loss - d.loss) / fabs(d.loss), LOSS_TOL, "loss");
-    gpt2_zero_grad(&model);
-    gpt2_backward(&model, 1.0f);
+    check_forward_backward(&model, d.x.data(), d.y.data(), B, T, d.logits.data(), d.loss);
     size_t offset = 0;
     for (int i = 0; i < model.lora_layout.num_tensors; i++) {
         const std::string name = "d" + lora_tensor_name(model.lora_layout, i);
@@ -180,16 +188,8 @@ int main(int argc, char** argv) {
 
     // each error against its tolerance (a NaN fails)
     test_list_checks();
-    auto check = [](double err, double tol, const char* what) {
-        CHECK_LE(err, tol, "%-10s max rel err", what);
-    };
 
-    gpt2_forward(&model, d.x.data(), d.y.data(), B, T);
-    check(relative_error(model.acts.logits, d.logits.data(), (size_t)B * T * V, Vp, V, V), LOGITS_TOL,
-          "logits");
-    check(fabs(model.mean_loss - d.loss) / fabs(d.loss), LOSS_TOL, "loss");
-    gpt2_zero_grad(&model);
-    gpt2_backward(&model, 1.0f);
+    check_forward_backward(&model, d.x.data(), d.y.data(), B, T, d.logits.data(), d.loss);
     size_t offset = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         check(relative_error(model.grads_memory + offset, d.grads.data() + offset, model.param_sizes[i]),

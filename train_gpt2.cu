@@ -1107,11 +1107,9 @@ MemoryUse memory_plan(const GPT2Config& c, const LoraConfig& lc, const Optimizer
         for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) u.params += sizes[i] * sizeof(floatX);
         if (lc.nf4) {
             for (int t = 0; t < NUM_LORA_TARGETS; t++) {
-                const size_t n = sizes[LORA_BASE_TENSOR[t]] / c.num_layers,
-                             blocks = quant_num_blocks(n, NF4_BLOCK);
+                const size_t n = sizes[LORA_BASE_TENSOR[t]] / c.num_layers;
                 u.params -= sizes[LORA_BASE_TENSOR[t]] * sizeof(floatX);
-                u.params += c.num_layers * (lora_align256(ceil_div(n, (size_t)2)) + lora_align256(blocks) +
-                                            dq_num_groups(blocks) * sizeof(float));
+                u.params += c.num_layers * nf4_matrix_device_bytes(n);
             }
             lora_scratch = (size_t)4 * c.channels * c.channels * sizeof(floatX);
         }

@@ -60,11 +60,19 @@ inline void nf4_dequantize_floatX(floatX* out, const Nf4MatrixDevice& m, cudaStr
     cudaCheck(cudaGetLastError());
 }
 
+// Device bytes of an NF4 matrix of n values, as nf4_matrix_upload allocates them: the codes and the absmax
+// codes each rounded up to 256 bytes, then the group scales (the mean is a kernel argument).
+inline size_t nf4_matrix_device_bytes(size_t n) {
+    const size_t blocks = quant_num_blocks(n, NF4_BLOCK);
+    return lora_align256(ceil_div(n, (size_t)2)) + lora_align256(blocks) +
+           dq_num_groups(blocks) * sizeof(float);
+}
+
 // Uploads a host NF4 matrix into one device allocation (freed with cudaFree(codes)).
 inline Nf4MatrixDevice nf4_matrix_upload(const Nf4Matrix& h) {
     const size_t c = lora_align256(h.codes.size()), q = lora_align256(h.absmax_codes.size());
     char* mem;
-    cudaCheck(cudaMalloc(&mem, c + q + h.group_absmax.size() * sizeof(float)));
+    cudaCheck(cudaMalloc(&mem, nf4_matrix_device_bytes(h.n)));
     cudaCheck(cudaMemcpy(mem, h.codes.data(), h.codes.size(), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(mem + c, h.absmax_codes.data(), h.absmax_codes.size(), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(mem + c + q, h.group_absmax.data(), h.group_absmax.size() * sizeof(float),
@@ -76,10 +84,6 @@ inline Nf4MatrixDevice nf4_matrix_upload(const Nf4Matrix& h) {
     d.group_absmax = (const float*)(mem + c + q);
     d.absmax_mean = h.absmax_mean;
     return d;
-}
-inline size_t nf4_matrix_device_bytes(const Nf4Matrix& h) {
-    return lora_align256(h.codes.size()) + lora_align256(h.absmax_codes.size()) +
-           h.group_absmax.size() * sizeof(float);
 }
 
 inline void lora_check_rank(int r) {
