@@ -565,6 +565,40 @@ float* layer_input(const ActivationTensors& a, int l, size_t B, size_t T, size_t
     return l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * B * T * C;
 }
 
+// ZeRO-2 and ZeRO-3 (llmc/zero.h): what this process holds when the gradients (stage 2), and the parameters
+// too (stage 3), are sharded unit by unit. Stages 0 and 1 leave it unused (stage 0): they hold both whole.
+// A bucket holds one unit in unit order: a gradient as the backward makes it, or gathered parameters.
+struct ZeroBucket {
+    float* data = nullptr; // (the largest unit it serves, padded)
+    int unit = -1;         // the unit whose parameters it holds (stage 3), -1 for none
+    int version = 0;       // ... gathered at this param_version (an update makes it stale)
+    PgRequest gather;      // its all-gather, while in flight
+};
+struct ZeroShards {
+    int stage = 0; // 2 or 3 when in use
+    ProcessGroup* pg = nullptr;
+    ZeroUnits units;
+    float* grad_shard =
+        nullptr; // (shard_size) this rank's slice of every unit's gradient, summed over micro-steps
+    float* grad_embed = nullptr; // (unit 0 padded) wte, wpe's gradient: the classifier's, then the encoder's
+    float* grad_unit = nullptr;  // (largest other unit, padded) one layer's or the final LayerNorm's gradient
+    // stage 3
+    float* param_shard = nullptr; // (shard_size) this rank's slice of every unit: its only copy of the model
+    ZeroBucket embed, final_ln;   // units 0 and L+1, gathered once per update
+    ZeroBucket layer[2];          // layer l in layer[l % 2]: one is used while the next one is gathered
+    size_t bucket_floats = 0;     // every bucket's length together (the memory table)
+};
+
+void zero_shards_free(ZeroShards* z) {
+    free(z->grad_shard);
+    free(z->grad_embed);
+    free(z->grad_unit);
+    free(z->param_shard);
+    free(z->embed.data);
+    free(z->final_ln.data);
+    for (ZeroBucket& b : z->layer) free(b.data);
+}
+
 struct GPT2 {
     GPT2Config config;
     size_t param_sizes[NUM_PARAMETER_TENSORS];
@@ -604,6 +638,8 @@ struct GPT2 {
     int wte_packed_version = 0;      // the param_version wte_packed was made from
     float* losses = nullptr;         // (B, T) per-position loss of the last forward
     float mean_loss = -1.0f;         // mean over (B, T), or -1 when the forward ran without targets
+    ZeroShards zero;                 // ZeRO-2/3; under it grads_memory is not allocated (and at stage 3,
+                                     // after zero_shard_parameters, nor is params_memory)
 };
 
 void gpt2_allocate_parameters(GPT2* model) {
@@ -684,9 +720,10 @@ void gpt2_allocate_training_state(GPT2* model, int B, int T) {
     model->grads_acts_memory =
         (float*)calloc_check(model->num_activations, sizeof(float), "activation gradients");
     point_activations(&model->grads_acts, model->grads_acts_memory, model->act_sizes);
-    model->grads_memory = (float*)calloc_check(model->num_trained_padded, sizeof(float), "gradients");
+    if (model->zero.stage < 2) // (ZeRO-2/3: only the shard and the buckets of zero_shards_init)
+        model->grads_memory = (float*)calloc_check(model->num_trained_padded, sizeof(float), "gradients");
     if (model->lora.rank == 0) {
-        point_parameters(&model->grads, model->grads_memory, model->param_sizes);
+        if (model->grads_memory) point_parameters(&model->grads, model->grads_memory, model->param_sizes);
     } else {
         memset(&model->grads, 0, sizeof(model->grads));
         const size_t r = model->lora.rank;
@@ -716,6 +753,7 @@ void gpt2_free(GPT2* model) {
     free(model->lora_du);
     free(model->dequant);
     free(model->dequant_absmax);
+    zero_shards_free(&model->zero);
 }
 
 // ----------------------------------------------------------------------------------------------------
@@ -774,6 +812,108 @@ void block_matmul_backward(GPT2* model, const LayerParams& lp, int l, int t, flo
     }
 }
 
+// ----------------------------------------------------------------------------------------------------
+// ZeRO-2/3: where the forward and backward find a unit's parameters and put its gradient. At stages 0 and
+// 1 these are the whole buffers. At stage 2 the backward adds each unit's gradient into a zeroed bucket and
+// reduce-scatters it as soon as the unit is done (zero_grads_done), so only this rank's slice is summed
+// over the micro-steps; at stage 3 the parameters are gathered from every rank's slice into a bucket
+// before use as well, the next layer's gather running while this one computes. A gathered unit is kept
+// until the next update: the forward's last two layers are the backward's first two, and the embeddings
+// are gathered once per update.
+
+// Points the tensors of unit u (in a bucket, unit order) into t; a layer's slices become its tensors'
+// starts, so layer_params(*t, 0, C) names them.
+void unit_point(ParameterTensors* t, float* bucket, const ZeroUnit& u) {
+    float** ptrs = (float**)t;
+    for (const ZeroPiece& piece : u.pieces) ptrs[piece.tensor] = bucket + piece.offset_in_unit;
+}
+
+// Starts gathering unit u into bucket b, unless b already holds it at the current param_version.
+void zero_fetch_start(GPT2* m, ZeroBucket* b, int u) {
+    ZeroShards& z = m->zero;
+    if (b->unit == u && b->version == m->param_version) return;
+    pg_wait(z.pg, &b->gather); // the bucket's previous gather (its unit has been used by now)
+    const ZeroUnit& unit = z.units.units[u];
+    pg_allgather_start(z.pg, z.param_shard + unit.shard_offset, b->data, unit.slice, &b->gather);
+    b->unit = u;
+    b->version = m->param_version;
+}
+// Unit u's parameters in bucket b, complete.
+float* zero_fetch(GPT2* m, ZeroBucket* b, int u) {
+    zero_fetch_start(m, b, u);
+    pg_wait(m->zero.pg, &b->gather);
+    return b->data;
+}
+// MPI moves a non-blocking transfer only inside MPI calls: the layers call this between their big pieces
+// of work so that the next layer's gather proceeds while they compute.
+void zero_progress(GPT2* m) {
+    if (m->zero.stage < 3) return;
+    for (ZeroBucket& b : m->zero.layer) pg_progress(m->zero.pg, &b.gather);
+}
+
+// The parameters of layer l for a pass that goes on to layer `next` (l + 1 forward, l - 1 backward): at
+// stage 3 gathered, and next's gather started.
+LayerParams gpt2_layer_params(GPT2* m, int l, int next) {
+    const size_t C = m->config.channels;
+    if (m->zero.stage < 3) return layer_params(m->params, l, C);
+    ZeroShards& z = m->zero;
+    float* bucket = zero_fetch(m, &z.layer[l % 2], 1 + l);
+    if (next >= 0 && next < m->config.num_layers) zero_fetch_start(m, &z.layer[next % 2], 1 + next);
+    ParameterTensors t = {};
+    unit_point(&t, bucket, z.units.units[1 + l]);
+    return layer_params(t, 0, C);
+}
+// The tensors outside the layers (wte, wpe, lnfw, lnfb; at stage 3 the others are null), for a pass whose
+// first layer is first_layer (its gather is started first).
+ParameterTensors gpt2_outer_params(GPT2* m, int first_layer) {
+    if (m->zero.stage < 3) return m->params;
+    ZeroShards& z = m->zero;
+    const int L = m->config.num_layers;
+    zero_fetch_start(m, &z.layer[first_layer % 2], 1 + first_layer);
+    ParameterTensors t = {};
+    unit_point(&t, zero_fetch(m, &z.embed, 0), z.units.units[0]);
+    unit_point(&t, zero_fetch(m, &z.final_ln, L + 1), z.units.units[L + 1]);
+    return t;
+}
+
+// Where the backward adds the gradients of wte, wpe, lnfw, lnfb: at stages 2 and 3 zeroed buckets.
+ParameterTensors gpt2_outer_grads(GPT2* m) {
+    if (m->zero.stage < 2) return m->grads;
+    ZeroShards& z = m->zero;
+    const ZeroUnit &ue = z.units.units[0], &uf = z.units.units[m->config.num_layers + 1];
+    memset(z.grad_embed, 0, ue.padded * sizeof(float));
+    memset(z.grad_unit, 0, uf.padded * sizeof(float));
+    ParameterTensors g = {};
+    unit_point(&g, z.grad_embed, ue);
+    unit_point(&g, z.grad_unit, uf);
+    return g;
+}
+// Where it adds layer l's: at stages 2 and 3 a zeroed bucket (so the final LayerNorm's must be done).
+LayerParams gpt2_layer_grads(GPT2* m, int l) {
+    const size_t C = m->config.channels;
+    if (m->zero.stage < 2) return layer_params(m->grads, l, C);
+    ZeroShards& z = m->zero;
+    const ZeroUnit& u = z.units.units[1 + l];
+    memset(z.grad_unit, 0, u.padded * sizeof(float));
+    ParameterTensors g = {};
+    unit_point(&g, z.grad_unit, u);
+    return layer_params(g, 0, C);
+}
+// Unit u's gradient of this micro-step is complete (stages 2 and 3): reduce-scatter it and add this rank's
+// slice, averaged over ranks, into grad_shard.
+void zero_grads_done(GPT2* m, int u) {
+    ZeroShards& z = m->zero;
+    if (z.stage < 2) return;
+    const ZeroUnit& unit = z.units.units[u];
+    float* bucket = u == 0 ? z.grad_embed : z.grad_unit;
+    float* mine = bucket + (size_t)z.pg->rank * unit.slice;
+    pg_reduce_scatter_sum(z.pg, bucket, mine, unit.slice);
+    float* acc = z.grad_shard + unit.shard_offset;
+    const float scale = 1.0f / (float)z.pg->num_ranks;
+#pragma omp parallel for
+    for (size_t i = 0; i < unit.slice; i++) acc[i] += mine[i] * scale;
+}
+
 // Forward pass over inputs (B,T); with targets, also the loss. B, T may be smaller than allocated.
 void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int T) {
     const GPT2Config& cfg = model->config;
@@ -793,20 +933,22 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
     memcpy(model->inputs.data(), inputs, (size_t)B * T * sizeof(int));
     if (targets) memcpy(model->targets.data(), targets, (size_t)B * T * sizeof(int));
 
-    const ParameterTensors& p = model->params;
+    const ParameterTensors p = gpt2_outer_params(model, 0); // (ZeRO-3: gathered)
     const ActivationTensors& a = model->acts;
     const size_t BTC = (size_t)B * T * C;
     encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
     for (int l = 0; l < L; l++) {
         const float* residual = layer_input(a, l, B, T, C);
-        const LayerParams lp = layer_params(p, l, C);
+        const LayerParams lp = gpt2_layer_params(model, l, l + 1);
         const LayerActs la = layer_acts(a, l, B, T, C, NH);
         layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lp.ln1w, lp.ln1b, B, T, C);
         block_matmul_forward(model, lp, l, LORA_QKV, la.qkv, la.ln1, lp.qkvb, B, T, C, 3 * C);
+        zero_progress(model);
         attention_forward(la.atty, la.att, la.qkv, B, T, C, NH);
         block_matmul_forward(model, lp, l, LORA_ATTPROJ, la.attproj, la.atty, lp.attprojb, B, T, C, C);
         residual_forward(la.residual2, residual, la.attproj, BTC);
         layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, lp.ln2w, lp.ln2b, B, T, C);
+        zero_progress(model);
         block_matmul_forward(model, lp, l, LORA_FC, la.fch, la.ln2, lp.fcb, B, T, C, 4 * C);
         gelu_forward(la.fch_gelu, la.fch, BTC * 4);
         block_matmul_forward(model, lp, l, LORA_FCPROJ, la.fcproj, la.fch_gelu, lp.fcprojb, B, T, 4 * C, C);
@@ -829,7 +971,11 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
 }
 
 void gpt2_zero_grad(GPT2* model) {
-    memset(model->grads_memory, 0, model->num_trained_padded * sizeof(float));
+    if (model->zero.stage >= 2) {
+        memset(model->zero.grad_shard, 0, model->zero.units.shard_size * sizeof(float));
+    } else {
+        memset(model->grads_memory, 0, model->num_trained_padded * sizeof(float));
+    }
 }
 
 // Backward pass of the last forward (which must have had targets), adding into the parameter gradients.
@@ -842,7 +988,8 @@ void gpt2_backward(GPT2* model, float loss_scale) {
     const int V = cfg.vocab_size, Vp = cfg.padded_vocab_size, L = cfg.num_layers, NH = cfg.num_heads,
               C = cfg.channels;
     const size_t BTC = (size_t)B * T * C;
-    const ParameterTensors &p = model->params, &g = model->grads;
+    // (ZeRO-2/3: the gradients go to buckets, reduce-scattered unit by unit; ZeRO-3: parameters gathered)
+    const ParameterTensors p = gpt2_outer_params(model, L - 1), g = gpt2_outer_grads(model);
     const ActivationTensors &a = model->acts, &da = model->grads_acts; // da: d loss / d activation
     float* scratch = model->matmul_scratch;
     memset(model->grads_acts_memory, 0, model->num_activations * sizeof(float));
@@ -852,18 +999,20 @@ void gpt2_backward(GPT2* model, float loss_scale) {
     matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp, scratch);
     layernorm_backward(layer_input(da, L, B, T, C), g.lnfw, g.lnfb, da.lnf, layer_input(a, L, B, T, C),
                        p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
+    zero_grads_done(model, L + 1);
 
     // the layers in reverse, each in reverse of its forward:
     // ln1 -> qkv -> attention -> attproj -> + residual -> ln2 -> fc -> gelu -> fcproj -> + residual2
     for (int l = L - 1; l >= 0; l--) {
         const float* residual = layer_input(a, l, B, T, C);
         float* dresidual = layer_input(da, l, B, T, C);
-        const LayerParams lp = layer_params(p, l, C), lg = layer_params(g, l, C);
+        const LayerParams lp = gpt2_layer_params(model, l, l - 1), lg = gpt2_layer_grads(model, l);
         const LayerActs la = layer_acts(a, l, B, T, C, NH), dla = layer_acts(da, l, B, T, C, NH);
         residual_backward(dla.residual2, dla.fcproj, dla.residual3, BTC);
         block_matmul_backward(model, lp, l, LORA_FCPROJ, dla.fch_gelu, lg.fcprojw, lg.fcprojb, dla.fcproj,
                               la.fch_gelu, B, T, 4 * C, C);
         gelu_backward(dla.fch, la.fch, dla.fch_gelu, BTC * 4);
+        zero_progress(model);
         block_matmul_backward(model, lp, l, LORA_FC, dla.ln2, lg.fcw, lg.fcb, dla.fch, la.ln2, B, T, C,
                               4 * C);
         layernorm_backward(dla.residual2, lg.ln2w, lg.ln2b, dla.ln2, la.residual2, lp.ln2w, la.ln2_mean,
@@ -871,14 +1020,17 @@ void gpt2_backward(GPT2* model, float loss_scale) {
         residual_backward(dresidual, dla.attproj, dla.residual2, BTC);
         block_matmul_backward(model, lp, l, LORA_ATTPROJ, dla.atty, lg.attprojw, lg.attprojb, dla.attproj,
                               la.atty, B, T, C, C);
+        zero_progress(model);
         attention_backward(dla.qkv, dla.atty, la.qkv, la.att, B, T, C, NH);
         block_matmul_backward(model, lp, l, LORA_QKV, dla.ln1, lg.qkvw, lg.qkvb, dla.qkv, la.ln1, B, T, C,
                               3 * C);
         layernorm_backward(dresidual, lg.ln1w, lg.ln1b, dla.ln1, residual, lp.ln1w, la.ln1_mean, la.ln1_rstd,
                            B, T, C);
+        zero_grads_done(model, 1 + l);
     }
     if (g.wte != nullptr)
         encoder_backward(g.wte, g.wpe, da.encoded, model->inputs.data(), B, T, C); // not LoRA
+    zero_grads_done(model, 0);
 }
 
 // ----------------------------------------------------------------------------------------------------
@@ -890,7 +1042,12 @@ void gpt2_backward(GPT2* model, float loss_scale) {
 //   ZeRO stage 1:  reduce-scatter the gradients, so process r receives the average for its 1/N slice of
 //                  the flat parameter buffer; it keeps AdamW's m and v only for that slice and updates only
 //                  it; then all-gather the updated slices so every process has the whole model again.
-// With one process both are the plain single-process update.
+//   ZeRO stage 2:  the backward has already reduce-scattered the gradients unit by unit (zero_grads_done):
+//                  process r holds the averaged gradient of its slice of every unit; it updates those
+//                  slices, then each unit is all-gathered so every process has the whole model again.
+//   ZeRO stage 3:  the same, but the parameters stay sharded: the update writes this process's slices,
+//                  and the next forward gathers each unit when it needs it.
+// With one process every stage is the plain single-process update.
 //
 // AdamW, per parameter, with g the (clipped) gradient and t the 1-based step:
 //   m = beta1 m + (1 - beta1) g          v = beta2 v + (1 - beta2) g^2
@@ -900,11 +1057,13 @@ void gpt2_backward(GPT2* model, float loss_scale) {
 
 struct Optimizer {
     int zero_stage = 0;
-    ShardLayout layout;                       // which slice of the trained buffer this process updates
-    ShardRange ranges[NUM_PARAMETER_TENSORS]; // that slice cut at tensor boundaries
+    ShardLayout layout; // which slice of the trained buffer this process updates; at stages 2 and 3 only
+                        // its shard_size (the sum of its unit slices) and a nominal shard_offset
+    std::vector<ShardRange> ranges; // that shard cut at tensor (and unit) boundaries
     int num_ranges = 0;
     bool decay[NUM_PARAMETER_TENSORS]; // weight decay on tensor i (the matrices: every LoRA tensor)
-    float* grad_shard = nullptr;       // (shard_size) the averaged gradient of the slice
+    float* grad_shard = nullptr;       // (shard_size) the averaged gradient of the shard (stage 1; stages 2
+                                       // and 3: model->zero.grad_shard, which the backward fills)
     // fp32 AdamW state (shard_size each)
     float* m = nullptr;
     float* v = nullptr;
@@ -915,21 +1074,84 @@ struct Optimizer {
     uint8_t* v_codes = nullptr;
     float* m_absmax = nullptr;
     float* v_absmax = nullptr;
-    size_t block_offset[NUM_PARAMETER_TENSORS]; // first block of each range
+    std::vector<size_t> block_offset; // first block of each range
     size_t num_blocks = 0;
 };
 
+// ZeRO-2/3: the units, the gradient shard and buckets, and at stage 3 the parameter buckets.
+void zero_shards_init(GPT2* model, ProcessGroup* pg, int stage) {
+    ZeroShards& z = model->zero;
+    const int L = model->config.num_layers;
+    z.stage = stage;
+    z.pg = pg;
+    z.units = gpt2_zero_units(model->param_sizes, L, pg->rank, pg->num_ranks);
+    size_t largest_layer = 0, largest_other = 0;
+    for (int u = 1; u <= L + 1; u++) largest_other = std::max(largest_other, z.units.units[u].padded);
+    for (int u = 1; u <= L; u++) largest_layer = std::max(largest_layer, z.units.units[u].padded);
+    const size_t S = z.units.shard_size, E = z.units.units[0].padded, F = z.units.units[L + 1].padded;
+    z.grad_shard = (float*)calloc_check(S, sizeof(float), "ZeRO gradient shard");
+    z.grad_embed = (float*)calloc_check(E, sizeof(float), "ZeRO embedding gradient bucket");
+    z.grad_unit = (float*)calloc_check(largest_other, sizeof(float), "ZeRO layer gradient bucket");
+    z.bucket_floats = E + largest_other;
+    if (stage < 3) return;
+    z.embed.data = (float*)calloc_check(E, sizeof(float), "ZeRO-3 embedding bucket");
+    z.final_ln.data = (float*)calloc_check(F, sizeof(float), "ZeRO-3 final LayerNorm bucket");
+    for (ZeroBucket& b : z.layer)
+        b.data = (float*)calloc_check(largest_layer, sizeof(float), "ZeRO-3 layer bucket");
+    z.bucket_floats += E + F + 2 * largest_layer;
+}
+
+// ZeRO-3, once the whole model has been loaded and checked: keep only this rank's slices of it.
+void zero_shard_parameters(GPT2* model, const Optimizer* opt) {
+    ZeroShards& z = model->zero;
+    z.param_shard = (float*)calloc_check(z.units.shard_size, sizeof(float), "ZeRO-3 parameter shard");
+    for (const ShardRange& r : opt->ranges)
+        memcpy(z.param_shard + r.offset_in_shard, model->params_memory + r.global_offset,
+               r.count * sizeof(float));
+    free(model->params_memory);
+    model->params_memory = model->trained = nullptr;
+    model->params_floats = 0;
+    model->params = ParameterTensors{};
+}
+
+// ZeRO-2/3: all-gathers unit u's slices (the parameter shard at stage 3, or the slice of the flat buffer
+// at stage 2) into a gradient bucket (free outside the backward) and returns it, in unit order.
+float* zero_gather_unit(GPT2* model, int u) {
+    ZeroShards& z = model->zero;
+    const ZeroUnit& unit = z.units.units[u];
+    float* bucket = u == 0 ? z.grad_embed : z.grad_unit;
+    float* mine = bucket + (size_t)z.pg->rank * unit.slice;
+    if (z.stage == 3) {
+        memcpy(mine, z.param_shard + unit.shard_offset, unit.slice * sizeof(float));
+    } else {
+        zero_unit_copy(unit, bucket, model->params_memory, /*to_unit=*/true);
+    }
+    pg_allgather(z.pg, mine, bucket, unit.slice);
+    return bucket;
+}
+
 // Pads the model's trained buffer (the parameters, or with LoRA the adapters) to the layout's length
 // (zeros) and allocates the optimizer state for it.
-void optimizer_init(Optimizer* opt, GPT2* model, const ProcessGroup* pg, int zero_stage, bool use_8bit,
+void optimizer_init(Optimizer* opt, GPT2* model, ProcessGroup* pg, int zero_stage, bool use_8bit,
                     int quant_block) {
     const bool lora = model->lora.rank > 0;
     const size_t* sizes = lora ? model->lora_layout.sizes : model->param_sizes;
     const int num_tensors = lora ? model->lora_layout.num_tensors : NUM_PARAMETER_TENSORS;
     for (int i = 0; i < num_tensors; i++) opt->decay[i] = lora || parameter_is_matrix(i);
     opt->zero_stage = zero_stage;
-    opt->layout = zero_layout(model->num_trained, pg->rank, pg->num_ranks, zero_stage);
-    opt->num_ranges = shard_ranges(sizes, num_tensors, &opt->layout, opt->ranges);
+    if (zero_stage <= 1) {
+        opt->layout = zero_layout(model->num_trained, pg->rank, pg->num_ranks, zero_stage);
+        opt->ranges.resize(num_tensors);
+        opt->num_ranges = shard_ranges(sizes, num_tensors, &opt->layout, opt->ranges.data());
+        opt->ranges.resize(opt->num_ranges);
+    } else {
+        zero_shards_init(model, pg, zero_stage);
+        opt->layout = shard_layout_replicated(model->num_trained, pg->rank, pg->num_ranks); // the flat buffer
+        opt->layout.shard_size = model->zero.units.shard_size;
+        opt->layout.shard_offset = (size_t)pg->rank * opt->layout.shard_size; // nominal: shards in rank order
+        opt->ranges = zero_unit_ranges(model->zero.units);
+        opt->num_ranges = (int)opt->ranges.size();
+    }
     const size_t P = model->num_trained, P_pad = opt->layout.padded_params, S = opt->layout.shard_size;
     // every process's slice has the same length, so the flat buffers are padded with zeros to P_pad
     float* padded = (float*)realloc(model->trained, P_pad * sizeof(float));
@@ -952,6 +1174,7 @@ void optimizer_init(Optimizer* opt, GPT2* model, const ProcessGroup* pg, int zer
         opt->v = (float*)calloc_check(S, sizeof(float), "AdamW v");
     } else {
         opt->num_blocks = 0;
+        opt->block_offset.resize(opt->num_ranges);
         for (int r = 0; r < opt->num_ranges; r++) {
             opt->block_offset[r] = opt->num_blocks;
             opt->num_blocks += ceil_div(opt->ranges[r].count, (size_t)quant_block);
@@ -1016,18 +1239,21 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     float* grads = model->grads_memory;
     float* params = model->trained;
     // 1. average the gradients over processes; g = this process's slice of them (shard_size floats)
+    //    (stages 2 and 3: the backward did, unit by unit)
     float* g = grads;
     if (opt->zero_stage == 0) {
         pg_allreduce_mean(pg, grads, lay.padded_params);
-    } else {
+    } else if (opt->zero_stage == 1) {
         pg_reduce_scatter_mean(pg, grads, opt->grad_shard, lay.shard_size);
         g = opt->grad_shard;
+    } else {
+        g = model->zero.grad_shard;
     }
     // 2. global gradient norm: squares summed over the slice (in double, fixed order), then over processes
     double sumsq = 0.0;
     for (int r = 0; r < opt->num_ranges; r++)
         sumsq += sum_of_squares(g + opt->ranges[r].offset_in_shard, opt->ranges[r].count);
-    if (opt->zero_stage == 1) sumsq = pg_allreduce_sum_double(pg, sumsq);
+    if (opt->zero_stage >= 1) sumsq = pg_allreduce_sum_double(pg, sumsq);
     const float norm = (float)sqrt(sumsq);
     // a non-finite norm (a NaN or inf in the model, the data or an overflow; every rank has the same norm):
     // no update at all, so one bad batch cannot turn the parameters into NaN; the loop counts the skips
@@ -1045,7 +1271,9 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     for (int r = 0; r < opt->num_ranges; r++) {
         const ShardRange& rg = opt->ranges[r];
         float wd = opt->decay[rg.tensor] ? h.weight_decay : 0.0f;
-        float* p = params + rg.global_offset;
+        // (stage 3: the parameter shard is laid out like the gradient shard)
+        float* p =
+            opt->zero_stage == 3 ? model->zero.param_shard + rg.offset_in_shard : params + rg.global_offset;
         const float* gr = g + rg.offset_in_shard;
         if (!opt->use_8bit) {
             adamw_update(p, gr, opt->m + rg.offset_in_shard, opt->v + rg.offset_in_shard, rg.count, lr,
@@ -1059,8 +1287,15 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     }
     // cached copies of the parameters (the packed wte) are stale now; not so under LoRA (a frozen wte)
     if (model->lora.rank == 0) model->param_version++;
-    // 5. ZeRO-1: every process gets everyone's updated slice
+    // 5. ZeRO-1 and 2: every process gets everyone's updated slices (stage 2 unit by unit, into the flat
+    //    buffer); ZeRO-3 gathers them when the next pass needs them
     if (opt->zero_stage == 1) pg_allgather(pg, params + lay.shard_offset, params, lay.shard_size);
+    if (opt->zero_stage == 2) {
+        for (size_t u = 0; u < model->zero.units.units.size(); u++) {
+            const float* bucket = zero_gather_unit(model, (int)u);
+            zero_unit_copy(model->zero.units.units[u], (float*)bucket, params, /*to_unit=*/false);
+        }
+    }
     return norm;
 }
 
@@ -1131,8 +1366,21 @@ void gpt2_write_merged(GPT2* m, const char* path) {
         path, c, m->lora, m->lora_layout, m->lora_memory, [&](int i) { return held[i]; }, base);
 }
 
+// Called on every rank; rank 0 writes. At ZeRO-3 every rank takes part in gathering the model unit by unit
+// into rank 0's temporary fp32 copy (4 bytes per parameter, for the length of the write).
 void trainer_write_model(Trainer* tr, const std::string& path) {
     GPT2& m = tr->model;
+    if (m.zero.stage == 3) {
+        std::vector<float> whole(tr->pg.rank == 0 ? m.num_parameters : 0);
+        for (size_t u = 0; u < m.zero.units.units.size(); u++) {
+            float* bucket = zero_gather_unit(&m, (int)u);
+            if (tr->pg.rank == 0)
+                zero_unit_copy(m.zero.units.units[u], bucket, whole.data(), /*to_unit=*/false);
+        }
+        if (tr->pg.rank == 0) checkpoint_write(path.c_str(), m.config, whole.data(), m.num_parameters, false);
+        return;
+    }
+    if (tr->pg.rank != 0) return;
     if (m.lora.rank > 0) {
         gpt2_write_merged(&m, path.c_str());
     } else {
@@ -1183,14 +1431,32 @@ StateBuffers trainer_state_buffers(Trainer* tr, const StateHeader& h, const std:
 // The memory of this process by category, in bytes: predicted from the model's shape and the flags before
 // anything is allocated (check_cpu_memory), and counted from the buffers once they are (the table printed
 // at start-up, beside the prediction and the process's resident size).
+// The model state follows the ZeRO formulas (llmc/zero.h's zero_bytes_per_param for fp32: 16, 8 + 8/N,
+// 4 + 12/N, 16/N bytes per parameter), predicted from P itself; what is allocated is padded to equal
+// slices, less than N*ALIGN elements per buffer (stage 1) or per unit (stages 2, 3) more. ZeRO-2/3 also
+// hold their buckets, one unit each, which the formulas leave out.
 struct CpuMemory {
     double base = 0;    // the frozen base under LoRA (fp32, or NF4 + its fp32 tensors), with its scratch
-    double trained = 0; // what the optimizer trains: the parameters, or the adapters
-    double grads = 0;   // their gradients
+    double trained = 0; // what the optimizer trains: the parameters, or the adapters (ZeRO-3: a shard)
+    double grads = 0;   // their gradients (ZeRO-2/3: a shard)
     double optim = 0;   // AdamW's m and v (fp32, or 8-bit codes and their scales), the ZeRO-1 gradient slice
+    double buckets = 0; // ZeRO-2/3: the gradient buckets, and at stage 3 the gathered-parameter buckets
     double acts = 0;    // activations and their gradients (and the adapters' u)
-    double total() const { return base + trained + grads + optim + acts; }
+    double total() const { return base + trained + grads + optim + buckets + acts; }
 };
+
+// ZeRO-2/3's buckets in floats (zero_shards_init allocates them): the embeddings' gradient and the largest
+// other unit's; stage 3 adds the embeddings, the final LayerNorm and two of the largest layer.
+double zero_bucket_floats(const GPT2Config& config, int stage, int num_ranks) {
+    if (stage < 2) return 0.0;
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    gpt2_parameter_sizes(config, sizes);
+    const int L = config.num_layers;
+    const ZeroUnits z = gpt2_zero_units(sizes, L, 0, num_ranks);
+    const double E = (double)z.units[0].padded, F = (double)z.units[L + 1].padded;
+    const double layer = (double)z.units[1].padded; // every layer's unit has the same size
+    return E + std::max(layer, F) + (stage == 3 ? E + F + 2.0 * layer : 0.0);
+}
 
 CpuMemory predict_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_ranks) {
     size_t act[NUM_ACTIVATION_TENSORS];
@@ -1206,11 +1472,13 @@ CpuMemory predict_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, i
         P = (double)lora_layout(config, lc).total;
         m.acts += 4.0 * lc.rank * BT * (NUM_LORA_TARGETS * config.num_layers + 1); // u, du
     }
-    const double shard = cfg.zero_stage == 1 ? P / num_ranks : P;
-    m.trained = 4.0 * P;
-    m.grads = 4.0 * P;
+    const int z = cfg.zero_stage;
+    const double N = num_ranks, shard = z >= 1 ? P / N : P;
+    m.trained = 4.0 * (z == 3 ? shard : P);
+    m.grads = 4.0 * (z >= 2 ? shard : P);
     m.optim = (cfg.use_8bit ? 2.0 * (1.0 + 4.0 / cfg.quant_block) : 8.0) * shard;
-    if (cfg.zero_stage == 1) m.optim += 4.0 * shard;
+    if (z == 1) m.optim += 4.0 * shard;
+    m.buckets = 4.0 * zero_bucket_floats(config, z, num_ranks);
     return m;
 }
 
@@ -1223,9 +1491,11 @@ CpuMemory measure_cpu_memory(const GPT2& model, const Optimizer& opt) {
             m.base += 4.0 * (4.0 * model.config.channels * model.config.channels +
                              nf4_base_max_blocks(model.config));
     }
-    m.trained = 4.0 * model.num_trained_padded;
-    m.grads = 4.0 * model.num_trained_padded;
+    const ZeroShards& z = model.zero;
+    m.trained = 4.0 * (z.param_shard ? z.units.shard_size : model.num_trained_padded);
+    m.grads = 4.0 * (z.grad_shard ? z.units.shard_size : model.num_trained_padded);
     m.optim = (double)optimizer_state_bytes(&opt) + (opt.grad_shard ? 4.0 * opt.layout.shard_size : 0.0);
+    m.buckets = 4.0 * z.bucket_floats;
     m.acts = 2.0 * 4.0 * model.num_activations;
     if (lora) {
         const double BTr = (double)model.batch_size * model.seq_len * model.lora.rank;
@@ -1234,17 +1504,30 @@ CpuMemory measure_cpu_memory(const GPT2& model, const Optimizer& opt) {
     return m;
 }
 
-void print_memory_table(const CpuMemory& predicted, const CpuMemory& allocated, const GPT2& model) {
+void print_memory_table(const CpuMemory& predicted, const CpuMemory& allocated, const GPT2& model,
+                        int zero_stage, int num_ranks) {
     const double MiB = 1024.0 * 1024.0;
     const char* base = !model.lora.rank ? "frozen base (none: all trains)"
                        : model.lora.nf4 ? "frozen base (NF4 + fp32 rest)"
                                         : "frozen base (fp32)";
-    const char* names[5] = {base, model.lora.rank ? "trained: LoRA adapters" : "trained: parameters",
-                            "gradients", "optimizer state", "activations + their gradients"};
-    const double p[5] = {predicted.base, predicted.trained, predicted.grads, predicted.optim, predicted.acts};
-    const double a[5] = {allocated.base, allocated.trained, allocated.grads, allocated.optim, allocated.acts};
-    printf("memory (this process)            predicted MiB   allocated MiB\n");
-    for (int i = 0; i < 5; i++) printf("  %-31s %13.2f %15.2f\n", names[i], p[i] / MiB, a[i] / MiB);
+    const char* names[6] = {base,
+                            model.lora.rank ? "trained: LoRA adapters" : "trained: parameters",
+                            "gradients",
+                            "optimizer state",
+                            zero_stage == 3 ? "ZeRO buckets (grads, params)" : "ZeRO buckets (gradients)",
+                            "activations + their gradients"};
+    const double p[6] = {predicted.base,  predicted.trained, predicted.grads,
+                         predicted.optim, predicted.buckets, predicted.acts};
+    const double a[6] = {allocated.base,  allocated.trained, allocated.grads,
+                         allocated.optim, allocated.buckets, allocated.acts};
+    char title[64];
+    snprintf(title, sizeof(title), "memory (this process, ZeRO-%d)", zero_stage);
+    printf("%-33s predicted MiB   allocated MiB   (%d process%s)\n", title, num_ranks,
+           num_ranks > 1 ? "es" : "");
+    for (int i = 0; i < 6; i++) {
+        if (i == 4 && zero_stage < 2) continue;
+        printf("  %-31s %13.2f %15.2f\n", names[i], p[i] / MiB, a[i] / MiB);
+    }
     printf("  %-31s %13.2f %15.2f\n", "total", predicted.total() / MiB, allocated.total() / MiB);
 }
 
@@ -1327,6 +1610,7 @@ int main(int argc, char** argv) {
     const uint32_t crc =
         lora ? base_crc : run_params_crc(pg.num_ranks, cfg, model.params_memory, model.num_parameters);
     run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader, crc);
+    if (cfg.zero_stage == 3) zero_shard_parameters(&model, &tr.opt); // the whole model is not needed any more
     if (resuming) {
         run_load_state(&tr, &plan, cfg.output_dir, &st);
         dataloader_set_state(&train_loader, st.loader);
@@ -1336,7 +1620,7 @@ int main(int argc, char** argv) {
     if (plan.main_process) {
         run_print_plan(&plan, cfg, mc, model.num_parameters, &train_loader, &val_loader);
         print_memory_table(predict_cpu_memory(mc, cfg, pg.num_ranks), measure_cpu_memory(model, tr.opt),
-                           model);
+                           model, cfg.zero_stage, pg.num_ranks);
         if (lora && cfg.output_dir) {
             printf("checkpoints: model_<step>.bin is the merged model, W + (alpha/r) B.A%s; the adapters and "
                    "their optimizer state are in state_<step>_<rank>.bin\n",

@@ -987,7 +987,9 @@ void trainer_print_step_end(Trainer* tr, double seconds, bool first_step) {
 // With LoRA the model file is the merged model (llmc/lora.h's lora_write_merged): W + s.B.A with W the
 // base as the GPU used it (bf16, or the NF4 matrix dequantized and rounded to floatX) and the adapters'
 // floatX values.
+// Called on every rank; rank 0 writes.
 void trainer_write_model(Trainer* tr, const std::string& path) {
+    if (tr->mgc.rank != 0) return;
     GPT2& m = tr->model;
     cudaCheck(cudaStreamSynchronize(m.stream));
     std::vector<float> params(m.params_floats);

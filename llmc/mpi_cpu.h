@@ -11,6 +11,9 @@
 //   s = 1:  pg_reduce_scatter_mean(&pg, grads, grad_shard, shard_size);
 //           update params[shard_offset, +shard_size) with the rank's slice of m and v
 //           pg_allgather(&pg, params + shard_offset, params, shard_size);
+//   s = 2, 3: the same two collectives unit by unit (llmc/zero.h): a unit's gradient reduce-scattered as
+//           the backward makes it; at stage 3 a unit's parameters all-gathered before use, the next one
+//           prefetched with pg_allgather_start / pg_progress / pg_wait
 //   process_group_finalize(&pg);   before every normal exit (see "failures" below)
 //
 // Failures. A rank that stops while the others wait in a collective must take the whole job down, never
@@ -315,6 +318,64 @@ inline void pg_allgather(ProcessGroup* pg, const float* send_shard, float* recv,
                      "MPI_Bcast");
         }
     }
+#endif
+}
+
+// A non-blocking all-gather (ZeRO-3's prefetch of the next layer's parameters while this one computes).
+// MPI moves the data inside MPI calls only (no progress thread here), so the caller pokes it with
+// pg_progress between pieces of its work; pg_wait completes it. With one rank, or a transfer larger than
+// max_count elements (done at once, blocking), the request is complete when started.
+struct PgRequest {
+#ifdef USE_MPI
+    MPI_Request req = MPI_REQUEST_NULL;
+#endif
+    bool active = false;
+};
+
+// Starts pg_allgather(send_shard, recv, shard_size); send_shard must not overlap recv. recv is valid (and
+// send_shard may be changed) only after pg_wait.
+inline void pg_allgather_start(ProcessGroup* pg, const float* send_shard, float* recv, size_t shard_size,
+                               PgRequest* req) {
+    if (req->active) pg_fail(pg, "pg_allgather_start: the request is still pending");
+    const size_t total = (size_t)pg->num_ranks * shard_size;
+    if (pg_overlaps(send_shard, shard_size * sizeof(float), recv, total * sizeof(float))) {
+        pg_fail(pg, "pg_allgather_start: send_shard overlaps recv");
+    }
+#ifdef USE_MPI
+    if (pg->num_ranks > 1 && shard_size <= pg->max_count) {
+        pg_check(pg,
+                 MPI_Iallgather(send_shard, (int)shard_size, MPI_FLOAT, recv, (int)shard_size, MPI_FLOAT,
+                                MPI_COMM_WORLD, &req->req),
+                 "MPI_Iallgather");
+        req->active = true;
+        return;
+    }
+#endif
+    pg_allgather(pg, send_shard, recv, shard_size);
+}
+
+// Lets a pending request move data (MPI_Test); a no-op when there is none.
+inline void pg_progress(ProcessGroup* pg, PgRequest* req) {
+#ifdef USE_MPI
+    if (!req->active) return;
+    int done = 0;
+    pg_check(pg, MPI_Test(&req->req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) req->active = false;
+#else
+    (void)pg;
+    (void)req;
+#endif
+}
+
+// Waits until the request is complete; a no-op when it already is.
+inline void pg_wait(ProcessGroup* pg, PgRequest* req) {
+#ifdef USE_MPI
+    if (!req->active) return;
+    pg_check(pg, MPI_Wait(&req->req, MPI_STATUS_IGNORE), "MPI_Wait");
+    req->active = false;
+#else
+    (void)pg;
+    (void)req;
 #endif
 }
 

@@ -18,8 +18,8 @@
 //   float trainer_eval_loss(Trainer*, const int* inputs, const int* targets)   forward only; mean loss
 //   const float* trainer_next_token_logits(Trainer*, const int* tokens, int t)
 //         forward of tokens[0..t) (B = 1); the fp32 logits (Vp, host memory) of the token after them
-//   void  trainer_write_model(Trainer*, const std::string& path)          (called on rank 0)
-//   StateHeader trainer_state_header(const Trainer*, int step)   what this rank's state file says
+//   void  trainer_write_model(Trainer*, const std::string& path)          (called on every rank; rank 0
+//   writes) StateHeader trainer_state_header(const Trainer*, int step)   what this rank's state file says
 //   StateBuffers trainer_state_buffers(Trainer*, const StateHeader& h, const std::string& path)
 //         its optimizer buffers, in order, for the state file at path (named in its error messages)
 //   void  trainer_barrier(Trainer*)
@@ -54,15 +54,16 @@
 // What a run derives from its flags and its model, the same way on the CPU and the GPU.
 struct RunPlan {
     int rank = 0, num_ranks = 1;
-    bool main_process = true;   // rank 0: prints, and writes the log, the model files, checkpoint_latest
-    int B = 0, T = 0;           // the micro-batch of each rank
-    int grad_accum_steps = 1;   // micro-batches per optimizer step on each rank
-    long tokens_per_step = 0;   // B * T * num_ranks * grad_accum_steps (-d)
-    int train_steps = 0;        // optimizer steps of the run: -x, or one epoch
-    float peak_lr = 0.0f;       // -l, scaled for the batch by -sr / -sb
-    LRScheduler sched;          // -k, with the (clamped) warmup -u
-    int resume_step = -1;       // the checkpoint this run resumed from; -1: a fresh run
-    std::vector<RunFact> facts; // what every rank must agree on, and a resume compares (run_facts)
+    bool main_process = true;        // rank 0: prints, and writes the log, the model files, checkpoint_latest
+    bool collective_forward = false; // a forward needs every rank (ZeRO-3 gathers the parameters): all sample
+    int B = 0, T = 0;                // the micro-batch of each rank
+    int grad_accum_steps = 1;        // micro-batches per optimizer step on each rank
+    long tokens_per_step = 0;        // B * T * num_ranks * grad_accum_steps (-d)
+    int train_steps = 0;             // optimizer steps of the run: -x, or one epoch
+    float peak_lr = 0.0f;            // -l, scaled for the batch by -sr / -sb
+    LRScheduler sched;               // -k, with the (clamped) warmup -u
+    int resume_step = -1;            // the checkpoint this run resumed from; -1: a fresh run
+    std::vector<RunFact> facts;      // what every rank must agree on, and a resume compares (run_facts)
 };
 
 // Where the run is: saved in every checkpoint, restored on resume.
@@ -79,6 +80,12 @@ inline void run_check_flags(const TrainConfig& cfg) {
         fail("flags -y 1 and -ow 1 contradict each other: resume, or start over");
     if (cfg.overwrite && cfg.output_dir == nullptr) fail("flag -ow 1 needs -o <dir>");
     if (cfg.lora.nf4 && cfg.lora.rank == 0) fail("flag -lq 1 (QLoRA) needs a LoRA rank: -lo <r>, r >= 1");
+    if (cfg.lora.rank > 0 && cfg.zero_stage > 1) {
+        fail("flags -z %d and -lo %d: ZeRO-2/3 shard the model's gradients and parameters, but under LoRA "
+             "only "
+             "the adapters train (a few MB); use -z 0 or -z 1",
+             cfg.zero_stage, cfg.lora.rank);
+    }
     // B*T at most 2^24 tokens (GPT-2 trains with 16 x 1024 = 2^14) keeps every activation size below 2^64
     if ((long)cfg.B * cfg.T > (1L << 24)) {
         fail("flags -b and -t: a micro-batch of %d x %d = %ld tokens is more than the %ld this program "
@@ -110,6 +117,7 @@ inline void run_plan_init(RunPlan* plan, const TrainConfig& cfg, const GPT2Confi
     plan->rank = rank;
     plan->num_ranks = num_ranks;
     plan->main_process = rank == 0;
+    plan->collective_forward = cfg.zero_stage == 3;
     plan->B = cfg.B;
     plan->T = cfg.T;
     if (cfg.T > mc.max_seq_len) {
@@ -406,7 +414,7 @@ inline void run_compare_resumed_facts(const RunPlan* plan, const std::vector<Run
 
 template <class Trainer>
 void run_save_checkpoint(Trainer* tr, const RunPlan* plan, const char* dir, const TrainState& st) {
-    if (plan->main_process) trainer_write_model(tr, checkpoint_path(dir, "model", st.step, -1));
+    trainer_write_model(tr, checkpoint_path(dir, "model", st.step, -1)); // (ZeRO-3: every rank gathers)
     watchdog_progress("a checkpoint", st.step);
     StateHeader h = trainer_state_header(tr, st.step);
     h.loader = st.loader;
@@ -460,12 +468,14 @@ void run_sample(Trainer* tr, const RunPlan* plan, Rng* rng, int num_tokens, floa
     const TokenDecoder& decoder = tr->decoder;
     const int eot = decoder.vocab_size > 0 ? decoder.eot_token : c.vocab_size - 1;
     std::vector<int> tokens(plan->T, eot); // the prefix, padded with <|endoftext|> to T
-    printf("generating:\n---\n");
+    const bool print = plan->main_process; // (ZeRO-3: every rank runs the forwards, rank 0 prints)
+    if (print) printf("generating:\n---\n");
     for (int t = 1; t <= num_tokens && t < plan->T; t++) {
         watchdog_progress("sampling", -1);
         const float* logits = trainer_next_token_logits(tr, tokens.data(), t);
         const int next = sample_softmax(logits, c.vocab_size, temperature, rng_uniform(rng));
         tokens[t] = next;
+        if (!print) continue;
         if (decoder.vocab_size > 0 && next < decoder.vocab_size) {
             const std::string& piece = token_decoder_piece(&decoder, next);
             fwrite(piece.data(), 1, piece.size(), stdout);
@@ -474,7 +484,7 @@ void run_sample(Trainer* tr, const RunPlan* plan, Rng* rng, int num_tokens, floa
         }
         fflush(stdout);
     }
-    printf("\n---\n");
+    if (print) printf("\n---\n");
 }
 
 // ----------------------------------------------------------------------------------------------------
@@ -493,7 +503,8 @@ inline bool run_val_due(const RunPlan* plan, const TrainConfig& cfg, int step) {
 }
 inline bool run_sample_due(const RunPlan* plan, const TrainConfig& cfg, int step) {
     const bool last = step == plan->train_steps;
-    return plan->main_process && cfg.sample_every > 0 && ((step > 0 && step % cfg.sample_every == 0) || last);
+    return (plan->main_process || plan->collective_forward) && cfg.sample_every > 0 &&
+           ((step > 0 && step % cfg.sample_every == 0) || last);
 }
 
 // A step whose gradient norm is NaN or inf is skipped by the backends' update (no parameter changes); this

@@ -1,4 +1,4 @@
-// zero.h: the ZeRO-1 sharding arithmetic shared by the CPU and GPU trainers. Pure arithmetic: no MPI,
+// zero.h: the ZeRO sharding arithmetic shared by the CPU and GPU trainers. Pure arithmetic: no MPI,
 // no CUDA, so it is tested on its own (tests/unit/test_zero.cpp).
 //
 // Data parallelism keeps one copy of the model per rank; every rank computes gradients on its own
@@ -29,8 +29,12 @@
 // shard_ranges() intersects the rank's slice with every tensor and lists the non-empty pieces in order.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
+#include <cstring>
+#include <vector>
 
+#include "llmc/checkpoint.h"
 #include "llmc/utils.h"
 
 // Slice alignment in elements (see above). A power of two; every shard_size is a multiple of it.
@@ -81,12 +85,12 @@ inline ShardLayout shard_layout_replicated(size_t num_params, int rank, int num_
     return layout;
 }
 
-// The layout for a ZeRO stage: 0 -> replicated, 1 -> sharded optimizer state. Stages 2 and 3 are not
-// implemented by the trainers (they appear only in the memory accounting below).
+// The layout for ZeRO stage 0 (replicated) or 1 (sharded optimizer state). Stages 2 and 3 shard unit by
+// unit (zero_units below).
 inline ShardLayout zero_layout(size_t num_params, int rank, int num_ranks, int zero_stage) {
     if (zero_stage == 0) return shard_layout_replicated(num_params, rank, num_ranks);
     if (zero_stage == 1) return shard_layout(num_params, rank, num_ranks);
-    fail("ZeRO stage %d is not supported (flag -z expects 0 or 1)", zero_stage);
+    fail("zero_layout: stage %d has no flat layout (stages 2 and 3 use zero_units)", zero_stage);
 }
 
 // One piece of a rank's shard that lies inside one tensor.
@@ -130,6 +134,118 @@ inline int shard_ranges(const size_t* tensor_sizes, int num_tensors, const Shard
         tensor_begin = tensor_end;
     }
     return count;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// ZeRO-2 and ZeRO-3: sharding unit by unit
+//
+// Stage 2 also shards the gradients: each part of the backward reduce-scatters the gradient it has just
+// made, so a rank accumulates only its shard and no full-size gradient buffer exists. Stage 3 also shards
+// the parameters: each part of the model is all-gathered just before the forward or backward uses it and
+// dropped after. Both work on "units", the parameters one part of the pass touches:
+//
+//   unit 0       wte, wpe                    the embeddings (wte is also the classifier)
+//   unit 1 + l   layer l's slice of the 12 per-layer tensors (ln1w[l], ln1b[l], qkvw[l], ... fcprojb[l])
+//   unit L + 1   lnfw, lnfb                  the final LayerNorm
+//
+// A unit's elements in "unit order" are its pieces back to back (layer l's are 12 strided slices of the
+// flat buffer, which is in file order, tensor by tensor). Each unit is padded to a multiple of N*ALIGN and
+// cut into N equal slices; rank r owns slice r of every unit, and its shard is those slices back to back:
+//
+//   unit u:   [ slice 0 | slice 1 | ... | slice N-1 ]       slice = padded_u / N   (padding at the end)
+//   shard r:  [ slice r of unit 0 | slice r of unit 1 | ... | slice r of unit L+1 ]
+//
+// so a unit's reduce-scatter delivers exactly rank r's part of its shard, and a unit's all-gather of
+// every rank's slice rebuilds the unit. The padding is less than N*ALIGN per unit, (L+2)*N*ALIGN in all.
+struct ZeroPiece {
+    int tensor;              // index into the tensor table
+    size_t global_offset;    // first element, in the flat buffer (file order)
+    size_t offset_in_tensor; // first element, relative to the start of the tensor
+    size_t count;            // number of elements
+    size_t offset_in_unit;   // first element, in unit order
+};
+struct ZeroUnit {
+    std::vector<ZeroPiece> pieces;
+    size_t size = 0;         // real elements (the sum of the pieces)
+    size_t padded = 0;       // round_up(size, N * ALIGN): the length of a buffer holding the whole unit
+    size_t slice = 0;        // padded / N: what each rank owns
+    size_t shard_offset = 0; // where this unit's slice starts in every rank's shard
+};
+struct ZeroUnits {
+    std::vector<ZeroUnit> units;
+    size_t shard_size = 0; // elements of every rank's shard: the sum of the slices
+    int rank = 0, num_ranks = 1;
+};
+
+// The units of GPT-2's parameter table (sizes in file order, llmc/checkpoint.h) over num_ranks ranks.
+inline ZeroUnits gpt2_zero_units(const size_t sizes[NUM_PARAMETER_TENSORS], int num_layers, int rank,
+                                 int num_ranks) {
+    if (num_ranks < 1 || rank < 0 || rank >= num_ranks || num_layers < 1) {
+        fail("gpt2_zero_units: rank %d of %d with %d layers is not valid", rank, num_ranks, num_layers);
+    }
+    size_t start[NUM_PARAMETER_TENSORS + 1] = {0};
+    for (int t = 0; t < NUM_PARAMETER_TENSORS; t++) start[t + 1] = start[t] + sizes[t];
+    ZeroUnits z;
+    z.rank = rank;
+    z.num_ranks = num_ranks;
+    auto add = [&](ZeroUnit* u, int t, size_t offset_in_tensor, size_t count) {
+        u->pieces.push_back({t, start[t] + offset_in_tensor, offset_in_tensor, count, u->size});
+        u->size += count;
+    };
+    std::vector<ZeroUnit> units(num_layers + 2);
+    add(&units[0], TENSOR_WTE, 0, sizes[TENSOR_WTE]);
+    add(&units[0], TENSOR_WPE, 0, sizes[TENSOR_WPE]);
+    for (int l = 0; l < num_layers; l++) {
+        for (int t = TENSOR_LN1W; t <= TENSOR_FCPROJB; t++) {
+            const size_t per_layer = sizes[t] / num_layers;
+            add(&units[1 + l], t, (size_t)l * per_layer, per_layer);
+        }
+    }
+    add(&units[num_layers + 1], TENSOR_LNFW, 0, sizes[TENSOR_LNFW]);
+    add(&units[num_layers + 1], TENSOR_LNFB, 0, sizes[TENSOR_LNFB]);
+    for (ZeroUnit& u : units) {
+        u.padded = zero_round_up(u.size, (size_t)num_ranks * ZERO_ALIGN);
+        u.slice = u.padded / num_ranks;
+        u.shard_offset = z.shard_size;
+        z.shard_size += u.slice;
+    }
+    z.units = std::move(units);
+    return z;
+}
+
+// The pieces of rank z.rank's shard, unit by unit, cut at tensor boundaries (the same ShardRange as a flat
+// layout's: global_offset in the flat buffer, offset_in_shard in the shard), in shard order.
+inline std::vector<ShardRange> zero_unit_ranges(const ZeroUnits& z) {
+    std::vector<ShardRange> out;
+    for (const ZeroUnit& u : z.units) {
+        const size_t begin = (size_t)z.rank * u.slice, end = begin + u.slice; // in unit order
+        for (const ZeroPiece& p : u.pieces) {
+            const size_t b = std::max(begin, p.offset_in_unit), e = std::min(end, p.offset_in_unit + p.count);
+            if (b >= e) continue;
+            ShardRange r;
+            r.tensor = p.tensor;
+            r.global_offset = p.global_offset + (b - p.offset_in_unit);
+            r.offset_in_tensor = p.offset_in_tensor + (b - p.offset_in_unit);
+            r.count = e - b;
+            r.offset_in_shard = u.shard_offset + (b - begin);
+            out.push_back(r);
+        }
+    }
+    return out;
+}
+
+// Copies between a unit in unit order (unit_buf, padded elements, the padding left alone) and the flat
+// buffer. to_unit: flat -> unit_buf; otherwise unit_buf -> flat.
+inline void zero_unit_copy(const ZeroUnit& u, float* unit_buf, float* flat, bool to_unit) {
+    for (const ZeroPiece& p : u.pieces) {
+        float* a = unit_buf + p.offset_in_unit;
+        float* b = flat + p.global_offset;
+        if (to_unit) {
+            memcpy(a, b, p.count * sizeof(float));
+        } else {
+            memcpy(b, a, p.count * sizeof(float));
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------

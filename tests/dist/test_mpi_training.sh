@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# Data parallel and ZeRO-1 training of the CPU trainer under MPI (issue: ZeRO-1 over MPI, tested in CI).
-#  1. Equivalence: with the same global batch of 4 x 32 tokens, the losses of 10 steps match one process
-#     (B=4) to fp32 tolerance for -np 2 (B=2) and -np 4 (B=1), each with -z 0 and -z 1, and so does one
-#     process with gradient accumulation (B=1, -d 128). Tolerance 2e-5 relative: the runs differ only in
-#     the order of fp32 sums (gradients averaged across processes vs summed in one), ~1e-6 per step,
-#     while a missing 1/N, a wrong shard or a skipped all-gather changes a loss by 1e-3 or more.
-#     8-bit AdamW with -np 2 -z 1 matches 8-bit AdamW in one process the same way.
-#  2. Resume from sharded state: -np 2 -z 1, 6 steps with a checkpoint at 3; resumed from step 3 it prints
-#     exactly the uninterrupted run's lines; resuming with -np 4 fails, naming the process counts.
-#  3. Failure: rank 1's state file is missing at resume; every rank stops (no hang), the exit status is
-#     non-zero and the message names rank 1 and the file.
-#  4. Ranks started with different -b (mpirun's MPMD form) stop at start-up, naming -b and both values.
+# Data parallel and ZeRO-0/1/2/3 training of the CPU trainer under MPI.
+#  1. Equivalence: with the same global batch of 4 x 32 tokens, the losses of 10 steps (gradient clipping at
+#     norm 1 active in the first steps) match one process (B=4) to fp32 tolerance for -np 2 (B=2) and -np 4
+#     (B=1), each with -z 0, 1, 2 and 3, and so do one process and -np 2 -z 2/3 with gradient accumulation
+#     (B=1, -d 128). Tolerance 2e-5 relative: the runs differ only in the order of fp32 sums (gradients
+#     averaged across processes, or per micro-step, vs summed in one), ~1e-6 per step, while a missing 1/N,
+#     a wrong shard, a unit reduce-scattered twice or a stale gathered layer changes a loss by 1e-3 or more.
+#     The gradient norm (before clipping) must match to 2e-4, two units of its printed last digit: AdamW
+#     with clipping is blind to a constant factor on the gradients (a missing 1/N leaves the losses equal
+#     to 1e-7), the norm is not (it doubles).
+#     8-bit AdamW with -np 2 -z 1, -np 2 -z 2 and -np 4 -z 3 matches 8-bit AdamW in one process the same
+#     way (-qb 128: every tensor, per-layer piece and shard boundary of d2 (C=128) is a multiple of 128, so
+#     each process's quantization blocks are the single process's).
+#  2. Resume from sharded state: -np 2 with -z 1 and -z 3, 6 steps with a checkpoint at 3; resumed from
+#     step 3 each prints exactly the uninterrupted run's lines; resuming with -np 4 fails, naming the
+#     process counts. ZeRO-3's model file (gathered unit by unit) is bit-identical to ZeRO-2's (the same
+#     arithmetic on held parameters) and loads in one process; ZeRO-3 samples (every rank runs the
+#     forwards) the same text as ZeRO-2.
+#  3. Memory: at 1, 2 and 4 processes and every stage, the memory table's rows match the ZeRO formulas
+#     worked out by check_zero_memory.py from the model's shape (its header states the margin).
+#  4. Failure: rank 1's state file is missing at resume (-z 1 and -z 3); every rank stops (no hang), the exit
+#     status is non-zero and the message names rank 1 and the file.
+#  5. Ranks started with different -b (mpirun's MPMD form) stop at start-up, naming -b and both values.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tests/common/lib.sh
@@ -20,11 +31,14 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 common="-e d2 -t 32 -x 10 -v 1000 -m 1 -s 0 -u 2 -l 3e-3"
 
-losses() { grep "^step" "$1" | sed 's/.*| loss \([0-9.]*\) .*/\1/'; }
+# loss and gradient norm of every step line
+losses() { grep "^step" "$1" | sed 's/.*| loss \([0-9.]*\) .*| norm \([0-9.]*\) .*/\1 \2/'; }
 compare() { # reference file, other file, label
     paste <(losses "$1") <(losses "$2") | awk -v label="$3" '
-        { n++; d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 2e-5) bad++ }
-        END { printf "%-28s %2d steps, max rel diff %.2e %s\n", label, n, worst, (bad || n != 10) ? "FAIL" : "ok";
+        { n++; d = $1 - $3; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 2e-5) bad++
+          dn = $2 - $4; if (dn < 0) dn = -dn; if (dn > worst_norm) worst_norm = dn; if (dn > 2e-4) bad++ }
+        END { printf "%-28s %2d steps, max rel diff of the loss %.2e, of the norm %.1e %s\n", label, n, worst,
+                     worst_norm, (bad || n != 10) ? "FAIL" : "ok";
               exit (bad || n != 10) }'
 }
 
@@ -32,51 +46,79 @@ OMP_NUM_THREADS=2 ./train_gpt2 $common -b 4 > "$dir/ref.txt"
 OMP_NUM_THREADS=2 ./train_gpt2 $common -b 1 -d 128 > "$dir/accum.txt"
 compare "$dir/ref.txt" "$dir/accum.txt" "1 process, 4 accum steps"
 for np in 2 4; do
-    for z in 0 1; do
+    for z in 0 1 2 3; do
         OMP_NUM_THREADS=1 timeout 300 "${MPIRUN[@]}" -np $np ./train_gpt2 $common -b $((4 / np)) -z $z > "$dir/np$np-z$z.txt"
         grep -q "ZeRO stage $z over $np processes" "$dir/np$np-z$z.txt"
         compare "$dir/ref.txt" "$dir/np$np-z$z.txt" "-np $np -z $z"
     done
 done
 
-# 8-bit AdamW composes with ZeRO-1: each process quantizes its own shard (its block grid starts at the shard
-# boundary, a multiple of 2*128 elements, so it lines up with the single process's blocks of 256)
-q8="-qo 1 -qb 256"
+for z in 2 3; do
+    OMP_NUM_THREADS=1 timeout 300 "${MPIRUN[@]}" -np 2 ./train_gpt2 $common -b 1 -d 128 -z $z > "$dir/accum-z$z.txt"
+    compare "$dir/ref.txt" "$dir/accum-z$z.txt" "-np 2 -z $z, 2 accum steps"
+done
+
+# 8-bit AdamW composes with ZeRO: each process quantizes its own shard, block by block from the start of
+# each of its pieces (see the header for why the grids line up)
+q8="-qo 1 -qb 128"
 OMP_NUM_THREADS=2 ./train_gpt2 $common -b 4 $q8 > "$dir/ref8.txt"
-OMP_NUM_THREADS=1 timeout 300 "${MPIRUN[@]}" -np 2 ./train_gpt2 $common -b 2 -z 1 $q8 > "$dir/np2-z1-8bit.txt"
-grep -q "8-bit AdamW, ZeRO stage 1 over 2 processes" "$dir/np2-z1-8bit.txt"
-compare "$dir/ref8.txt" "$dir/np2-z1-8bit.txt" "-np 2 -z 1, 8-bit AdamW"
+for npz in 2:1 2:2 4:3; do
+    np=${npz%:*} z=${npz#*:}
+    OMP_NUM_THREADS=1 timeout 300 "${MPIRUN[@]}" -np $np ./train_gpt2 $common -b $((4 / np)) -z $z $q8 > "$dir/np$np-z$z-8bit.txt"
+    grep -q "8-bit AdamW, ZeRO stage $z over $np processes" "$dir/np$np-z$z-8bit.txt"
+    compare "$dir/ref8.txt" "$dir/np$np-z$z-8bit.txt" "-np $np -z $z, 8-bit AdamW"
+done
 
-# 2. resume from sharded state
-ck="-e d2 -t 32 -b 2 -z 1 -x 6 -n 3 -v 1000 -m 1 -s 0"
+# 2. resume from sharded state (and 4. a failing rank stops the job)
 export OMP_NUM_THREADS=1
-timeout 300 "${MPIRUN[@]}" -np 2 ./train_gpt2 $ck -o "$dir/z1" > "$dir/z1-full.txt"
-ls "$dir/z1"/state_00000003_0000{0,1}.bin >/dev/null
-rm "$dir/z1"/*00000006*
-echo 3 > "$dir/z1/checkpoint_latest"
-cp -r "$dir/z1" "$dir/z1-copy"
-timeout 300 "${MPIRUN[@]}" -np 2 ./train_gpt2 $ck -o "$dir/z1" -y 1 > "$dir/z1-resumed.txt"
 strip() { grep "^step" "$1" | sed 's/ | [0-9.]* ms.*//'; }
-diff <(strip "$dir/z1-full.txt" | tail -3) <(strip "$dir/z1-resumed.txt")
-echo "-np 2 -z 1 resumed from sharded state: identical to the uninterrupted run"
-if out=$(timeout 120 "${MPIRUN[@]}" -np 4 ./train_gpt2 ${ck/-b 2/-b 1} -o "$dir/z1-copy" -y 1 2>&1); then
-    echo "FAIL: resumed 2-process state with 4 processes"; exit 1
-fi
-grep -q "written by a run with 2 processes but this run has 4" <<<"$out"
-echo "resume with a different process count: refused ($(grep -m1 'written by' <<<"$out"))"
+for z in 1 2 3; do
+    ck="-e d2 -t 32 -b 2 -z $z -x 6 -n 3 -v 1000 -m 1 -s 6 -g 16"
+    timeout 300 "${MPIRUN[@]}" -np 2 ./train_gpt2 $ck -o "$dir/z$z" > "$dir/z$z-full.txt"
+    [ $z -eq 2 ] && continue # (its model file and sample, for ZeRO-3's to match)
+    ls "$dir/z$z"/state_00000003_0000{0,1}.bin >/dev/null
+    cp -r "$dir/z$z" "$dir/z$z-cut"
+    rm "$dir/z$z-cut"/*00000006*
+    echo 3 > "$dir/z$z-cut/checkpoint_latest"
+    cp -r "$dir/z$z-cut" "$dir/z$z-copy"
+    timeout 300 "${MPIRUN[@]}" -np 2 ./train_gpt2 $ck -o "$dir/z$z-cut" -y 1 > "$dir/z$z-resumed.txt"
+    diff <(strip "$dir/z$z-full.txt" | tail -3) <(strip "$dir/z$z-resumed.txt")
+    echo "-np 2 -z $z resumed from sharded state: identical to the uninterrupted run"
+    if out=$(timeout 120 "${MPIRUN[@]}" -np 4 ./train_gpt2 ${ck/-b 2/-b 1} -o "$dir/z$z-copy" -y 1 2>&1); then
+        echo "FAIL: resumed 2-process state with 4 processes"; exit 1
+    fi
+    grep -q "written by a run with 2 processes but this run has 4" <<<"$out"
+    echo "resume with a different process count: refused ($(grep -m1 'written by' <<<"$out"))"
+    # 4. a failing rank stops the job
+    rm "$dir/z$z-copy"/state_00000003_00001.bin
+    start=$(date +%s)
+    set +e
+    out=$(timeout 120 "${MPIRUN[@]}" -np 2 ./train_gpt2 $ck -o "$dir/z$z-copy" -y 1 2>&1)
+    rc=$?
+    set -e
+    echo "-z $z, missing state of rank 1: exit $rc after $(( $(date +%s) - start )) s"
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: expected a prompt non-zero exit, got $rc"; echo "$out"; exit 1; }
+    grep "error: \[rank 1 of 2\].*state_00000003_00001.bin" <<<"$out"
+done
+cmp "$dir/z2/model_00000006.bin" "$dir/z3/model_00000006.bin"
+echo "ZeRO-3's model file (gathered unit by unit) is bit-identical to ZeRO-2's"
+sample() { grep -A2 "^generating:" "$1" | sed -n 3p; } # the line after "---"
+[ -n "$(sample "$dir/z3-full.txt" | tr -d ' ')" ] || { echo "FAIL: ZeRO-3 sampled nothing"; exit 1; }
+diff <(sample "$dir/z2-full.txt") <(sample "$dir/z3-full.txt")
+echo "ZeRO-3 samples (every rank runs the forwards) what ZeRO-2 samples: $(sample "$dir/z3-full.txt" | cut -c1-60)"
+./train_gpt2 -e "$dir/z3/model_00000006.bin" -t 32 -b 2 -x 1 -v 1000 -m 1 -s 0 > "$dir/z3-load.txt"
+grep -q "^step    1/1" "$dir/z3-load.txt"
+echo "ZeRO-3's model file trains in one process"
 
-# 3. a failing rank stops the job
-rm "$dir/z1-copy"/state_00000003_00001.bin
-start=$(date +%s)
-set +e
-out=$(timeout 120 "${MPIRUN[@]}" -np 2 ./train_gpt2 $ck -o "$dir/z1-copy" -y 1 2>&1)
-rc=$?
-set -e
-echo "missing state of rank 1: exit $rc after $(( $(date +%s) - start )) s"
-[ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: expected a prompt non-zero exit, got $rc"; echo "$out"; exit 1; }
-grep "error: \[rank 1 of 2\].*state_00000003_00001.bin" <<<"$out"
+# 3. the memory table against the ZeRO formulas, at 1, 2 and 4 processes
+for np in 1 2 4; do
+    for z in 0 1 2 3; do
+        timeout 120 "${MPIRUN[@]}" -np $np ./train_gpt2 -e d2 -t 32 -b 1 -x 1 -v 1000 -m 1 -s 0 -z $z > "$dir/mem-np$np-z$z.txt"
+    done
+done
+"$PY" tests/dist/check_zero_memory.py "$dir"/mem-np*.txt
 
-# 4. ranks started with different batch flags (mpirun's MPMD form): every rank stops at start-up with a
+# 5. ranks started with different batch flags (mpirun's MPMD form): every rank stops at start-up with a
 #    message naming what differs, instead of running collectives of different sizes (a hang or garbage)
 set +e
 out=$(timeout 120 "${MPIRUN[@]}" -np 1 ./train_gpt2 -e d2 -b 4 -t 32 -x 1 : -np 1 ./train_gpt2 -e d2 -b 2 -t 32 -x 1 2>&1)

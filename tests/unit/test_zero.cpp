@@ -1,4 +1,4 @@
-// test_zero.cpp: checks the ZeRO-1 sharding arithmetic of llmc/zero.h.
+// test_zero.cpp: checks the ZeRO sharding arithmetic of llmc/zero.h.
 //
 // For many (P, N) pairs, including sizes that are and are not multiples of N*ALIGN: the N shards are
 // equal, ALIGN-aligned, disjoint and together cover [0, P_pad) ⊇ [0, P) with less than N*ALIGN padding;
@@ -118,6 +118,69 @@ static std::vector<size_t> gpt2_sizes(size_t Vp, size_t maxT, size_t L, size_t C
             L * C,  L * C,    L * 4 * C * C, L * 4 * C, L * C * 4 * C, L * C,     C,         C};
 }
 
+// ZeRO-2/3 units of a GPT-2 table over N ranks: unit 0 = wte, wpe; unit 1+l = layer l's slice of the 12
+// per-layer tensors, in tensor order; unit L+1 = lnfw, lnfb. Checked against the definition, element by
+// element: over all ranks the ranges own every parameter exactly once; every range lies in one tensor and
+// in the unit (and layer) the definition puts that element in; each rank's slices of a unit are equal,
+// 128-aligned and back to back in its shard; zero_unit_copy there and back is the identity on the pieces.
+static void check_units(size_t Vp, size_t maxT, size_t L, size_t C, int N) {
+    std::vector<size_t> sizes = gpt2_sizes(Vp, maxT, L, C);
+    size_t start[NUM_PARAMETER_TENSORS + 1] = {0};
+    for (int t = 0; t < NUM_PARAMETER_TENSORS; t++) start[t + 1] = start[t] + sizes[t];
+    const size_t P = start[NUM_PARAMETER_TENSORS];
+    // the unit of element i by the definition above
+    auto unit_of = [&](size_t i) {
+        int t = 0;
+        while (i >= start[t + 1]) t++;
+        if (t == TENSOR_WTE || t == TENSOR_WPE) return 0;
+        if (t == TENSOR_LNFW || t == TENSOR_LNFB) return (int)L + 1;
+        return 1 + (int)((i - start[t]) / (sizes[t] / L));
+    };
+    std::vector<int> owners(P, 0);
+    size_t shard_size = 0;
+    for (int r = 0; r < N; r++) {
+        ZeroUnits z = gpt2_zero_units(sizes.data(), (int)L, r, N);
+        CHECK((int)z.units.size() == (int)L + 2, "N=%d: %zu units", N, z.units.size());
+        if (r == 0) shard_size = z.shard_size;
+        CHECK(z.shard_size == shard_size, "N=%d r=%d: unequal shards", N, r);
+        size_t off = 0;
+        for (const ZeroUnit& u : z.units) {
+            CHECK(u.padded % ((size_t)N * ZERO_ALIGN) == 0 && u.padded >= u.size &&
+                      u.padded - u.size < (size_t)N * ZERO_ALIGN && u.slice * N == u.padded,
+                  "N=%d: unit of %zu padded to %zu", N, u.size, u.padded);
+            CHECK(u.shard_offset == off, "N=%d: slices not back to back", N);
+            off += u.slice;
+        }
+        CHECK(off == z.shard_size, "N=%d: shard size", N);
+        for (const ShardRange& g : zero_unit_ranges(z)) {
+            CHECK(g.global_offset >= start[g.tensor] && g.global_offset + g.count <= start[g.tensor + 1] &&
+                      g.offset_in_tensor == g.global_offset - start[g.tensor],
+                  "N=%d r=%d: a range leaves its tensor", N, r);
+            const int u = unit_of(g.global_offset);
+            CHECK(unit_of(g.global_offset + g.count - 1) == u, "N=%d r=%d: a range spans two units", N, r);
+            const ZeroUnit& unit = z.units[u];
+            CHECK(g.offset_in_shard >= unit.shard_offset &&
+                      g.offset_in_shard + g.count <= unit.shard_offset + unit.slice,
+                  "N=%d r=%d: a range is outside its unit's slice", N, r);
+            for (size_t i = 0; i < g.count; i++) owners[g.global_offset + i]++;
+        }
+        // copy round trip: flat -> unit -> a fresh flat, on the pieces
+        std::vector<float> flat(P), back(P, -1.0f);
+        for (size_t i = 0; i < P; i++) flat[i] = (float)(i % 1000);
+        bool same = true;
+        for (const ZeroUnit& u : z.units) {
+            std::vector<float> buf(u.padded, 0.0f);
+            zero_unit_copy(u, buf.data(), flat.data(), true);
+            zero_unit_copy(u, buf.data(), back.data(), false);
+        }
+        for (size_t i = 0; i < P; i++) same = same && back[i] == flat[i];
+        CHECK(same, "N=%d r=%d: zero_unit_copy round trip", N, r);
+    }
+    bool once = true;
+    for (size_t i = 0; i < P; i++) once = once && owners[i] == 1;
+    CHECK(once, "Vp=%zu L=%zu C=%zu N=%d: some parameter is not owned by exactly one rank", Vp, L, C, N);
+}
+
 static void check_memory() {
     // GPU mixed precision, N = 4: stage 0 = 2+2+12 = 16; stage 1 = 2+2+12/4 = 7; stage 2 = 2+(2+12)/4 = 5.5;
     // stage 3 = 16/4 = 4.
@@ -183,6 +246,12 @@ int main() {
     // a tiny model whose last ranks own only padding
     check_ranges(gpt2_sizes(64, 8, 1, 8), 64, 1, true);
     printf("shard ranges: GPT-2 124M tables checked for every rank count\n");
+
+    for (int N : {1, 2, 3, 4, 7}) {
+        check_units(64, 8, 2, 16, N);   // tiny: a layer's unit is smaller than the padding
+        check_units(257, 32, 3, 32, N); // an odd vocabulary
+    }
+    printf("ZeRO-2/3 units: checked element by element\n");
 
     check_memory();
 
