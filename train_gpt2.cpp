@@ -6,7 +6,7 @@ Everything the GPU trainer does is tested against this file, and it is meant to 
      residual, softmax + cross-entropy), with the math in the comments;
   2. the model: parameters and activations as named slices of one buffer each, carved by a table of sizes;
   3. forward, backward, the AdamW update (with global-norm clipping, weight decay on matrices only, and the
-     data-parallel / ZeRO-1 sharding when run under mpirun);
+     data-parallel / ZeRO-1/2/3 sharding when run under mpirun);
   4. the program: the functions llmc/run_plan.h calls (a micro-step, the update, evaluation, the logits
      for sampling, the checkpoint's buffers) and main. The run plan, resume and the training loop are
      in llmc/run_plan.h, shared with the GPU trainer train_gpt2.cu: the two are backends of one program.

@@ -16,7 +16,7 @@ echo "flags: $flags"
 for q in 0 1; do
     ./train_gpt2 $flags -qo $q -o "$work/qo$q" > "$work/qo$q.txt"
     grep -E "^optimizer" "$work/qo$q.txt"
-    awk '/^memory \(this process\)/ { on = 1 } on { print } on && /^  total/ { exit }' "$work/qo$q.txt"
+    awk '/^memory \(this process[,)]/ { on = 1 } on { print } on && /^  total/ { exit }' "$work/qo$q.txt"
 done
 f0=$(grep "final val loss" "$work/qo0.txt" | awk '{print $4}')
 f1=$(grep "final val loss" "$work/qo1.txt" | awk '{print $4}')

@@ -42,7 +42,7 @@ for run in "${runs[@]}"; do
     trainable=$(grep -m1 "adapter parameters train" "$f" | sed 's/.*: \([0-9]*\) adapter parameters.*/\1/' || true)
     [ -n "$trainable" ] || trainable=$(grep -m1 "^model:" "$f" | sed 's/.*, \([0-9]*\) parameters/\1/')
     # allocated MiB of the base, trained, gradients and optimizer rows of the memory table
-    state=$(awk '/^memory \(this process\)/ { on = 1; next } on && /^  (frozen|trained|gradients|optimizer)/ { s += $NF }
+    state=$(awk '/^memory \(this process[,)]/ { on = 1; next } on && /^  (frozen|trained|gradients|optimizer)/ { s += $NF }
                  on && /^  total/ { on = 0 } END { printf "%.1f", s }' "$f")
     ms=$(grep "^step" "$f" | tail -n +2 | sed 's/.* | \([0-9.]*\) ms .*/\1/' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
     rss=$(grep "peak resident memory" "$f" | sed 's/.*: \([0-9.]*\) MiB.*/\1/')
@@ -54,7 +54,7 @@ echo
 for run in "${runs[@]}"; do
     name=${run%%:*}
     echo "memory table, $name:"
-    awk '/^memory \(this process\)/ { on = 1 } on { print "  " $0 } on && /^  total/ { exit }' "$work/$name.txt"
+    awk '/^memory \(this process[,)]/ { on = 1 } on { print "  " $0 } on && /^  total/ { exit }' "$work/$name.txt"
 done
 # the same tables for GPT-2 small's shape (d12, random weights: one step at B=1 T=64 fills them), where the
 # block matrices NF4 compresses are 68% of the parameters (d4's are 19%: its 50304 x 256 embedding dominates)
@@ -62,7 +62,7 @@ for run in "full:" "lora:-lo 8 -la 16 -lt all" "qlora:-lo 8 -la 16 -lt all -lq 1
     name=${run%%:*} flags=${run#*:}
     ./train_gpt2 -e d12 -b 1 -t 64 -x 1 -v 100 -m 1 -s 0 $flags > "$work/d12-$name.txt"
     echo "memory table at d12 (B=1 T=64), $name:"
-    awk '/^memory \(this process\)/ { on = 1 } on { print "  " $0 } on && /^  total/ { exit }' "$work/d12-$name.txt"
+    awk '/^memory \(this process[,)]/ { on = 1 } on { print "  " $0 } on && /^  total/ { exit }' "$work/d12-$name.txt"
 done
 /usr/bin/python3 dev/plot_log.py "$out/finetune_full.log" "$out/finetune_lora.log" "$out/finetune_qlora.log" \
     --labels "full fine-tuning,LoRA r=8,QLoRA r=8 (NF4 base)" \

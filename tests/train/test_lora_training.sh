@@ -66,7 +66,7 @@ done
 # 5. the memory table: every row's prediction within 1% (or 0.01 MiB) of what was allocated
 check_table() { # file, label
     awk -v label="$2" '
-        /^memory \(this process\)/ { on = 1; next }
+        /^memory \(this process[,)]/ { on = 1; next }
         on && /^  / { n = split($0, f, " "); p = f[n - 1]; a = f[n]; d = p - a; if (d < 0) d = -d;
                      if (d > 0.01 && d > 0.01 * a) { bad++; print "  row off: " $0 } rows++; next }
         on { on = 0 }

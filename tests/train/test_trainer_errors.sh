@@ -43,7 +43,7 @@ expect_error "malformed number" "flag -b expects an integer, got 'four'" -b four
 expect_error "flag without a value" "flag -l expects a value" -l
 expect_error "not a flag" "expected a flag like -b, got 'oops'" oops 1
 expect_error "unknown schedule" "-k" -k sawtooth
-expect_error "out-of-range ZeRO stage" "flag -z expects an integer in \[0, 1\]" -z 2
+expect_error "out-of-range ZeRO stage" "flag -z expects an integer in \[0, 3\], got 4" -z 4
 expect_error "T larger than maxT" "sequence length 2048 exceeds the model's maximum 1024" -e d2 -t 2048
 expect_error "total batch not a multiple of B*T" "total batch 1000 tokens is not a multiple of B\*T\*processes" -e d2 -b 2 -t 32 -d 1000
 
