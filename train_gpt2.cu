@@ -2,7 +2,7 @@
 GPT-2 training on NVIDIA GPUs: the same model, flags, files and log as the CPU reference train_gpt2.cpp,
 with mixed precision (bf16 parameters, activations and gradients; fp32 master weights, optimizer state and
 gradient accumulation), flash attention, activation recomputation and multi-GPU data parallelism (NCCL,
-ZeRO-1). `make train_gpt2cu PRECISION=FP32` (or train_gpt2fp32cu) builds everything in fp32 instead.
+ZeRO-1, 2 and 3). `make train_gpt2cu PRECISION=FP32` (or train_gpt2fp32cu) builds everything in fp32 instead.
 
 Reading order, as in the CPU file:
   1. the model: parameters and activations as named slices of one allocation each, carved by a table of
@@ -191,6 +191,35 @@ void point_activations(ActivationTensors* a, char* memory, const size_t count[],
     }
 }
 
+// ZeRO-2/3 (section 2 has the functions; llmc/zero.h the units: the embeddings, each layer, the final
+// LayerNorm, each padded and cut into one slice per rank). Stage 2: no full-size gradient buffer; each
+// unit's micro-step gradients go to a floatX bucket, are converted to fp32 and reduce-scattered, and this
+// rank's slice is added into grad_shard. AdamW updates param_shard, and every unit is all-gathered into
+// the full parameters after the update. Stage 3: no full-size parameters either; each unit is gathered
+// into a bucket before use and kept until the next update.
+struct ZeroGpuBucket {
+    floatX* data = nullptr;         // (the unit's padded length) the gathered parameters
+    int unit = -1;                  // which unit it holds
+    int version = -1;               // of which update (ZeroGpu::version): stale after the next one
+    bool waited = false;            // the compute stream already waits for its gather
+    cudaEvent_t gathered = nullptr; // on the NCCL stream, after its gather
+};
+struct ZeroGpu {
+    int stage = 0;                 // the run's ZeRO stage; nothing here is allocated below stage 2
+    MultiGpuConfig* mgc = nullptr; // the collectives'
+    ZeroUnits units;               // this rank's slices of every unit
+    floatX* param_shard = nullptr; // (units.shard_size) this rank's slices of the parameters (AdamW's)
+    float* grad_shard = nullptr;   // (units.shard_size) fp32: those of the step's gradients
+    floatX* grad_embed = nullptr;  // (unit 0 padded) one micro-step's gradients of wte, wpe
+    floatX* grad_unit = nullptr;   // (largest other unit) those of the final LayerNorm, then each layer
+    float* grad_f32 = nullptr;     // (largest unit) one unit's gradients in fp32, reduce-scattered in place
+    cudaEvent_t grad_reduced = nullptr; // on the NCCL stream, after grad_f32's reduce-scatter
+    int pending = -1; // the unit whose slice in grad_f32 is still to be added into grad_shard
+    // stage 3: the gathered units
+    ZeroGpuBucket embed, final_ln, layer[2]; // units 0 and L+1; layer l in layer[l % 2]
+    int version = 0;                         // updates so far (a gathered unit is valid until the next)
+};
+
 struct GPT2 {
     GPT2Config config;
     size_t param_sizes[NUM_PARAMETER_TENSORS];
@@ -246,6 +275,7 @@ struct GPT2 {
     float* norm_device = nullptr;   // 1 float: the squared gradient norm
     float* norm_host = nullptr;     // 1 float, pinned
     cudaStream_t stream = nullptr;
+    ZeroGpu zero;
 };
 
 // Parameter table and the host copy, fp32. First refuses, naming source ('file' or descriptor dN), a shape
@@ -349,28 +379,115 @@ struct WorkspaceLayout {
     size_t ln, dbias, att, norm;
     size_t total() const { return ln + dbias + att + norm + 256; }
 };
-WorkspaceLayout gpt2_workspace_layout(const GPT2Config& c, int B, int T, size_t padded_params) {
+WorkspaceLayout gpt2_workspace_layout(const GPT2Config& c, int B, int T) {
     const int C = c.channels, NH = c.num_heads;
     WorkspaceLayout w;
     w.ln = align256(layernorm_backward_scratch_bytes(B, T, C));
     w.dbias = align256(matmul_dbias_scratch_bytes(B * T, 4 * C)); // the widest biased matmul
     w.att = align256(attention_backward_scratch_bytes(B, T, NH, C / NH));
-    w.norm = align256(global_norm_scratch_bytes(padded_params));
+    w.norm = align256(GLOBAL_NORM_MAX_BLOCKS * sizeof(float)); // enough for a norm over any length
     return w;
 }
 
+// ZeRO-2/3's units (host side, before optimizer_init, which takes its ranges from them); below stage 2
+// nothing. LoRA trains only its adapters: run_check_flags refuses -z 2 and 3 with -lo.
+void gpt2_zero_init(GPT2* model, MultiGpuConfig* mgc, int stage) {
+    ZeroGpu& z = model->zero;
+    z.stage = stage;
+    z.mgc = mgc;
+    if (stage < 2) return;
+    if (model->lora.rank > 0) fail("ZeRO stage %d with LoRA: use -z 0 or -z 1", stage);
+    z.units = gpt2_zero_units(model->param_sizes, model->config.num_layers, mgc->rank, mgc->num_ranks);
+}
+
+// The bucket lengths (elements) of ZeRO-2/3, from the units: the embeddings' unit, the final LayerNorm's,
+// the largest layer's, the largest of those two (the gradient bucket after the embeddings'), the largest of
+// all (the fp32 bucket).
+struct ZeroBucketSizes {
+    size_t embed = 0, final_ln = 0, layer = 0, other = 0, largest = 0;
+};
+ZeroBucketSizes zero_bucket_sizes(const ZeroUnits& z) {
+    ZeroBucketSizes b;
+    const size_t n = z.units.size(); // L + 2
+    b.embed = z.units[0].padded;
+    b.final_ln = z.units[n - 1].padded;
+    for (size_t u = 1; u + 1 < n; u++) b.layer = std::max(b.layer, z.units[u].padded);
+    b.other = std::max(b.layer, b.final_ln);
+    b.largest = std::max(b.other, b.embed);
+    return b;
+}
+
+static void zero_bucket_allocate(ZeroGpuBucket* b, size_t n) {
+    cudaCheck(cudaMalloc(&b->data, n * sizeof(floatX)));
+    cudaCheck(cudaMemset(b->data, 0, n * sizeof(floatX)));
+    cudaCheck(cudaEventCreateWithFlags(&b->gathered, cudaEventDisableTiming));
+}
+static void zero_bucket_free(ZeroGpuBucket* b) {
+    cudaCheck(cudaFree(b->data));
+    if (b->gathered) cudaCheck(cudaEventDestroy(b->gathered));
+    *b = ZeroGpuBucket();
+}
+
+// The shards and buckets; the parameter shard starts as this rank's slices of the host copy (the
+// resumed model file's when resuming).
+void zero_allocate(GPT2* model) {
+    ZeroGpu& z = model->zero;
+    if (z.stage < 2) return;
+    const ZeroBucketSizes b = zero_bucket_sizes(z.units);
+    const size_t S = z.units.shard_size;
+    cudaCheck(cudaMalloc(&z.param_shard, S * sizeof(floatX)));
+    cudaCheck(cudaMemset(z.param_shard, 0, S * sizeof(floatX))); // the padding stays 0
+    for (const ShardRange& r : zero_unit_ranges(z.units))
+        upload_floatX(z.param_shard + r.offset_in_shard, model->params_host.data() + r.global_offset,
+                      r.count);
+    cudaCheck(cudaMalloc(&z.grad_shard, S * sizeof(float)));
+    cudaCheck(cudaMemset(z.grad_shard, 0, S * sizeof(float)));
+    cudaCheck(cudaMalloc(&z.grad_embed, b.embed * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&z.grad_unit, b.other * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&z.grad_f32, b.largest * sizeof(float)));
+    cudaCheck(cudaMemset(z.grad_embed, 0, b.embed * sizeof(floatX)));
+    cudaCheck(cudaMemset(z.grad_unit, 0, b.other * sizeof(floatX)));
+    cudaCheck(cudaMemset(z.grad_f32, 0, b.largest * sizeof(float)));
+    cudaCheck(cudaEventCreateWithFlags(&z.grad_reduced, cudaEventDisableTiming));
+    if (z.stage < 3) return;
+    zero_bucket_allocate(&z.embed, b.embed);
+    zero_bucket_allocate(&z.final_ln, b.final_ln);
+    for (ZeroGpuBucket& lb : z.layer) zero_bucket_allocate(&lb, b.layer);
+}
+
+void zero_free(GPT2* model) {
+    ZeroGpu& z = model->zero;
+    cudaCheck(cudaFree(z.param_shard));
+    cudaCheck(cudaFree(z.grad_shard));
+    cudaCheck(cudaFree(z.grad_embed));
+    cudaCheck(cudaFree(z.grad_unit));
+    cudaCheck(cudaFree(z.grad_f32));
+    if (z.grad_reduced) cudaCheck(cudaEventDestroy(z.grad_reduced));
+    z.param_shard = z.grad_embed = z.grad_unit = nullptr;
+    z.grad_shard = z.grad_f32 = nullptr;
+    z.grad_reduced = nullptr;
+    zero_bucket_free(&z.embed);
+    zero_bucket_free(&z.final_ln);
+    for (ZeroGpuBucket& lb : z.layer) zero_bucket_free(&lb);
+}
+
 // padded_params: the optimizer layout's length of the trained buffer (the parameters, or the adapters).
+// ZeRO-2 holds the unpadded parameters (plus its shard), ZeRO-3 none but its shard (zero_allocate).
 void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recompute) {
     const GPT2Config& c = model->config;
     const size_t P_pad = padded_params, BT = (size_t)B * T;
     const bool lora = model->lora.rank > 0;
+    const int stage = model->zero.stage;
     model->num_trained_padded = P_pad;
-    if (!lora) model->params_floats = P_pad;
+    if (!lora) model->params_floats = stage == 3 ? 0 : stage == 2 ? model->num_parameters : P_pad;
     cudaCheck(cudaStreamCreate(&model->stream));
-    cudaCheck(cudaMalloc(&model->params_memory, model->params_floats * sizeof(floatX)));
-    cudaCheck(cudaMemset(model->params_memory, 0, model->params_floats * sizeof(floatX)));
-    upload_floatX(model->params_memory, model->params_host.data(), model->params_host.size());
-    point_parameters(&model->params, model->params_memory, model->held_sizes);
+    model->params = {};
+    if (model->params_floats > 0) {
+        cudaCheck(cudaMalloc(&model->params_memory, model->params_floats * sizeof(floatX)));
+        cudaCheck(cudaMemset(model->params_memory, 0, model->params_floats * sizeof(floatX)));
+        upload_floatX(model->params_memory, model->params_host.data(), model->params_host.size());
+        point_parameters(&model->params, model->params_memory, model->held_sizes);
+    }
     floatX** held = (floatX**)&model->params;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++)
         if (model->held_sizes[i] == 0) held[i] = nullptr;
@@ -391,15 +508,15 @@ void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recomput
         if (model->lora.nf4)
             cudaCheck(cudaMalloc(&model->dequant, (size_t)4 * c.channels * c.channels * sizeof(floatX)));
     }
-    cudaCheck(cudaMalloc(&model->micro_grads_memory, P_pad * sizeof(floatX)));
-    cudaCheck(cudaMemset(model->micro_grads_memory, 0, P_pad * sizeof(floatX)));
-    if (lora) {
-        memset(&model->micro_grads, 0, sizeof(model->micro_grads));
-    } else {
-        point_parameters(&model->micro_grads, model->micro_grads_memory, model->param_sizes);
+    memset(&model->micro_grads, 0, sizeof(model->micro_grads));
+    if (stage < 2) { // ZeRO-2/3: the gradients are in the units' buckets and the shard (zero_allocate)
+        cudaCheck(cudaMalloc(&model->micro_grads_memory, P_pad * sizeof(floatX)));
+        cudaCheck(cudaMemset(model->micro_grads_memory, 0, P_pad * sizeof(floatX)));
+        if (!lora) point_parameters(&model->micro_grads, model->micro_grads_memory, model->param_sizes);
+        cudaCheck(cudaMalloc(&model->grads_memory, P_pad * sizeof(float)));
+        cudaCheck(cudaMemset(model->grads_memory, 0, P_pad * sizeof(float)));
     }
-    cudaCheck(cudaMalloc(&model->grads_memory, P_pad * sizeof(float)));
-    cudaCheck(cudaMemset(model->grads_memory, 0, P_pad * sizeof(float)));
+    zero_allocate(model);
 
     model->recompute = recompute;
     model->batch_size = B;
@@ -415,7 +532,7 @@ void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recomput
 
     matmul_context_init(&model->matmul);
     encoder_backward_scratch_init(&model->encoder_scratch, (int)BT);
-    const WorkspaceLayout w = gpt2_workspace_layout(c, B, T, P_pad);
+    const WorkspaceLayout w = gpt2_workspace_layout(c, B, T);
     model->workspace_bytes = w.total();
     cudaCheck(cudaMalloc(&model->workspace, model->workspace_bytes));
     model->ln_scratch = (float*)model->workspace;
@@ -427,6 +544,7 @@ void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recomput
 }
 
 void gpt2_free(GPT2* model) {
+    zero_free(model);
     matmul_context_free(&model->matmul);
     encoder_backward_scratch_free(&model->encoder_scratch);
     cudaCheck(cudaFree(model->params_memory));
@@ -491,17 +609,167 @@ static inline floatX* slice(floatX* tensor, size_t offset) {
     return tensor == nullptr ? nullptr : tensor + offset;
 }
 
+// Layer l's slices of the per-layer tensors of a table (the parameters or their gradients).
+struct LayerParams {
+    floatX *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
+};
+LayerParams layer_params(const ParameterTensors& p, int l, size_t C) {
+    const size_t lC = (size_t)l * C;
+    LayerParams lp;
+    lp.ln1w = slice(p.ln1w, lC), lp.ln1b = slice(p.ln1b, lC);
+    lp.qkvw = slice(p.qkvw, lC * 3 * C), lp.qkvb = slice(p.qkvb, lC * 3);
+    lp.attprojw = slice(p.attprojw, lC * C), lp.attprojb = slice(p.attprojb, lC);
+    lp.ln2w = slice(p.ln2w, lC), lp.ln2b = slice(p.ln2b, lC);
+    lp.fcw = slice(p.fcw, lC * 4 * C), lp.fcb = slice(p.fcb, lC * 4);
+    lp.fcprojw = slice(p.fcprojw, lC * 4 * C), lp.fcprojb = slice(p.fcprojb, lC);
+    return lp;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// ZeRO-2/3: where the forward and backward find a unit's parameters and put its gradients, as in the CPU
+// trainer. Below stage 2 (stage 3 for the parameters) these are the whole buffers. Ordering: a collective
+// runs on the NCCL stream after everything queued so far on the compute stream, so a bucket's gather starts
+// only once the kernels that read its previous unit are done, and a reduce-scatter once its unit's
+// gradients are written; the compute stream waits for that one collective's event (not for all of them)
+// before it reads what the collective wrote. So the next layer's gather and the last layer's
+// reduce-scatter run while this layer computes. A gathered unit is kept until the next update: the
+// forward's last two layers are the backward's first two, and the embeddings are gathered once.
+
+// Points the tensors of unit u (in a bucket, unit order) into t; a layer's slices become its tensors'
+// starts, so layer_params(*t, 0, C) names them.
+void unit_point(ParameterTensors* t, floatX* bucket, const ZeroUnit& u) {
+    floatX** ptrs = (floatX**)t;
+    for (const ZeroPiece& piece : u.pieces) ptrs[piece.tensor] = bucket + piece.offset_in_unit;
+}
+
+// Starts gathering unit u into bucket b, unless b holds it already (gathered since the last update).
+void zero_fetch_start(GPT2* m, ZeroGpuBucket* b, int u) {
+    ZeroGpu& z = m->zero;
+    if (b->unit == u && b->version == z.version) return;
+    const ZeroUnit& unit = z.units.units[u];
+    multi_gpu_all_gather(z.mgc, m->stream, z.param_shard + unit.shard_offset, b->data, unit.slice);
+    multi_gpu_mark(z.mgc, b->gathered);
+    b->unit = u;
+    b->version = z.version;
+    b->waited = false;
+}
+// Unit u's parameters in bucket b, for the kernels queued next.
+floatX* zero_fetch(GPT2* m, ZeroGpuBucket* b, int u) {
+    zero_fetch_start(m, b, u);
+    if (!b->waited) multi_gpu_wait_mark(m->zero.mgc, m->stream, b->gathered);
+    b->waited = true;
+    return b->data;
+}
+
+// The parameters of layer l for a pass that goes on to layer `next` (l + 1 forward, l - 1 backward; -1:
+// none): at stage 3 gathered, and next's gather started.
+LayerParams gpt2_layer_params(GPT2* m, int l, int next) {
+    const size_t C = m->config.channels;
+    if (m->zero.stage < 3) return layer_params(m->params, l, C);
+    ZeroGpu& z = m->zero;
+    floatX* bucket = zero_fetch(m, &z.layer[l % 2], 1 + l);
+    if (next >= 0 && next < m->config.num_layers) zero_fetch_start(m, &z.layer[next % 2], 1 + next);
+    ParameterTensors t = {};
+    unit_point(&t, bucket, z.units.units[1 + l]);
+    return layer_params(t, 0, C);
+}
+// The tensors outside the layers (wte, wpe, lnfw, lnfb; at stage 3 the others null), for a pass whose
+// first layer is first_layer (its gather is queued first).
+ParameterTensors gpt2_outer_params(GPT2* m, int first_layer) {
+    if (m->zero.stage < 3) return m->params;
+    ZeroGpu& z = m->zero;
+    const int L = m->config.num_layers;
+    zero_fetch_start(m, &z.layer[first_layer % 2], 1 + first_layer);
+    ParameterTensors t = {};
+    unit_point(&t, zero_fetch(m, &z.embed, 0), z.units.units[0]);
+    unit_point(&t, zero_fetch(m, &z.final_ln, L + 1), z.units.units[L + 1]);
+    return t;
+}
+
+// Where the backward writes this micro-step's gradients of wte, wpe, lnfw, lnfb, zeroed (the launchers
+// add into them: the tied wte, dbias): the whole floatX gradient buffer (also the LoRA adapters'), or at
+// stages 2 and 3 the embeddings' and the final LayerNorm's buckets.
+ParameterTensors gpt2_outer_grads(GPT2* m) {
+    cudaStream_t s = m->stream;
+    if (m->zero.stage < 2) {
+        cudaCheck(cudaMemsetAsync(m->micro_grads_memory, 0, m->num_trained_padded * sizeof(floatX), s));
+        return m->micro_grads;
+    }
+    ZeroGpu& z = m->zero;
+    const ZeroUnit &ue = z.units.units[0], &uf = z.units.units[m->config.num_layers + 1];
+    cudaCheck(cudaMemsetAsync(z.grad_embed, 0, ue.padded * sizeof(floatX), s));
+    cudaCheck(cudaMemsetAsync(z.grad_unit, 0, uf.padded * sizeof(floatX), s));
+    ParameterTensors g = {};
+    unit_point(&g, z.grad_embed, ue);
+    unit_point(&g, z.grad_unit, uf);
+    return g;
+}
+// Where it writes layer l's: at stages 2 and 3 the zeroed bucket (the final LayerNorm's must be done).
+LayerParams gpt2_layer_grads(GPT2* m, int l) {
+    const size_t C = m->config.channels;
+    if (m->zero.stage < 2) return layer_params(m->micro_grads, l, C);
+    ZeroGpu& z = m->zero;
+    const ZeroUnit& u = z.units.units[1 + l];
+    cudaCheck(cudaMemsetAsync(z.grad_unit, 0, u.padded * sizeof(floatX), m->stream));
+    ParameterTensors g = {};
+    unit_point(&g, z.grad_unit, u);
+    return layer_params(g, 0, C);
+}
+
+// Unit u gathered from every rank's slice into a gradient bucket (free outside the backward: the stage-2
+// update and the model file use them), complete for what is queued next on the compute stream.
+floatX* zero_gather_unit(GPT2* m, int u) {
+    ZeroGpu& z = m->zero;
+    const ZeroUnit& unit = z.units.units[u];
+    floatX* bucket = u == 0 ? z.grad_embed : z.grad_unit;
+    multi_gpu_all_gather(z.mgc, m->stream, z.param_shard + unit.shard_offset, bucket, unit.slice);
+    multi_gpu_sync(z.mgc, m->stream);
+    return bucket;
+}
+// Stage 2, after the update: unit u's parameters, gathered, into the full buffer.
+void zero_gather_into_params(GPT2* m, int u) {
+    const floatX* bucket = zero_gather_unit(m, u);
+    for (const ZeroPiece& p : m->zero.units.units[u].pieces) {
+        cudaCheck(cudaMemcpyAsync(m->params_memory + p.global_offset, bucket + p.offset_in_unit,
+                                  p.count * sizeof(floatX), cudaMemcpyDeviceToDevice, m->stream));
+    }
+}
+
+// The last unit's reduce-scatter is done: add this rank's slice of it into grad_shard.
+void zero_grads_flush(GPT2* m) {
+    ZeroGpu& z = m->zero;
+    if (z.pending < 0) return;
+    const ZeroUnit& unit = z.units.units[z.pending];
+    multi_gpu_wait_mark(z.mgc, m->stream, z.grad_reduced);
+    accumulate_grads_fp32(z.grad_shard + unit.shard_offset, z.grad_f32 + (size_t)z.mgc->rank * unit.slice,
+                          unit.slice, m->stream);
+    z.pending = -1;
+}
+// Unit u's gradients of this micro-step are complete (stages 2 and 3): converted to fp32 in grad_f32,
+// averaged over ranks by a reduce-scatter in place, and this rank's slice added into grad_shard when the
+// next unit comes (zero_grads_flush), so that the reduce-scatter runs during the next layer's backward.
+void zero_grads_done(GPT2* m, int u) {
+    ZeroGpu& z = m->zero;
+    if (z.stage < 2) return;
+    zero_grads_flush(m);
+    cudaStream_t s = m->stream;
+    const ZeroUnit& unit = z.units.units[u];
+    cudaCheck(cudaMemsetAsync(z.grad_f32, 0, unit.padded * sizeof(float), s));
+    accumulate_grads_fp32(z.grad_f32, u == 0 ? z.grad_embed : z.grad_unit, unit.padded, s); // padding: 0
+    multi_gpu_reduce_scatter(z.mgc, s, z.grad_f32, z.grad_f32 + (size_t)z.mgc->rank * unit.slice, unit.slice,
+                             true);
+    multi_gpu_mark(z.mgc, z.grad_reduced);
+    z.pending = u;
+}
+
 // Layer l's base matrix of LoRA target t (qkvw, attprojw, fcw, fcprojw): the parameter itself, or under
 // QLoRA dequantized from NF4 into model->dequant (stream-ordered: valid for the matmuls queued next).
-const floatX* base_matrix(GPT2* model, int l, int t) {
+const floatX* base_matrix(GPT2* model, const LayerParams& lp, int l, int t) {
     if (model->lora.nf4) {
         nf4_dequantize_floatX(model->dequant, model->nf4[t][l], model->stream);
         return model->dequant;
     }
-    const ParameterTensors& p = model->params;
-    const size_t C = model->config.channels, lCC = (size_t)l * C * C;
-    const floatX* w[NUM_LORA_TARGETS] = {p.qkvw + 3 * lCC, p.attprojw + lCC, p.fcw + 4 * lCC,
-                                         p.fcprojw + 4 * lCC};
+    const floatX* w[NUM_LORA_TARGETS] = {lp.qkvw, lp.attprojw, lp.fcw, lp.fcprojw};
     return w[t];
 }
 
@@ -521,11 +789,11 @@ floatX* lora_u(const GPT2* m, int t, int l) {
     return m->lora_u + ((size_t)t * m->config.num_layers + l) * BTr;
 }
 
-// One of a block's four matmuls, target t of layer l: out = inp.W^T + bias, plus the adapter's
-// s.(inp.A^T).B^T when the matrix has one. inp (BT, IN) -> out (BT, OC).
-void block_matmul_forward(GPT2* model, int l, int t, floatX* out, const floatX* inp, const floatX* bias,
-                          int BT, int IN, int OC) {
-    matmul_forward(&model->matmul, out, inp, base_matrix(model, l, t), bias, BT, IN, OC, model->stream);
+// One of a block's four matmuls, target t of layer l (parameters lp): out = inp.W^T + bias, plus the
+// adapter's s.(inp.A^T).B^T when the matrix has one. inp (BT, IN) -> out (BT, OC).
+void block_matmul_forward(GPT2* model, const LayerParams& lp, int l, int t, floatX* out, const floatX* inp,
+                          const floatX* bias, int BT, int IN, int OC) {
+    matmul_forward(&model->matmul, out, inp, base_matrix(model, lp, l, t), bias, BT, IN, OC, model->stream);
     if (lora_has(model->lora, t)) {
         floatX* a = model->lora_memory;
         lora_forward(&model->matmul, out, lora_u(model, t, l), inp, lora_a(model, a, t, l),
@@ -535,12 +803,12 @@ void block_matmul_forward(GPT2* model, int l, int t, floatX* out, const floatX* 
 }
 // Its backward: dinp (overwritten) through W and the adapter, then the GELU backward when pre_gelu is given
 // (fcproj: dinp is d fch); dweight, dbias unless frozen (null); the adapter's dA, dB (added).
-void block_matmul_backward(GPT2* model, int l, int t, floatX* dinp, floatX* dweight, floatX* dbias,
-                           const floatX* dout, const floatX* inp, const floatX* pre_gelu, int BT, int IN,
-                           int OC) {
+void block_matmul_backward(GPT2* model, const LayerParams& lp, int l, int t, floatX* dinp, floatX* dweight,
+                           floatX* dbias, const floatX* dout, const floatX* inp, const floatX* pre_gelu,
+                           int BT, int IN, int OC) {
     const bool adapted = lora_has(model->lora, t);
     // with an adapter the GELU backward waits until its du.A is in dinp
-    matmul_backward(&model->matmul, dinp, dweight, dbias, dout, inp, base_matrix(model, l, t), BT, IN, OC,
+    matmul_backward(&model->matmul, dinp, dweight, dbias, dout, inp, base_matrix(model, lp, l, t), BT, IN, OC,
                     adapted ? nullptr : pre_gelu, model->dbias_scratch, model->stream);
     if (!adapted) return;
     floatX *a = model->lora_memory, *g = model->micro_grads_memory;
@@ -553,22 +821,20 @@ void block_matmul_backward(GPT2* model, int l, int t, floatX* dinp, floatX* dwei
 // Layer l's forward up to the fc GELU: everything but fcproj and its residual add, which the caller fuses
 // with the next LayerNorm. compute_ln1: ln1 = LayerNorm(residual) here (layer 0, and the -r 3 recompute);
 // otherwise the previous layer's fused residual + LayerNorm has written it.
-void block_forward(GPT2* model, int l, int B, int T, const floatX* residual, const LayerActs& la,
-                   bool compute_ln1) {
+void block_forward(GPT2* model, const LayerParams& lp, int l, int B, int T, const floatX* residual,
+                   const LayerActs& la, bool compute_ln1) {
     const GPT2Config& c = model->config;
     const int C = c.channels, NH = c.num_heads, BT = B * T;
-    const size_t lC = (size_t)l * C;
-    const ParameterTensors& p = model->params;
     cudaStream_t s = model->stream;
     floatX* scratch = model->acts.scratch_btc;
     if (compute_ln1)
-        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, p.ln1w + lC, p.ln1b + lC, BT, C, s);
-    block_matmul_forward(model, l, LORA_QKV, la.qkv, la.ln1, p.qkvb + lC * 3, BT, C, 3 * C);
+        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lp.ln1w, lp.ln1b, BT, C, s);
+    block_matmul_forward(model, lp, l, LORA_QKV, la.qkv, la.ln1, lp.qkvb, BT, C, 3 * C);
     attention_forward(la.atty, la.lse, la.qkv, B, T, NH, C / NH, s);
-    block_matmul_forward(model, l, LORA_ATTPROJ, scratch, la.atty, p.attprojb + lC, BT, C, C);
+    block_matmul_forward(model, lp, l, LORA_ATTPROJ, scratch, la.atty, lp.attprojb, BT, C, C);
     fused_residual_layernorm_forward(la.residual2, la.ln2, la.ln2_mean, la.ln2_rstd, residual, scratch,
-                                     p.ln2w + lC, p.ln2b + lC, BT, C, s);
-    block_matmul_forward(model, l, LORA_FC, la.fch, la.ln2, p.fcb + lC * 4, BT, C, 4 * C);
+                                     lp.ln2w, lp.ln2b, BT, C, s);
+    block_matmul_forward(model, lp, l, LORA_FC, la.fch, la.ln2, lp.fcb, BT, C, 4 * C);
     gelu_forward(la.fch_gelu, la.fch, (size_t)BT * 4 * C, s);
 }
 
@@ -597,20 +863,21 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
         cudaCheck(
             cudaMemcpyAsync(model->targets, targets, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, s));
     }
-    const ParameterTensors& p = model->params;
+    const ParameterTensors p = gpt2_outer_params(model, 0); // (ZeRO-3: gathered)
     const ActivationTensors& a = model->acts;
     encoder_forward(a.encoded, model->inputs, p.wte, p.wpe, B, T, C, s);
     for (int l = 0; l < L; l++) {
         LayerActs la = layer_acts(model, l, B, T);
-        block_forward(model, l, B, T, layer_input(model, l, B, T), la, l == 0);
-        const size_t lC = (size_t)l * C;
-        block_matmul_forward(model, l, LORA_FCPROJ, a.scratch_btc, la.fch_gelu, p.fcprojb + lC, BT, 4 * C, C);
+        const LayerParams lp = gpt2_layer_params(model, l, l + 1);
+        block_forward(model, lp, l, B, T, layer_input(model, l, B, T), la, l == 0);
+        block_matmul_forward(model, lp, l, LORA_FCPROJ, a.scratch_btc, la.fch_gelu, lp.fcprojb, BT, 4 * C, C);
         // residual3 = residual2 + fcproj, fused with the next LayerNorm (the next layer's ln1, or lnf)
         floatX* residual3 = layer_input(model, l + 1, B, T);
         if (l + 1 < L) {
             LayerActs next = layer_acts(model, l + 1, B, T);
+            const LayerParams np = gpt2_layer_params(model, l + 1, -1); // (ZeRO-3: its gather began with l's)
             fused_residual_layernorm_forward(residual3, next.ln1, next.ln1_mean, next.ln1_rstd, la.residual2,
-                                             a.scratch_btc, p.ln1w + lC + C, p.ln1b + lC + C, BT, C, s);
+                                             a.scratch_btc, np.ln1w, np.ln1b, BT, C, s);
         } else {
             fused_residual_layernorm_forward(residual3, a.lnf, a.lnf_mean, a.lnf_rstd, la.residual2,
                                              a.scratch_btc, p.lnfw, p.lnfb, BT, C, s);
@@ -652,6 +919,11 @@ void gpt2_grads_ready(GPT2* model, MultiGpuConfig* mgc, int l, bool reduce) {
 
 // The step's fp32 gradients start from zero (before its first micro-step's backward, as on the CPU).
 void gpt2_zero_grad(GPT2* model) {
+    if (model->zero.stage >= 2) {
+        cudaCheck(cudaMemsetAsync(model->zero.grad_shard, 0, model->zero.units.shard_size * sizeof(float),
+                                  model->stream));
+        return;
+    }
     cudaCheck(
         cudaMemsetAsync(model->grads_memory, 0, model->num_trained_padded * sizeof(float), model->stream));
 }
@@ -659,59 +931,59 @@ void gpt2_zero_grad(GPT2* model) {
 // Backward pass of the last training forward (dloss_scale > 0): adds its gradients into grads_memory (fp32).
 // overlap_reduce: this is the last micro-step of a multi-GPU ZeRO-0 step; the gradients are averaged over
 // processes layer by layer as they become final. Otherwise the whole buffer is accumulated at the end.
+// ZeRO-2/3: each unit's gradients are reduce-scattered as soon as they are complete, and this rank's
+// slice is added into the fp32 shard (zero_grads_done).
 void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
     const GPT2Config& c = model->config;
     const int B = model->batch_size, T = model->seq_len, BT = B * T;
     const int Vp = c.padded_vocab_size, L = c.num_layers, NH = c.num_heads, C = c.channels;
-    const ParameterTensors& p = model->params;
-    const ParameterTensors& g = model->micro_grads;
     const ActivationTensors& a = model->acts;
     cudaStream_t s = model->stream;
     MatmulContext* mm = &model->matmul;
     floatX* dres = a.dresidual;
     floatX* scratch = a.scratch_btc;
-    // the floatX gradients hold this micro-step only (the launchers add into them: tied wte, dbias)
-    cudaCheck(cudaMemsetAsync(model->micro_grads_memory, 0, model->num_trained_padded * sizeof(floatX), s));
+    // (ZeRO-3: p gathered; ZeRO-2/3: g in buckets) the floatX gradients hold this micro-step only
+    const ParameterTensors p = gpt2_outer_params(model, L - 1), g = gpt2_outer_grads(model);
     cudaCheck(cudaMemsetAsync(dres, 0, (size_t)BT * C * sizeof(floatX), s));
 
     // classifier (logits = lnf wte^T; a.logits holds dlogits) and the final LayerNorm
     matmul_backward(mm, scratch, g.wte, nullptr, a.logits, a.lnf, p.wte, BT, C, Vp, nullptr, nullptr, s);
     layernorm_backward(dres, g.lnfw, g.lnfb, model->ln_scratch, scratch, layer_input(model, L, B, T), p.lnfw,
                        a.lnf_mean, a.lnf_rstd, B, T, C, s);
+    zero_grads_done(model, L + 1); // the final LayerNorm's unit
 
     for (int l = L - 1; l >= 0; l--) {
         const floatX* residual = layer_input(model, l, B, T);
         LayerActs la = layer_acts(model, l, B, T);
-        const size_t lC = (size_t)l * C;
+        const LayerParams lp = gpt2_layer_params(model, l, l - 1), lg = gpt2_layer_grads(model, l);
         // recompute what the forward did not keep (same kernels, same inputs: the same bits)
         if (model->recompute == 3) {
-            block_forward(model, l, B, T, residual, la, true);
+            block_forward(model, lp, l, B, T, residual, la, true);
         } else {
             if (model->recompute == 2) {
-                layernorm_forward(la.ln1, nullptr, nullptr, residual, p.ln1w + lC, p.ln1b + lC, BT, C, s);
-                layernorm_forward(la.ln2, nullptr, nullptr, la.residual2, p.ln2w + lC, p.ln2b + lC, BT, C, s);
+                layernorm_forward(la.ln1, nullptr, nullptr, residual, lp.ln1w, lp.ln1b, BT, C, s);
+                layernorm_forward(la.ln2, nullptr, nullptr, la.residual2, lp.ln2w, lp.ln2b, BT, C, s);
             }
             if (model->recompute >= 1) gelu_forward(la.fch_gelu, la.fch, (size_t)BT * 4 * C, s);
         }
         // dres holds dL/d residual3 of this layer. residual3 = residual2 + fcproj(gelu(fch)):
-        block_matmul_backward(model, l, LORA_FCPROJ, a.dfch, slice(g.fcprojw, lC * 4 * C),
-                              slice(g.fcprojb, lC), dres, la.fch_gelu, la.fch, BT, 4 * C,
-                              C); // dfch: pre-GELU
-        block_matmul_backward(model, l, LORA_FC, scratch, slice(g.fcw, lC * 4 * C), slice(g.fcb, lC * 4),
-                              a.dfch, la.ln2, nullptr, BT, C, 4 * C); // scratch = dln2
-        layernorm_backward(dres, slice(g.ln2w, lC), slice(g.ln2b, lC), model->ln_scratch, scratch,
-                           la.residual2, p.ln2w + lC, la.ln2_mean, la.ln2_rstd, B, T, C,
-                           s); // dres = dL/d residual2
+        block_matmul_backward(model, lp, l, LORA_FCPROJ, a.dfch, lg.fcprojw, lg.fcprojb, dres, la.fch_gelu,
+                              la.fch, BT, 4 * C, C); // dfch: pre-GELU
+        block_matmul_backward(model, lp, l, LORA_FC, scratch, lg.fcw, lg.fcb, a.dfch, la.ln2, nullptr, BT, C,
+                              4 * C); // scratch = dln2
+        layernorm_backward(dres, lg.ln2w, lg.ln2b, model->ln_scratch, scratch, la.residual2, lp.ln2w,
+                           la.ln2_mean, la.ln2_rstd, B, T, C, s); // dres = dL/d residual2
         // residual2 = residual + attproj(attention(qkv(ln1(residual)))):
-        block_matmul_backward(model, l, LORA_ATTPROJ, scratch, slice(g.attprojw, lC * C),
-                              slice(g.attprojb, lC), dres, la.atty, nullptr, BT, C, C); // scratch = datty
+        block_matmul_backward(model, lp, l, LORA_ATTPROJ, scratch, lg.attprojw, lg.attprojb, dres, la.atty,
+                              nullptr, BT, C, C); // scratch = datty
         attention_backward(a.dqkv, scratch, la.qkv, la.atty, la.lse, model->att_scratch, B, T, NH, C / NH, s);
-        block_matmul_backward(model, l, LORA_QKV, scratch, slice(g.qkvw, lC * 3 * C), slice(g.qkvb, lC * 3),
-                              a.dqkv, la.ln1, nullptr, BT, C, 3 * C); // scratch = dln1
-        layernorm_backward(dres, slice(g.ln1w, lC), slice(g.ln1b, lC), model->ln_scratch, scratch, residual,
-                           p.ln1w + lC, la.ln1_mean, la.ln1_rstd, B, T, C,
-                           s); // dres = dL/d residual (layer input)
+        block_matmul_backward(model, lp, l, LORA_QKV, scratch, lg.qkvw, lg.qkvb, a.dqkv, la.ln1, nullptr, BT,
+                              C,
+                              3 * C); // scratch = dln1
+        layernorm_backward(dres, lg.ln1w, lg.ln1b, model->ln_scratch, scratch, residual, lp.ln1w, la.ln1_mean,
+                           la.ln1_rstd, B, T, C, s); // dres = dL/d residual (layer input)
         if (overlap_reduce && model->lora.rank == 0) gpt2_grads_ready(model, mgc, l, true);
+        zero_grads_done(model, 1 + l);
     }
     if (model->lora.rank > 0) { // no embedding gradients; the adapters' are averaged as one buffer
         accumulate_grads_fp32(model->grads_memory, model->micro_grads_memory, model->num_trained_padded, s);
@@ -720,7 +992,10 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
     }
     encoder_backward(g.wte, g.wpe, dres, model->inputs, model->inputs_host.data(), &model->encoder_scratch, B,
                      T, C, s);
-    if (overlap_reduce) {
+    if (model->zero.stage >= 2) {
+        zero_grads_done(model, 0);
+        zero_grads_flush(model);
+    } else if (overlap_reduce) {
         gpt2_grads_ready(model, mgc, -1, true);
     } else {
         accumulate_grads_fp32(model->grads_memory, model->micro_grads_memory, model->num_trained_padded, s);
@@ -736,6 +1011,10 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
 //   ZeRO stage 1: reduce-scatter (average) of the fp32 gradients, so process r holds the average of its 1/N
 //                 slice; it keeps the fp32 master weights, m and v only for that slice and updates only it;
 //                 then all-gather of the updated floatX parameters.
+//   ZeRO stages 2 and 3: the slices are llmc/zero.h's units' (section 2: the backward reduce-scattered
+//                 each unit into the fp32 grad shard); AdamW writes the floatX parameter shard; stage 2
+//                 then all-gathers every unit into the full parameters, stage 3 leaves them sharded (the
+//                 next forward gathers them).
 // One process: every collective returns at once (in place), no communication at all.
 // AdamW, with the math in llmc/adamw.cuh; gradient clipping passes clip/norm as grad_scale. The floatX
 // parameters are written from the fp32 master with stochastic rounding, its bits a hash of (seed, step,
@@ -744,8 +1023,9 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
 
 struct Optimizer {
     int zero_stage = 0;
-    ShardLayout layout;                       // which slice of the flat buffer this process updates
-    ShardRange ranges[NUM_PARAMETER_TENSORS]; // that slice cut at tensor boundaries
+    ShardLayout layout; // which slice of the flat buffer this process updates (stage 2/3: the size of
+                        // its shard of the units)
+    std::vector<ShardRange> ranges; // that slice (those slices) cut at tensor boundaries
     int num_ranges = 0;
     bool decay[NUM_PARAMETER_TENSORS]; // weight decay on tensor i (the matrices: every LoRA tensor)
     bool keep_master = true;           // fp32 master weights (needed in the BF16 build)
@@ -759,13 +1039,14 @@ struct Optimizer {
     uint8_t* v_codes = nullptr;
     float* m_absmax = nullptr;
     float* v_absmax = nullptr;
-    size_t block_offset[NUM_PARAMETER_TENSORS]; // first block of each range
+    std::vector<size_t> block_offset; // first block of each range
     size_t num_blocks = 0;
     uint64_t seed = 0; // of the stochastic rounding
 };
 
 // The layout only (the model's buffers are sized from it); optimizer_allocate after gpt2_allocate. It is
-// the layout of the trained buffer: the parameters, or with LoRA the adapters.
+// the layout of the trained buffer: the parameters, or with LoRA the adapters. Stages 2 and 3 take the
+// units of gpt2_zero_init.
 void optimizer_init(Optimizer* opt, const GPT2* model, const MultiGpuConfig* mgc, int zero_stage,
                     bool use_8bit, int quant_block, bool keep_master, uint64_t seed) {
 #if !defined(ENABLE_FP32)
@@ -777,13 +1058,27 @@ void optimizer_init(Optimizer* opt, const GPT2* model, const MultiGpuConfig* mgc
     const int num_tensors = lora ? model->lora_layout.num_tensors : NUM_PARAMETER_TENSORS;
     for (int i = 0; i < num_tensors; i++) opt->decay[i] = lora || parameter_is_matrix(i);
     opt->zero_stage = zero_stage;
-    opt->layout = zero_layout(model->num_trained, mgc->rank, mgc->num_ranks, zero_stage);
-    opt->num_ranges = shard_ranges(sizes, num_tensors, &opt->layout, opt->ranges);
+    if (zero_stage <= 1) {
+        opt->layout = zero_layout(model->num_trained, mgc->rank, mgc->num_ranks, zero_stage);
+        opt->ranges.resize(num_tensors);
+        opt->num_ranges = shard_ranges(sizes, num_tensors, &opt->layout, opt->ranges.data());
+        opt->ranges.resize(opt->num_ranges);
+    } else {
+        if (model->zero.stage != zero_stage)
+            fail("optimizer_init: ZeRO stage %d without gpt2_zero_init", zero_stage);
+        opt->layout = shard_layout_replicated(model->num_trained, mgc->rank, mgc->num_ranks);
+        opt->layout.shard_size = model->zero.units.shard_size;
+        opt->layout.shard_offset =
+            (size_t)mgc->rank * opt->layout.shard_size; // nominal: shards in rank order
+        opt->ranges = zero_unit_ranges(model->zero.units);
+        opt->num_ranges = (int)opt->ranges.size();
+    }
     opt->use_8bit = use_8bit;
     opt->quant_block = quant_block;
     opt->keep_master = keep_master;
     opt->seed = seed;
     opt->num_blocks = 0;
+    opt->block_offset.assign(opt->num_ranges, 0);
     for (int r = 0; r < opt->num_ranges; r++) {
         opt->block_offset[r] = opt->num_blocks;
         if (use_8bit) opt->num_blocks += ceil_div(opt->ranges[r].count, (size_t)quant_block);
@@ -839,11 +1134,16 @@ size_t optimizer_state_bytes(const Optimizer* opt) {
     return bytes + (opt->use_8bit ? 2 * S + 2 * opt->num_blocks * sizeof(float) : 2 * S * sizeof(float));
 }
 
+// The floatX parameters of a range that AdamW writes: in the trained buffer, or at ZeRO-2/3 the shard.
+floatX* optimizer_params(GPT2* model, const Optimizer* opt, const ShardRange& rg) {
+    if (opt->zero_stage >= 2) return model->zero.param_shard + rg.offset_in_shard;
+    return model->trained + rg.global_offset;
+}
 // The fp32 copy of a range that AdamW updates: the master shard, or (FP32 build, -w 0) the parameters.
 float* optimizer_master(GPT2* model, Optimizer* opt, const ShardRange& rg) {
     if (opt->master != nullptr) return opt->master + rg.offset_in_shard;
 #if defined(ENABLE_FP32)
-    return model->trained + rg.global_offset;
+    return optimizer_params(model, opt, rg);
 #else
     (void)model;
     fail("optimizer: the BF16 build needs the fp32 master weights");
@@ -855,13 +1155,14 @@ float* optimizer_master(GPT2* model, Optimizer* opt, const ShardRange& rg) {
 float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, const AdamWConfig& h, int t) {
     const ShardLayout& lay = opt->layout;
     cudaStream_t s = model->stream;
-    // 1. average over processes (stage 0: queued by the backward); g = this process's slice
-    float* g = model->grads_memory + lay.shard_offset;
+    // 1. average over processes (stage 0: queued by the backward; stages 2 and 3: done by it, unit by unit,
+    //    into the shard); g = this process's slice
+    float* g = opt->zero_stage >= 2 ? model->zero.grad_shard : model->grads_memory + lay.shard_offset;
     if (opt->zero_stage == 1) multi_gpu_reduce_scatter(mgc, s, model->grads_memory, g, lay.shard_size, true);
     multi_gpu_sync(mgc, s);
     // 2. global norm: squares summed over the slice (padding is 0), then over processes
     global_norm_squared(model->norm_device, g, lay.shard_size, model->norm_scratch, s);
-    if (opt->zero_stage == 1) {
+    if (opt->zero_stage >= 1) {
         multi_gpu_allreduce_sum(mgc, s, model->norm_device, 1);
         multi_gpu_sync(mgc, s);
     }
@@ -880,7 +1181,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
     for (int r = 0; r < opt->num_ranges; r++) {
         const ShardRange& rg = opt->ranges[r];
         const float wd = opt->decay[rg.tensor] ? h.weight_decay : 0.0f;
-        floatX* params = model->trained + rg.global_offset;
+        floatX* params = optimizer_params(model, opt, rg);
         float* master = optimizer_master(model, opt, rg);
         const float* gr = g + rg.offset_in_shard;
         if (!opt->use_8bit) {
@@ -896,11 +1197,15 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
                                   opt->quant_block, lr, h.beta1, h.beta2, h.eps, wd, t, s);
         }
     }
-    // 5. ZeRO-1: every process gets everyone's updated slice
+    // 5. ZeRO-1, 2: every process gets everyone's updated slices; ZeRO-3: the gathered units are stale
     if (opt->zero_stage == 1) {
         multi_gpu_all_gather(mgc, s, model->trained + lay.shard_offset, model->trained, lay.shard_size);
         multi_gpu_sync(mgc, s);
     }
+    if (opt->zero_stage == 2) {
+        for (size_t u = 0; u < model->zero.units.units.size(); u++) zero_gather_into_params(model, (int)u);
+    }
+    model->zero.version++;
     return norm;
 }
 
@@ -987,10 +1292,26 @@ void trainer_print_step_end(Trainer* tr, double seconds, bool first_step) {
 // With LoRA the model file is the merged model (llmc/lora.h's lora_write_merged): W + s.B.A with W the
 // base as the GPU used it (bf16, or the NF4 matrix dequantized and rounded to floatX) and the adapters'
 // floatX values.
-// Called on every rank; rank 0 writes.
+// Called on every rank; rank 0 writes. At ZeRO-3 every rank takes part in gathering the units (one at a
+// time, through a gradient bucket), and rank 0 holds the fp32 model on the host for the write.
 void trainer_write_model(Trainer* tr, const std::string& path) {
-    if (tr->mgc.rank != 0) return;
     GPT2& m = tr->model;
+    if (m.zero.stage == 3) {
+        std::vector<float> whole(tr->mgc.rank == 0 ? m.num_parameters : 0), unit;
+        for (size_t u = 0; u < m.zero.units.units.size(); u++) {
+            const ZeroUnit& zu = m.zero.units.units[u];
+            const floatX* bucket = zero_gather_unit(&m, (int)u);
+            multi_gpu_wait(&tr->mgc, m.stream, step_timeout_s());
+            if (tr->mgc.rank != 0) continue;
+            unit.resize(zu.padded);
+            download_floatX(unit.data(), bucket, zu.padded);
+            zero_unit_copy(zu, unit.data(), whole.data(), /*to_unit=*/false);
+        }
+        if (tr->mgc.rank == 0)
+            checkpoint_write(path.c_str(), m.config, whole.data(), m.num_parameters, false);
+        return;
+    }
+    if (tr->mgc.rank != 0) return;
     cudaCheck(cudaStreamSynchronize(m.stream));
     std::vector<float> params(m.params_floats);
     download_floatX(params.data(), m.params_memory, m.params_floats);
@@ -1086,8 +1407,9 @@ void gpt2_lora_resumed(GPT2* model) {
 struct MemoryUse {
     size_t params, grads, grad_acc, master, moments, activations, workspaces;
     size_t adapters; // LoRA: the adapters (floatX); params is then the frozen base (floatX, and NF4)
+    size_t buckets;  // ZeRO-2/3: the units' buckets
     size_t total() const {
-        return params + adapters + grads + grad_acc + master + moments + activations + workspaces;
+        return params + adapters + grads + grad_acc + master + moments + buckets + activations + workspaces;
     }
 };
 
@@ -1120,11 +1442,24 @@ MemoryUse memory_plan(const GPT2Config& c, const LoraConfig& lc, const Optimizer
     }
     u.grads = P_pad * sizeof(floatX);
     u.grad_acc = P_pad * sizeof(float);
+    u.buckets = 0;
+    if (opt->zero_stage >= 2) { // zero_allocate's buffers; gpt2_allocate's whole parameters at stage 2
+        size_t sizes[NUM_PARAMETER_TENSORS];
+        gpt2_parameter_sizes(c, sizes);
+        const ZeroUnits z = gpt2_zero_units(sizes, c.num_layers, opt->layout.rank, opt->layout.num_ranks);
+        const ZeroBucketSizes b = zero_bucket_sizes(z);
+        const size_t X = sizeof(floatX);
+        u.params = ((opt->zero_stage == 2 ? opt->layout.num_params : 0) + z.shard_size) * X;
+        u.grads = 0;
+        u.grad_acc = z.shard_size * sizeof(float);
+        u.buckets = (b.embed + b.other) * X + b.largest * sizeof(float);
+        if (opt->zero_stage == 3) u.buckets += (b.embed + b.final_ln + 2 * b.layer) * X;
+    }
     u.master = opt->keep_master ? S * sizeof(float) : 0;
     u.moments = optimizer_state_bytes(opt) - u.master;
     u.activations = activation_bytes(count, elem) + lora_acts;
     // cuBLASLt's workspace, the kernels' scratch, the input and target tokens and the loss scalar
-    u.workspaces = gpt2_workspace_layout(c, B, T, P_pad).total() + MATMUL_WORKSPACE_BYTES +
+    u.workspaces = gpt2_workspace_layout(c, B, T).total() + MATMUL_WORKSPACE_BYTES +
                    (2 * BT + 1) * sizeof(int) + lora_scratch;
     return u;
 }
@@ -1138,27 +1473,33 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_ranks) 
     const double MiB = 1024.0 * 1024.0, P = (double)model->num_parameters, N = num_ranks;
     const int B = model->batch_size, T = model->seq_len;
     const MemoryUse u = memory_use(model, opt);
-    const bool sharded = opt->zero_stage == 1;
+    const int z = opt->zero_stage;
     auto row = [&](const char* what, size_t bytes, const char* note) {
         printf("  %-34s %10.1f MiB%s%s\n", what, bytes / MiB, note[0] ? "  " : "", note);
     };
-    const char* shard = sharded ? "ZeRO-1: this rank's shard" : "";
-    char label[64], note[96];
+    char shard[48], label[64], note[96];
+    snprintf(shard, sizeof(shard), "ZeRO-%d: this rank's shard", z);
+    if (z == 0) shard[0] = '\0';
     printf("memory (this GPU, predicted from the buffer sizes):\n");
     const bool lora = model->lora.rank > 0;
     snprintf(label, sizeof(label), "%s (%s%s)", lora ? "frozen base" : "parameters",
              BF16_BUILD ? "bf16" : "fp32", model->lora.nf4 ? ", block matrices NF4" : "");
-    row(label, u.params, "");
+    row(label, u.params, z == 2 ? "ZeRO-2: all of them, and this rank's shard" : z == 3 ? shard : "");
     if (lora) {
         snprintf(label, sizeof(label), "LoRA adapters (%s)", BF16_BUILD ? "bf16" : "fp32");
         row(label, u.adapters, "");
     }
     snprintf(label, sizeof(label), "gradients (%s)%s", BF16_BUILD ? "bf16" : "fp32",
              lora ? " of the adapters" : "");
-    row(label, u.grads, "");
-    row("gradient accumulation (fp32)", u.grad_acc, "");
+    row(label, u.grads, z >= 2 ? "none: one unit at a time, in the buckets" : "");
+    row("gradient accumulation (fp32)", u.grad_acc, z >= 2 ? shard : "");
     row("master weights (fp32)", u.master, opt->keep_master ? shard : "none (-w 0)");
     row(opt->use_8bit ? "AdamW m, v (8-bit codes + scales)" : "AdamW m, v (fp32)", u.moments, shard);
+    if (z >= 2) {
+        row("ZeRO buckets", u.buckets,
+            z == 2 ? "gradients: wte+wpe's and one unit's, and one unit in fp32"
+                   : "those of ZeRO-2, and the gathered wte+wpe, final LayerNorm, two layers");
+    }
     snprintf(label, sizeof(label), "activations (-r %d)", model->recompute);
     snprintf(note, sizeof(note), "B=%d T=%d", B, T);
     row(label, u.activations, note);
@@ -1174,13 +1515,20 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_ranks) 
             u.params / P);
         return;
     }
+    // the formula: the working parameters, gradients, fp32 accumulation and optimizer state per parameter,
+    // each divided by N from the stage that shards it (stage 2 keeps all parameters and its shard)
     const double state = (double)(u.params + u.adapters + u.grads + u.grad_acc + u.master + u.moments);
-    const double optim = (opt->keep_master ? 4.0 : 0.0) + (opt->use_8bit ? 2.0 : 8.0);
-    printf("  model state: %.2f B/param; formula %zu + %zu + 4 (fp32 accumulation) + %g / %d = %.2f",
-           state / P, sizeof(floatX), sizeof(floatX), optim, sharded ? num_ranks : 1,
-           2.0 * sizeof(floatX) + 4.0 + optim / (sharded ? N : 1.0));
+    const double optim = (opt->keep_master ? 4.0 : 0.0) + (opt->use_8bit ? 2.0 : 8.0), X = sizeof(floatX);
+    const double fp = z == 3 ? X / N : z == 2 ? X + X / N : X, fg = z >= 2 ? 0.0 : X;
+    const double fa = z >= 2 ? 4.0 / N : 4.0, fo = z >= 1 ? optim / N : optim;
+    printf(
+        "  model state: %.2f B/param (without the buckets); formula %.3g + %.3g + %.3g (fp32 accumulation) + "
+        "%.3g (optimizer) = %.2f",
+        state / P, fp, fg, fa, fo, fp + fg + fa + fo);
     if (BF16_BUILD && opt->keep_master && !opt->use_8bit) {
-        printf(" (mixed-precision Adam %.2f + 4)", zero_bytes_per_param(opt->zero_stage, num_ranks, true));
+        // the ZeRO paper's count (bf16 gradients sharded from stage 2) has no fp32 accumulation buffer
+        printf(" (ZeRO's mixed-precision Adam: %.2f, + %s fp32 accumulation)",
+               zero_bytes_per_param(opt->zero_stage, num_ranks, true), z >= 2 ? "4/N" : "4");
     }
     printf("\n  activations by recompute mode:");
     for (int r = 0; r <= 3; r++) {
@@ -1274,6 +1622,7 @@ int main(int argc, char** argv) {
     // device buffers: the optimizer's ZeRO layout sizes the model's; the master weights start from the
     // host copy (the resumed model file's parameters when resuming)
     const uint64_t rounding_seed = rng_mix64(cfg.seed ^ 0xad4a3bULL);
+    gpt2_zero_init(&model, &mgc, cfg.zero_stage);
     optimizer_init(&tr.opt, &model, &mgc, cfg.zero_stage, cfg.use_8bit, cfg.quant_block, cfg.keep_master,
                    rounding_seed);
     check_gpu_memory(model.config, &tr.opt, cfg, tr.free_at_start);

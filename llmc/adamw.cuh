@@ -84,17 +84,17 @@ void adamw_update(floatX* params, float* master_fp32, const GradT* grads, float*
     cudaCheck(cudaGetLastError());
 }
 
-__global__ void accumulate_grads_fp32_kernel(float* acc, const floatX* g, size_t n) {
+template <class T> __global__ void accumulate_grads_fp32_kernel(float* acc, const T* g, size_t n) {
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) acc[i] += (float)g[i];
 }
 
-// acc (n, fp32) += g (n, floatX)
-inline void accumulate_grads_fp32(float* acc, const floatX* g, size_t n, cudaStream_t stream) {
+// acc (n, fp32) += g (n, floatX, or fp32: ZeRO-2/3 add a reduce-scattered slice into the step's shard)
+template <class T> inline void accumulate_grads_fp32(float* acc, const T* g, size_t n, cudaStream_t stream) {
     if (n == 0) return;
     const int block_size = 512;
     size_t blocks = (n + block_size - 1) / block_size;
     const unsigned int grid = (unsigned int)(blocks < 65536 * 8 ? blocks : 65536 * 8);
-    CUDA_LAUNCH(accumulate_grads_fp32_kernel, grid, block_size, 0, stream)(acc, g, n);
+    CUDA_LAUNCH(accumulate_grads_fp32_kernel<T>, grid, block_size, 0, stream)(acc, g, n);
     cudaCheck(cudaGetLastError());
 }

@@ -242,6 +242,17 @@ inline void multi_gpu_sync(MultiGpuConfig* config, cudaStream_t compute_stream) 
     cudaCheck(cudaStreamWaitEvent(compute_stream, config->nccl_done, 0));
 }
 
+// One collective's completion rather than all of them (ZeRO-2/3: a bucket's gather or reduce-scatter
+// while the next is queued): multi_gpu_mark records event after the collectives queued so far on
+// nccl_stream; multi_gpu_wait_mark makes compute_stream wait for it. One process: collectives are copies
+// on compute_stream, already in order, so both do nothing.
+inline void multi_gpu_mark(MultiGpuConfig* config, cudaEvent_t event) {
+    if (config->num_ranks > 1) cudaCheck(cudaEventRecord(event, config->nccl_stream));
+}
+inline void multi_gpu_wait_mark(MultiGpuConfig* config, cudaStream_t compute_stream, cudaEvent_t event) {
+    if (config->num_ranks > 1) cudaCheck(cudaStreamWaitEvent(compute_stream, event, 0));
+}
+
 // ----------------------------------------------------------------------------------------------------
 // collectives (queued on nccl_stream after the work already queued on compute_stream)
 

@@ -107,11 +107,11 @@ inline void print_usage(const char* program, const TrainConfig& d, bool gpu) {
            "  -gc <float>   gradient clipping global norm (0: off)  default %g\n"
            "  -qo <0|1>     8-bit AdamW (m and v as 8-bit codes)    default %d\n"
            "  -qb <int>     8-bit AdamW quantization block, values per scale (64..4096)  default %d\n"
-           "  -z <%s>   ZeRO stage: 0 data parallel, 1 optimizer state sharded%s  default %d\n",
+           "  -z <0..3>     ZeRO stage: 0 data parallel, 1 optimizer state sharded, 2 + gradients, 3 + "
+           "parameters  default %d\n",
            (double)d.learning_rate, d.warmup_steps, (double)d.final_lr_frac, d.schedule,
            (double)d.cooldown_frac, d.lr_scale_rule, (double)d.adamw.weight_decay, (double)d.adamw.grad_clip,
-           (int)d.use_8bit, d.quant_block, gpu ? "0|1 " : "0..3",
-           gpu ? "" : ", 2 + gradients, 3 + parameters", d.zero_stage);
+           (int)d.use_8bit, d.quant_block, d.zero_stage);
     printf("LoRA fine-tuning (llmc/lora.h): the model of -e frozen, low-rank adapters trained\n"
            "  -lo <int>     LoRA rank r (0: off, the whole model trains)  default %d\n"
            "  -la <float>   LoRA alpha: the adapters' output is scaled by alpha/r  default %g\n"
@@ -247,11 +247,6 @@ inline bool parse_flags(TrainConfig* c, int argc, char** argv, bool gpu) {
             else c->gpus_per_node = parse_int_flag(f, v, 0, 1 << 10); // pg
         }
         // clang-format on
-    }
-    if (gpu && c->zero_stage > 1) {
-        fail("flag -z %d: ZeRO stages 2 and 3 are in the CPU trainer (train_gpt2) only so far; train_gpt2cu "
-             "has 0 and 1",
-             c->zero_stage);
     }
     return true;
 }

@@ -262,6 +262,9 @@ inline void zero_unit_copy(const ZeroUnit& u, float* unit_buf, float* flat, bool
 // (the CPU trainer's stage 1 also keeps its reduce-scattered gradient slice in a buffer of its own, 4/N
 // more: 8 + 12/N; the GPU's reduce-scatter is in place)
 // Example: GPT-2 124M on 4 GPUs at stage 1: 4 + 3 = 7 bytes/param = 0.87 GB instead of 16 (1.99 GB).
+// train_gpt2.cu adds its fp32 gradient accumulation (4, sharded from stage 2: 4/N) and has no bf16
+// gradient shard (bf16 gradients live one unit at a time in buckets), but keeps a bf16 parameter shard
+// at stage 2: 2 + 18/N there, 18/N at stage 3 (its memory table prints its own formula beside this one).
 inline double zero_bytes_per_param(int stage, int num_ranks, bool bf16) {
     if (stage < 0 || stage > 3 || num_ranks < 1) {
         fail("zero_bytes_per_param: stage %d with %d ranks is not defined (stage 0..3, ranks >= 1)", stage,

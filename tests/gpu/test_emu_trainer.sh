@@ -8,10 +8,13 @@
 #   2. FP32, in one run: gradient accumulation (-d 512 at B=4, T=64: 2 micro-steps), -x 3 shorter than
 #      the default warmup (both trainers cut the warmup to the 3 steps) and 8-bit AdamW (-qo 1); each
 #      trainer's resume of that run from step 2 prints the same last step as its uninterrupted run;
-#   3. data parallel, emulated GPUs as processes under mpirun (emulated NCCL): 2 with ZeRO-0 and ZeRO-1,
-#      4 with ZeRO-1, against one emulated GPU taking the same 512-token steps in 2 micro-steps; 2 steps,
+#   3. data parallel, emulated GPUs as processes under mpirun (emulated NCCL): 2 with ZeRO-0, 1 and 2, 4
+#      with ZeRO-1 and 3, against one emulated GPU taking the same 512-token steps in 2 micro-steps; 2 steps,
 #      validation left out (each process evaluates its own share of the validation batches, so the
-#      validation loss depends on the process count, in the CPU trainer too);
+#      validation loss depends on the process count, in the CPU trainer too); at stages 2 and 3 the memory
+#      measured after the first step against the prediction and the formula; ZeRO-3 on 2 GPUs with 2
+#      micro-steps each and 8-bit AdamW against 1 GPU, and its resume; BF16 ZeRO-3 bit-identical to ZeRO-2
+#      (losses and model file);
 #   4. QLoRA (rank 8 on every block matrix, NF4 base: the fp32 base's path is the same but for the
 #      dequantization) on d2, FP32 build, 3 steps with a checkpoint at step 2, against the CPU trainer: the
 #      same lines, and the final merged model files give the same validation loss when a new run starts from
@@ -78,16 +81,50 @@ grep -qE "state_[0-9]+_00000.bin' holds the GPU trainer's fp32 master weights" <
     { echo "FAIL: unclear refusal: $out"; exit 1; }
 echo "CPU resume of a GPU state: refused ($(grep -m1 error: <<<"$out"))"
 
-# 3. 2 and 4 emulated GPUs against 1 (a 512-token step)
+# 3. 2 and 4 emulated GPUs against 1 (a 512-token step), every ZeRO stage
 zflags="$common -x 2 -u 1 -d 512 -v 1000"
 $gpu $zflags > "$dir/gpu1.txt"
-for run in "2 0" "2 1" "4 1"; do
+# check_memory LOG LABEL: the device memory the emulator measured after the first step (cudaMemGetInfo) is
+# the prediction (it counts every allocation: equal to 0.1 MiB), and the model state per parameter is the
+# ZeRO formula's to 1% (the units' padding is under N*128*(L+2) elements)
+check_memory() {
+    read -r used predicted < <(sed -n 's/^memory after the first step: \([0-9.]*\) MiB used.*, \([0-9.]*\) MiB predicted.*/\1 \2/p' "$1")
+    read -r state formula < <(sed -n 's/^  model state: \([0-9.]*\) B\/param.* = \([0-9.]*\).*/\1 \2/p' "$1")
+    awk -v u="$used" -v p="$predicted" -v s="$state" -v f="$formula" -v label="$2" 'BEGIN {
+        d = u - p; if (d < 0) d = -d; e = (s - f) / f; if (e < 0) e = -e; ok = u != "" && s != "" && d <= 0.1 && e <= 0.01;
+        printf "%s: memory measured %s MiB, predicted %s MiB; model state %s B/param, formula %s: %s\n", label, u, p, s, f, ok ? "ok" : "FAIL";
+        exit !ok }'
+}
+for run in "2 0" "2 1" "4 1" "2 2" "4 3"; do
     read -r np z <<< "$run"
     OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np $np $gpu $zflags -b $((8 / np)) -z $z > "$dir/np$np.txt"
     grep -q "$np GPU process(es)" "$dir/np$np.txt" || { echo "FAIL: not $np processes"; exit 1; }
     cmp_logs "$dir/gpu1.txt" "$dir/np$np.txt" --steps 2 --no-val --tol 2e-5 \
         --label "fp32: $np GPUs, ZeRO-$z, against 1 GPU"
+    if [ $z -ge 2 ]; then check_memory "$dir/np$np.txt" "fp32: $np GPUs, ZeRO-$z"; fi
 done
+# ZeRO-3 with 2 micro-steps per GPU and 8-bit AdamW (-qb 128: the units' slices are multiples of 128, so
+# the quantization blocks are those of one GPU), 3 steps with a checkpoint at step 2, resumed there
+qflags="$common -x 3 -u 1 -d 512 -v 1000 -qo 1 -qb 128"
+$gpu $qflags > "$dir/q1.txt"
+OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np 2 $gpu $qflags -b 2 -z 3 -n 2 -o "$dir/q3" > "$dir/q3.txt"
+grep -q "x 2 accumulation steps" "$dir/q3.txt" || { echo "FAIL: not 2 micro-steps"; exit 1; }
+cmp_logs "$dir/q1.txt" "$dir/q3.txt" --steps 3 --no-val --tol 2e-5 \
+    --label "fp32: 2 GPUs, ZeRO-3, 2 micro-steps, 8-bit AdamW, against 1 GPU"
+echo 2 > "$dir/q3/checkpoint_latest"
+OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np 2 $gpu $qflags -b 2 -z 3 -n 2 -o "$dir/q3" -y 1 > "$dir/q3r.txt"
+cmp_logs "$dir/q3.txt" "$dir/q3r.txt" --steps 3 --from-step 3 --identical --no-val \
+    --label "fp32: 2 GPUs, ZeRO-3: resumed at step 2"
+# BF16 (stochastic rounding from the fp32 master): ZeRO-3 gathers the parameters that ZeRO-2 keeps whole,
+# from the same shards, so the two print the same bits, and the model files (ZeRO-3's gathered unit by
+# unit on the host) are the same bytes
+for z in 2 3; do
+    OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np 2 build/emu/train_gpt2cu $zflags -b 4 -z $z -n 2 -o "$dir/b$z" > "$dir/b$z.txt"
+done
+cmp_logs "$dir/b2.txt" "$dir/b3.txt" --steps 2 --identical --label "bf16: 2 GPUs, ZeRO-3 against ZeRO-2"
+check_memory "$dir/b3.txt" "bf16: 2 GPUs, ZeRO-3"
+cmp "$dir/b2/model_00000002.bin" "$dir/b3/model_00000002.bin" || { echo "FAIL: ZeRO-3's model file differs from ZeRO-2's"; exit 1; }
+echo "bf16: ZeRO-3's model file identical to ZeRO-2's: ok"
 
 # 4. LoRA and QLoRA against the CPU trainer, resume, 2 GPUs
 for mode in "qlora:-lo 8 -lt all -lq 1"; do
