@@ -86,12 +86,18 @@ inline bool launcher_is_gone() {
 [[noreturn]] inline void fail(const char* fmt, ...) {
     remove_pending_temps();
     fflush(stdout);
-    fprintf(stderr, "error: %s", error_context().c_str());
+    // the whole line in one write: under mpirun another process's output (MPI_Abort's banner) could
+    // otherwise land between its pieces
+    char message[4096];
+    int n = snprintf(message, sizeof(message), "error: %s", error_context().c_str());
+    if (n < 0 || n >= (int)sizeof(message) - 2) n = 0;
     va_list args;
     va_start(args, fmt);
-    vfprintf(stderr, fmt, args);
+    const int m = vsnprintf(message + n, sizeof(message) - n - 1, fmt, args);
     va_end(args);
-    fprintf(stderr, "\n");
+    n = m < 0 ? n : std::min(n + m, (int)sizeof(message) - 2);
+    message[n] = '\n';
+    fwrite(message, 1, (size_t)n + 1, stderr);
     fflush(stderr);
     exit(EXIT_FAILURE);
 }

@@ -310,9 +310,9 @@ make_gpt2v_states() {
     echo "$GPT2V_DIR/gpt2v{,_bf16}_{model,state}.bin: $(du -cm "$GPT2V_DIR"/gpt2v* | tail -1 | cut -f1) MB"
 }
 # the trainer's main against the CPU trainer, same flags: losses, lr, norms, val losses
-compare_with_cpu() { # binary tolerance
-    "$CPU_TRAINER" $SMALL > "$work/cpu.txt" || return 1
+compare_with_cpu() { # binary tolerance (the GPU run first: with no usable GPU it fails at once)
     "$1" $SMALL > "$work/gpu.txt" || return 1
+    "$CPU_TRAINER" $SMALL > "$work/cpu.txt" || return 1
     cat "$work/gpu.txt"
     "$py" tests/common/compare_train_logs.py "$work/cpu.txt" "$work/gpu.txt" --steps "$SMALL_STEPS" --tol "$2" --label "$1 against $CPU_TRAINER"
 }
@@ -322,7 +322,15 @@ two_identical_runs() {
     cat "$work/run1.txt"
     "$py" tests/common/compare_train_logs.py "$work/run1.txt" "$work/run2.txt" --steps "$SMALL_STEPS" --identical --label "two runs of $TRAIN_DIR/train_gpt2cu"
 }
-export -f compare_with_cpu two_identical_runs make_gpt2v_states
+# ZeRO-2 and ZeRO-3 on one GPU (their collectives are copies): the units' buckets, views and gathers on a
+# real device; ZeRO-3 with -r 3 prints the bits of ZeRO-2 (the same shards; recompute is bit-exact)
+zero_one_gpu() {
+    "$TRAIN_DIR/train_gpt2cu" $SMALL -z 2 > "$work/z2.txt" || return 1
+    "$TRAIN_DIR/train_gpt2cu" $SMALL -z 3 -r 3 > "$work/z3.txt" || return 1
+    grep -E "^step|ZeRO buckets|memory after" "$work/z3.txt"
+    "$py" tests/common/compare_train_logs.py "$work/z2.txt" "$work/z3.txt" --steps "$SMALL_STEPS" --identical --label "-z 3 -r 3 against -z 2"
+}
+export -f compare_with_cpu two_identical_runs zero_one_gpu make_gpt2v_states
 export CPU_TRAINER SMALL SMALL_STEPS TRAIN_DIR py work pack GPT2V_DIR
 
 # test_gpt2cu on one state: name precision r
@@ -381,6 +389,7 @@ if [ "$phase" = correct ]; then
         fi
     done
     [ -n "$py" ] && step "two identical runs (train_gpt2cu d2)" 240 fig_compare bash -c two_identical_runs
+    [ -n "$py" ] && step "ZeRO-3 -r 3 = ZeRO-2 on one GPU (d2)" 240 fig_compare bash -c zero_one_gpu
     sanitize racecheck "train_gpt2cu step" "$TRAIN_DIR/train_gpt2cu" $SANITIZE_RUN
     sanitize initcheck "train_gpt2cu step" "$TRAIN_DIR/train_gpt2cu" $SANITIZE_RUN
     sanitize memcheck "attention_check --quick" "$CHECK_DIR/attention_check" --quick

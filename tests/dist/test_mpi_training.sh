@@ -110,13 +110,12 @@ echo "ZeRO-3 samples (every rank runs the forwards) what ZeRO-2 samples: $(sampl
 grep -q "^step    1/1" "$dir/z3-load.txt"
 echo "ZeRO-3's model file trains in one process"
 
-# 3. the memory table against the ZeRO formulas, at 1, 2 and 4 processes
-for np in 1 2 4; do
-    for z in 0 1 2 3; do
-        timeout 120 "${MPIRUN[@]}" -np $np ./train_gpt2 -e d2 -t 32 -b 1 -x 1 -v 1000 -m 1 -s 0 -z $z > "$dir/mem-np$np-z$z.txt"
-    done
+# 3. the memory table against the ZeRO formulas, at 1, 2 and 4 processes (2 and 4: the tables the runs of
+#    section 1 printed)
+for z in 0 1 2 3; do
+    ./train_gpt2 -e d2 -t 32 -b 1 -x 1 -v 1000 -m 1 -s 0 -z $z > "$dir/mem-np1-z$z.txt"
 done
-"$PY" tests/dist/check_zero_memory.py "$dir"/mem-np*.txt
+"$PY" tests/dist/check_zero_memory.py "$dir"/mem-np1-z*.txt "$dir"/np[24]-z[0-3].txt
 
 # 5. ranks started with different batch flags (mpirun's MPMD form): every rank stops at start-up with a
 #    message naming what differs, instead of running collectives of different sizes (a hang or garbage)

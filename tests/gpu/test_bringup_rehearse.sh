@@ -21,8 +21,8 @@ for phase in correct fast; do
     echo "$phase: $(grep -cE '  ok  ' "$out/${phase}_table.txt") steps ok"
 done
 t=$out/correct_table.txt
-for row in "test_gpt2cu bf16 gpt2v -r 0 +ok" "train_gpt2fp32cu vs CPU trainer .* +ok" "matmul_check_fp32 +ok" \
-    "two identical runs .* +ok"; do
+for row in "test_gpt2cu bf16 gpt2v -r 0 +ok" "test_gpt2cu fp32 gpt2v -r 0 +ok" "train_gpt2fp32cu vs CPU trainer .* +ok" "matmul_check_fp32 +ok" \
+    "two identical runs .* +ok" "ZeRO-3 -r 3 = ZeRO-2 on one GPU .* +ok"; do
     grep -qE "^$row" "$t" || { cat "$t"; echo "FAIL: correct: no row '$row'"; exit 1; }
 done
 t=$out/fast_table.txt
