@@ -208,11 +208,12 @@ done
 
 if [ $rehearse = 1 ]; then
     TRAIN_DIR=build/emu/single TEST_DIR=build/emu CHECK_DIR=build/emu CPU_TRAINER=./train_gpt2
-    TEST_Q="-q" TEST_R_MORE="3"
+    TEST_Q="-q" TEST_R_MORE="" # (test_emu_gpt2cu.sh runs the recompute modes)
     SMALL_STEPS=2 SMALL="-e d2 -b 2 -t 64 -l 6e-4 -u 1 -x 2 -v 1 -m 1 -s 0"
     SANITIZE_RUN="-e d2 -b 2 -t 64 -x 1 -v 1 -m 1 -s 1 -g 4"
     # an emulated device of 250 MB: -b 64 runs out of memory (the search goes on), -b 2 fits
     FAST_MODEL=d2 FAST_T=64 FAST_BS="64 2" FAST_STEPS=3 FAST_EMU_MEMORY=250000000
+    FAST_RS="3" # (-r 1 and 2 take the same path here; tests/gpu/test_emu_gpt2cu.sh checks every mode)
     SANITIZER=""
     machine="CPU emulator of CUDA on $(nproc) cores ($(uname -m)); not a GPU"
     make -s --no-print-directory emu build/emu/single/train_gpt2cu build/emu/single/train_gpt2fp32cu \
@@ -225,7 +226,7 @@ else
     TEST_Q="" TEST_R_MORE="1 2 3"
     SMALL_STEPS=10 SMALL="-e d2 -b 4 -t 64 -l 6e-4 -u 1 -x 10 -v 5 -m 2 -s 0"
     SANITIZE_RUN="-e d2 -b 2 -t 64 -x 1 -v 1 -m 1 -s 1 -g 4"
-    FAST_MODEL=d12 FAST_T=1024 FAST_BS="64 32 16 8" FAST_STEPS=20
+    FAST_MODEL=d12 FAST_T=1024 FAST_BS="64 32 16 8" FAST_STEPS=20 FAST_RS="1 2 3"
     SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
     machine=$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader 2>&1 | head -1)
     TINY_STATES=$pack/test/gpu
@@ -432,7 +433,7 @@ if [ -n "$B" ]; then
             row "ours / PyTorch tok/s" FAIL 0 "no figure (ours ${ours[1]}, PyTorch ${theirs:-none})"
         fi
     fi
-    for r in 1 2 3; do
+    for r in $FAST_RS; do
         # shellcheck disable=SC2046
         step "train_gpt2cu $FAST_MODEL -b $B -t $FAST_T -r $r" 240 fig_train "$TRAIN_DIR/train_gpt2cu" $(fast_flags "$B") -r $r
         if [ "$status" = ok ] && [ -n "$py" ]; then
