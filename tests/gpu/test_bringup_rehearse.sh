@@ -2,8 +2,9 @@
 # The GPU bring-up script (dev/cuda/bringup.sh) rehearsed on the CPU emulator: both phases run every step
 # at tiny sizes (--rehearse) and must pass, print their table and leave its three files, so a wrong path, a
 # missing program or a typo shows here rather than on a lent GPU. Checked besides: the -b search of the fast
-# phase goes on past a -b that runs out of memory (the emulated device has 250 MB there), recompute -r 3 and the ZeRO-3 step
-# give the losses of -r 0 bit for bit, and no GPU figure is claimed (the header says REHEARSAL).
+# phase goes on past a -b that runs out of memory (the emulated device has 250 MB there), recompute -r 3 gives
+# the losses of -r 0 bit for bit (ZeRO-3 those of ZeRO-2), and no GPU figure is claimed (the header says
+# REHEARSAL).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mktemp -d)
