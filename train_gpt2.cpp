@@ -524,23 +524,8 @@ void point_activations(ActivationTensors* a, float* memory, const size_t sizes[N
 // the slices of the parameters and of their gradients (LayerParams), and of the activations and of their
 // gradients (LayerActs). A tensor that is not held gives null slices: the parameter gradients under LoRA
 // (the base is frozen), the block matrices of an NF4 base (base_matrix dequantizes them).
-struct LayerParams {
-    float *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
-};
-static inline float* slice(float* tensor, size_t offset) {
-    return tensor == nullptr ? nullptr : tensor + offset;
-}
-LayerParams layer_params(const ParameterTensors& p, int l, size_t C) {
-    const size_t lC = (size_t)l * C;
-    LayerParams lp;
-    lp.ln1w = slice(p.ln1w, lC), lp.ln1b = slice(p.ln1b, lC);
-    lp.qkvw = slice(p.qkvw, lC * 3 * C), lp.qkvb = slice(p.qkvb, lC * 3);
-    lp.attprojw = slice(p.attprojw, lC * C), lp.attprojb = slice(p.attprojb, lC);
-    lp.ln2w = slice(p.ln2w, lC), lp.ln2b = slice(p.ln2b, lC);
-    lp.fcw = slice(p.fcw, lC * 4 * C), lp.fcb = slice(p.fcb, lC * 4);
-    lp.fcprojw = slice(p.fcprojw, lC * 4 * C), lp.fcprojb = slice(p.fcprojb, lC);
-    return lp;
-}
+// (layer_params(tensors, l, C), llmc/zero.h, makes a LayerParams)
+using LayerParams = LayerTensors<float>;
 
 struct LayerActs {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *att, *attproj, *residual2;
@@ -821,12 +806,7 @@ void block_matmul_backward(GPT2* model, const LayerParams& lp, int l, int t, flo
 // until the next update: the forward's last two layers are the backward's first two, and the embeddings
 // are gathered once per update.
 
-// Points the tensors of unit u (in a bucket, unit order) into t; a layer's slices become its tensors'
-// starts, so layer_params(*t, 0, C) names them.
-void unit_point(ParameterTensors* t, float* bucket, const ZeroUnit& u) {
-    float** ptrs = (float**)t;
-    for (const ZeroPiece& piece : u.pieces) ptrs[piece.tensor] = bucket + piece.offset_in_unit;
-}
+// (unit_point, llmc/zero.h, lays a ParameterTensors over a unit's bucket.)
 
 // Starts gathering unit u into bucket b, unless b already holds it at the current param_version.
 void zero_fetch_start(GPT2* m, ZeroBucket* b, int u) {

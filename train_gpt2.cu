@@ -604,26 +604,9 @@ floatX* layer_input(const GPT2* model, int l, int B, int T) {
 // ----------------------------------------------------------------------------------------------------
 // 2. forward, backward
 
-// a slice of a tensor that may not be held (null: the gradients of a frozen LoRA base)
-static inline floatX* slice(floatX* tensor, size_t offset) {
-    return tensor == nullptr ? nullptr : tensor + offset;
-}
-
-// Layer l's slices of the per-layer tensors of a table (the parameters or their gradients).
-struct LayerParams {
-    floatX *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
-};
-LayerParams layer_params(const ParameterTensors& p, int l, size_t C) {
-    const size_t lC = (size_t)l * C;
-    LayerParams lp;
-    lp.ln1w = slice(p.ln1w, lC), lp.ln1b = slice(p.ln1b, lC);
-    lp.qkvw = slice(p.qkvw, lC * 3 * C), lp.qkvb = slice(p.qkvb, lC * 3);
-    lp.attprojw = slice(p.attprojw, lC * C), lp.attprojb = slice(p.attprojb, lC);
-    lp.ln2w = slice(p.ln2w, lC), lp.ln2b = slice(p.ln2b, lC);
-    lp.fcw = slice(p.fcw, lC * 4 * C), lp.fcb = slice(p.fcb, lC * 4);
-    lp.fcprojw = slice(p.fcprojw, lC * 4 * C), lp.fcprojb = slice(p.fcprojb, lC);
-    return lp;
-}
+// Layer l's slices of the per-layer tensors of a table (the parameters or their gradients): made by
+// layer_params(tensors, l, C) (llmc/zero.h, shared with the CPU trainer).
+using LayerParams = LayerTensors<floatX>;
 
 // ----------------------------------------------------------------------------------------------------
 // ZeRO-2/3: where the forward and backward find a unit's parameters and put its gradients, as in the CPU
@@ -635,12 +618,7 @@ LayerParams layer_params(const ParameterTensors& p, int l, size_t C) {
 // reduce-scatter run while this layer computes. A gathered unit is kept until the next update: the
 // forward's last two layers are the backward's first two, and the embeddings are gathered once.
 
-// Points the tensors of unit u (in a bucket, unit order) into t; a layer's slices become its tensors'
-// starts, so layer_params(*t, 0, C) names them.
-void unit_point(ParameterTensors* t, floatX* bucket, const ZeroUnit& u) {
-    floatX** ptrs = (floatX**)t;
-    for (const ZeroPiece& piece : u.pieces) ptrs[piece.tensor] = bucket + piece.offset_in_unit;
-}
+// (unit_point, llmc/zero.h, lays a ParameterTensors over a unit's bucket.)
 
 // Starts gathering unit u into bucket b, unless b holds it already (gathered since the last update).
 void zero_fetch_start(GPT2* m, ZeroGpuBucket* b, int u) {

@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "llmc/checkpoint.h"
@@ -246,6 +247,39 @@ inline void zero_unit_copy(const ZeroUnit& u, float* unit_buf, float* flat, bool
             memcpy(b, a, p.count * sizeof(float));
         }
     }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// Views of a tensor table, for both trainers: Tensors is a trainer's ParameterTensors (one T* per tensor,
+// in file order; T is float on the CPU, floatX on the GPU), laid over the flat buffer or over a unit's
+// bucket.
+
+// Layer l's slices of the 12 per-layer tensors (the parameters, or their gradients). A tensor that is not
+// held (null: the frozen base's gradients under LoRA, an NF4 block matrix) gives null slices.
+template <class T> struct LayerTensors {
+    T *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
+};
+template <class T> inline T* tensor_slice(T* tensor, size_t offset) {
+    return tensor == nullptr ? nullptr : tensor + offset;
+}
+template <class Tensors> inline auto layer_params(const Tensors& p, int l, size_t C) {
+    const size_t lC = (size_t)l * C;
+    LayerTensors<std::remove_pointer_t<decltype(p.wte)>> lp;
+    lp.ln1w = tensor_slice(p.ln1w, lC), lp.ln1b = tensor_slice(p.ln1b, lC);
+    lp.qkvw = tensor_slice(p.qkvw, lC * 3 * C), lp.qkvb = tensor_slice(p.qkvb, lC * 3);
+    lp.attprojw = tensor_slice(p.attprojw, lC * C), lp.attprojb = tensor_slice(p.attprojb, lC);
+    lp.ln2w = tensor_slice(p.ln2w, lC), lp.ln2b = tensor_slice(p.ln2b, lC);
+    lp.fcw = tensor_slice(p.fcw, lC * 4 * C), lp.fcb = tensor_slice(p.fcb, lC * 4);
+    lp.fcprojw = tensor_slice(p.fcprojw, lC * 4 * C), lp.fcprojb = tensor_slice(p.fcprojb, lC);
+    return lp;
+}
+
+// Points the tensors of unit u (in a bucket, unit order) into t; a layer's slices become its tensors'
+// starts, so layer_params(*t, 0, C) names them.
+template <class Tensors, class T> inline void unit_point(Tensors* t, T* bucket, const ZeroUnit& u) {
+    static_assert(sizeof(Tensors) == NUM_PARAMETER_TENSORS * sizeof(T*), "one pointer per tensor");
+    T** ptrs = (T**)t;
+    for (const ZeroPiece& piece : u.pieces) ptrs[piece.tensor] = bucket + piece.offset_in_unit;
 }
 
 // ----------------------------------------------------------------------------------------------------
