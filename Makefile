@@ -366,7 +366,8 @@ build/tests/emu_bf16_nvidia.o: tests/emu/emu_bf16_nvidia.cpp
 # (Variables for them go in the environment, not on this command line.)
 TEST_BUILD_JOBS = $(if $(findstring -j,$(MAKEFLAGS)),,-j2)
 test:
-	-$(MAKE) --no-print-directory -k $(TEST_BUILD_JOBS) all $(TEST_PROGS) emu data reference_states
+	-$(MAKE) --no-print-directory -k $(TEST_BUILD_JOBS) all $(TEST_PROGS) emu data reference_states \
+		gpu_reference_states
 	MAKEFLAGS= bash tests/run.sh -j 2
 
 # the inner loop: the unit tests and the CPU trainer against the PyTorch reference

@@ -1531,7 +1531,37 @@ void check_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_
         "reduce -b or -t (-d keeps the batch with gradient accumulation), or use a smaller model");
 }
 
+// OpenMP's threads spin at a barrier before they sleep (libgomp: GOMP_SPINCOUNT, 300000 spins by default,
+// about a millisecond). A step has thousands of barriers; on a machine whose cores are taken by other
+// processes, a spinning thread burns the time slice that the thread it waits for needs: beside three busy
+// loops on 2 cores d12 measured 4.06x its idle step time with libgomp's spins and 2.82x with 3000 (fair
+// share 2.5x; dev/results/cpu_bench.txt), and the idle step time did not change beyond run-to-run noise
+// (d4 and d12, measured by hand with GOMP_SPINCOUNT set both ways). libgomp reads its environment before
+// main, so the program sets GOMP_SPINCOUNT and starts itself again, unless the user set it (or
+// OMP_WAIT_POLICY) already.
+constexpr const char* OPENMP_SPINCOUNT = "3000";
+void prefer_short_openmp_spins(char** argv) {
+    if (getenv("GOMP_SPINCOUNT") != nullptr || getenv("OMP_WAIT_POLICY") != nullptr) return;
+    setenv("GOMP_SPINCOUNT", OPENMP_SPINCOUNT, 1);
+    execv("/proc/self/exe", argv); // returns only if it failed: then run on with libgomp's spins
+    unsetenv("GOMP_SPINCOUNT");
+}
+const char* openmp_wait_note() {
+    static char note[96];
+    const char *spin = getenv("GOMP_SPINCOUNT"), *policy = getenv("OMP_WAIT_POLICY");
+    if (policy) {
+        snprintf(note, sizeof(note), " (OMP_WAIT_POLICY=%s)", policy);
+    } else if (spin) {
+        snprintf(note, sizeof(note), " (GOMP_SPINCOUNT=%s%s)", spin,
+                 strcmp(spin, OPENMP_SPINCOUNT) == 0 ? ": spin briefly, then sleep, at a barrier" : "");
+    } else {
+        snprintf(note, sizeof(note), " (libgomp's default spins)");
+    }
+    return note;
+}
+
 int main(int argc, char** argv) {
+    prefer_short_openmp_spins(argv);
     program_init();
     Trainer tr;
     ProcessGroup& pg = tr.pg;
@@ -1606,7 +1636,7 @@ int main(int argc, char** argv) {
                    "their optimizer state are in state_<step>_<rank>.bin\n",
                    cfg.lora.nf4 ? " on the dequantized NF4 base (not the fp32 base of -e)" : "");
         }
-        printf("threads: %d\n", omp_get_max_threads());
+        printf("threads: %d%s\n", omp_get_max_threads(), openmp_wait_note());
     }
 
     run_training(&tr, &plan, cfg, &train_loader, &val_loader, &logger, &st);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CPU trainer throughput for d12 at B=4, T=64 (llm.c's classic CPU configuration), OMP threads = cores:
 # median ms/step and tokens/s over the steps after the first, and the GFLOP/s achieved (6*N*tokens per
-# step, N = parameters) next to this machine's measured fp32 FMA peak (dev/bench/fma_peak.cpp).
+# step, N = parameters) next to this machine's measured fp32 FMA peak (dev/bench/fma_peak.cpp). Then the
+# same beside 3 CPU-bound busy loops (a fair share of the cores would be 1 + 3/cores of the idle time), with
+# the trainer's OpenMP spin count and with libgomp's default (GOMP_SPINCOUNT=300000).
 #   bash dev/bench/bench_cpu.sh [steps]     (run on an otherwise idle machine)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,9 +17,27 @@ peak_line=$(build/fma_peak)
 echo "$peak_line"
 peak=$(sed 's/fma peak: \([0-9.]*\) .*/\1/' <<<"$peak_line")
 out=$(./train_gpt2 -e d12 -b 4 -t 64 -x "$steps" -v 100000 -m 1 -s 0)
-grep "^model:" <<<"$out"
+grep -E "^(model|threads):" <<<"$out"
 grep "^step" <<<"$out" | tail -n +2 | sed 's/.*| \([0-9.]*\) ms | \([0-9]*\) tok\/s | \([0-9.]*\) GFLOP\/s/\1 \2 \3/' |
     sort -n | awk -v peak="$peak" '{ ms[NR] = $1; tok[NR] = $2; gf[NR] = $3 }
         END { m = int((NR + 1) / 2);
               printf "d12 B=4 T=64: median of %d steps: %.1f ms/step, %d tokens/s, %.1f GFLOP/s = %.0f%% of the %.1f GFLOP/s FMA peak\n",
                      NR, ms[m], tok[m], gf[m], 100 * gf[m] / peak, peak }'
+idle_ms=$(grep "^step" <<<"$out" | tail -n +2 | sed 's/.*| \([0-9.]*\) ms .*/\1/' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+
+# contended: 3 busy loops beside the run
+busy=()
+trap 'kill "${busy[@]}" 2>/dev/null || true' EXIT
+for _ in 1 2 3; do
+    sh -c 'while :; do :; done' &
+    busy+=($!)
+done
+for spins in trainer 300000; do
+    env=()
+    [ $spins = trainer ] || env=(GOMP_SPINCOUNT=$spins)
+    ms=$(env "${env[@]}" ./train_gpt2 -e d12 -b 4 -t 64 -x 4 -v 100000 -m 1 -s 0 | grep "^step" | tail -n +2 |
+        sed 's/.*| \([0-9.]*\) ms .*/\1/' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+    awk -v ms="$ms" -v idle="$idle_ms" -v s="$spins" -v c="$(nproc)" 'BEGIN {
+        printf "d12 beside 3 busy loops, %s: median %.1f ms/step = %.2fx idle (fair share %.2fx)\n",
+               s == "trainer" ? "the trainer'"'"'s spin count" : "GOMP_SPINCOUNT=" s, ms, ms / idle, 1 + 3 / c }'
+done

@@ -54,4 +54,16 @@ for f in $(grep -oE '^  -[a-z0-9]+' "$dir/usage.txt" | tr -d ' '); do
     if ./train_gpt2 "$f" 2>&1 | grep -q "unknown flag"; then echo "FAIL usage lists $f but the parser rejects it"; failures=$((failures + 1)); fi
 done
 echo "usage lists $(grep -cE '^  -[a-z0-9]+' "$dir/usage.txt") flags, all accepted by the parser"
+
+# OpenMP's barrier spins: short unless the user chose (the trainer restarts itself with GOMP_SPINCOUNT set,
+# so that libgomp reads it; the threads line reports what the running process has)
+spin_line() { env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY "$@" ./train_gpt2 -e d2 -b 1 -t 32 -x 1 -v 1000 -m 1 -s 0 | grep "^threads:"; }
+for want in "(GOMP_SPINCOUNT=3000: spin briefly" "GOMP_SPINCOUNT=77)" "OMP_WAIT_POLICY=active)"; do
+    case "$want" in
+    GOMP*) line=$(spin_line GOMP_SPINCOUNT=77) ;;
+    OMP*) line=$(spin_line OMP_WAIT_POLICY=active) ;;
+    *) line=$(spin_line) ;;
+    esac
+    if grep -qF "$want" <<<"$line"; then echo "ok   OpenMP waits: $line"; else echo "FAIL OpenMP waits: expected '$want', got '$line'"; failures=$((failures + 1)); fi
+done
 [ $failures -eq 0 ]
