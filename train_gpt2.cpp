@@ -1039,8 +1039,7 @@ struct Optimizer {
     int zero_stage = 0;
     ShardLayout layout; // which slice of the trained buffer this process updates; at stages 2 and 3 only
                         // its shard_size (the sum of its unit slices) and a nominal shard_offset
-    std::vector<ShardRange> ranges; // that shard cut at tensor (and unit) boundaries
-    int num_ranges = 0;
+    std::vector<ShardRange> ranges;    // that shard cut at tensor (and unit) boundaries
     bool decay[NUM_PARAMETER_TENSORS]; // weight decay on tensor i (the matrices: every LoRA tensor)
     float* grad_shard = nullptr;       // (shard_size) the averaged gradient of the shard (stage 1; stages 2
                                        // and 3: model->zero.grad_shard, which the backward fills)
@@ -1119,19 +1118,9 @@ void optimizer_init(Optimizer* opt, GPT2* model, ProcessGroup* pg, int zero_stag
     const int num_tensors = lora ? model->lora_layout.num_tensors : NUM_PARAMETER_TENSORS;
     for (int i = 0; i < num_tensors; i++) opt->decay[i] = lora || parameter_is_matrix(i);
     opt->zero_stage = zero_stage;
-    if (zero_stage <= 1) {
-        opt->layout = zero_layout(model->num_trained, pg->rank, pg->num_ranks, zero_stage);
-        opt->ranges.resize(num_tensors);
-        opt->num_ranges = shard_ranges(sizes, num_tensors, &opt->layout, opt->ranges.data());
-        opt->ranges.resize(opt->num_ranges);
-    } else {
-        zero_shards_init(model, pg, zero_stage);
-        opt->layout = shard_layout_replicated(model->num_trained, pg->rank, pg->num_ranks); // the flat buffer
-        opt->layout.shard_size = model->zero.units.shard_size;
-        opt->layout.shard_offset = (size_t)pg->rank * opt->layout.shard_size; // nominal: shards in rank order
-        opt->ranges = zero_unit_ranges(model->zero.units);
-        opt->num_ranges = (int)opt->ranges.size();
-    }
+    if (zero_stage >= 2) zero_shards_init(model, pg, zero_stage);
+    opt->ranges = zero_optimizer_ranges(sizes, num_tensors, model->num_trained, zero_stage, model->zero.units,
+                                        pg->rank, pg->num_ranks, &opt->layout);
     const size_t P = model->num_trained, P_pad = opt->layout.padded_params, S = opt->layout.shard_size;
     // every process's slice has the same length, so the flat buffers are padded with zeros to P_pad
     float* padded = (float*)realloc(model->trained, P_pad * sizeof(float));
@@ -1154,8 +1143,8 @@ void optimizer_init(Optimizer* opt, GPT2* model, ProcessGroup* pg, int zero_stag
         opt->v = (float*)calloc_check(S, sizeof(float), "AdamW v");
     } else {
         opt->num_blocks = 0;
-        opt->block_offset.resize(opt->num_ranges);
-        for (int r = 0; r < opt->num_ranges; r++) {
+        opt->block_offset.resize(opt->ranges.size());
+        for (size_t r = 0; r < opt->ranges.size(); r++) {
             opt->block_offset[r] = opt->num_blocks;
             opt->num_blocks += ceil_div(opt->ranges[r].count, (size_t)quant_block);
         }
@@ -1231,8 +1220,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     }
     // 2. global gradient norm: squares summed over the slice (in double, fixed order), then over processes
     double sumsq = 0.0;
-    for (int r = 0; r < opt->num_ranges; r++)
-        sumsq += sum_of_squares(g + opt->ranges[r].offset_in_shard, opt->ranges[r].count);
+    for (const ShardRange& rg : opt->ranges) sumsq += sum_of_squares(g + rg.offset_in_shard, rg.count);
     if (opt->zero_stage >= 1) sumsq = pg_allreduce_sum_double(pg, sumsq);
     const float norm = (float)sqrt(sumsq);
     // a non-finite norm (a NaN or inf in the model, the data or an overflow; every rank has the same norm):
@@ -1241,14 +1229,14 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     // 3. clip: scale the gradient so its norm is at most grad_clip
     if (h.grad_clip > 0.0f && norm > h.grad_clip) {
         const float scale = h.grad_clip / norm;
-        for (int r = 0; r < opt->num_ranges; r++) {
-            float* gr = g + opt->ranges[r].offset_in_shard;
+        for (const ShardRange& rg : opt->ranges) {
+            float* gr = g + rg.offset_in_shard;
 #pragma omp parallel for
-            for (size_t i = 0; i < opt->ranges[r].count; i++) gr[i] *= scale;
+            for (size_t i = 0; i < rg.count; i++) gr[i] *= scale;
         }
     }
     // 4. AdamW, tensor by tensor (weight decay only on matrices)
-    for (int r = 0; r < opt->num_ranges; r++) {
+    for (size_t r = 0; r < opt->ranges.size(); r++) {
         const ShardRange& rg = opt->ranges[r];
         float wd = opt->decay[rg.tensor] ? h.weight_decay : 0.0f;
         // (stage 3: the parameter shard is laid out like the gradient shard)

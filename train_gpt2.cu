@@ -955,9 +955,9 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
         block_matmul_backward(model, lp, l, LORA_ATTPROJ, scratch, lg.attprojw, lg.attprojb, dres, la.atty,
                               nullptr, BT, C, C); // scratch = datty
         attention_backward(a.dqkv, scratch, la.qkv, la.atty, la.lse, model->att_scratch, B, T, NH, C / NH, s);
+        // scratch = dln1
         block_matmul_backward(model, lp, l, LORA_QKV, scratch, lg.qkvw, lg.qkvb, a.dqkv, la.ln1, nullptr, BT,
-                              C,
-                              3 * C); // scratch = dln1
+                              C, 3 * C);
         layernorm_backward(dres, lg.ln1w, lg.ln1b, model->ln_scratch, scratch, residual, lp.ln1w, la.ln1_mean,
                            la.ln1_rstd, B, T, C, s); // dres = dL/d residual (layer input)
         if (overlap_reduce && model->lora.rank == 0) gpt2_grads_ready(model, mgc, l, true);
@@ -1003,8 +1003,7 @@ struct Optimizer {
     int zero_stage = 0;
     ShardLayout layout; // which slice of the flat buffer this process updates (stage 2/3: the size of
                         // its shard of the units)
-    std::vector<ShardRange> ranges; // that slice (those slices) cut at tensor boundaries
-    int num_ranges = 0;
+    std::vector<ShardRange> ranges;    // that slice (those slices) cut at tensor boundaries
     bool decay[NUM_PARAMETER_TENSORS]; // weight decay on tensor i (the matrices: every LoRA tensor)
     bool keep_master = true;           // fp32 master weights (needed in the BF16 build)
     float* master = nullptr;           // (shard_size) fp32
@@ -1036,28 +1035,15 @@ void optimizer_init(Optimizer* opt, const GPT2* model, const MultiGpuConfig* mgc
     const int num_tensors = lora ? model->lora_layout.num_tensors : NUM_PARAMETER_TENSORS;
     for (int i = 0; i < num_tensors; i++) opt->decay[i] = lora || parameter_is_matrix(i);
     opt->zero_stage = zero_stage;
-    if (zero_stage <= 1) {
-        opt->layout = zero_layout(model->num_trained, mgc->rank, mgc->num_ranks, zero_stage);
-        opt->ranges.resize(num_tensors);
-        opt->num_ranges = shard_ranges(sizes, num_tensors, &opt->layout, opt->ranges.data());
-        opt->ranges.resize(opt->num_ranges);
-    } else {
-        if (model->zero.stage != zero_stage)
-            fail("optimizer_init: ZeRO stage %d without gpt2_zero_init", zero_stage);
-        opt->layout = shard_layout_replicated(model->num_trained, mgc->rank, mgc->num_ranks);
-        opt->layout.shard_size = model->zero.units.shard_size;
-        opt->layout.shard_offset =
-            (size_t)mgc->rank * opt->layout.shard_size; // nominal: shards in rank order
-        opt->ranges = zero_unit_ranges(model->zero.units);
-        opt->num_ranges = (int)opt->ranges.size();
-    }
+    opt->ranges = zero_optimizer_ranges(sizes, num_tensors, model->num_trained, zero_stage, model->zero.units,
+                                        mgc->rank, mgc->num_ranks, &opt->layout);
     opt->use_8bit = use_8bit;
     opt->quant_block = quant_block;
     opt->keep_master = keep_master;
     opt->seed = seed;
     opt->num_blocks = 0;
-    opt->block_offset.assign(opt->num_ranges, 0);
-    for (int r = 0; r < opt->num_ranges; r++) {
+    opt->block_offset.assign(opt->ranges.size(), 0);
+    for (size_t r = 0; r < opt->ranges.size(); r++) {
         opt->block_offset[r] = opt->num_blocks;
         if (use_8bit) opt->num_blocks += ceil_div(opt->ranges[r].count, (size_t)quant_block);
     }
@@ -1069,8 +1055,7 @@ void optimizer_allocate(Optimizer* opt, const GPT2* model) {
     const float* host = model->lora.rank > 0 ? model->lora_host.data() : model->params_host.data();
     if (opt->keep_master) {
         std::vector<float> shard(S, 0.0f); // the padding stays 0
-        for (int r = 0; r < opt->num_ranges; r++) {
-            const ShardRange& rg = opt->ranges[r];
+        for (const ShardRange& rg : opt->ranges) {
             memcpy(shard.data() + rg.offset_in_shard, host + rg.global_offset, rg.count * sizeof(float));
         }
         cudaCheck(cudaMalloc(&opt->master, S * sizeof(float)));
@@ -1156,7 +1141,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
     // the 8-bit kernel has no grad_scale argument: scale in place
     if (opt->use_8bit && scale != 1.0f) scale_inplace(g, lay.shard_size, scale, s);
     // 4. AdamW, range by range (weight decay only on matrices)
-    for (int r = 0; r < opt->num_ranges; r++) {
+    for (size_t r = 0; r < opt->ranges.size(); r++) {
         const ShardRange& rg = opt->ranges[r];
         const float wd = opt->decay[rg.tensor] ? h.weight_decay : 0.0f;
         floatX* params = optimizer_params(model, opt, rg);

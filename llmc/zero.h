@@ -235,6 +235,26 @@ inline std::vector<ShardRange> zero_unit_ranges(const ZeroUnits& z) {
     return out;
 }
 
+// The optimizer's layout and the ranges it updates, for ZeRO stage `stage` (both trainers). Stages 0 and 1:
+// the flat buffer's layout (zero_layout), cut at tensor boundaries (shard_ranges). Stages 2 and 3: this
+// rank's slices of the units (zero_unit_ranges); the layout is then the flat buffer's, replicated, with
+// shard_size the units' shard and a nominal shard_offset (rank * shard_size: shards in rank order).
+inline std::vector<ShardRange> zero_optimizer_ranges(const size_t* sizes, int num_tensors, size_t num_params,
+                                                     int stage, const ZeroUnits& units, int rank,
+                                                     int num_ranks, ShardLayout* layout) {
+    if (stage <= 1) {
+        *layout = zero_layout(num_params, rank, num_ranks, stage);
+        std::vector<ShardRange> ranges(num_tensors);
+        ranges.resize(shard_ranges(sizes, num_tensors, layout, ranges.data()));
+        return ranges;
+    }
+    if (units.shard_size == 0) fail("zero_optimizer_ranges: ZeRO stage %d without its units", stage);
+    *layout = shard_layout_replicated(num_params, rank, num_ranks);
+    layout->shard_size = units.shard_size;
+    layout->shard_offset = (size_t)rank * units.shard_size;
+    return zero_unit_ranges(units);
+}
+
 // Copies between a unit in unit order (unit_buf, padded elements, the padding left alone) and the flat
 // buffer. to_unit: flat -> unit_buf; otherwise unit_buf -> flat.
 inline void zero_unit_copy(const ZeroUnit& u, float* unit_buf, float* flat, bool to_unit) {
