@@ -25,7 +25,7 @@ NVCC ?= /usr/local/cuda/bin/nvcc
 # -march=native where the compiler accepts it, a portable x86-64-v2 / generic build otherwise.
 NATIVE_FLAG := $(shell $(CXX) -march=native -x c++ -c /dev/null -o /dev/null >/dev/null 2>&1 && echo -march=native)
 CXXFLAGS ?= -O3 $(NATIVE_FLAG)
-CXX_COMMON := -std=c++17 -Wall -Wextra -Wno-psabi -fno-math-errno -fopenmp -I.
+CXX_COMMON := -std=c++17 -Wall -Wextra -Wno-psabi -fno-math-errno -fno-trapping-math -fopenmp -I.
 CXXFLAGS += $(CXX_COMMON)
 LDLIBS += -lm -fopenmp
 
@@ -56,6 +56,18 @@ prepro_fortunes: dev/data/prepro_fortunes.cpp dev/data/prepro_shards.h $(HEADERS
 
 # throughput benchmark, not part of `all`: ./bench_tokenizer (results in dev/results/tokenizer_bench.txt)
 bench_tokenizer: dev/bench/bench_tokenizer.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+# the CPU trainer's benchmarks, not part of `all`: dev/bench/bench_cpu.sh runs them
+# (results in dev/results/cpu_bench.txt)
+CPU_BENCHES := build/fma_peak build/bench_matmul_cpu build/bench_cpu_parts
+.PHONY: cpu_benches
+cpu_benches: $(CPU_BENCHES)
+build/fma_peak build/bench_matmul_cpu: build/%: dev/bench/%.cpp $(HEADERS)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+build/bench_cpu_parts: dev/bench/bench_cpu_parts.cpp train_gpt2.cpp $(HEADERS)
+	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
 # `make data`: real file targets (one grouped recipe makes all three), so it is a no-op when up to date

@@ -25,6 +25,7 @@ L layers, OC output channels of a matmul, BT = B*T.
 #include "llmc/utils.h"
 #include "llmc/checkpoint.h"
 #include "llmc/matmul_cpu.h"
+#include "llmc/exp_cpu.h"
 #include "llmc/dataloader.h"
 #include "llmc/logger.h"
 #include "llmc/token_decoder.h"
@@ -39,6 +40,16 @@ L layers, OC output channels of a matmul, BT = B*T.
 // 1. layers: forward and backward
 // Backward functions ADD into their gradient outputs (+=): gradients of shared tensors (the residual
 // stream, the tied token embedding) and of successive micro-steps accumulate.
+
+// Wall time spent in the matmuls and in attention since the start, for the breakdown of a step that
+// dev/bench/bench_cpu_parts.cpp prints (the rest of the step is the other layers and the optimizer).
+enum StepPart { PART_MATMULS, PART_ATTENTION, NUM_STEP_PARTS };
+double step_part_seconds[NUM_STEP_PARTS];
+struct PartTimer { // adds the seconds from its construction to its destruction to one part
+    StepPart part;
+    double start = omp_get_wtime();
+    ~PartTimer() { step_part_seconds[part] += omp_get_wtime() - start; }
+};
 
 // encoder: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]
 // inp (B,T) token ids, wte (Vp,C), wpe (maxT,C) -> out (B,T,C)
@@ -138,52 +149,38 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 }
 
 // matmul: out = inp . weight^T + bias
-// inp (B,T,C), weight (OC,C), bias (OC) or null -> out (B,T,OC). The kernels are in llmc/matmul_cpu.h.
-// For a batch of many rows the weight is first packed into scratch as contiguous 16-column strips of
-// weight^T (one pass over it, a small fraction of the matmul's work), so the forward runs the same
-// broadcast-form register tile as the backward, the faster of the two kernels; a few rows (sampling) use
-// the dot-product kernel directly.
-// packed (packed_strips_size(OC, C) floats: OC rounded up to 16) receives the packed weight, or already
-// holds it when packed_ready (the classifier reuses its packed wte until the next update). Any OC: the
-// classifier's is the model file's Vp.
+// inp (B,T,C), weight (OC,C), bias (OC) or null -> out (B,T,OC). Any OC: the classifier's is the model
+// file's Vp. One call of llmc/matmul_cpu.h's blocked kernel, A = inp, B = weight^T: it packs the weight
+// slice by slice as it goes, or takes it packed ahead in weight_packed (matmul_pack_b_all of weight^T: the
+// classifier packs wte once per update, not once per forward), or null.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C,
-                    int OC, float* packed, bool packed_ready) {
-    const int BT = B * T;
-    if (BT < 64) {
-        matmul_dot_kernel(out, inp, weight, bias, BT, OC, C);
-        return;
-    }
-    if (!packed_ready) pack_weight_strips(packed, weight, OC, C);
-#pragma omp parallel for
-    for (int bt = 0; bt < BT; bt++) {
-        float* o = out + (size_t)bt * OC;
-        for (int i = 0; i < OC; i++) o[i] = bias ? bias[i] : 0.0f;
-    }
-    matmul_axpy_kernel(out, OC, inp, /*a_row=*/C, /*a_col=*/1, packed, /*strip_stride=*/(size_t)C * 16, 16,
-                       BT, OC, C);
+                    int OC, const float* weight_packed) {
+    PartTimer timer{PART_MATMULS};
+    matmul_cpu(out, OC, MatrixView{inp, (size_t)C, 1}, MatrixView{weight, 1, (size_t)C}, weight_packed, B * T,
+               OC, C, bias, /*accumulate=*/false);
 }
 
-// dinp += dout . weight      (BT,OC).(OC,C)     weight packed into 16-column strips first (see above)
-// dweight += dout^T . inp    (OC,BT).(BT,C)     inp packed the same way
+// dinp += dout . weight      (BT,OC).(OC,C)
+// dweight += dout^T . inp    (OC,BT).(BT,C)
 // dbias += column sums of dout
 // dweight and dbias may be null: a frozen weight (LoRA) costs only the dinp product, a third of the work.
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int B, int T, int C, int OC, float* scratch) {
+                     const float* weight, int B, int T, int C, int OC) {
+    PartTimer timer{PART_MATMULS};
     const int BT = B * T;
-    pack_column_strips(scratch, weight, OC, C);
-    matmul_axpy_kernel(dinp, C, dout, /*a_row=*/OC, /*a_col=*/1, scratch, /*strip_stride=*/(size_t)OC * 16,
-                       16, BT, C, OC);
-    if (dweight != nullptr) {
-        pack_column_strips(scratch, inp, BT, C); // the same for inp, now that the packed weight is used up
-        matmul_axpy_kernel(dweight, C, dout, /*a_row=*/1, /*a_col=*/OC, scratch,
-                           /*strip_stride=*/(size_t)BT * 16, 16, OC, C, BT);
-    }
-    if (dbias != nullptr) {
+    matmul_cpu(dinp, C, MatrixView{dout, (size_t)OC, 1}, MatrixView{weight, (size_t)C, 1}, nullptr, BT, C, OC,
+               nullptr, /*accumulate=*/true);
+    if (dweight != nullptr)
+        matmul_cpu(dweight, C, MatrixView{dout, 1, (size_t)OC}, MatrixView{inp, (size_t)C, 1}, nullptr, OC, C,
+                   BT, nullptr, /*accumulate=*/true);
+    if (dbias != nullptr) { // in blocks of 64 columns, rows in order: each column's sum runs over bt in order
 #pragma omp parallel for
-        for (int o = 0; o < OC; o++) {
-            float sum = 0.0f;
-            for (int bt = 0; bt < BT; bt++) sum += dout[(size_t)bt * OC + o];
-            dbias[o] += sum;
+        for (int o0 = 0; o0 < OC; o0 += 64) {
+            const int width = std::min(64, OC - o0);
+            float sum[64] = {};
+            for (int bt = 0; bt < BT; bt++)
+                for (int j = 0; j < width; j++) sum[j] += dout[(size_t)bt * OC + o0 + j];
+            for (int j = 0; j < width; j++) dbias[o0 + j] += sum[j];
         }
     }
 }
@@ -265,6 +262,7 @@ void lora_backward(float* dinp, float* dA, float* dB, float* du, const float* do
 //   att[t2]   = softmax(score)[t2]                  (stored (B,NH,T,T), zero above the diagonal)
 //   out_t     = sum_t2 att[t2] * v_t2               -> out (B,T,C), heads concatenated
 void attention_forward(float* out, float* att, const float* inp, int B, int T, int C, int NH) {
+    PartTimer timer{PART_ATTENTION};
     const int C3 = 3 * C, hs = C / NH;
     const float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel for collapse(3)
@@ -307,6 +305,7 @@ void attention_forward(float* out, float* att, const float* inp, int B, int T, i
 // Parallel over (b, h) only: every query position t adds into the k and v gradients of all t2 <= t.
 void attention_backward(float* dinp, const float* dout, const float* inp, const float* att, int B, int T,
                         int C, int NH) {
+    PartTimer timer{PART_ATTENTION};
     const int C3 = 3 * C, hs = C / NH;
     const float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel
@@ -349,13 +348,13 @@ void attention_backward(float* dinp, const float* dout, const float* inp, const 
 
 // GELU, tanh approximation: gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
 #define GELU_SCALING_FACTOR 0.7978845608028654f // sqrt(2/pi)
-// tanh through one exp, tanh(u) = 1 - 2 / (exp(2u) + 1): glibc's expf is several times faster than its
-// tanhf, and the absolute error (~1e-7) is below what 1 + tanh(u) resolves in fp32 anyway.
+// tanh through one exp, tanh(u) = 1 - 2 / (exp(2u) + 1), and the absolute error (~1e-7) is below what
+// 1 + tanh(u) resolves in fp32 anyway.
 static inline float tanh_via_exp(float u) {
-    return 1.0f - 2.0f / (expf(2.0f * u) + 1.0f);
+    return 1.0f - 2.0f / (exp_poly(2.0f * u) + 1.0f);
 }
 void gelu_forward(float* out, const float* inp, size_t N) {
-#pragma omp parallel for
+#pragma omp parallel for simd
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
         float u = GELU_SCALING_FACTOR * (x + 0.044715f * x * x * x);
@@ -365,7 +364,7 @@ void gelu_forward(float* out, const float* inp, size_t N) {
 
 // gelu'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
-#pragma omp parallel for
+#pragma omp parallel for simd
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
         float u = GELU_SCALING_FACTOR * (x + 0.044715f * x * x * x);
@@ -396,13 +395,25 @@ void softmax_forward(float* probs, const float* logits, int B, int T, int V, int
     for (int bt = 0; bt < B * T; bt++) {
         const float* z = logits + (size_t)bt * Vp;
         float* p = probs + (size_t)bt * Vp;
-        float maxval = -INFINITY;
-        for (int i = 0; i < V; i++) maxval = fmaxf(maxval, z[i]);
-        float sum = 0.0f;
-        for (int i = 0; i < V; i++) {
-            p[i] = expf(z[i] - maxval);
-            sum += p[i];
+        // the max, in vectors (a max is exact in any order; the compiler will not reorder it itself)
+        vecf maxv = vecf{} - INFINITY;
+        int j = 0;
+        for (; j + MATMUL_VW <= V; j += MATMUL_VW) {
+            const vecf zj = load_vec(z + j);
+            maxv = zj > maxv ? zj : maxv;
         }
+        float maxval = -INFINITY;
+        for (int l = 0; l < MATMUL_VW; l++) maxval = fmaxf(maxval, maxv[l]);
+        for (; j < V; j++) maxval = fmaxf(maxval, z[j]);
+        for (int i = 0; i < V; i++) p[i] = exp_poly(z[i] - maxval); // (vectorizes: apart from the sum)
+        // the sum in MATMUL_VW running sums (element i to sum i % VW), added in a fixed order at the end:
+        // independent adds instead of one chain of V
+        vecf sumv = {};
+        j = 0;
+        for (; j + MATMUL_VW <= V; j += MATMUL_VW) sumv += load_vec(p + j);
+        float sum = 0.0f;
+        for (int l = 0; l < MATMUL_VW; l++) sum += sumv[l];
+        for (; j < V; j++) sum += p[j];
         for (int i = 0; i < V; i++) p[i] /= sum;
         for (int i = V; i < Vp; i++) p[i] = 0.0f;
     }
@@ -617,14 +628,13 @@ struct GPT2 {
     int batch_size = 0, seq_len = 0;
     // inputs of the last forward
     std::vector<int> inputs, targets;
-    float* matmul_scratch = nullptr; // (max(Vp*C, 4C*C, B*T*4C)) a packed weight or input of a matmul
-    float* wte_packed = nullptr;     // (Vp rounded up to 16, C) wte packed for the classifier's forward
-    int param_version = 1;           // incremented by every update of the parameters
-    int wte_packed_version = 0;      // the param_version wte_packed was made from
-    float* losses = nullptr;         // (B, T) per-position loss of the last forward
-    float mean_loss = -1.0f;         // mean over (B, T), or -1 when the forward ran without targets
-    ZeroShards zero;                 // ZeRO-2/3; under it grads_memory is not allocated (and at stage 3,
-                                     // after zero_shard_parameters, nor is params_memory)
+    float* wte_packed = nullptr; // (matmul_packed_b_size(Vp, C)) wte^T packed for the classifier
+    int param_version = 1;       // incremented by every update of the parameters
+    int wte_packed_version = 0;  // the param_version wte_packed was made from
+    float* losses = nullptr;     // (B, T) per-position loss of the last forward
+    float mean_loss = -1.0f;     // mean over (B, T), or -1 when the forward ran without targets
+    ZeroShards zero;             // ZeRO-2/3; under it grads_memory is not allocated (and at stage 3,
+                                 // after zero_shard_parameters, nor is params_memory)
 };
 
 void gpt2_allocate_parameters(GPT2* model) {
@@ -718,9 +728,7 @@ void gpt2_allocate_training_state(GPT2* model, int B, int T) {
     }
     model->losses = (float*)malloc_check((size_t)B * T * sizeof(float), "losses");
     const size_t C = c.channels, Vp = c.padded_vocab_size;
-    model->matmul_scratch = (float*)malloc_check(
-        std::max({Vp * C, 4 * C * C, (size_t)B * T * 4 * C}) * sizeof(float), "matmul scratch");
-    model->wte_packed = (float*)malloc_check(packed_strips_size(Vp, C) * sizeof(float), "packed wte");
+    model->wte_packed = (float*)malloc_check(matmul_packed_b_size(Vp, C) * sizeof(float), "packed wte");
     model->inputs.resize((size_t)B * T);
     model->targets.resize((size_t)B * T);
 }
@@ -731,7 +739,6 @@ void gpt2_free(GPT2* model) {
     free(model->acts_memory);
     free(model->grads_acts_memory);
     free(model->losses);
-    free(model->matmul_scratch);
     free(model->wte_packed);
     free(model->lora_memory);
     free(model->lora_u);
@@ -776,7 +783,7 @@ float* lora_u(const GPT2* m, int t, int l) {
 // s.(inp.A^T).B^T when the matrix has one. inp (B,T,IN) -> out (B,T,OC).
 void block_matmul_forward(GPT2* model, const LayerParams& lp, int l, int t, float* out, const float* inp,
                           const float* bias, int B, int T, int IN, int OC) {
-    matmul_forward(out, inp, base_matrix(model, lp, l, t), bias, B, T, IN, OC, model->matmul_scratch, false);
+    matmul_forward(out, inp, base_matrix(model, lp, l, t), bias, B, T, IN, OC, nullptr);
     if (lora_has(model->lora, t)) {
         const float* a = model->lora_memory;
         lora_forward(out, lora_u(model, t, l), inp, lora_a(model, a, t, l), lora_b(model, a, t, l),
@@ -787,8 +794,7 @@ void block_matmul_forward(GPT2* model, const LayerParams& lp, int l, int t, floa
 // dA and dB.
 void block_matmul_backward(GPT2* model, const LayerParams& lp, int l, int t, float* dinp, float* dweight,
                            float* dbias, const float* dout, const float* inp, int B, int T, int IN, int OC) {
-    matmul_backward(dinp, dweight, dbias, dout, inp, base_matrix(model, lp, l, t), B, T, IN, OC,
-                    model->matmul_scratch);
+    matmul_backward(dinp, dweight, dbias, dout, inp, base_matrix(model, lp, l, t), B, T, IN, OC);
     if (lora_has(model->lora, t)) {
         const float *a = model->lora_memory, *g = model->grads_memory;
         lora_backward(dinp, lora_a(model, g, t, l), lora_b(model, g, t, l), model->lora_du, dout, inp,
@@ -936,9 +942,11 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, layer_input(a, L, B, T, C), p.lnfw, p.lnfb, B, T, C);
     // the classifier, tied to wte; its packed copy is made once per update, not once per forward
-    matmul_forward(a.logits, a.lnf, p.wte, nullptr, B, T, C, Vp, model->wte_packed,
-                   model->wte_packed_version == model->param_version);
-    if (B * T >= 64) model->wte_packed_version = model->param_version;
+    if (model->wte_packed_version != model->param_version) {
+        matmul_pack_b_all(model->wte_packed, MatrixView{p.wte, 1, (size_t)C}, Vp, C);
+        model->wte_packed_version = model->param_version;
+    }
+    matmul_forward(a.logits, a.lnf, p.wte, nullptr, B, T, C, Vp, model->wte_packed);
     softmax_forward(a.probs, a.logits, B, T, V, Vp);
     if (targets) {
         crossentropy_forward(model->losses, a.probs, targets, B, T, Vp);
@@ -971,12 +979,11 @@ void gpt2_backward(GPT2* model, float loss_scale) {
     // (ZeRO-2/3: the gradients go to buckets, reduce-scattered unit by unit; ZeRO-3: parameters gathered)
     const ParameterTensors p = gpt2_outer_params(model, L - 1), g = gpt2_outer_grads(model);
     const ActivationTensors &a = model->acts, &da = model->grads_acts; // da: d loss / d activation
-    float* scratch = model->matmul_scratch;
     memset(model->grads_acts_memory, 0, model->num_activations * sizeof(float));
 
     crossentropy_softmax_backward(da.logits, a.probs, model->targets.data(), loss_scale / (B * T), B, T, V,
                                   Vp);
-    matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp, scratch);
+    matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp);
     layernorm_backward(layer_input(da, L, B, T, C), g.lnfw, g.lnfb, da.lnf, layer_input(a, L, B, T, C),
                        p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
     zero_grads_done(model, L + 1);
@@ -1172,28 +1179,46 @@ size_t optimizer_state_bytes(const Optimizer* opt) {
     return opt->use_8bit ? 2 * S + 2 * opt->num_blocks * sizeof(float) : 2 * S * sizeof(float);
 }
 
-// AdamW on n contiguous parameters (fp32 moments).
-void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1, float beta2,
-                  float eps, float weight_decay, int t) {
+// AdamW on n contiguous parameters (fp32 moments), of the gradient grad_scale * g (the clipping scale,
+// applied as g is read: one pass over the gradients fewer than scaling them first).
+void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float grad_scale, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int t) {
     const float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) {
-        m[i] = beta1 * m[i] + (1.0f - beta1) * g[i];
-        v[i] = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
+        const float gi = g[i] * grad_scale;
+        m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
         float mhat = m[i] / bc1, vhat = v[i] / bc2;
         p[i] -= lr * (mhat / (sqrtf(vhat) + eps) + weight_decay * p[i]);
     }
 }
 
 // sum of x[i]^2 in double: fixed chunks summed in parallel, then the chunk sums in order, so the result
-// does not depend on the number of threads (or on timing)
+// does not depend on the number of threads (or on timing). Within a chunk, 8 running sums (two vectors of
+// 4 doubles; element i goes to sum i % 8) keep the adds independent, so the loop runs at memory speed
+// instead of one dependent add at a time.
 double sum_of_squares(const float* x, size_t n) {
+    typedef float vec4f __attribute__((vector_size(16)));
+    typedef double vec4d __attribute__((vector_size(32)));
     const size_t chunk = 1 << 16, num_chunks = ceil_div(n, chunk);
     std::vector<double> partial(num_chunks);
 #pragma omp parallel for
     for (size_t c = 0; c < num_chunks; c++) {
-        double sum = 0.0;
-        for (size_t i = c * chunk; i < std::min(n, (c + 1) * chunk); i++) sum += (double)x[i] * x[i];
+        const size_t end = std::min(n, (c + 1) * chunk);
+        vec4d acc[2] = {};
+        size_t i = c * chunk;
+        for (; i + 8 <= end; i += 8) {
+            for (int h = 0; h < 2; h++) {
+                vec4f xf;
+                memcpy(&xf, x + i + 4 * h, sizeof(xf));
+                const vec4d xd = __builtin_convertvector(xf, vec4d);
+                acc[h] += xd * xd;
+            }
+        }
+        double sum = ((acc[0][0] + acc[1][0]) + (acc[0][1] + acc[1][1])) +
+                     ((acc[0][2] + acc[1][2]) + (acc[0][3] + acc[1][3]));
+        for (; i < end; i++) sum += (double)x[i] * x[i];
         partial[c] = sum;
     }
     double total = 0.0;
@@ -1226,13 +1251,14 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     // a non-finite norm (a NaN or inf in the model, the data or an overflow; every rank has the same norm):
     // no update at all, so one bad batch cannot turn the parameters into NaN; the loop counts the skips
     if (!std::isfinite(norm)) return norm;
-    // 3. clip: scale the gradient so its norm is at most grad_clip
-    if (h.grad_clip > 0.0f && norm > h.grad_clip) {
-        const float scale = h.grad_clip / norm;
+    // 3. clip: scale the gradient so its norm is at most grad_clip (the fp32 AdamW applies the scale as it
+    //    reads the gradient; the 8-bit one, llmc/adamw8bit.h's, takes it scaled here)
+    const float grad_scale = (h.grad_clip > 0.0f && norm > h.grad_clip) ? h.grad_clip / norm : 1.0f;
+    if (opt->use_8bit && grad_scale != 1.0f) {
         for (const ShardRange& rg : opt->ranges) {
             float* gr = g + rg.offset_in_shard;
 #pragma omp parallel for
-            for (size_t i = 0; i < rg.count; i++) gr[i] *= scale;
+            for (size_t i = 0; i < rg.count; i++) gr[i] *= grad_scale;
         }
     }
     // 4. AdamW, tensor by tensor (weight decay only on matrices)
@@ -1244,8 +1270,8 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
             opt->zero_stage == 3 ? model->zero.param_shard + rg.offset_in_shard : params + rg.global_offset;
         const float* gr = g + rg.offset_in_shard;
         if (!opt->use_8bit) {
-            adamw_update(p, gr, opt->m + rg.offset_in_shard, opt->v + rg.offset_in_shard, rg.count, lr,
-                         h.beta1, h.beta2, h.eps, wd, t);
+            adamw_update(p, gr, opt->m + rg.offset_in_shard, opt->v + rg.offset_in_shard, rg.count,
+                         grad_scale, lr, h.beta1, h.beta2, h.eps, wd, t);
         } else {
             size_t b = opt->block_offset[r];
             adamw8bit_update(p, gr, opt->m_codes + rg.offset_in_shard, opt->m_absmax + b,
