@@ -31,6 +31,7 @@ L layers, OC output channels of a matmul, BT = B*T.
 #include "llmc/token_decoder.h"
 #include "llmc/zero.h"
 #include "llmc/mpi_cpu.h"
+#include "llmc/pipeline.h"
 #include "llmc/adamw8bit.h"
 #include "llmc/train_config.h"
 #include "llmc/state_file.h"
@@ -497,7 +498,10 @@ struct ActivationTensors {
 };
 static_assert(sizeof(ActivationTensors) == NUM_ACTIVATION_TENSORS * sizeof(float*), "one pointer per tensor");
 
-void activation_sizes(size_t sizes[NUM_ACTIVATION_TENSORS], const GPT2Config& c, size_t B, size_t T) {
+// head: the final LayerNorm, the logits and the probabilities (a pipeline stage other than the last has
+// none: size 0).
+void activation_sizes(size_t sizes[NUM_ACTIVATION_TENSORS], const GPT2Config& c, size_t B, size_t T,
+                      bool head = true) {
     size_t C = c.channels, NH = c.num_heads, L = c.num_layers, Vp = c.padded_vocab_size;
     size_t i = 0;
     sizes[i++] = B * T * C;                                                     // encoded
@@ -521,6 +525,8 @@ void activation_sizes(size_t sizes[NUM_ACTIVATION_TENSORS], const GPT2Config& c,
     sizes[i++] = B * T;                                                         // lnf_rstd
     sizes[i++] = B * T * Vp;                                                    // logits
     sizes[i++] = B * T * Vp;                                                    // probs
+    if (!head) // the last five: lnf, lnf_mean, lnf_rstd, logits, probs
+        for (int j = NUM_ACTIVATION_TENSORS - 5; j < NUM_ACTIVATION_TENSORS; j++) sizes[j] = 0;
 }
 
 void point_activations(ActivationTensors* a, float* memory, const size_t sizes[NUM_ACTIVATION_TENSORS]) {
@@ -618,15 +624,20 @@ struct GPT2 {
     Nf4Base nf4;              // QLoRA: the four block matrices of every layer (not held in fp32)
     float* dequant = nullptr; // (4C*C) one block matrix dequantized from nf4
     float* dequant_absmax = nullptr; // (4C*C / 64) its block scales
-    // activations, sized for batch_size x seq_len; the forward may run on smaller B, T (sampling)
+    // pipeline parallelism (llmc/pipeline.h, gpt2_take_stage): the model is one stage's part of the whole,
+    // config.num_layers its layers and param_sizes 0 for the outer tensors it does not hold
+    PipeStage stage; // the whole model when not pipelined
+    // activations, sized for batch_size x seq_len; the forward may run on smaller B, T (sampling). A
+    // pipeline stage holds them for num_slots micro-batches at once; acts names slot `slot`'s
     size_t act_sizes[NUM_ACTIVATION_TENSORS];
-    size_t num_activations = 0;
-    float* acts_memory = nullptr;
+    size_t num_activations = 0; // floats of one slot
+    int num_slots = 1, slot = 0;
+    float* acts_memory = nullptr; // (num_slots * num_activations)
     ActivationTensors acts;
-    float* grads_acts_memory = nullptr;
+    float* grads_acts_memory = nullptr; // (num_activations) the gradients of one micro-batch's
     ActivationTensors grads_acts;
     int batch_size = 0, seq_len = 0;
-    // inputs of the last forward
+    // inputs of the last forward of each slot (num_slots * B * T)
     std::vector<int> inputs, targets;
     float* wte_packed = nullptr; // (matmul_packed_b_size(Vp, C)) wte^T packed for the classifier
     int param_version = 1;       // incremented by every update of the parameters
@@ -703,14 +714,16 @@ void gpt2_setup_lora(GPT2* model, const LoraConfig& lc, uint64_t seed) {
         (float*)malloc_check(nf4_base_max_blocks(c) * sizeof(float), "dequantized block scales");
 }
 
-void gpt2_allocate_training_state(GPT2* model, int B, int T) {
+void gpt2_allocate_training_state(GPT2* model, int B, int T, int num_slots = 1) {
     const GPT2Config& c = model->config;
     model->batch_size = B;
     model->seq_len = T;
-    activation_sizes(model->act_sizes, c, B, T);
+    model->num_slots = num_slots;
+    activation_sizes(model->act_sizes, c, B, T, model->stage.last);
     model->num_activations = 0;
     for (size_t s : model->act_sizes) model->num_activations += s;
-    model->acts_memory = (float*)malloc_check(model->num_activations * sizeof(float), "activations");
+    model->acts_memory =
+        (float*)malloc_check(num_slots * model->num_activations * sizeof(float), "activations");
     point_activations(&model->acts, model->acts_memory, model->act_sizes);
     model->grads_acts_memory =
         (float*)calloc_check(model->num_activations, sizeof(float), "activation gradients");
@@ -728,9 +741,41 @@ void gpt2_allocate_training_state(GPT2* model, int B, int T) {
     }
     model->losses = (float*)malloc_check((size_t)B * T * sizeof(float), "losses");
     const size_t C = c.channels, Vp = c.padded_vocab_size;
-    model->wte_packed = (float*)malloc_check(matmul_packed_b_size(Vp, C) * sizeof(float), "packed wte");
-    model->inputs.resize((size_t)B * T);
-    model->targets.resize((size_t)B * T);
+    if (model->stage.last) // (the classifier's)
+        model->wte_packed = (float*)malloc_check(matmul_packed_b_size(Vp, C) * sizeof(float), "packed wte");
+    model->inputs.resize((size_t)num_slots * B * T);
+    model->targets.resize((size_t)num_slots * B * T);
+}
+
+// Points acts (and the saved inputs and targets) at activation slot k.
+void gpt2_use_slot(GPT2* model, int k) {
+    point_activations(&model->acts, model->acts_memory + (size_t)k * model->num_activations,
+                      model->act_sizes);
+    model->slot = k;
+}
+int* gpt2_slot_tokens(GPT2* model, std::vector<int>* tokens) {
+    return tokens->data() + (size_t)model->slot * model->batch_size * model->seq_len;
+}
+
+// Pipeline parallelism: keeps only stage st's part of the whole model just built or loaded (llmc/pipeline.h):
+// its layers, and the outer tensors it runs. The model becomes one of st.num_layers layers whose tensors
+// it does not hold have size 0; the forward and backward run it as they run a whole model.
+void gpt2_take_stage(GPT2* model, const PipeStage& st) {
+    const int L = model->config.num_layers;
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    pipeline_stage_sizes(model->param_sizes, L, st, sizes);
+    size_t total = 0;
+    for (size_t n : sizes) total += n;
+    float* mine = (float*)malloc_check(total * sizeof(float), "this pipeline stage's parameters");
+    pipeline_copy(pipeline_pieces(model->param_sizes, L, st), mine, model->params_memory, /*to_stage=*/true);
+    free(model->params_memory);
+    model->config.num_layers = st.num_layers;
+    memcpy(model->param_sizes, sizes, sizeof(sizes));
+    model->num_parameters = model->params_floats = total;
+    model->params_memory = model->trained = mine;
+    model->num_trained = model->num_trained_padded = total;
+    point_parameters(&model->params, mine, sizes);
+    model->stage = st;
 }
 
 void gpt2_free(GPT2* model) {
@@ -916,13 +961,14 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
             fail("target token %d at position %d is outside [0, %d)", targets[i], i, V);
         }
     }
-    memcpy(model->inputs.data(), inputs, (size_t)B * T * sizeof(int));
-    if (targets) memcpy(model->targets.data(), targets, (size_t)B * T * sizeof(int));
+    memcpy(gpt2_slot_tokens(model, &model->inputs), inputs, (size_t)B * T * sizeof(int));
+    if (targets) memcpy(gpt2_slot_tokens(model, &model->targets), targets, (size_t)B * T * sizeof(int));
 
     const ParameterTensors p = gpt2_outer_params(model, 0); // (ZeRO-3: gathered)
     const ActivationTensors& a = model->acts;
     const size_t BTC = (size_t)B * T * C;
-    encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
+    // (a later pipeline stage: a.encoded holds the previous stage's output, received)
+    if (model->stage.first) encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
     for (int l = 0; l < L; l++) {
         const float* residual = layer_input(a, l, B, T, C);
         const LayerParams lp = gpt2_layer_params(model, l, l + 1);
@@ -939,6 +985,10 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
         gelu_forward(la.fch_gelu, la.fch, BTC * 4);
         block_matmul_forward(model, lp, l, LORA_FCPROJ, la.fcproj, la.fch_gelu, lp.fcprojb, B, T, 4 * C, C);
         residual_forward(la.residual3, la.residual2, la.fcproj, BTC);
+    }
+    if (!model->stage.last) { // a pipeline stage before the last: its output goes on to the next stage
+        model->mean_loss = targets ? 0.0f : -1.0f; // (the loss is the last stage's)
+        return;
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, layer_input(a, L, B, T, C), p.lnfw, p.lnfb, B, T, C);
     // the classifier, tied to wte; its packed copy is made once per update, not once per forward
@@ -966,10 +1016,12 @@ void gpt2_zero_grad(GPT2* model) {
     }
 }
 
-// Backward pass of the last forward (which must have had targets), adding into the parameter gradients.
-// loss_scale = d(objective)/d(mean loss of this micro-batch): 1/grad_accum_steps when micro-batches are
-// averaged into one optimizer step.
-void gpt2_backward(GPT2* model, float loss_scale) {
+// Backward pass of the last forward of the current slot (which must have had targets), adding into the
+// parameter gradients. loss_scale = d(objective)/d(mean loss of this micro-batch): 1/grad_accum_steps when
+// micro-batches are averaged into one optimizer step. A pipeline stage before the last starts from
+// doutput (B,T,C), the gradient of its output that the next stage sent; a stage after the first leaves the
+// gradient of its input in grads_acts.encoded for the previous stage.
+void gpt2_backward(GPT2* model, float loss_scale, const float* doutput = nullptr) {
     if (model->mean_loss < 0) fail("gpt2_backward: the last forward ran without targets");
     const GPT2Config& cfg = model->config;
     const int B = model->batch_size, T = model->seq_len;
@@ -981,12 +1033,17 @@ void gpt2_backward(GPT2* model, float loss_scale) {
     const ActivationTensors &a = model->acts, &da = model->grads_acts; // da: d loss / d activation
     memset(model->grads_acts_memory, 0, model->num_activations * sizeof(float));
 
-    crossentropy_softmax_backward(da.logits, a.probs, model->targets.data(), loss_scale / (B * T), B, T, V,
-                                  Vp);
-    matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp);
-    layernorm_backward(layer_input(da, L, B, T, C), g.lnfw, g.lnfb, da.lnf, layer_input(a, L, B, T, C),
-                       p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
-    zero_grads_done(model, L + 1);
+    if (model->stage.last) {
+        crossentropy_softmax_backward(da.logits, a.probs, gpt2_slot_tokens(model, &model->targets),
+                                      loss_scale / (B * T), B, T, V, Vp);
+        matmul_backward(da.lnf, g.wte, nullptr, da.logits, a.lnf, p.wte, B, T, C, Vp);
+        layernorm_backward(layer_input(da, L, B, T, C), g.lnfw, g.lnfb, da.lnf, layer_input(a, L, B, T, C),
+                           p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
+        zero_grads_done(model, L + 1);
+    } else {
+        if (doutput == nullptr) fail("gpt2_backward: a pipeline stage before the last needs doutput");
+        memcpy(layer_input(da, L, B, T, C), doutput, BTC * sizeof(float));
+    }
 
     // the layers in reverse, each in reverse of its forward:
     // ln1 -> qkv -> attention -> attproj -> + residual -> ln2 -> fc -> gelu -> fcproj -> + residual2
@@ -1015,8 +1072,8 @@ void gpt2_backward(GPT2* model, float loss_scale) {
                            B, T, C);
         zero_grads_done(model, 1 + l);
     }
-    if (g.wte != nullptr)
-        encoder_backward(g.wte, g.wpe, da.encoded, model->inputs.data(), B, T, C); // not LoRA
+    if (g.wte != nullptr && model->stage.first) // (not LoRA; a later stage sends da.encoded back)
+        encoder_backward(g.wte, g.wpe, da.encoded, gpt2_slot_tokens(model, &model->inputs), B, T, C);
     zero_grads_done(model, 0);
 }
 
@@ -1044,6 +1101,11 @@ void gpt2_backward(GPT2* model, float loss_scale) {
 
 struct Optimizer {
     int zero_stage = 0;
+    // pipeline parallelism: the optimizer of one stage, its data-parallel group the pg of gpt2_update
+    ProcessGroup* pipe = nullptr; // this replica's stages: the gradient norm sums over them
+    ProcessGroup* tie = nullptr;  // its first and last stage, which both hold wte (the embedding and the
+                                  // tied classifier): wte's gradient is their two parts summed; the first
+                                  // stage updates wte, the last receives it (its ranges leave wte out)
     ShardLayout layout; // which slice of the trained buffer this process updates; at stages 2 and 3 only
                         // its shard_size (the sum of its unit slices) and a nominal shard_offset
     std::vector<ShardRange> ranges;    // that shard cut at tensor (and unit) boundaries
@@ -1128,6 +1190,13 @@ void optimizer_init(Optimizer* opt, GPT2* model, ProcessGroup* pg, int zero_stag
     if (zero_stage >= 2) zero_shards_init(model, pg, zero_stage);
     opt->ranges = zero_optimizer_ranges(sizes, num_tensors, model->num_trained, zero_stage, model->zero.units,
                                         pg->rank, pg->num_ranks, &opt->layout);
+    // the last of several pipeline stages does not update its copy of wte: the first stage sends it
+    if (model->stage.last && !model->stage.first) {
+        std::vector<ShardRange> kept;
+        for (const ShardRange& r : opt->ranges)
+            if (r.tensor != TENSOR_WTE) kept.push_back(r);
+        opt->ranges = kept;
+    }
     const size_t P = model->num_trained, P_pad = opt->layout.padded_params, S = opt->layout.shard_size;
     // every process's slice has the same length, so the flat buffers are padded with zeros to P_pad
     float* padded = (float*)realloc(model->trained, P_pad * sizeof(float));
@@ -1235,6 +1304,8 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     // 1. average the gradients over processes; g = this process's slice of them (shard_size floats)
     //    (stages 2 and 3: the backward did, unit by unit)
     float* g = grads;
+    // (a pipeline: the first and the last stage each made part of wte's gradient; the first gets the sum)
+    if (opt->tie) pg_allreduce_sum(opt->tie, model->grads.wte, model->param_sizes[TENSOR_WTE]);
     if (opt->zero_stage == 0) {
         pg_allreduce_mean(pg, grads, lay.padded_params);
     } else if (opt->zero_stage == 1) {
@@ -1244,9 +1315,11 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
         g = model->zero.grad_shard;
     }
     // 2. global gradient norm: squares summed over the slice (in double, fixed order), then over processes
+    //    (a pipeline: then over the stages; wte is in the first stage's ranges only)
     double sumsq = 0.0;
     for (const ShardRange& rg : opt->ranges) sumsq += sum_of_squares(g + rg.offset_in_shard, rg.count);
     if (opt->zero_stage >= 1) sumsq = pg_allreduce_sum_double(pg, sumsq);
+    if (opt->pipe) sumsq = pg_allreduce_sum_double(opt->pipe, sumsq);
     const float norm = (float)sqrt(sumsq);
     // a non-finite norm (a NaN or inf in the model, the data or an overflow; every rank has the same norm):
     // no update at all, so one bad batch cannot turn the parameters into NaN; the loop counts the skips
@@ -1284,6 +1357,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     // 5. ZeRO-1 and 2: every process gets everyone's updated slices (stage 2 unit by unit, into the flat
     //    buffer); ZeRO-3 gathers them when the next pass needs them
     if (opt->zero_stage == 1) pg_allgather(pg, params + lay.shard_offset, params, lay.shard_size);
+    if (opt->tie) pg_broadcast(opt->tie, model->params.wte, model->param_sizes[TENSOR_WTE], 0);
     if (opt->zero_stage == 2) {
         for (size_t u = 0; u < model->zero.units.units.size(); u++) {
             const float* bucket = zero_gather_unit(model, (int)u);
@@ -1297,37 +1371,172 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
 // 4. the program: this backend's side of llmc/run_plan.h (which has the run plan, resume, validation,
 // sampling and the training loop), and main
 
+// Pipeline parallelism (llmc/pipeline.h has the stages and the schedules): this process runs one stage of
+// one replica. pipe holds the replica's stages, stage s its rank s. A forward sends the stage's output
+// (B,T,C) to the next stage, a backward the gradient of its input (B,T,C) to the previous one; the sends
+// are non-blocking (two neighbours may send to each other at once under 1F1B), the receives block, and
+// the time this stage spends blocked is its idle time: the bubble.
+constexpr int TAG_ACTIVATION = 1, TAG_GRADIENT = 2;
+struct Pipeline {
+    PipeSchedule schedule = PIPE_1F1B;
+    ProcessGroup pipe;                    // this replica's stages
+    ProcessGroup tie;                     // its first and last stage (both hold wte)
+    std::vector<PgRequest> forward_sends; // one per activation slot: the slot's output, until received
+    PgRequest backward_send;              // grads_acts.encoded, until received
+    float* grad_output = nullptr;         // (B,T,C) the gradient of this stage's output, received
+    std::vector<float> logits;            // (Vp) the next-token logits, sent from the last stage
+    std::vector<double> bubble;           // each stage's idle fraction in the last step's schedule
+    int num_micro = 0;                    // of its micro-batches
+};
+
 struct Trainer {
     GPT2 model;
     Optimizer opt;
-    ProcessGroup pg;
+    ProcessGroup pg; // the whole job
+    ProcessGroup dp; // this stage's data-parallel group: pg itself without a pipeline
+    Pipeline pipeline;
+    int stages = 1;
+    int whole_layers = 0; // the whole model's (model.config has the stage's)
     TokenDecoder decoder;
     AdamWConfig adamw;
     double flops_per_step = 0.0; // 6 * parameters * tokens per step: the matmuls of forward and backward
 };
 
-// One micro-batch: forward, then backward adding into the gradients (zeroed at the first micro-batch of
-// the step). Each micro-batch's mean loss weighs 1/num_micro in the step's objective.
-float trainer_micro_step(Trainer* tr, const int* inputs, const int* targets, int micro, int num_micro) {
-    if (micro == 0) gpt2_zero_grad(&tr->model);
-    gpt2_forward(&tr->model, inputs, targets, tr->model.batch_size, tr->model.seq_len);
-    gpt2_backward(&tr->model, 1.0f / num_micro);
-    return tr->model.mean_loss;
+// Seconds of waiting, added to *idle.
+struct IdleTimer {
+    double* idle;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    ~IdleTimer() { *idle += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+};
+
+// One micro-batch's forward on this stage: its input from the previous stage (a later stage), its output
+// sent on (all but the last). Slot `slot`'s activations keep it for the backward.
+void pipeline_forward(Trainer* tr, int slot, const int* inputs, const int* targets, int B, int T,
+                      double* idle) {
+    GPT2& m = tr->model;
+    Pipeline& pl = tr->pipeline;
+    const size_t BTC = (size_t)B * T * m.config.channels;
+    const int s = m.stage.stage;
+    {
+        IdleTimer t{idle};
+        pg_wait(&pl.pipe, &pl.forward_sends[slot]); // the slot's previous output has arrived
+        if (!m.stage.first)
+            pg_recv(&pl.pipe, m.acts_memory + (size_t)slot * m.num_activations, BTC, s - 1,
+                    TAG_ACTIVATION); // (acts.encoded of the slot: its first tensor)
+    }
+    gpt2_use_slot(&m, slot);
+    gpt2_forward(&m, inputs, targets, B, T);
+    if (!m.stage.last) {
+        const float* out = layer_input(m.acts, m.config.num_layers, B, T, m.config.channels);
+        pg_send_start(&pl.pipe, out, BTC, s + 1, TAG_ACTIVATION, &pl.forward_sends[slot]);
+    }
+}
+
+// One micro-batch's backward on this stage: the gradient of its output from the next stage (all but the
+// last), the gradient of its input sent back (all but the first).
+void pipeline_backward(Trainer* tr, int slot, float loss_scale, double* idle) {
+    GPT2& m = tr->model;
+    Pipeline& pl = tr->pipeline;
+    const size_t BTC = (size_t)m.batch_size * m.seq_len * m.config.channels;
+    const int s = m.stage.stage;
+    {
+        IdleTimer t{idle};
+        if (!m.stage.last) pg_recv(&pl.pipe, pl.grad_output, BTC, s + 1, TAG_GRADIENT);
+        pg_wait(&pl.pipe, &pl.backward_send); // grads_acts is about to be overwritten
+    }
+    gpt2_use_slot(&m, slot);
+    gpt2_backward(&m, loss_scale, m.stage.last ? nullptr : pl.grad_output);
+    if (!m.stage.first)
+        pg_send_start(&pl.pipe, m.grads_acts.encoded, BTC, s - 1, TAG_GRADIENT, &pl.backward_send);
+}
+
+// The sum over the replica's stages of x (the loss is the last stage's; the others give 0).
+double pipeline_from_last(Trainer* tr, double x) {
+    return pg_allreduce_sum_double(&tr->pipeline.pipe, tr->model.stage.last ? x : 0.0);
+}
+
+// A step's forwards and backwards: one after the other in one process; on a pipeline stage, in the order
+// of its schedule, each stage's idle fraction gathered for the step line. Each micro-batch's mean loss
+// weighs 1/num_micro in the step's objective.
+double trainer_forward_backward(Trainer* tr, const int* inputs, const int* targets, int num_micro) {
+    GPT2& m = tr->model;
+    const int B = m.batch_size, T = m.seq_len;
+    const size_t BT = (size_t)B * T;
+    gpt2_zero_grad(&m);
+    double loss_sum = 0.0;
+    if (tr->stages == 1) {
+        for (int micro = 0; micro < num_micro; micro++) {
+            watchdog_progress("a training micro-step", -1);
+            gpt2_forward(&m, inputs + micro * BT, targets + micro * BT, B, T);
+            gpt2_backward(&m, 1.0f / num_micro);
+            loss_sum += m.mean_loss;
+        }
+        return loss_sum;
+    }
+    Pipeline& pl = tr->pipeline;
+    const int P = tr->stages, s = m.stage.stage, slots = m.num_slots;
+    if (pipeline_slots(pl.schedule, P, num_micro, s) != slots)
+        fail("pipeline: %d micro-batches need %d activation slots, %d allocated", num_micro,
+             pipeline_slots(pl.schedule, P, num_micro, s), slots);
+    const auto start = std::chrono::steady_clock::now();
+    double idle = 0.0;
+    for (const PipeAction& a : pipeline_actions(pl.schedule, P, num_micro, s)) {
+        watchdog_progress(a.backward ? "a pipeline backward" : "a pipeline forward", -1);
+        if (!a.backward) {
+            pipeline_forward(tr, a.micro % slots, inputs + a.micro * BT, targets + a.micro * BT, B, T, &idle);
+            if (m.stage.last) loss_sum += m.mean_loss;
+        } else {
+            pipeline_backward(tr, a.micro % slots, 1.0f / num_micro, &idle);
+        }
+    }
+    { // (the barrier: a stage that is done waits for the others, so every stage's window is the step's)
+        IdleTimer t{&idle};
+        for (PgRequest& r : pl.forward_sends) pg_wait(&pl.pipe, &r);
+        pg_wait(&pl.pipe, &pl.backward_send);
+        pg_barrier(&pl.pipe);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double mine = seconds > 0.0 ? idle / seconds : 0.0;
+    pl.bubble.assign(P, 0.0);
+    pl.num_micro = num_micro;
+    pg_allgather_bytes(&pl.pipe, &mine, pl.bubble.data(), sizeof(double));
+    return pipeline_from_last(tr, loss_sum);
 }
 float trainer_update(Trainer* tr, float lr, int t) {
-    return gpt2_update(&tr->model, &tr->opt, &tr->pg, lr, tr->adamw, t);
+    return gpt2_update(&tr->model, &tr->opt, &tr->dp, lr, tr->adamw, t);
 }
 float trainer_mean_over_ranks(Trainer* tr, float x) {
     return pg_allreduce_mean_float(&tr->pg, x);
 }
+// A forward without a backward through every stage (validation, sampling): the loss and the logits are
+// the last stage's.
+void pipeline_forward_only(Trainer* tr, const int* inputs, const int* targets, int B, int T) {
+    double idle = 0.0;
+    pipeline_forward(tr, 0, inputs, targets, B, T, &idle);
+    pg_wait(&tr->pipeline.pipe, &tr->pipeline.forward_sends[0]);
+}
 float trainer_eval_loss(Trainer* tr, const int* inputs, const int* targets) {
-    gpt2_forward(&tr->model, inputs, targets, tr->model.batch_size, tr->model.seq_len);
-    return tr->model.mean_loss;
+    GPT2& m = tr->model;
+    if (tr->stages == 1) {
+        gpt2_forward(&m, inputs, targets, m.batch_size, m.seq_len);
+        return m.mean_loss;
+    }
+    pipeline_forward_only(tr, inputs, targets, m.batch_size, m.seq_len);
+    return (float)pipeline_from_last(tr, m.mean_loss);
 }
 // the forward runs on the prefix only (B=1, T=t)
 const float* trainer_next_token_logits(Trainer* tr, const int* tokens, int t) {
-    gpt2_forward(&tr->model, tokens, nullptr, 1, t);
-    return tr->model.acts.logits + (size_t)(t - 1) * tr->model.config.padded_vocab_size;
+    GPT2& m = tr->model;
+    const size_t Vp = m.config.padded_vocab_size;
+    if (tr->stages == 1) {
+        gpt2_forward(&m, tokens, nullptr, 1, t);
+        return m.acts.logits + (size_t)(t - 1) * Vp;
+    }
+    Pipeline& pl = tr->pipeline;
+    pipeline_forward_only(tr, tokens, nullptr, 1, t);
+    if (m.stage.last) memcpy(pl.logits.data(), m.acts.logits + (size_t)(t - 1) * Vp, Vp * sizeof(float));
+    pg_broadcast(&pl.pipe, pl.logits.data(), Vp, tr->stages - 1);
+    return pl.logits.data();
 }
 void trainer_barrier(Trainer* tr) {
     pg_barrier(&tr->pg);
@@ -1340,7 +1549,16 @@ void trainer_allgather_bytes(Trainer* tr, const void* mine, void* all, size_t by
     exit(status);
 }
 void trainer_print_step_end(Trainer* tr, double seconds, bool) {
-    printf(" | %.1f GFLOP/s\n", tr->flops_per_step / seconds / 1e9);
+    printf(" | %.1f GFLOP/s", tr->flops_per_step / seconds / 1e9);
+    const std::vector<double>& b = tr->pipeline.bubble;
+    if (!b.empty()) { // a pipeline: each stage's idle time over the step's schedule, beside the ideal
+        double mean = 0.0;
+        for (double x : b) mean += x / b.size();
+        printf(" | bubble %.3f (stages", mean);
+        for (double x : b) printf(" %.3f", x);
+        printf("; ideal %.3f)", pipeline_ideal_bubble(tr->stages, tr->pipeline.num_micro));
+    }
+    printf("\n");
 }
 
 // Checkpoints (llmc/state_file.h): the model file, and this rank's state: the header, then m and v (fp32),
@@ -1364,6 +1582,37 @@ void gpt2_write_merged(GPT2* m, const char* path) {
 // into rank 0's temporary fp32 copy (4 bytes per parameter, for the length of the write).
 void trainer_write_model(Trainer* tr, const std::string& path) {
     GPT2& m = tr->model;
+    if (tr->stages > 1) { // the first replica's stages send their parts to rank 0, which writes them whole
+        if (tr->pg.rank >= tr->stages) return;
+        Pipeline& pl = tr->pipeline;
+        if (m.stage.stage > 0) {
+            PgRequest sent;
+            pg_send_start(&tr->pipeline.pipe, m.params_memory, m.num_parameters, 0, TAG_ACTIVATION, &sent);
+            pg_wait(&tr->pipeline.pipe, &sent);
+            return;
+        }
+        GPT2Config whole_config = m.config;
+        whole_config.num_layers = tr->whole_layers;
+        size_t whole_sizes[NUM_PARAMETER_TENSORS];
+        gpt2_parameter_sizes(whole_config, whole_sizes);
+        std::vector<float> whole(gpt2_num_parameters(whole_config)), part;
+        for (int s = 0; s < tr->stages; s++) {
+            const PipeStage st = pipeline_stage(tr->whole_layers, tr->stages, s);
+            size_t sizes[NUM_PARAMETER_TENSORS], n = 0;
+            pipeline_stage_sizes(whole_sizes, tr->whole_layers, st, sizes);
+            for (size_t x : sizes) n += x;
+            part.resize(n);
+            if (s == 0) {
+                memcpy(part.data(), m.params_memory, n * sizeof(float));
+            } else {
+                pg_recv(&pl.pipe, part.data(), n, s, TAG_ACTIVATION);
+            }
+            pipeline_copy(pipeline_pieces(whole_sizes, tr->whole_layers, st), part.data(), whole.data(),
+                          /*to_stage=*/false);
+        }
+        checkpoint_write(path.c_str(), whole_config, whole.data(), whole.size(), false);
+        return;
+    }
     if (m.zero.stage == 3) {
         std::vector<float> whole(tr->pg.rank == 0 ? m.num_parameters : 0);
         for (size_t u = 0; u < m.zero.units.units.size(); u++) {
@@ -1452,14 +1701,25 @@ double zero_bucket_floats(const GPT2Config& config, int stage, int num_ranks) {
     return E + std::max(layer, F) + (stage == 3 ? E + F + 2.0 * layer : 0.0);
 }
 
-CpuMemory predict_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_ranks) {
+// num_ranks: the data-parallel group's processes. A pipeline stage st (the whole model: pipeline_stage(L,
+// 1, 0)) holds its part of the parameters (llmc/pipeline.h), and the activations of `slots` micro-batches
+// (their gradients for one), plus the gradient it receives (B,T,C).
+CpuMemory predict_cpu_memory(const GPT2Config& whole, const TrainConfig& cfg, int num_ranks,
+                             const PipeStage& st, int slots) {
+    GPT2Config config = whole;
+    config.num_layers = st.num_layers;
     size_t act[NUM_ACTIVATION_TENSORS];
-    activation_sizes(act, config, cfg.B, cfg.T);
+    activation_sizes(act, config, cfg.B, cfg.T, st.last);
     CpuMemory m;
-    for (size_t a : act) m.acts += 2.0 * 4.0 * (double)a;
+    for (size_t a : act) m.acts += 4.0 * (slots + 1.0) * (double)a;
     const LoraConfig& lc = cfg.lora;
     const double C = config.channels, BT = (double)cfg.B * cfg.T;
-    double P = (double)gpt2_num_parameters(config);
+    if (!st.last) m.acts += 4.0 * BT * C;
+    size_t whole_sizes[NUM_PARAMETER_TENSORS], sizes[NUM_PARAMETER_TENSORS];
+    gpt2_parameter_sizes(whole, whole_sizes);
+    pipeline_stage_sizes(whole_sizes, whole.num_layers, st, sizes);
+    double P = 0.0;
+    for (size_t n : sizes) P += (double)n;
     if (lc.rank > 0) {
         m.base = lora_base_bytes_predicted(config, lc.nf4);
         if (lc.nf4) m.base += 4.0 * 4 * C * C * (1.0 + 1.0 / NF4_BLOCK); // one dequantized matrix
@@ -1490,7 +1750,8 @@ CpuMemory measure_cpu_memory(const GPT2& model, const Optimizer& opt) {
     m.grads = 4.0 * (z.grad_shard ? z.units.shard_size : model.num_trained_padded);
     m.optim = (double)optimizer_state_bytes(&opt) + (opt.grad_shard ? 4.0 * opt.layout.shard_size : 0.0);
     m.buckets = 4.0 * z.bucket_floats;
-    m.acts = 2.0 * 4.0 * model.num_activations;
+    m.acts = 4.0 * (model.num_slots + 1.0) * model.num_activations;
+    if (!model.stage.last) m.acts += 4.0 * model.batch_size * model.seq_len * model.config.channels;
     if (lora) {
         const double BTr = (double)model.batch_size * model.seq_len * model.lora.rank;
         m.acts += 4.0 * BTr * (NUM_LORA_TARGETS * model.config.num_layers + 1);
@@ -1525,11 +1786,33 @@ void print_memory_table(const CpuMemory& predicted, const CpuMemory& allocated, 
     printf("  %-31s %13.2f %15.2f\n", "total", predicted.total() / MiB, allocated.total() / MiB);
 }
 
+// A pipeline's memory stage by stage, as every stage of rank 0's replica counted it (mem: predicted then
+// allocated, of each stage): the parameters, gradients and optimizer state of its layers, and the
+// activations of the micro-batches its schedule holds at once (slots; their gradients for one more).
+void print_pipeline_table(const std::vector<CpuMemory>& mem, int num_layers, const RunPlan& plan,
+                          PipeSchedule schedule) {
+    const double MiB = 1024.0 * 1024.0;
+    const int P = plan.stages, M = plan.grad_accum_steps;
+    printf("memory per pipeline stage (%s, %d micro-batches; allocated MiB)\n",
+           pipeline_schedule_name(schedule), M);
+    printf("  stage  layers  parameters  gradients  optimizer  activations  slots     total  predicted\n");
+    for (int s = 0; s < P; s++) {
+        const PipeStage st = pipeline_stage(num_layers, P, s);
+        const CpuMemory &p = mem[2 * s], &a = mem[2 * s + 1];
+        char layers[24];
+        snprintf(layers, sizeof(layers), "%d-%d", st.first_layer, st.first_layer + st.num_layers - 1);
+        printf("  %5d  %6s  %10.2f  %9.2f  %9.2f  %11.2f  %5d  %8.2f  %9.2f\n", s, layers, a.trained / MiB,
+               a.grads / MiB, a.optim / MiB, a.acts / MiB, pipeline_slots(schedule, P, M, s), a.total() / MiB,
+               p.total() / MiB);
+    }
+}
+
 // What the run will allocate, checked against the memory left on the machine before any of it is
 // allocated. Processes of one machine share it: each may use its share. An NF4 base is first loaded whole
 // in fp32 and then quantized, so its peak is the fp32 model beside its NF4 copy.
-void check_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_ranks) {
-    const CpuMemory m = predict_cpu_memory(config, cfg, num_ranks);
+void check_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_ranks, const PipeStage& st,
+                      int slots) {
+    const CpuMemory m = predict_cpu_memory(config, cfg, num_ranks, st, slots);
     double need = m.total();
     if (cfg.lora.nf4) need = std::max(need, lora_base_bytes_predicted(config, false) + m.base);
     const char* local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
@@ -1598,7 +1881,13 @@ int main(int argc, char** argv) {
     if (!fresh) checkpoint_read_header(cfg.model, &shape, &version);
     if (shape.channels % 16 != 0)
         fail("the CPU matmul needs C to be a multiple of 16; the model has C=%d", shape.channels);
-    check_cpu_memory(shape, cfg, pg.num_ranks);
+    RunPlan plan;
+    run_plan_init(&plan, cfg, shape, pg.rank, pg.num_ranks);
+    // pipeline parallelism (-pp): this process's stage, and the activation slots its schedule needs
+    const PipeStage stage = pipeline_stage(shape.num_layers, plan.stages, pg.rank % plan.stages);
+    tr.pipeline.schedule = strcmp(cfg.pipeline_schedule, "gpipe") == 0 ? PIPE_GPIPE : PIPE_1F1B;
+    const int slots = pipeline_slots(tr.pipeline.schedule, plan.stages, plan.grad_accum_steps, stage.stage);
+    check_cpu_memory(shape, cfg, plan.num_replicas, stage, plan.stages > 1 ? slots : 1);
     if (fresh) {
         gpt2_build_from_random(&model, shape, cfg.seed);
     } else {
@@ -1612,12 +1901,8 @@ int main(int argc, char** argv) {
         lora ? run_params_crc(pg.num_ranks, cfg, model.params_memory, model.num_parameters) : 0;
     gpt2_setup_lora(&model, cfg.lora, cfg.seed);
 
-    RunPlan plan;
-    run_plan_init(&plan, cfg, mc, pg.rank, pg.num_ranks);
     DataLoader train_loader, val_loader;
     run_open_data(&plan, &cfg, mc, &train_loader, &val_loader);
-    optimizer_init(&tr.opt, &model, &pg, cfg.zero_stage, cfg.use_8bit, cfg.quant_block);
-    gpt2_allocate_training_state(&model, cfg.B, cfg.T);
     tr.adamw = cfg.adamw;
     // 6 FLOPs per parameter and token: 2 in the forward, 2 for the input gradient, 2 for the weight
     // gradient, which a frozen LoRA base skips (its adapters take 6 per adapter parameter)
@@ -1634,6 +1919,36 @@ int main(int argc, char** argv) {
     const uint32_t crc =
         lora ? base_crc : run_params_crc(pg.num_ranks, cfg, model.params_memory, model.num_parameters);
     run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader, crc);
+    const GPT2Config whole = mc; // (a pipeline stage's model.config has its own layers only)
+    const size_t whole_parameters = model.num_parameters;
+    tr.stages = plan.stages;
+    tr.whole_layers = whole.num_layers;
+    if (plan.stages > 1) {
+        // the groups: this replica's stages (ranked by stage), this stage's replicas (the data-parallel
+        // group), and the first and last stage of the replica (wte's two copies; the middle stages of a
+        // replica form a group that is never used)
+        Pipeline& pl = tr.pipeline;
+        pg_split(&pg, plan.replica, stage.stage, &pl.pipe);
+        pg_split(&pg, stage.stage, plan.replica, &tr.dp);
+        const bool ends = stage.first || stage.last;
+        pg_split(&pg, ends ? plan.replica : plan.num_replicas + plan.replica, stage.stage, &pl.tie);
+        tr.opt.pipe = &pl.pipe;
+        if (ends) tr.opt.tie = &pl.tie;
+        gpt2_take_stage(&model, stage); // the whole model is not needed any more
+    } else {
+        tr.dp = pg;
+        model.stage = stage;
+    }
+    optimizer_init(&tr.opt, &model, &tr.dp, cfg.zero_stage, cfg.use_8bit, cfg.quant_block);
+    gpt2_allocate_training_state(&model, cfg.B, cfg.T, plan.stages > 1 ? slots : 1);
+    if (plan.stages > 1) {
+        Pipeline& pl = tr.pipeline;
+        pl.forward_sends.resize(slots);
+        if (!stage.last)
+            pl.grad_output = (float*)malloc_check((size_t)cfg.B * cfg.T * mc.channels * sizeof(float),
+                                                  "the gradient of the stage's output");
+        pl.logits.resize(mc.padded_vocab_size);
+    }
     if (cfg.zero_stage == 3) zero_shard_parameters(&model, &tr.opt); // the whole model is not needed any more
     if (resuming) {
         run_load_state(&tr, &plan, cfg.output_dir, &st);
@@ -1641,10 +1956,17 @@ int main(int argc, char** argv) {
     }
     Logger logger;
     run_open_log(&plan, cfg, &logger);
+    const CpuMemory predicted = predict_cpu_memory(whole, cfg, plan.num_replicas, stage, model.num_slots);
+    const CpuMemory allocated = measure_cpu_memory(model, tr.opt);
+    std::vector<CpuMemory> stage_memory(2 * plan.stages); // (predicted, allocated) of each stage
+    if (plan.stages > 1) {
+        const CpuMemory mine[2] = {predicted, allocated};
+        pg_allgather_bytes(&tr.pipeline.pipe, mine, stage_memory.data(), sizeof(mine));
+    }
     if (plan.main_process) {
-        run_print_plan(&plan, cfg, mc, model.num_parameters, &train_loader, &val_loader);
-        print_memory_table(predict_cpu_memory(mc, cfg, pg.num_ranks), measure_cpu_memory(model, tr.opt),
-                           model, cfg.zero_stage, pg.num_ranks);
+        run_print_plan(&plan, cfg, whole, whole_parameters, &train_loader, &val_loader);
+        print_memory_table(predicted, allocated, model, cfg.zero_stage, plan.num_replicas);
+        if (plan.stages > 1) print_pipeline_table(stage_memory, whole.num_layers, plan, tr.pipeline.schedule);
         if (lora && cfg.output_dir) {
             printf("checkpoints: model_<step>.bin is the merged model, W + (alpha/r) B.A%s; the adapters and "
                    "their optimizer state are in state_<step>_<rank>.bin\n",
@@ -1659,6 +1981,7 @@ int main(int argc, char** argv) {
                process_status_bytes("VmHWM") / 1048576.0);
 
     logger_free(&logger);
+    free(tr.pipeline.grad_output);
     optimizer_free(&tr.opt);
     gpt2_free(&model);
     process_group_finalize(&pg);

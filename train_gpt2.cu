@@ -1189,16 +1189,22 @@ struct Trainer {
     std::vector<float> logits_host; // (Vp) one row of logits, for sampling
 };
 
-// One micro-batch: forward (the classifier writes dlogits scaled by 1 / (B*T*num_micro), the mean over
-// positions and micro-steps), backward adding into grads_memory (zeroed at the first micro-batch of the
-// step); waits for and returns its mean loss.
-float trainer_micro_step(Trainer* tr, const int* inputs, const int* targets, int micro, int num_micro) {
+// The step's micro-batches one after the other: forward (the classifier writes dlogits scaled by
+// 1 / (B*T*num_micro), the mean over positions and micro-steps), backward adding into grads_memory (zeroed
+// first); waits for each mean loss and returns their sum.
+double trainer_forward_backward(Trainer* tr, const int* inputs, const int* targets, int num_micro) {
     GPT2* m = &tr->model;
     const int B = m->batch_size, T = m->seq_len;
-    if (micro == 0) gpt2_zero_grad(m);
-    gpt2_forward(m, inputs, targets, B, T, 1.0f / ((float)B * T * num_micro));
-    gpt2_backward(m, &tr->mgc, tr->overlap_reduce && micro == num_micro - 1);
-    return gpt2_wait_loss(m, B, T);
+    gpt2_zero_grad(m);
+    double loss_sum = 0.0;
+    for (int micro = 0; micro < num_micro; micro++) {
+        watchdog_progress("a training micro-step", -1);
+        const size_t at = (size_t)micro * B * T;
+        gpt2_forward(m, inputs + at, targets + at, B, T, 1.0f / ((float)B * T * num_micro));
+        gpt2_backward(m, &tr->mgc, tr->overlap_reduce && micro == num_micro - 1);
+        loss_sum += gpt2_wait_loss(m, B, T);
+    }
+    return loss_sum;
 }
 // The update; returns once the GPU has finished the step.
 float trainer_update(Trainer* tr, float lr, int t) {
@@ -1544,6 +1550,9 @@ int main(int argc, char** argv) {
     mgc = multi_gpu_config_init(&argc, &argv, cfg.init_method, cfg.server, cfg.fs_path, cfg.num_processes,
                                 cfg.process_rank, cfg.gpus_per_node);
     run_check_flags(cfg);
+    if (cfg.pipeline_stages > 1)
+        fail("flag -pp %d: pipeline parallelism runs in the CPU trainer (train_gpt2) only so far; use -pp 1",
+             cfg.pipeline_stages);
     run_claim_output_dir(cfg, mgc.rank, mgc.num_ranks);
     cudaCheck(cudaFree(nullptr)); // create the CUDA context now, so the memory baseline excludes it
     size_t total_memory = 0;

@@ -1,4 +1,4 @@
-// mpi_cpu.h: the process group of the CPU trainer: data parallelism over MPI processes.
+// mpi_cpu.h: the process groups of the CPU trainer: data and pipeline parallelism over MPI processes.
 //
 // Built with -DUSE_MPI (compiler mpicxx) it wraps MPI; built without, it is a single-process group with
 // the same API and no MPI header, so single-process builds need no MPI at all. Every function is a no-op
@@ -15,6 +15,9 @@
 //           the backward makes it; at stage 3 a unit's parameters all-gathered before use, the next one
 //           prefetched with pg_allgather_start / pg_progress / pg_wait
 //   process_group_finalize(&pg);   before every normal exit (see "failures" below)
+// A pipeline (llmc/pipeline.h) splits the job into groups with pg_split (every collective runs on its
+// group's communicator): a replica's stages, which pass activations and their gradients with
+// pg_send_start / pg_recv, and each stage's data-parallel group, which does the above.
 //
 // Failures. A rank that stops while the others wait in a collective must take the whole job down, never
 // leave it hanging. Measured with OpenMPI 4.1.4's mpirun: when one rank calls exit(1) (utils.h's fail())
@@ -52,10 +55,14 @@
 #endif
 
 struct ProcessGroup {
-    int rank = 0;               // this process, 0 .. num_ranks-1
-    int num_ranks = 1;          // processes in the job
-    size_t max_count = INT_MAX; // largest element count passed to one MPI call
-    bool finalized = false;     // process_group_finalize was called
+    int rank = 0;                       // this process, 0 .. num_ranks-1
+    int num_ranks = 1;                  // processes in the group (the job, or a part of it: pg_split)
+    size_t max_count = INT_MAX;         // largest element count passed to one MPI call
+    bool finalized = false;             // process_group_finalize was called
+    int world_rank = 0, world_size = 1; // this process in the whole job (what error messages name)
+#ifdef USE_MPI
+    MPI_Comm comm = MPI_COMM_WORLD; // the group's communicator; every collective runs on it
+#endif
 };
 
 // ----------------------------------------------------------------------------------------------------
@@ -72,7 +79,7 @@ struct ProcessGroup {
     va_start(args, fmt);
     vsnprintf(message, sizeof(message), fmt, args);
     va_end(args);
-    fprintf(stderr, "error: [rank %d of %d] %s\n", pg->rank, pg->num_ranks, message);
+    fprintf(stderr, "error: [rank %d of %d] %s\n", pg->world_rank, pg->world_size, message);
     fflush(stderr);
 #ifdef USE_MPI
     int initialized = 0, finalized = 0;
@@ -152,6 +159,8 @@ inline void process_group_init(ProcessGroup* pg, int* argc, char*** argv) {
     pg_check(pg, MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     pg_check(pg, MPI_Comm_rank(MPI_COMM_WORLD, &pg->rank), "MPI_Comm_rank");
     pg_check(pg, MPI_Comm_size(MPI_COMM_WORLD, &pg->num_ranks), "MPI_Comm_size");
+    pg->world_rank = pg->rank;
+    pg->world_size = pg->num_ranks;
     // every later error message from shared code (fail() in llmc/utils.h) names this process
     if (pg->num_ranks > 1) {
         char context[64];
@@ -189,7 +198,7 @@ inline void process_group_finalize(ProcessGroup* pg) {
 
 inline void pg_barrier(ProcessGroup* pg) {
 #ifdef USE_MPI
-    if (pg->num_ranks > 1) pg_check(pg, MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+    if (pg->num_ranks > 1) pg_check(pg, MPI_Barrier(pg->comm), "MPI_Barrier");
 #else
     (void)pg;
 #endif
@@ -204,7 +213,7 @@ inline void pg_allreduce_sum(ProcessGroup* pg, float* buf, size_t n) {
 #ifdef USE_MPI
     for (size_t off = 0; off < n; off += pg->max_count) {
         int len = (int)(n - off < pg->max_count ? n - off : pg->max_count);
-        pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, buf + off, len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+        pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, buf + off, len, MPI_FLOAT, MPI_SUM, pg->comm),
                  "MPI_Allreduce");
     }
 #else
@@ -246,15 +255,14 @@ inline void pg_reduce_scatter_sum(ProcessGroup* pg, const float* send, float* re
         // which must then be the whole buffer; the result is moved to this rank's slice afterwards.
         if (in_place) {
             float* whole = const_cast<float*>(send); // writable: recv points into it
-            pg_check(pg,
-                     MPI_Reduce_scatter_block(MPI_IN_PLACE, whole, (int)shard_size, MPI_FLOAT, MPI_SUM,
-                                              MPI_COMM_WORLD),
-                     "MPI_Reduce_scatter_block");
+            pg_check(
+                pg,
+                MPI_Reduce_scatter_block(MPI_IN_PLACE, whole, (int)shard_size, MPI_FLOAT, MPI_SUM, pg->comm),
+                "MPI_Reduce_scatter_block");
             if (whole != recv) memmove(recv, whole, shard_size * sizeof(float));
         } else {
-            pg_check(
-                pg, MPI_Reduce_scatter_block(send, recv, (int)shard_size, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-                "MPI_Reduce_scatter_block");
+            pg_check(pg, MPI_Reduce_scatter_block(send, recv, (int)shard_size, MPI_FLOAT, MPI_SUM, pg->comm),
+                     "MPI_Reduce_scatter_block");
         }
         return;
     }
@@ -266,11 +274,10 @@ inline void pg_reduce_scatter_sum(ProcessGroup* pg, const float* send, float* re
             const float* src = send + (size_t)root * shard_size + c;
             if (root == pg->rank) {
                 const void* sendbuf = in_place ? MPI_IN_PLACE : (const void*)src;
-                pg_check(pg, MPI_Reduce(sendbuf, recv + c, len, MPI_FLOAT, MPI_SUM, root, MPI_COMM_WORLD),
+                pg_check(pg, MPI_Reduce(sendbuf, recv + c, len, MPI_FLOAT, MPI_SUM, root, pg->comm),
                          "MPI_Reduce");
             } else {
-                pg_check(pg, MPI_Reduce(src, nullptr, len, MPI_FLOAT, MPI_SUM, root, MPI_COMM_WORLD),
-                         "MPI_Reduce");
+                pg_check(pg, MPI_Reduce(src, nullptr, len, MPI_FLOAT, MPI_SUM, root, pg->comm), "MPI_Reduce");
             }
         }
     }
@@ -302,10 +309,10 @@ inline void pg_allgather(ProcessGroup* pg, const float* send_shard, float* recv,
 #ifdef USE_MPI
     if (shard_size <= pg->max_count) {
         const void* sendbuf = in_place ? MPI_IN_PLACE : (const void*)send_shard;
-        pg_check(pg,
-                 MPI_Allgather(sendbuf, (int)shard_size, MPI_FLOAT, recv, (int)shard_size, MPI_FLOAT,
-                               MPI_COMM_WORLD),
-                 "MPI_Allgather");
+        pg_check(
+            pg,
+            MPI_Allgather(sendbuf, (int)shard_size, MPI_FLOAT, recv, (int)shard_size, MPI_FLOAT, pg->comm),
+            "MPI_Allgather");
         return;
     }
     // chunked: put our slice in place, then every rank broadcasts its slice chunk by chunk
@@ -313,8 +320,7 @@ inline void pg_allgather(ProcessGroup* pg, const float* send_shard, float* recv,
     for (size_t c = 0; c < shard_size; c += pg->max_count) {
         int len = (int)(shard_size - c < pg->max_count ? shard_size - c : pg->max_count);
         for (int root = 0; root < pg->num_ranks; root++) {
-            pg_check(pg,
-                     MPI_Bcast(recv + (size_t)root * shard_size + c, len, MPI_FLOAT, root, MPI_COMM_WORLD),
+            pg_check(pg, MPI_Bcast(recv + (size_t)root * shard_size + c, len, MPI_FLOAT, root, pg->comm),
                      "MPI_Bcast");
         }
     }
@@ -345,7 +351,7 @@ inline void pg_allgather_start(ProcessGroup* pg, const float* send_shard, float*
     if (pg->num_ranks > 1 && shard_size <= pg->max_count) {
         pg_check(pg,
                  MPI_Iallgather(send_shard, (int)shard_size, MPI_FLOAT, recv, (int)shard_size, MPI_FLOAT,
-                                MPI_COMM_WORLD, &req->req),
+                                pg->comm, &req->req),
                  "MPI_Iallgather");
         req->active = true;
         return;
@@ -386,8 +392,7 @@ inline void pg_wait(ProcessGroup* pg, PgRequest* req) {
 inline double pg_allreduce_sum_double(ProcessGroup* pg, double x) {
 #ifdef USE_MPI
     if (pg->num_ranks > 1) {
-        pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
-                 "MPI_Allreduce");
+        pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, pg->comm), "MPI_Allreduce");
     }
 #else
     (void)pg;
@@ -399,7 +404,7 @@ inline double pg_allreduce_sum_double(ProcessGroup* pg, double x) {
 inline float pg_allreduce_mean_float(ProcessGroup* pg, float x) {
 #ifdef USE_MPI
     if (pg->num_ranks > 1) {
-        pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+        pg_check(pg, MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_FLOAT, MPI_SUM, pg->comm), "MPI_Allreduce");
     }
 #endif
     return x / pg->num_ranks;
@@ -415,7 +420,83 @@ inline void pg_allgather_bytes(ProcessGroup* pg, const void* send, void* recv, s
 #ifdef USE_MPI
     if (bytes > (size_t)INT_MAX)
         pg_fail(pg, "pg_allgather_bytes: %zu bytes is more than one call sends", bytes);
-    pg_check(pg, MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD),
+    pg_check(pg, MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, pg->comm),
              "MPI_Allgather");
+#endif
+}
+
+// ----------------------------------------------------------------------------------------------------
+// groups within the job, and point-to-point messages (pipeline parallelism, train_gpt2.cpp)
+
+// *out <- the group of the processes of parent that pass the same color, ranked by key (MPI_Comm_split;
+// every process of parent must call it). The world's groups are never finalized: process_group_finalize
+// of the world ends them all.
+inline void pg_split(ProcessGroup* parent, int color, int key, ProcessGroup* out) {
+    *out = *parent;
+#ifdef USE_MPI
+    if (parent->num_ranks > 1) {
+        pg_check(parent, MPI_Comm_split(parent->comm, color, key, &out->comm), "MPI_Comm_split");
+        pg_check(parent, MPI_Comm_set_errhandler(out->comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+        pg_check(parent, MPI_Comm_rank(out->comm, &out->rank), "MPI_Comm_rank");
+        pg_check(parent, MPI_Comm_size(out->comm, &out->num_ranks), "MPI_Comm_size");
+    }
+#else
+    (void)color;
+    (void)key;
+#endif
+}
+
+// Starts sending buf (n floats) to rank dest of the group, tagged; buf must stay unchanged until pg_wait.
+// Non-blocking, so two neighbours that send to each other at the same moment (1F1B's forward and backward
+// messages) cannot deadlock. A message is at most max_count floats (one MPI call).
+inline void pg_send_start(ProcessGroup* pg, const float* buf, size_t n, int dest, int tag, PgRequest* req) {
+    if (req->active) pg_fail(pg, "pg_send_start: the request is still pending");
+    if (dest < 0 || dest >= pg->num_ranks || dest == pg->rank)
+        pg_fail(pg, "pg_send_start: rank %d of a group of %d is no peer of rank %d", dest, pg->num_ranks,
+                pg->rank);
+    if (n > pg->max_count)
+        pg_fail(pg, "pg_send_start: a message of %zu floats is more than one MPI call sends (%zu)", n,
+                pg->max_count);
+#ifdef USE_MPI
+    pg_check(pg, MPI_Isend(buf, (int)n, MPI_FLOAT, dest, tag, pg->comm, &req->req), "MPI_Isend");
+    req->active = true;
+#else
+    (void)buf;
+    (void)tag;
+#endif
+}
+
+// buf (n floats) <- the message with this tag from rank src of the group; blocks until it has arrived.
+inline void pg_recv(ProcessGroup* pg, float* buf, size_t n, int src, int tag) {
+    if (src < 0 || src >= pg->num_ranks || src == pg->rank)
+        pg_fail(pg, "pg_recv: rank %d of a group of %d is no peer of rank %d", src, pg->num_ranks, pg->rank);
+    if (n > pg->max_count)
+        pg_fail(pg, "pg_recv: a message of %zu floats is more than one MPI call receives (%zu)", n,
+                pg->max_count);
+#ifdef USE_MPI
+    MPI_Status status;
+    pg_check(pg, MPI_Recv(buf, (int)n, MPI_FLOAT, src, tag, pg->comm, &status), "MPI_Recv");
+    int got = 0;
+    MPI_Get_count(&status, MPI_FLOAT, &got);
+    if ((size_t)got != n)
+        pg_fail(pg, "pg_recv: expected %zu floats from rank %d of the group, got %d", n, src, got);
+#else
+    (void)buf;
+    (void)tag;
+#endif
+}
+
+// buf (n) <- rank root's buf (n), on every rank of the group.
+inline void pg_broadcast(ProcessGroup* pg, float* buf, size_t n, int root) {
+    if (pg->num_ranks == 1) return;
+#ifdef USE_MPI
+    for (size_t off = 0; off < n; off += pg->max_count) {
+        int len = (int)(n - off < pg->max_count ? n - off : pg->max_count);
+        pg_check(pg, MPI_Bcast(buf + off, len, MPI_FLOAT, root, pg->comm), "MPI_Bcast");
+    }
+#else
+    (void)buf;
+    (void)n;
+    (void)root;
 #endif
 }

@@ -10,8 +10,10 @@
 // The loop calls these functions of the backend, plain overloads on its Trainer struct (which holds the
 // model, the optimizer, the process group and the token decoder; no virtual dispatch). The loop reads two
 // of its members: model.config and decoder.
-//   float trainer_micro_step(Trainer*, const int* inputs, const int* targets, int micro, int num_micro)
-//         forward and backward of one micro-batch, its gradients accumulated; returns its mean loss
+//   double trainer_forward_backward(Trainer*, const int* inputs, const int* targets, int num_micro)
+//         forward and backward of the step's num_micro micro-batches (micro-batch m's B*T tokens at
+//         m*B*T), the gradients summed (each micro-batch's mean loss weighs 1/num_micro); returns the sum of
+//         their mean losses (on every rank, also under pipeline parallelism)
 //   float trainer_update(Trainer*, float lr, int t)   optimizer step t (1-based); returns the gradient norm
 //         (a NaN or inf norm: the update is skipped, the parameters unchanged; see RUN_MAX_SKIPPED_STEPS)
 //   float trainer_mean_over_ranks(Trainer*, float x)
@@ -29,6 +31,7 @@
 //   void  trainer_print_step_end(Trainer*, double seconds, bool first_step)   the end of the step line
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdarg>
@@ -55,15 +58,19 @@
 struct RunPlan {
     int rank = 0, num_ranks = 1;
     bool main_process = true;        // rank 0: prints, and writes the log, the model files, checkpoint_latest
-    bool collective_forward = false; // a forward needs every rank (ZeRO-3 gathers the parameters): all sample
-    int B = 0, T = 0;                // the micro-batch of each rank
-    int grad_accum_steps = 1;        // micro-batches per optimizer step on each rank
-    long tokens_per_step = 0;        // B * T * num_ranks * grad_accum_steps (-d)
-    int train_steps = 0;             // optimizer steps of the run: -x, or one epoch
-    float peak_lr = 0.0f;            // -l, scaled for the batch by -sr / -sb
-    LRScheduler sched;               // -k, with the (clamped) warmup -u
-    int resume_step = -1;            // the checkpoint this run resumed from; -1: a fresh run
-    std::vector<RunFact> facts;      // what every rank must agree on, and a resume compares (run_facts)
+    bool collective_forward = false; // a forward needs every rank (ZeRO-3 gathers the parameters, a
+                                     // pipeline passes it stage to stage): all sample
+    int stages = 1;                  // pipeline stages (-pp); rank = replica * stages + stage
+    int replica = 0, num_replicas = 1; // data-parallel copy of the model: num_ranks / stages of them,
+                                       // each with its own slice of the batch
+    int B = 0, T = 0;                  // the micro-batch of each replica
+    int grad_accum_steps = 1;          // micro-batches per optimizer step on each replica
+    long tokens_per_step = 0;          // B * T * num_replicas * grad_accum_steps (-d)
+    int train_steps = 0;               // optimizer steps of the run: -x, or one epoch
+    float peak_lr = 0.0f;              // -l, scaled for the batch by -sr / -sb
+    LRScheduler sched;                 // -k, with the (clamped) warmup -u
+    int resume_step = -1;              // the checkpoint this run resumed from; -1: a fresh run
+    std::vector<RunFact> facts;        // what every rank must agree on, and a resume compares (run_facts)
 };
 
 // Where the run is: saved in every checkpoint, restored on resume.
@@ -80,6 +87,16 @@ inline void run_check_flags(const TrainConfig& cfg) {
         fail("flags -y 1 and -ow 1 contradict each other: resume, or start over");
     if (cfg.overwrite && cfg.output_dir == nullptr) fail("flag -ow 1 needs -o <dir>");
     if (cfg.lora.nf4 && cfg.lora.rank == 0) fail("flag -lq 1 (QLoRA) needs a LoRA rank: -lo <r>, r >= 1");
+    if (strcmp(cfg.pipeline_schedule, "gpipe") != 0 && strcmp(cfg.pipeline_schedule, "1f1b") != 0)
+        fail("flag -pk: expected gpipe or 1f1b, got '%s'", cfg.pipeline_schedule);
+    if (cfg.pipeline_stages > 1 && cfg.zero_stage > 1) {
+        fail("flags -pp %d and -z %d: a pipeline shards its data-parallel groups with ZeRO-1 at most (the "
+             "model is already cut by stages); use -z 0 or -z 1",
+             cfg.pipeline_stages, cfg.zero_stage);
+    }
+    if (cfg.pipeline_stages > 1 && cfg.lora.rank > 0)
+        fail("flags -pp %d and -lo %d: LoRA does not run in a pipeline; use -pp 1", cfg.pipeline_stages,
+             cfg.lora.rank);
     if (cfg.lora.rank > 0 && cfg.zero_stage > 1) {
         fail("flags -z %d and -lo %d: ZeRO-2/3 shard the model's gradients and parameters, but under LoRA "
              "only "
@@ -117,22 +134,32 @@ inline void run_plan_init(RunPlan* plan, const TrainConfig& cfg, const GPT2Confi
     plan->rank = rank;
     plan->num_ranks = num_ranks;
     plan->main_process = rank == 0;
-    plan->collective_forward = cfg.zero_stage == 3;
+    plan->collective_forward = cfg.zero_stage == 3 || cfg.pipeline_stages > 1;
+    plan->stages = cfg.pipeline_stages;
+    if (num_ranks % plan->stages != 0) {
+        fail("flag -pp %d: %d processes are not a whole number of pipelines of %d stages", plan->stages,
+             num_ranks, plan->stages);
+    }
+    if (plan->stages > mc.num_layers)
+        fail("flag -pp %d: the model has %d layers, fewer than the stages (each needs one)", plan->stages,
+             mc.num_layers);
+    plan->replica = rank / plan->stages;
+    plan->num_replicas = num_ranks / plan->stages;
     plan->B = cfg.B;
     plan->T = cfg.T;
     if (cfg.T > mc.max_seq_len) {
         fail("flag -t: sequence length %d exceeds the model's maximum %d (maxT in its header)", cfg.T,
              mc.max_seq_len);
     }
-    const long tokens_per_micro = (long)cfg.B * cfg.T * num_ranks;
+    const long tokens_per_micro = (long)cfg.B * cfg.T * plan->num_replicas;
     plan->tokens_per_step = cfg.total_batch_tokens < 0 ? tokens_per_micro : cfg.total_batch_tokens;
     if (plan->tokens_per_step % tokens_per_micro != 0) {
-        fail("flag -d: total batch %ld tokens is not a multiple of B*T*processes = %d*%d*%d = %ld",
-             plan->tokens_per_step, cfg.B, cfg.T, num_ranks, tokens_per_micro);
+        fail("flag -d: total batch %ld tokens is not a multiple of B*T*replicas = %d*%d*%d = %ld",
+             plan->tokens_per_step, cfg.B, cfg.T, plan->num_replicas, tokens_per_micro);
     }
     const long accum = plan->tokens_per_step / tokens_per_micro;
     if (accum > (1L << 20)) {
-        fail("flag -d: %ld tokens per step is %ld micro-batches of B*T*processes = %ld tokens; the most "
+        fail("flag -d: %ld tokens per step is %ld micro-batches of B*T*replicas = %ld tokens; the most "
              "supported is %ld",
              plan->tokens_per_step, accum, tokens_per_micro, 1L << 20);
     }
@@ -144,10 +171,11 @@ inline void run_plan_init(RunPlan* plan, const TrainConfig& cfg, const GPT2Confi
 // than the warmup warms up over all its steps (cfg->warmup_steps is cut, with a note).
 inline void run_open_data(RunPlan* plan, TrainConfig* cfg, const GPT2Config& mc, DataLoader* train,
                           DataLoader* val) {
-    dataloader_init(train, cfg->train_pattern, plan->B, plan->T, plan->rank, plan->num_ranks,
+    // (the stages of a pipeline read the same batches: the first uses the inputs, the last the targets)
+    dataloader_init(train, cfg->train_pattern, plan->B, plan->T, plan->replica, plan->num_replicas,
                     !cfg->overfit_single_batch, cfg->seed, mc.vocab_size, plan->grad_accum_steps);
-    dataloader_init(val, cfg->val_pattern, plan->B, plan->T, plan->rank, plan->num_ranks, false, cfg->seed,
-                    mc.vocab_size);
+    dataloader_init(val, cfg->val_pattern, plan->B, plan->T, plan->replica, plan->num_replicas, false,
+                    cfg->seed, mc.vocab_size);
     plan->train_steps = cfg->max_steps;
     if (plan->train_steps < 0) plan->train_steps = (int)dataloader_num_batches(train); // a batch = a step
     if (plan->train_steps < 1) {
@@ -229,16 +257,23 @@ inline void run_print_plan(const RunPlan* plan, const TrainConfig& cfg, const GP
                            size_t num_parameters, const DataLoader* train, const DataLoader* val) {
     printf("model: L=%d C=%d NH=%d V=%d Vp=%d maxT=%d, %zu parameters\n", mc.num_layers, mc.channels,
            mc.num_heads, mc.vocab_size, mc.padded_vocab_size, mc.max_seq_len, num_parameters);
-    printf("batch: B=%d T=%d x %d processes x %d accumulation steps = %ld tokens per step\n", plan->B,
-           plan->T, plan->num_ranks, plan->grad_accum_steps, plan->tokens_per_step);
+    if (plan->stages > 1) {
+        printf("batch: B=%d T=%d x %d replicas (of %d pipeline stages) x %d micro-batches = %ld tokens per "
+               "step\n",
+               plan->B, plan->T, plan->num_replicas, plan->stages, plan->grad_accum_steps,
+               plan->tokens_per_step);
+    } else {
+        printf("batch: B=%d T=%d x %d processes x %d accumulation steps = %ld tokens per step\n", plan->B,
+               plan->T, plan->num_ranks, plan->grad_accum_steps, plan->tokens_per_step);
+    }
     printf("train: %zu tokens in %zu shards, %d steps; val: %zu tokens\n", train->num_tokens_total,
            train->files.size(), plan->train_steps, val->num_tokens_total);
     printf("lr: %s schedule, peak %.3e (base %.3e, batch scaling %s), warmup %d, final fraction %g\n",
            cfg.schedule, (double)plan->peak_lr, (double)cfg.learning_rate, cfg.lr_scale_rule,
            cfg.warmup_steps, (double)cfg.final_lr_frac);
     printf("optimizer: %s AdamW, ZeRO stage %d over %d processes, weight decay %g, clip %g\n",
-           cfg.use_8bit ? "8-bit" : "fp32", cfg.zero_stage, plan->num_ranks, (double)cfg.adamw.weight_decay,
-           (double)cfg.adamw.grad_clip);
+           cfg.use_8bit ? "8-bit" : "fp32", cfg.zero_stage, plan->num_replicas,
+           (double)cfg.adamw.weight_decay, (double)cfg.adamw.grad_clip);
     if (cfg.lora.rank > 0) {
         printf(
             "LoRA: rank %d, alpha %g (scale %g) on %s: %zu adapter parameters train; the base is frozen%s\n",
@@ -311,6 +346,8 @@ inline std::vector<RunFact> run_facts(const RunPlan* plan, const TrainConfig& cf
     run_fact_add(&f, "-d", R, "%ld", plan->tokens_per_step);
     run_fact_add(&f, "-a", R, "%d", (int)cfg.overfit_single_batch);
     run_fact_add(&f, "-z", R, "%d", cfg.zero_stage);
+    run_fact_add(&f, "-pp", R, "%d", cfg.pipeline_stages);
+    run_fact_add(&f, "-pk", A, "%s", cfg.pipeline_schedule); // (the same gradients either way)
     run_fact_add(&f, "-qo", R, "%d", (int)cfg.use_8bit);
     run_fact_add(&f, "-qb", R, "%d", cfg.use_8bit ? cfg.quant_block : 0); // only 8-bit AdamW has blocks
     run_fact_add(&f, "-lo", R, "%d", cfg.lora.rank);
@@ -432,7 +469,9 @@ void run_save_checkpoint(Trainer* tr, const RunPlan* plan, const char* dir, cons
 // parameters and the backend allocated its optimizer); the caller puts st->loader into its data loader.
 template <class Trainer>
 void run_load_state(Trainer* tr, const RunPlan* plan, const char* dir, TrainState* st) {
-    StateReader r(dir, plan->resume_step, trainer_state_header(tr, plan->resume_step));
+    StateHeader expected = trainer_state_header(tr, plan->resume_step);
+    expected.facts = plan->facts;
+    StateReader r(dir, plan->resume_step, expected);
     run_compare_resumed_facts(plan, r.header.facts, r.file.path.c_str());
     const StateBuffers b = trainer_state_buffers(tr, r.header, r.file.path);
     state_file_read_buffers(&r, b);
@@ -521,6 +560,9 @@ void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, Data
     const int first_step = st->step;
     float last_val = -1.0f;
     int skipped_in_a_row = 0;
+    // the step's micro-batches, all loaded before its first forward (a pipeline runs them interleaved)
+    const size_t BT = (size_t)plan->B * plan->T;
+    std::vector<int> step_inputs(BT * plan->grad_accum_steps), step_targets(BT * plan->grad_accum_steps);
     for (int step = first_step; step <= plan->train_steps; step++) {
         if (run_checkpoint_due(plan, cfg, step, first_step)) {
             TrainState now{step, dataloader_get_state(train), st->sample_rng};
@@ -538,13 +580,15 @@ void run_training(Trainer* tr, const RunPlan* plan, const TrainConfig& cfg, Data
 
         // one optimizer step: grad_accum_steps micro-batches, then the update
         auto start = std::chrono::steady_clock::now();
-        double loss_sum = 0.0;
         for (int micro = 0; micro < plan->grad_accum_steps; micro++) {
-            watchdog_progress("a training micro-step", step + 1);
             if (!cfg.overfit_single_batch) dataloader_next_batch(train);
-            loss_sum += trainer_micro_step(tr, train->inputs.data(), train->targets.data(), micro,
-                                           plan->grad_accum_steps);
+            std::copy(train->inputs.begin(), train->inputs.end(), step_inputs.begin() + (size_t)micro * BT);
+            std::copy(train->targets.begin(), train->targets.end(),
+                      step_targets.begin() + (size_t)micro * BT);
         }
+        watchdog_progress("a step's forwards and backwards", step + 1);
+        const double loss_sum =
+            trainer_forward_backward(tr, step_inputs.data(), step_targets.data(), plan->grad_accum_steps);
         watchdog_progress("the optimizer update", step + 1);
         const float lr = lr_at_step(&plan->sched, step);
         const float norm = trainer_update(tr, lr, step + 1);

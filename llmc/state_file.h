@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -134,6 +135,19 @@ inline StateHeader state_header_read(File* f, const StateHeader& expected, uint3
     h.shard_size = wide[0], h.shard_offset = wide[1], h.num_parameters = wide[2];
     h.loader = DataLoaderState{wide[3], wide[4], wide[5]};
     h.sample_rng.state = wide[6];
+    // the pipeline stages (the run fact -pp; absent: 1) cut the model, and so the optimizer state, by
+    // layers: named first, as a changed -pp changes the shard sizes too (expected.facts: this run's facts)
+    auto stages = [](const std::vector<RunFact>& facts) -> std::string {
+        for (const RunFact& fact : facts)
+            if (strncmp(fact.name, "-pp", sizeof(fact.name)) == 0)
+                return std::string(fact.value, strnlen(fact.value, sizeof(fact.value)));
+        return "1";
+    };
+    if (!expected.facts.empty() && stages(h.facts) != stages(expected.facts)) {
+        fail("'%s' was written by a run with -pp %s (pipeline stages) but this run has -pp %s: its optimizer "
+             "state is cut by stages; resume with -pp %s, or start a new run from its model file with -e",
+             path, stages(h.facts).c_str(), stages(expected.facts).c_str(), stages(h.facts).c_str());
+    }
     if (h.num_ranks != expected.num_ranks) {
         fail("'%s' was written by a run with %d processes but this run has %d: resume with the same number "
              "of processes",

@@ -46,6 +46,8 @@ struct TrainConfig {
     bool resume = false, overfit_single_batch = false;
     bool overwrite = false; // -ow 1: a fresh run may replace the run in -o (its files are deleted)
     int zero_stage = 0;
+    int pipeline_stages = 1;                // -pp: the layers cut into this many stages, a process each
+    const char* pipeline_schedule = "1f1b"; // -pk: gpipe or 1f1b (llmc/pipeline.h)
     bool use_8bit = false;
     int quant_block = ADAMW8BIT_DEFAULT_BLOCK; // 8-bit AdamW: values per absmax scale
     uint64_t seed = 1337;
@@ -108,10 +110,13 @@ inline void print_usage(const char* program, const TrainConfig& d, bool gpu) {
            "  -qo <0|1>     8-bit AdamW (m and v as 8-bit codes)    default %d\n"
            "  -qb <int>     8-bit AdamW quantization block, values per scale (64..4096)  default %d\n"
            "  -z <0..3>     ZeRO stage: 0 data parallel, 1 optimizer state sharded, 2 + gradients, 3 + "
-           "parameters  default %d\n",
+           "parameters  default %d\n"
+           "  -pp <int>     pipeline stages: the layers cut into P stages, one process each (CPU trainer;\n"
+           "                processes = P x data-parallel replicas)  default %d\n"
+           "  -pk <name>    pipeline schedule: gpipe or 1f1b       default %s\n",
            (double)d.learning_rate, d.warmup_steps, (double)d.final_lr_frac, d.schedule,
            (double)d.cooldown_frac, d.lr_scale_rule, (double)d.adamw.weight_decay, (double)d.adamw.grad_clip,
-           (int)d.use_8bit, d.quant_block, d.zero_stage);
+           (int)d.use_8bit, d.quant_block, d.zero_stage, d.pipeline_stages, d.pipeline_schedule);
     printf("LoRA fine-tuning (llmc/lora.h): the model of -e frozen, low-rank adapters trained\n"
            "  -lo <int>     LoRA rank r (0: off, the whole model trains)  default %d\n"
            "  -la <float>   LoRA alpha: the adapters' output is scaled by alpha/r  default %g\n"
@@ -214,6 +219,8 @@ inline bool parse_flags(TrainConfig* c, int argc, char** argv, bool gpu) {
         else if (!strcmp(k, "qo")) c->use_8bit = parse_bool_flag(f, v);
         else if (!strcmp(k, "qb")) c->quant_block = parse_int_flag(f, v, 64, 4096);
         else if (!strcmp(k, "z")) c->zero_stage = parse_int_flag(f, v, 0, 3);
+        else if (!strcmp(k, "pp")) c->pipeline_stages = parse_int_flag(f, v, 1, 1 << 10);
+        else if (!strcmp(k, "pk")) c->pipeline_schedule = v;
         else if (!strcmp(k, "x")) c->max_steps = (int)parse_minus_one_or(f, v, 1, 1 << 30, "one epoch");
         else if (!strcmp(k, "v")) c->val_every = parse_int_flag(f, v, 1, 1 << 30);
         else if (!strcmp(k, "m")) c->val_max_steps = (int)parse_minus_one_or(f, v, 1, 1 << 30, "all");

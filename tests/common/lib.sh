@@ -7,6 +7,7 @@
 #   make_reference_states   the PyTorch reference states under build/test/ (below)
 #   expect_status           one bad-input case: exit status and message (below)
 #   check_resume            a CPU run cut at step 4 and resumed prints what the uninterrupted run printed (below)
+#   header_mutant           a test program must FAIL against a header with a planted bug (below)
 PY=/usr/bin/python3
 
 require_python() { # MODULE...
@@ -82,4 +83,31 @@ check_resume() {
     diff <(strip "$dir/$name-full.txt" | grep -A100 "^step    4/8" | tail -n +2) <(strip "$dir/$name-resumed.txt")
     diff "$dir/$name-full/main.log" "$dir/$name-cut/main.log"
     echo "ok   $name: resumed run identical to the uninterrupted run ($(strip "$dir/$name-resumed.txt" | wc -l) lines)"
+}
+
+# header_mutant NAME HEADER SED TEST_SOURCE: builds TEST_SOURCE (a test_common.h program) against a copy of
+# HEADER (llmc/<name>.h) changed by the sed expression SED, under build/mutants/NAME, and runs it: it must
+# report "checks FAILED" and exit 1. Prints whether the mutant was caught; exits 1 if not, or if the sed
+# changed nothing. (The test's #include "llmc/..." finds the copy: -I of the mutant's folder comes first,
+# and tests/<concern>/ holds no llmc/.)
+header_mutant() {
+    local name=$1 header=$2 expr=$3 src=$4 dir=build/mutants/$1 out rc
+    mkdir -p "$dir/$(dirname "$header")"
+    sed "$expr" "$header" >"$dir/$header"
+    if cmp -s "$header" "$dir/$header"; then
+        echo "the sed for mutant '$name' matched nothing"
+        exit 1
+    fi
+    ${CXX:-g++} -O2 -march=native -std=c++17 -fopenmp -Wno-psabi -I"$dir" -I. "$src" -o "$dir/test"
+    set +e
+    out=$(OMP_NUM_THREADS=2 "$dir/test" 2>&1)
+    rc=$?
+    set -e
+    if [ $rc -eq 1 ] && grep -q "checks FAILED" <<<"$out"; then
+        echo "mutant '$name' caught: $(grep -c '^FAIL' <<<"$out") failing checks"
+    else
+        echo "mutant '$name' NOT caught (exit $rc):"
+        echo "$out"
+        exit 1
+    fi
 }

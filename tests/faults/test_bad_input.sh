@@ -50,13 +50,25 @@ for bin in ./train_gpt2 build/emu/single/train_gpt2fp32cu; do
     expect_error "batch-scaling reference 0" "flag -sb expects an integer in \[1, " $bin -e d2 -sr linear -sb 0
     expect_error "batch scaling beyond the lr range" "the peak learning rate 256 \(-l 1 scaled by -sr linear" \
         $bin -e d2 $quick -sr linear -sb 1 -l 1
-    expect_error "-d whose accumulation count would wrap" "micro-batches of B\*T\*processes = 256 tokens; the most supported is" \
+    expect_error "-d whose accumulation count would wrap" "micro-batches of B\*T\*replicas = 256 tokens; the most supported is" \
         $bin -e d2 $quick -d $((256 * 4194304))
     expect_error "a micro-batch too large" "a micro-batch of 65536 x 1024 = 67108864 tokens is more than" \
         $bin -e d2 -b 65536 -t 1024
     expect_error "-y 1 with -ow 1" "flags -y 1 and -ow 1 contradict" $bin -e d2 -o "$dir/x" -y 1 -ow 1
     expect_ok "a sample longer than a sequence: cut, and said" "note: samples cut from -g 200 to 63 tokens" \
         $bin -e d2 $quick -x 1 -s 1 -g 200
+    # pipeline parallelism: a schedule that does not exist, a layout that does not divide
+    expect_error "an unknown pipeline schedule" "flag -pk: expected gpipe or 1f1b, got 'zb'" $bin -e d2 -pk zb
+    if [ "$b" = train_gpt2 ]; then
+        expect_error "-pp with ZeRO-2" "flags -pp 2 and -z 2: a pipeline shards its data-parallel groups with ZeRO-1 at most" \
+            $bin -e d2 -pp 2 -z 2
+        expect_error "-pp with LoRA" "flags -pp 2 and -lo 4: LoRA does not run in a pipeline" $bin -e d2 -pp 2 -lo 4
+        expect_error "-pp 2 in one process" "flag -pp 2: 1 processes are not a whole number of pipelines of 2 stages" \
+            $bin -e d2 $quick -pp 2
+    else
+        expect_error "-pp on the GPU" "flag -pp 2: pipeline parallelism runs in the CPU trainer \(train_gpt2\) only so far" \
+            $bin -e d2 -pp 2
+    fi
 
     # model files
     expect_error "a flipped bit in a model" "model_flipped.bin' is corrupted: the CRC-32 of its parameters" \

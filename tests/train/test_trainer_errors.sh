@@ -45,7 +45,7 @@ expect_error "not a flag" "expected a flag like -b, got 'oops'" oops 1
 expect_error "unknown schedule" "-k" -k sawtooth
 expect_error "out-of-range ZeRO stage" "flag -z expects an integer in \[0, 3\], got 4" -z 4
 expect_error "T larger than maxT" "sequence length 2048 exceeds the model's maximum 1024" -e d2 -t 2048
-expect_error "total batch not a multiple of B*T" "total batch 1000 tokens is not a multiple of B\*T\*processes" -e d2 -b 2 -t 32 -d 1000
+expect_error "total batch not a multiple of B*T" "total batch 1000 tokens is not a multiple of B\*T\*replicas" -e d2 -b 2 -t 32 -d 1000
 
 # -h prints the usage and exits 0; every flag the usage lists is one the parser accepts
 ./train_gpt2 -h > "$dir/usage.txt"

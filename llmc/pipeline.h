@@ -1,0 +1,146 @@
+// pipeline.h: pipeline parallelism's arithmetic: which layers a stage runs, which parameters it holds, and
+// the order in which it runs its micro-batches. Pure arithmetic (no MPI), tested on its own
+// (tests/unit/test_pipeline.cpp); train_gpt2.cpp runs it.
+//
+// The L layers are cut into P contiguous stages, one process each: stage 0 also runs the embedding, the
+// last stage the final LayerNorm, the classifier and the loss. A stage sends the output of its last layer
+// (B*T*C floats) to the next one and receives the gradient of that output back. The micro-batches of one
+// optimizer step (the gradient accumulation steps) flow through the stages, so that stages work at once:
+//
+//   GPipe (Huang et al. 2019): every forward, then every backward. Stage s holds the activations of all M
+//   micro-batches at the turn.
+//   1F1B (PipeDream-Flush, Narayanan et al. 2019/2021): stage s runs P-s-1 forwards to fill the pipe, then
+//   alternates one forward and one backward, then drains the backwards. It holds at most P-s micro-batches'
+//   activations, whatever M.
+//
+// Both run each micro-batch's forward and backward once, so the summed gradients, and the losses, are those
+// of one process over the same batch (to the order of fp32 sums). Both leave the same idle time: with
+// equal stages and a forward plus backward of time t per micro-batch, the step takes (M + P - 1) t, of which
+// each stage works M t:  bubble = (P - 1) / (M + P - 1).
+//
+// With data parallelism too, the world is P x N_d processes: rank = replica * P + stage, so the stages of a
+// replica are neighbours (on one machine first) and every stage's N_d copies form a data-parallel group.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+#include "llmc/checkpoint.h"
+#include "llmc/utils.h"
+
+enum PipeSchedule { PIPE_GPIPE = 0, PIPE_1F1B = 1 };
+
+// The part of the model one stage runs.
+struct PipeStage {
+    int stage = 0, num_stages = 1;
+    int first_layer = 0, num_layers = 0; // layers [first_layer, first_layer + num_layers) of the model
+    bool first = true, last = true;      // runs the embedding / the final LayerNorm, classifier and loss
+};
+
+// Stage s of P over L layers: L / P layers each, the first L % P stages one more (the last stage also runs
+// the classifier, the largest matmul, so the extra layers go to the front).
+inline PipeStage pipeline_stage(int num_layers, int num_stages, int s) {
+    if (num_stages < 1 || num_stages > num_layers || s < 0 || s >= num_stages) {
+        fail("pipeline_stage: stage %d of %d over %d layers (every stage needs a layer)", s, num_stages,
+             num_layers);
+    }
+    PipeStage st;
+    st.stage = s;
+    st.num_stages = num_stages;
+    const int base = num_layers / num_stages, extra = num_layers % num_stages;
+    st.num_layers = base + (s < extra ? 1 : 0);
+    st.first_layer = s * base + std::min(s, extra);
+    st.first = s == 0;
+    st.last = s == num_stages - 1;
+    return st;
+}
+
+// The stage's parameters, in file order like the whole model's: the 12 per-layer tensors hold its layers
+// only; wte is held by the first stage (the embedding) and the last (the tied classifier), wpe by the first,
+// lnfw and lnfb by the last; what a stage does not hold has size 0. sizes: the whole model's.
+inline void pipeline_stage_sizes(const size_t sizes[NUM_PARAMETER_TENSORS], int num_layers,
+                                 const PipeStage& st, size_t out[NUM_PARAMETER_TENSORS]) {
+    for (int t = 0; t < NUM_PARAMETER_TENSORS; t++) out[t] = sizes[t];
+    for (int t = TENSOR_LN1W; t <= TENSOR_FCPROJB; t++) out[t] = sizes[t] / num_layers * st.num_layers;
+    if (!st.first && !st.last) out[TENSOR_WTE] = 0;
+    if (!st.first) out[TENSOR_WPE] = 0;
+    if (!st.last) out[TENSOR_LNFW] = out[TENSOR_LNFB] = 0;
+}
+
+// Where the stage's parameters lie in the whole model's flat buffer: one piece per held tensor.
+struct PipePiece {
+    size_t stage_offset, model_offset, count;
+};
+inline std::vector<PipePiece> pipeline_pieces(const size_t sizes[NUM_PARAMETER_TENSORS], int num_layers,
+                                              const PipeStage& st) {
+    size_t mine[NUM_PARAMETER_TENSORS];
+    pipeline_stage_sizes(sizes, num_layers, st, mine);
+    std::vector<PipePiece> pieces;
+    size_t model_offset = 0, stage_offset = 0;
+    for (int t = 0; t < NUM_PARAMETER_TENSORS; t++) {
+        const bool per_layer = t >= TENSOR_LN1W && t <= TENSOR_FCPROJB;
+        const size_t skip = per_layer ? sizes[t] / num_layers * st.first_layer : 0;
+        if (mine[t] > 0) pieces.push_back({stage_offset, model_offset + skip, mine[t]});
+        model_offset += sizes[t];
+        stage_offset += mine[t];
+    }
+    return pieces;
+}
+
+// Copies between the stage's buffer and the whole model's (to_stage: model -> stage).
+inline void pipeline_copy(const std::vector<PipePiece>& pieces, float* stage_buf, float* model_buf,
+                          bool to_stage) {
+    for (const PipePiece& p : pieces) {
+        if (to_stage) {
+            memcpy(stage_buf + p.stage_offset, model_buf + p.model_offset, p.count * sizeof(float));
+        } else {
+            memcpy(model_buf + p.model_offset, stage_buf + p.stage_offset, p.count * sizeof(float));
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------
+// schedules
+
+// One step of a stage's schedule: the forward or the backward of micro-batch `micro`.
+struct PipeAction {
+    bool backward;
+    int micro;
+};
+
+// Stage s's actions for one optimizer step of M micro-batches, in order. Forwards and backwards each run
+// in micro-batch order, so the messages between two stages arrive in the order they are waited for.
+inline std::vector<PipeAction> pipeline_actions(PipeSchedule schedule, int num_stages, int M, int s) {
+    std::vector<PipeAction> a;
+    if (schedule == PIPE_GPIPE) {
+        for (int m = 0; m < M; m++) a.push_back({false, m});
+        for (int m = 0; m < M; m++) a.push_back({true, m});
+        return a;
+    }
+    const int warmup = std::min(num_stages - s - 1, M);
+    int f = 0, b = 0;
+    for (; f < warmup; f++) a.push_back({false, f});
+    for (; f < M; f++, b++) {
+        a.push_back({false, f});
+        a.push_back({true, b});
+    }
+    for (; b < M; b++) a.push_back({true, b});
+    return a;
+}
+
+// The most micro-batches whose activations stage s holds at once (forward done, backward not yet): the
+// activation slots it allocates. Micro-batch m uses slot m % slots: GPipe M slots, 1F1B min(M, P - s).
+inline int pipeline_slots(PipeSchedule schedule, int num_stages, int M, int s) {
+    return schedule == PIPE_GPIPE ? M : std::min(M, num_stages - s);
+}
+
+// The idle fraction of a stage with equal stages (see the top of the file).
+inline double pipeline_ideal_bubble(int num_stages, int M) {
+    return (double)(num_stages - 1) / (double)(M + num_stages - 1);
+}
+
+inline const char* pipeline_schedule_name(PipeSchedule s) {
+    return s == PIPE_GPIPE ? "GPipe" : "1F1B";
+}
