@@ -1324,16 +1324,9 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
     // a non-finite norm (a NaN or inf in the model, the data or an overflow; every rank has the same norm):
     // no update at all, so one bad batch cannot turn the parameters into NaN; the loop counts the skips
     if (!std::isfinite(norm)) return norm;
-    // 3. clip: scale the gradient so its norm is at most grad_clip (the fp32 AdamW applies the scale as it
-    //    reads the gradient; the 8-bit one, llmc/adamw8bit.h's, takes it scaled here)
+    // 3. clip: scale the gradient so its norm is at most grad_clip (AdamW applies the scale as it reads the
+    //    gradient: one pass over the gradients fewer than scaling them first)
     const float grad_scale = (h.grad_clip > 0.0f && norm > h.grad_clip) ? h.grad_clip / norm : 1.0f;
-    if (opt->use_8bit && grad_scale != 1.0f) {
-        for (const ShardRange& rg : opt->ranges) {
-            float* gr = g + rg.offset_in_shard;
-#pragma omp parallel for
-            for (size_t i = 0; i < rg.count; i++) gr[i] *= grad_scale;
-        }
-    }
     // 4. AdamW, tensor by tensor (weight decay only on matrices)
     for (size_t r = 0; r < opt->ranges.size(); r++) {
         const ShardRange& rg = opt->ranges[r];
@@ -1349,7 +1342,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, ProcessGroup* pg, float lr, const
             size_t b = opt->block_offset[r];
             adamw8bit_update(p, gr, opt->m_codes + rg.offset_in_shard, opt->m_absmax + b,
                              opt->v_codes + rg.offset_in_shard, opt->v_absmax + b, rg.count, opt->quant_block,
-                             lr, h.beta1, h.beta2, h.eps, wd, t);
+                             lr, h.beta1, h.beta2, h.eps, wd, t, grad_scale);
         }
     }
     // cached copies of the parameters (the packed wte) are stale now; not so under LoRA (a frozen wte)
@@ -1809,12 +1802,15 @@ void print_pipeline_table(const std::vector<CpuMemory>& mem, int num_layers, con
 
 // What the run will allocate, checked against the memory left on the machine before any of it is
 // allocated. Processes of one machine share it: each may use its share. An NF4 base is first loaded whole
-// in fp32 and then quantized, so its peak is the fp32 model beside its NF4 copy.
+// in fp32 and then quantized, so its peak is the fp32 model beside its NF4 copy; a pipeline stage's is
+// the whole fp32 model beside its part.
 void check_cpu_memory(const GPT2Config& config, const TrainConfig& cfg, int num_ranks, const PipeStage& st,
                       int slots) {
     const CpuMemory m = predict_cpu_memory(config, cfg, num_ranks, st, slots);
     double need = m.total();
     if (cfg.lora.nf4) need = std::max(need, lora_base_bytes_predicted(config, false) + m.base);
+    // a pipeline stage loads the whole model (fp32) before it keeps its part
+    if (st.num_stages > 1) need = std::max(need, 4.0 * (double)gpt2_num_parameters(config) + m.trained);
     const char* local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
     const int here = local != nullptr && atoi(local) > 0 ? atoi(local) : 1;
     const double GiB = 1024.0 * 1024.0 * 1024.0;

@@ -1138,8 +1138,6 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
     if (!std::isfinite(norm)) return norm;
     // 3. clip: scale the gradient so its norm is at most grad_clip
     const float scale = (h.grad_clip > 0.0f && norm > h.grad_clip) ? h.grad_clip / norm : 1.0f;
-    // the 8-bit kernel has no grad_scale argument: scale in place
-    if (opt->use_8bit && scale != 1.0f) scale_inplace(g, lay.shard_size, scale, s);
     // 4. AdamW, range by range (weight decay only on matrices)
     for (size_t r = 0; r < opt->ranges.size(); r++) {
         const ShardRange& rg = opt->ranges[r];
@@ -1157,7 +1155,7 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
             adamw8bit_update_cuda(master, opt->master ? params : nullptr, gr,
                                   opt->m_codes + rg.offset_in_shard, opt->m_absmax + b,
                                   opt->v_codes + rg.offset_in_shard, opt->v_absmax + b, rg.count,
-                                  opt->quant_block, lr, h.beta1, h.beta2, h.eps, wd, t, s);
+                                  opt->quant_block, lr, h.beta1, h.beta2, h.eps, wd, t, scale, s);
         }
     }
     // 5. ZeRO-1, 2: every process gets everyone's updated slices; ZeRO-3: the gathered units are stale

@@ -100,18 +100,18 @@ __global__ void __launch_bounds__(ADAMW8BIT_THREADS)
     }
 }
 
-// The GPU version of adamw8bit_update (same arguments, plus the floatX parameter copy, which may be
-// null, and the stream). block_size in [1, 4096].
+// The GPU version of adamw8bit_update (same arguments, grad_scale not optional, plus the floatX parameter
+// copy, which may be null, and the stream). block_size in [1, 4096].
 template <typename GradT>
 void adamw8bit_update_cuda(float* param, floatX* param_x, const GradT* grad, uint8_t* m_codes,
                            float* m_absmax, uint8_t* v_codes, float* v_absmax, size_t n, int block_size,
                            float lr, float beta1, float beta2, float eps, float weight_decay, int t,
-                           cudaStream_t stream) {
+                           float grad_scale, cudaStream_t stream) {
     if (block_size < 1 || block_size > ADAMW8BIT_MAX_BLOCK) {
         fail("adamw8bit_update_cuda: block size must be in [1, %d], got %d", ADAMW8BIT_MAX_BLOCK, block_size);
     }
     if (n == 0) return;
-    const AdamW8bitHyperparams h = adamw8bit_hyperparams(lr, beta1, beta2, eps, weight_decay, t);
+    const AdamW8bitHyperparams h = adamw8bit_hyperparams(lr, beta1, beta2, eps, weight_decay, t, grad_scale);
     AdamW8bitMaps maps;
     maps.m_map = dynamic_map_signed();
     maps.v_map = dynamic_map_unsigned();

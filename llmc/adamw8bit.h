@@ -57,13 +57,15 @@ struct AdamW8bitHyperparams {
     float lr, beta1, beta2, one_minus_beta1, one_minus_beta2;
     float bias_correction1, bias_correction2; // 1 - beta^t
     float eps, weight_decay;
+    float grad_scale; // the gradient is grad_scale * g (the clipping scale, applied as g is read)
 };
 
 inline AdamW8bitHyperparams adamw8bit_hyperparams(float lr, float beta1, float beta2, float eps,
-                                                  float weight_decay, int t) {
+                                                  float weight_decay, int t, float grad_scale = 1.0f) {
     if (t < 1) fail("adamw8bit: step t must be >= 1 (1-based), got %d", t);
     AdamW8bitHyperparams h;
     h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.eps = eps, h.weight_decay = weight_decay;
+    h.grad_scale = grad_scale;
     h.one_minus_beta1 = 1.0f - beta1;
     h.one_minus_beta2 = 1.0f - beta2;
     h.bias_correction1 = 1.0f - powf(beta1, (float)t);
@@ -71,9 +73,11 @@ inline AdamW8bitHyperparams adamw8bit_hyperparams(float lr, float beta1, float b
     return h;
 }
 
-// new first and second moments from the dequantized old ones and the gradient
-QUANT_HD inline void adamw8bit_moments(float g, float m_old, float v_old, const AdamW8bitHyperparams& h,
-                                       float* m, float* v) {
+// new first and second moments from the dequantized old ones and the gradient grad_scale * g (the same
+// fp32 product as scaling the gradient buffer first; with grad_scale 1, g itself)
+QUANT_HD inline void adamw8bit_moments(float g_unscaled, float m_old, float v_old,
+                                       const AdamW8bitHyperparams& h, float* m, float* v) {
+    const float g = g_unscaled * h.grad_scale;
     *m = fmaf(h.beta1, m_old, h.one_minus_beta1 * g);
     *v = fmaf(h.beta2, v_old, (h.one_minus_beta2 * g) * g);
 }
@@ -96,14 +100,15 @@ inline size_t adamw8bit_num_blocks(size_t n, int block_size) {
     return quant_num_blocks(n, (size_t)block_size);
 }
 
-// One AdamW step on param (n), fp32 grad (n) and the 8-bit state of this range (layout above).
-// t is the 1-based step. Blocks are independent: OpenMP runs them in parallel, results do not depend on
-// the number of threads.
+// One AdamW step on param (n), the fp32 gradient grad_scale * grad (n) and the 8-bit state of this range
+// (layout above). t is the 1-based step. Blocks are independent: OpenMP runs them in parallel, results do not
+// depend on the number of threads.
 inline void adamw8bit_update(float* param, const float* grad, uint8_t* m_codes, float* m_absmax,
                              uint8_t* v_codes, float* v_absmax, size_t n, int block_size, float lr,
-                             float beta1, float beta2, float eps, float weight_decay, int t) {
+                             float beta1, float beta2, float eps, float weight_decay, int t,
+                             float grad_scale = 1.0f) {
     if (block_size < 1) fail("adamw8bit_update: block size must be >= 1, got %d", block_size);
-    const AdamW8bitHyperparams h = adamw8bit_hyperparams(lr, beta1, beta2, eps, weight_decay, t);
+    const AdamW8bitHyperparams h = adamw8bit_hyperparams(lr, beta1, beta2, eps, weight_decay, t, grad_scale);
     const Codebook& ms = dynamic_map_signed();
     const Codebook& vs = dynamic_map_unsigned();
     const size_t num_blocks = adamw8bit_num_blocks(n, block_size);

@@ -56,16 +56,3 @@ void global_norm_squared(float* out_device, const T* g, size_t n, float* scratch
     CUDA_LAUNCH(global_norm_final_kernel, 1, WARP_SIZE, 0, stream)(out_device, scratch, blocks);
     cudaCheck(cudaGetLastError());
 }
-
-// Clipping where the optimizer kernel takes no scale (8-bit AdamW): g (n) *= scale in place, one fp32
-// multiply per value, the same rounding as scaling inside the kernel.
-__global__ void scale_kernel(float* g, size_t n, float scale) {
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) g[i] *= scale;
-}
-
-inline void scale_inplace(float* g, size_t n, float scale, cudaStream_t stream) {
-    const int blocks = (int)std::min<size_t>(ceil_div(n, (size_t)256), 65536);
-    CUDA_LAUNCH(scale_kernel, blocks > 0 ? blocks : 1, 256, 0, stream)(g, n, scale);
-    cudaCheck(cudaGetLastError());
-}

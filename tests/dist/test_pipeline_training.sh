@@ -20,10 +20,11 @@
 #     stage; at M = 8, 1F1B holds 2 micro-batches' activations on stage 0 against GPipe's 8, and allocates
 #     less. The measured bubble (mean over the stages and over steps 2-5), printed beside the ideal
 #     (P-1)/(M+P-1): at M = 1 the two stages take turns, 0.35..0.65 (ideal 0.5, a time fraction that a
-#     loaded machine slows on both stages alike); at M = 16, both schedules, at most half of that (ideal
-#     0.059; measured 0.07-0.08 on an idle 2-core host, 0.17 beside another test). A schedule that
-#     serializes the stages gives 0.5 at any M. How close the bubble comes to the ideal is a benchmark's
-#     figure (dev/bench/bench_pipeline_cpu.sh), not a timed test's.
+#     loaded machine slows on both stages alike); at M = 16, both schedules, at most 0.8 of that (ideal
+#     0.059, a ratio of 0.12; measured 0.07-0.08 on an idle 2-core host, 0.17 beside another test and 0.26
+#     beside test_cuda_build's two compilers: a ratio of 0.51). A schedule that serializes the stages gives
+#     0.5 at any M, a ratio of 1. How close the bubble comes to the ideal is a benchmark's figure
+#     (dev/bench/bench_pipeline_cpu.sh, on an idle machine), not a timed test's.
 #  4. Failures: more stages than layers is refused at start-up; a stage's state file missing at resume
 #     stops every rank, naming the rank and the file; a stage stopped mid-run (SIGSTOP) makes the others
 #     stop after LLMC_STEP_TIMEOUT_S with a message; a stage killed (-9) ends the job promptly with a
@@ -146,8 +147,8 @@ awk -v b="$b1" -v i="$i1" 'BEGIN { ok = b >= 0.35 && b <= 0.65
     printf "%s bubble at M = 1:  %.3f measured (mean of steps 2-5), ideal %.3f: the stages take turns\n", ok ? "ok  " : "FAIL", b, i; exit !ok }'
 for pk in 1f1b gpipe; do
     read -r b16 i16 <<<"$(bubble 16 $pk)"
-    awk -v b="$b16" -v i="$i16" -v b1="$b1" -v pk=$pk 'BEGIN { ok = b <= b1 / 2
-        printf "%s bubble at M = 16, %-5s %.3f measured, ideal %.3f: at most half of M = 1'"'"'s %.3f (the stages overlap)\n",
+    awk -v b="$b16" -v i="$i16" -v b1="$b1" -v pk=$pk 'BEGIN { ok = b <= 0.8 * b1
+        printf "%s bubble at M = 16, %-5s %.3f measured, ideal %.3f: at most 0.8 of M = 1'"'"'s %.3f (the stages overlap)\n",
             ok ? "ok  " : "FAIL", pk, b, i, b1; exit !ok }'
 done
 

@@ -19,6 +19,7 @@
 //       the range is written, and splitting a range at a block boundary changes nothing.
 //   (d) determinism: two runs, and 1 vs 2 OpenMP threads, give bit-identical parameters and state.
 //   (e) a NaN gradient poisons only its own block (absmax NaN), as documented.
+//   (f) grad_scale (the clipping scale) gives the bits of a gradient scaled before the call.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -291,8 +292,43 @@ static void test_nan() {
           "(e) NaN gradient in block 1: block 1 absmax NaN, blocks 0 and 2 unaffected");
 }
 
+// (f) the clipping scale: grad_scale s on g gives the bits of the gradient s*g scaled first (the trainers
+// pass the scale instead of scaling their gradient buffers), over three steps
+static void test_grad_scale() {
+    const int bs = 256;
+    const size_t n = 4 * bs + 17;
+    std::vector<float> p1(n), p2(n), g(n), gs(n), ma1(5, 0.0f), va1(5, 0.0f), ma2(5, 0.0f), va2(5, 0.0f);
+    std::vector<uint8_t> mc1(n, 0), vc1(n, 0), mc2(n, 0), vc2(n, 0);
+    for (size_t i = 0; i < n; i++) p1[i] = p2[i] = (float)hash_normal(i);
+    const float s = 0.37f;
+    for (int t = 1; t <= 3; t++) {
+        for (size_t i = 0; i < n; i++) {
+            g[i] = (float)(hash_normal(i + t * n) * pow(10.0, -3.0 * hash_uniform(i + t)));
+            gs[i] = g[i] * s;
+        }
+        adamw8bit_update(p1.data(), g.data(), mc1.data(), ma1.data(), vc1.data(), va1.data(), n, bs, LR,
+                         BETA1, BETA2, EPS, WD, t, s);
+        adamw8bit_update(p2.data(), gs.data(), mc2.data(), ma2.data(), vc2.data(), va2.data(), n, bs, LR,
+                         BETA1, BETA2, EPS, WD, t);
+    }
+    CHECK(p1 == p2 && mc1 == mc2 && vc1 == vc2 && ma1 == ma2 && va1 == va2,
+          "(f) grad_scale 0.37 on g: the bits of the gradient scaled first, parameters and state, 3 steps");
+    // one step from zero with and without the scale: m = (1 - b1) s g, so each block's m absmax scales by s
+    std::vector<float> pa(n, 1.0f), pb(n, 1.0f), maa(5, 0.0f), vaa(5, 0.0f), mab(5, 0.0f), vab(5, 0.0f);
+    std::vector<uint8_t> mca(n, 0), vca(n, 0), mcb(n, 0), vcb(n, 0);
+    adamw8bit_update(pa.data(), g.data(), mca.data(), maa.data(), vca.data(), vaa.data(), n, bs, LR, BETA1,
+                     BETA2, EPS, WD, 1, s);
+    adamw8bit_update(pb.data(), g.data(), mcb.data(), mab.data(), vcb.data(), vab.data(), n, bs, LR, BETA1,
+                     BETA2, EPS, WD, 1, 1.0f);
+    double worst = 0.0;
+    for (int b = 0; b < 5; b++) worst = std::max(worst, fabs(maa[b] / (s * mab[b]) - 1.0));
+    CHECK_LE(worst, 1e-6,
+             "(f) the scale is applied: the m absmax of a step from zero is s times the unscaled");
+}
+
 int main() {
     test_list_checks();
+    test_grad_scale();
     test_first_step();
     test_partial_blocks();
     test_nan();
