@@ -16,6 +16,12 @@
 // too short, and buffers that overlap without being in place stop the program with a message; ranks
 // that disagree on nranks, a missing rank 0 and a missing peer fail ncclCommInitRank; bad arguments return
 // ncclInvalidArgument. At the end no segment of this test may be left in /dev/shm.
+//
+// Point-to-point (2 and 3 ranks): a ring of messages in one group (one of them many times the ring between
+// two ranks), two ranks sending each other 1 MB in one group, bf16 outside a group; every byte received
+// is the byte sent. A receive of another size than its send is fatal naming both (its send then fails);
+// a receiver that exits makes a send return ncclRemoteError; two ranks that both send to each other
+// outside a group (a deadlock in NCCL) time out; a send to itself outside a group is refused.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -571,6 +577,135 @@ static int leftover_segments() {
     return found;
 }
 
+// ----------------------------------------------------------------------------------------------------
+// point-to-point
+
+// element i of message k from rank src: exact in fp32 and bf16 (an integer below 256 times a power of 2)
+static float payload(int src, int k, size_t i) {
+    return (float)((src * 37 + k * 11 + i * 7) % 251) * (float)(1 << (i % 5));
+}
+
+// N ranks: (1) a ring in one group, each rank sending 3 messages (1, 300000 and 777 floats: the middle one
+// many times the 64 KiB ring) to its right and receiving 3 from its left; (2) ranks 0 and 1 sending each
+// other 1 MB in one group, both sends first (outside a group, or in NCCL without one, a deadlock);
+// (3) outside any group, rank 0 sending bf16 to rank 1, which receives it, then the reverse. Every byte
+// received must be the byte sent.
+static void test_p2p(int N) {
+    ncclUniqueId id = new_id();
+    const size_t sizes[3] = {1, 300000, 777};
+    auto results = run_ranks(N, [&](int rank) {
+        ncclComm_t comm = init_or_exit(N, id, rank);
+        const int right = (rank + 1) % N, left = (rank + N - 1) % N;
+        float *out[3], *in[3];
+        for (int k = 0; k < 3; k++) {
+            out[k] = device_alloc<float>(sizes[k]);
+            in[k] = device_alloc<float>(sizes[k]);
+            for (size_t i = 0; i < sizes[k]; i++) out[k][i] = payload(rank, k, i);
+        }
+        ncclGroupStart();
+        for (int k = 0; k < 3; k++) {
+            ncclSend(out[k], sizes[k], ncclFloat32, right, comm, nullptr);
+            ncclRecv(in[k], sizes[k], ncclFloat32, left, comm, nullptr);
+        }
+        CHECK(ncclGroupEnd() == ncclSuccess, "rank %d: the ring's group failed", rank);
+        size_t bad = 0;
+        for (int k = 0; k < 3; k++)
+            for (size_t i = 0; i < sizes[k]; i++) bad += in[k][i] != payload(left, k, i);
+        CHECK(bad == 0, "rank %d: %zu elements of the ring's messages differ from what rank %d sent", rank,
+              bad, left);
+        if (rank < 2) {
+            const int other = 1 - rank;
+            const size_t n = 1 << 18; // 1 MB of fp32
+            float* mine = device_alloc<float>(n);
+            float* theirs = device_alloc<float>(n);
+            for (size_t i = 0; i < n; i++) mine[i] = payload(rank, 7, i);
+            ncclGroupStart();
+            ncclSend(mine, n, ncclFloat32, other, comm, nullptr);
+            ncclRecv(theirs, n, ncclFloat32, other, comm, nullptr);
+            CHECK(ncclGroupEnd() == ncclSuccess, "rank %d: the exchange's group failed", rank);
+            bad = 0;
+            for (size_t i = 0; i < n; i++) bad += theirs[i] != payload(other, 7, i);
+            CHECK(bad == 0, "rank %d: %zu elements of the exchange differ", rank, bad);
+            __nv_bfloat16* b = device_alloc<__nv_bfloat16>(5000);
+            for (int turn = 0; turn < 2; turn++) {
+                const bool sends = rank == turn;
+                if (sends)
+                    for (size_t i = 0; i < 5000; i++) b[i] = __float2bfloat16(payload(rank, 9 + turn, i));
+                ncclResult_t r = sends ? ncclSend(b, 5000, ncclBfloat16, other, comm, nullptr)
+                                       : ncclRecv(b, 5000, ncclBfloat16, other, comm, nullptr);
+                CHECK(r == ncclSuccess, "rank %d: a bf16 %s outside a group: %s", rank,
+                      sends ? "send" : "receive", ncclGetErrorString(r));
+                if (sends) continue;
+                bad = 0;
+                for (size_t i = 0; i < 5000; i++)
+                    bad += __bfloat162float(b[i]) != payload(other, 9 + turn, i);
+                CHECK(bad == 0, "rank %d: %zu bf16 elements differ", rank, bad);
+            }
+        }
+        ncclCommDestroy(comm);
+    });
+    char what[96];
+    snprintf(what, sizeof(what), "point-to-point, %d ranks: a ring, an exchange, bf16 in turn", N);
+    expect_ranks(what, results, std::vector<int>(N, 0), std::vector<std::vector<std::string>>(N));
+}
+
+static void test_p2p_failures() {
+    ncclUniqueId id = new_id();
+    auto results = run_ranks(2, [&](int rank) { // a receive of 11 floats for a send of 10
+        ncclComm_t comm = init_or_exit(2, id, rank);
+        float* buf = device_alloc<float>(11);
+        if (rank == 0) { // its send waits for the receive, which fails: the communicator is aborted
+            CHECK(ncclSend(buf, 10, ncclFloat32, 1, comm, nullptr) == ncclRemoteError, "the send's error");
+            _exit(test_failures() > 0 ? 1 : 0);
+        }
+        ncclRecv(buf, 11, ncclFloat32, 0, comm, nullptr);
+        printf("  FAIL: a receive of another size went unnoticed\n");
+        _exit(0);
+    });
+    expect_ranks(
+        "ncclRecv of 11 floats for an ncclSend of 10: fatal on the receiver, the send fails", results,
+        {0, -1},
+        {{"ncclSend: rank 1 aborted the communicator (ncclSend and ncclRecv do not match)"},
+         {"ncclRecv of 44 bytes of ncclFloat32 from rank 0, but rank 0 sent 40 bytes of ncclFloat32"}});
+    id = new_id();
+    results = run_ranks(2, [&](int rank) { // the receiver exits: a send larger than the ring cannot finish
+        ncclComm_t comm = init_or_exit(2, id, rank);
+        if (rank == 1) _exit(0);
+        float* buf = device_alloc<float>(1 << 18);
+        const double start = now_s();
+        ncclResult_t r = ncclSend(buf, 1 << 18, ncclFloat32, 1, comm, nullptr);
+        CHECK(r == ncclRemoteError && now_s() - start < 5.0, "rank 0: the send returned %s after %.1f s",
+              ncclGetErrorString(r), now_s() - start);
+        ncclCommAbort(comm);
+    });
+    expect_ranks("the receiver exits: the send returns ncclRemoteError", results, {0, 0},
+                 {{"ncclSend: rank 1 (pid", "exited while we waited"}, {}});
+    setenv("CUDA_EMU_NCCL_TIMEOUT", "1", 1);
+    id = new_id();
+    results = run_ranks(2, [&](int rank) { // both send first, outside a group: NCCL's deadlock
+        ncclComm_t comm = init_or_exit(2, id, rank);
+        float* buf = device_alloc<float>(10);
+        ncclResult_t r = ncclSend(buf, 10, ncclFloat32, 1 - rank, comm, nullptr);
+        CHECK(r == ncclSystemError || r == ncclRemoteError, "rank %d: a send nobody receives returned %s",
+              rank, ncclGetErrorString(r));
+        ncclCommAbort(comm);
+    });
+    setenv("CUDA_EMU_NCCL_TIMEOUT", "60", 1);
+    expect_ranks("two ranks send to each other outside a group: a deadlock in NCCL, a timeout here", results,
+                 {0, 0}, {{"ncclSend"}, {"ncclSend"}});
+    id = new_id();
+    results = run_ranks(1, [&](int rank) {
+        ncclComm_t comm = init_or_exit(1, id, rank);
+        float* buf = device_alloc<float>(4);
+        CHECK(ncclSend(buf, 4, ncclFloat32, 0, comm, nullptr) == ncclInvalidUsage,
+              "a send to itself, no group");
+        CHECK(ncclGroupEnd() == ncclInvalidUsage, "ncclGroupEnd without ncclGroupStart");
+        ncclCommAbort(comm);
+    });
+    expect_ranks("a send to itself outside a group; ncclGroupEnd without a start", results, {0},
+                 {{"its receive could never be posted", "ncclGroupEnd without ncclGroupStart"}});
+}
+
 int main() {
     printf("test_emu_nccl: collectives between forked processes (slot %zu bytes)\n",
            (size_t)EMU_NCCL_SLOT_BYTES);
@@ -579,7 +714,12 @@ int main() {
     test_collectives(3); // 1/3 is inexact: a mean of premultiplied inputs would differ from sum / N
     test_collectives(4);
 
+    printf("point-to-point:\n");
+    test_p2p(2);
+    test_p2p(3);
+
     printf("failures:\n");
+    test_p2p_failures();
     test_dead_peer();
     test_timeout();
     test_abort();

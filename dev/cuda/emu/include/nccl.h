@@ -39,6 +39,20 @@
 // message (so the peers stop waiting at once and report the root cause), and every later call and
 // ncclCommGetAsyncError return the same error.
 //
+// Point-to-point (ncclSend / ncclRecv, the messages of pipeline parallelism). Every ordered pair of ranks
+// (src, dst) has a mailbox after the slots: a ring of mailbox_bytes bytes (64 KiB, 4 KiB above 16 ranks)
+// with two monotonic counters, bytes written by src and bytes read by dst (one writer, one reader: no
+// lock). A message is a 16-byte header (its bytes and type) and then its data, in pieces as the ring has
+// room, so messages between a pair arrive in the order they were sent, as NCCL matches them. A call
+// outside a group runs at once: a receive returns when its last byte has arrived, a send when its
+// receiver has taken its last byte, whatever the size (NCCL's send completes only with its receive, so
+// two ranks that both send before they receive deadlock there; here the wait times out naming the peer).
+// Between ncclGroupStart and ncclGroupEnd the calls are only recorded; ncclGroupEnd moves them all along
+// together until each is done, so two ranks that send to each other and receive in one group do not
+// deadlock (NCCL's rule for it too). The waits check the peer's liveness, the abort flag and the
+// timeout as the barrier does. A receive whose message has another size or type than the one sent is a
+// fatal error naming both (real NCCL would truncate or hang).
+//
 // Checks real NCCL does not make (it would hang, corrupt memory or read garbage): buffers must be emulated
 // device memory for their whole extent (emu::is_device_range); send and receive buffers may overlap only
 // in NCCL's in-place way; every rank must call the same collectives with the same count, type and op in
@@ -59,11 +73,13 @@
 //     refused (ncclInvalidArgument). All-gather copies any type. ncclMax / ncclMin use fmax / fmin (a NaN
 //     loses to a number).
 //   - A collective of count 0 still synchronizes the ranks (and is checked against the peers' calls).
-//   - At most EMU_NCCL_MAX_RANKS ranks on one machine; no groups (ncclGroupStart), no send/recv.
+//   - At most EMU_NCCL_MAX_RANKS ranks on one machine. Collectives inside ncclGroupStart/End run at call
+//     time, not fused at the end; only point-to-point calls wait for the group's end (below).
 //   - Liveness is by pid, so a dead peer whose pid is reused within the wait goes unnoticed (until the
 //     timeout).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cmath>
@@ -79,6 +95,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <vector>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -167,9 +184,22 @@ struct EmuNcclHeader {
     std::atomic<int32_t> aborted_by; // 0; -(1 + rank) while that rank writes abort_reason; then 1 + rank
     char abort_reason[512];          // why the first rank to give up did (its message), for the peers
     EmuNcclRank ranks[EMU_NCCL_MAX_RANKS];
+    uint64_t mailbox_bytes; // the ring of each ordered pair of ranks (point-to-point)
 };
 
-#define EMU_NCCL_MAGIC       0x4c43434eu // "NCCL", bump on a layout change
+// one direction of one pair of ranks (src -> dst); mailbox_bytes of ring follow it
+struct EmuNcclMailbox {
+    alignas(64) std::atomic<uint64_t> written; // bytes src has put in, ever
+    alignas(64) std::atomic<uint64_t> taken;   // bytes dst has taken out, ever
+};
+// the 16 bytes before every message's data
+struct EmuNcclMessageHeader {
+    uint64_t bytes;
+    int32_t dtype;
+    int32_t unused;
+};
+
+#define EMU_NCCL_MAGIC       0x4c43434fu // "NCCL" + 1, bump on a layout change
 #define EMU_NCCL_SLOT_OFFSET (((sizeof(EmuNcclHeader) + 4095) / 4096) * 4096)
 
 // atomics in memory shared between processes must not hide a lock in the process
@@ -181,7 +211,9 @@ struct ncclComm {
     int rank;
     int nranks;
     EmuNcclHeader* header;
-    char* slots; // slot r at slots + r * header->slot_bytes
+    char* slots;     // slot r at slots + r * header->slot_bytes
+    char* mailboxes; // (src, dst) at mailboxes + (src * nranks + dst) * (sizeof(EmuNcclMailbox) +
+                     // mailbox_bytes)
     size_t map_bytes;
     uint64_t epoch;     // barriers entered
     uint64_t seq;       // collectives called
@@ -478,7 +510,9 @@ inline ncclResult_t ncclCommInitRank(ncclComm_t* comm_out, int nranks, ncclUniqu
     }
     double timeout_s = emu_nccl_timeout_s();
     double deadline = emu_nccl_now_s() + timeout_s;
-    size_t total = EMU_NCCL_SLOT_OFFSET + (size_t)nranks * EMU_NCCL_SLOT_BYTES;
+    const size_t mailbox_bytes = nranks <= 16 ? (size_t)64 << 10 : (size_t)4 << 10;
+    size_t total = EMU_NCCL_SLOT_OFFSET + (size_t)nranks * EMU_NCCL_SLOT_BYTES +
+                   (size_t)nranks * nranks * (sizeof(EmuNcclMailbox) + mailbox_bytes);
     const char* name = id.internal;
 
     // rank 0 creates and sizes the segment; the others map its header once it exists, wait for magic,
@@ -575,12 +609,14 @@ inline ncclResult_t ncclCommInitRank(ncclComm_t* comm_out, int nranks, ncclUniqu
     if (map != MAP_FAILED) {
         comm->header = (EmuNcclHeader*)map;
         comm->slots = (char*)map + EMU_NCCL_SLOT_OFFSET;
+        comm->mailboxes = comm->slots + (size_t)nranks * EMU_NCCL_SLOT_BYTES;
         comm->map_bytes = total;
         EmuNcclHeader* h = comm->header;
         if (rank == 0) {
             h->nranks = nranks; // the rest of the fresh segment is zeros: no rank joined, nobody aborted
             h->slot_bytes = EMU_NCCL_SLOT_BYTES;
             h->total_bytes = total;
+            h->mailbox_bytes = mailbox_bytes;
             h->magic.store(EMU_NCCL_MAGIC, std::memory_order_release);
         }
         int32_t no_pid = 0;
@@ -819,4 +855,230 @@ inline ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t s
                                   ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream) {
     (void)stream;
     return emu_nccl_collective(EMU_NCCL_ALL_GATHER, sendbuff, recvbuff, sendcount, datatype, ncclSum, comm);
+}
+
+// ----------------------------------------------------------------------------------------------------
+// point-to-point and groups (see the top of the file)
+
+// one recorded ncclSend or ncclRecv, moved along by emu_nccl_p2p_run
+struct EmuNcclP2p {
+    bool send;
+    char* buf;
+    size_t bytes;
+    int32_t dtype;
+    int peer;
+    ncclComm* comm;
+    size_t header_done = 0, data_done = 0; // bytes of the header and of the data moved so far
+    uint64_t end = 0;                      // a send: the ring's written count after its last byte
+    EmuNcclMessageHeader header = {};      // a receive's, as it arrives
+};
+struct EmuNcclGroup {
+    int depth = 0;
+    std::vector<EmuNcclP2p> pending;
+};
+inline EmuNcclGroup& emu_nccl_group() {
+    static EmuNcclGroup g; // (NCCL's group state is per thread; the trainers call NCCL from one thread)
+    return g;
+}
+
+inline EmuNcclMailbox* emu_nccl_mailbox(ncclComm* comm, int src, int dst) {
+    const size_t stride = sizeof(EmuNcclMailbox) + comm->header->mailbox_bytes;
+    return (EmuNcclMailbox*)(comm->mailboxes + ((size_t)src * comm->nranks + dst) * stride);
+}
+
+// Moves what it can of op's bytes (its header first, then its data) through the pair's ring; returns
+// whether anything moved.
+inline bool emu_nccl_p2p_step(EmuNcclP2p* op) {
+    ncclComm* comm = op->comm;
+    const uint64_t cap = comm->header->mailbox_bytes;
+    EmuNcclMailbox* box = op->send ? emu_nccl_mailbox(comm, comm->rank, op->peer)
+                                   : emu_nccl_mailbox(comm, op->peer, comm->rank);
+    char* ring = (char*)(box + 1);
+    bool moved = false;
+    while (true) {
+        const bool in_header = op->header_done < sizeof(EmuNcclMessageHeader);
+        const size_t left =
+            in_header ? sizeof(EmuNcclMessageHeader) - op->header_done : op->bytes - op->data_done;
+        if (left == 0) return moved;
+        const uint64_t w = box->written.load(std::memory_order_acquire),
+                       t = box->taken.load(std::memory_order_acquire);
+        const uint64_t avail = op->send ? cap - (w - t) : w - t; // room to write, or bytes to read
+        if (avail == 0) return moved;
+        const uint64_t at = op->send ? w : t;
+        size_t n =
+            (size_t)std::min<uint64_t>(std::min<uint64_t>(avail, left), cap - at % cap); // to the ring's end
+        char* mine;
+        if (in_header) {
+            mine = (char*)&op->header + op->header_done;
+            if (op->send && op->header_done == 0) {
+                op->header.bytes = op->bytes;
+                op->header.dtype = op->dtype;
+            }
+        } else {
+            mine = op->buf + op->data_done;
+        }
+        if (op->send) {
+            memcpy(ring + at % cap, mine, n);
+            box->written.store(w + n, std::memory_order_release);
+        } else {
+            memcpy(mine, ring + at % cap, n);
+            box->taken.store(t + n, std::memory_order_release);
+        }
+        moved = true;
+        if (in_header) {
+            op->header_done += n;
+            if (!op->send && op->header_done == sizeof(EmuNcclMessageHeader) &&
+                (op->header.bytes != op->bytes || op->header.dtype != op->dtype)) {
+                emu_nccl_mark_aborted(comm->header, comm->rank, "ncclSend and ncclRecv do not match");
+                emu::fatal(
+                    "NCCL rank %d of %d: ncclRecv of %zu bytes of %s from rank %d, but rank %d sent %llu "
+                    "bytes of %s (each ncclRecv must match its peer's ncclSend, in order; real NCCL "
+                    "would truncate or hang)",
+                    comm->rank, comm->nranks, op->bytes, emu_nccl_type_name(op->dtype), op->peer, op->peer,
+                    (unsigned long long)op->header.bytes, emu_nccl_type_name(op->header.dtype));
+            }
+        } else {
+            op->data_done += n;
+        }
+        if (op->send && op->header_done == sizeof(EmuNcclMessageHeader) && op->data_done == op->bytes)
+            op->end = w + n;
+    }
+}
+
+// A receive is done when its last byte has arrived; a send when its receiver has taken its last byte (as
+// NCCL's send completes only with its receive: two ranks that send to each other outside a group wait for
+// each other here too, until the timeout names it).
+inline bool emu_nccl_p2p_done(const EmuNcclP2p& op) {
+    if (op.header_done < sizeof(EmuNcclMessageHeader) || op.data_done < op.bytes) return false;
+    if (!op.send) return true;
+    const EmuNcclMailbox* box = emu_nccl_mailbox(op.comm, op.comm->rank, op.peer);
+    return box->taken.load(std::memory_order_acquire) >= op.end;
+}
+
+// Moves every recorded call along until all are done, or one's wait fails (its peer gone, an abort, the
+// timeout): then that communicator's error, and the rest of the group is dropped.
+inline ncclResult_t emu_nccl_p2p_run() {
+    std::vector<EmuNcclP2p> ops;
+    ops.swap(emu_nccl_group().pending);
+    const double start = emu_nccl_now_s();
+    double next_check = start + 0.02;
+    int spins = 0;
+    auto done = [](const EmuNcclP2p& op) { return emu_nccl_p2p_done(op); };
+    // an op waits for the earlier ones of its ring (same communicator, direction and peer): one message at
+    // a time in each ring, in the order of the calls
+    auto first_of_its_ring = [&](size_t j) {
+        for (size_t i = 0; i < j; i++) {
+            const EmuNcclP2p &a = ops[i], &b = ops[j];
+            if (a.comm == b.comm && a.send == b.send && a.peer == b.peer && !done(a)) return false;
+        }
+        return true;
+    };
+    while (true) {
+        bool all_done = true, moved = false;
+        for (size_t j = 0; j < ops.size(); j++) {
+            if (done(ops[j])) continue;
+            all_done = false;
+            if (first_of_its_ring(j)) moved = emu_nccl_p2p_step(&ops[j]) || moved;
+        }
+        if (all_done) return ncclSuccess;
+        if (moved) {
+            spins = 0;
+            continue;
+        }
+        emu_nccl_pause(&spins);
+        const double now = emu_nccl_now_s();
+        if (now < next_check) continue;
+        next_check = now + 0.02;
+        for (size_t j = 0; j < ops.size(); j++) {
+            EmuNcclP2p& op = ops[j];
+            if (done(op) || !first_of_its_ring(j)) continue;
+            ncclComm* comm = op.comm;
+            EmuNcclHeader* h = comm->header;
+            const char* what = op.send ? "ncclSend" : "ncclRecv";
+            const int32_t aborted_by = h->aborted_by.load(std::memory_order_acquire);
+            if (aborted_by > 0 && aborted_by != comm->rank + 1) {
+                return emu_nccl_fail(comm, ncclRemoteError, "%s: rank %d aborted the communicator (%s)", what,
+                                     aborted_by - 1, h->abort_reason);
+            }
+            const int pid = h->ranks[op.peer].pid.load(std::memory_order_acquire);
+            if (pid != 0 && emu_nccl_process_gone(pid) && !emu_nccl_p2p_step(&op)) {
+                return emu_nccl_fail(comm, ncclRemoteError,
+                                     "%s: rank %d (pid %d) exited while we waited for it", what, op.peer,
+                                     pid);
+            }
+            if (now - start > comm->timeout_s) {
+                return emu_nccl_fail(comm, ncclSystemError,
+                                     "%s: timed out after %g s waiting for rank %d (CUDA_EMU_NCCL_TIMEOUT)",
+                                     what, comm->timeout_s, op.peer);
+            }
+        }
+    }
+}
+
+// Records a send or a receive (checked as the collectives' arguments are); runs it at once outside a group.
+inline ncclResult_t emu_nccl_p2p(bool send, const void* buf, size_t count, ncclDataType_t dtype, int peer,
+                                 ncclComm_t comm) {
+    const char* what = send ? "ncclSend" : "ncclRecv";
+    if (comm == nullptr || comm->header == nullptr) {
+        fprintf(stderr, "CUDA emulator: %s: the communicator is null or destroyed\n", what);
+        return ncclInvalidArgument;
+    }
+    if (comm->error != ncclSuccess) {
+        emu_nccl_warn(comm->rank, comm->nranks, "%s: the communicator failed earlier (%s)", what,
+                      ncclGetErrorString(comm->error));
+        return comm->error;
+    }
+    const size_t size = emu_nccl_type_size(dtype);
+    if (size == 0)
+        return emu_nccl_fail(comm, ncclInvalidArgument, "%s: unknown datatype %d", what, (int)dtype);
+    if (peer < 0 || peer >= comm->nranks)
+        return emu_nccl_fail(comm, ncclInvalidArgument, "%s: peer %d is not a rank of %d", what, peer,
+                             comm->nranks);
+    const size_t bytes = count * size;
+    if (bytes > 0 && !emu::is_device_range(buf, bytes)) {
+        emu::fatal("%s: %s %p (%zu bytes) is not device memory (one cudaMalloc allocation)", what,
+                   send ? "sendbuff" : "recvbuff", buf, bytes);
+    }
+    EmuNcclGroup& g = emu_nccl_group();
+    if (peer == comm->rank && g.depth == 0) {
+        return emu_nccl_fail(
+            comm, ncclInvalidUsage,
+            "%s to this rank itself outside ncclGroupStart/End: its receive could never be posted", what);
+    }
+    EmuNcclP2p op;
+    op.send = send;
+    op.buf = (char*)buf;
+    op.bytes = bytes;
+    op.dtype = (int32_t)dtype;
+    op.peer = peer;
+    op.comm = comm;
+    g.pending.push_back(op);
+    return g.depth == 0 ? emu_nccl_p2p_run() : ncclSuccess;
+}
+
+// sendbuff (count) to rank peer, which receives it with ncclRecv
+inline ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t datatype, int peer,
+                             ncclComm_t comm, cudaStream_t stream) {
+    (void)stream; // synchronous: done (in the ring, or received) before we return, or at ncclGroupEnd
+    return emu_nccl_p2p(true, sendbuff, count, datatype, peer, comm);
+}
+// recvbuff (count) <- what rank peer sent with ncclSend
+inline ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm,
+                             cudaStream_t stream) {
+    (void)stream;
+    return emu_nccl_p2p(false, recvbuff, count, datatype, peer, comm);
+}
+
+inline ncclResult_t ncclGroupStart() {
+    emu_nccl_group().depth++;
+    return ncclSuccess;
+}
+// the end of the outermost group runs its sends and receives together
+inline ncclResult_t ncclGroupEnd() {
+    EmuNcclGroup& g = emu_nccl_group();
+    if (g.depth == 0) {
+        fprintf(stderr, "CUDA emulator: ncclGroupEnd without ncclGroupStart\n");
+        return ncclInvalidUsage;
+    }
+    return --g.depth == 0 && !g.pending.empty() ? emu_nccl_p2p_run() : ncclSuccess;
 }
