@@ -8,6 +8,7 @@
 #   expect_status           one bad-input case: exit status and message (below)
 #   check_resume            a CPU run cut at step 4 and resumed prints what the uninterrupted run printed (below)
 #   header_mutant           a test program must FAIL against a header with a planted bug (below)
+#   step_losses, compare_losses   the loss and norm of a run's step lines; two runs compared (below)
 PY=/usr/bin/python3
 
 require_python() { # MODULE...
@@ -110,4 +111,20 @@ header_mutant() {
         echo "$out"
         exit 1
     fi
+}
+
+# step_losses FILE: "loss norm" of every step line of a trainer's output
+step_losses() { grep "^step" "$1" | sed 's/.*| loss \([0-9.]*\) .*| norm \([0-9.]*\) .*/\1 \2/'; }
+# compare_losses REF OTHER LABEL STEPS: OTHER's losses match REF's to 2e-5 relative and its gradient norms to
+# 2e-4 (two units of the printed last digit), over exactly STEPS steps; prints one line, exits 1 if not. The
+# tolerance of runs that differ only in the order of fp32 sums (several processes, accumulation,
+# pipeline stages: ~1e-6), against a missing factor or a lost contribution (1e-3 or more; a missing 1/N
+# leaves the losses equal under clipping but doubles the norm).
+compare_losses() {
+    paste <(step_losses "$1") <(step_losses "$2") | awk -v label="$3" -v steps="$4" '
+        { n++; d = $1 - $3; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 2e-5) bad++
+          dn = $2 - $4; if (dn < 0) dn = -dn; if (dn > worst_norm) worst_norm = dn; if (dn > 2e-4) bad++ }
+        END { printf "%-34s %2d steps, max rel diff of the loss %.2e, of the norm %.1e %s\n", label, n, worst,
+                     worst_norm, (bad || n != steps) ? "FAIL" : "ok";
+              exit (bad || n != steps) }'
 }

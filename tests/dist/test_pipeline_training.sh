@@ -42,15 +42,7 @@ export OMP_NUM_THREADS=1
 common="-e d4 -t 32 -b 2 -d 512 -x 4 -v 1000 -m 1 -s 0 -u 2 -l 3e-3"
 run() { timeout 300 "${MPIRUN[@]}" "$@"; }
 
-losses() { grep "^step" "$1" | sed 's/.*| loss \([0-9.]*\) .*| norm \([0-9.]*\) .*/\1 \2/'; }
-compare() { # reference file, other file, label
-    paste <(losses "$1") <(losses "$2") | awk -v label="$3" '
-        { n++; d = $1 - $3; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r; if (r > 2e-5) bad++
-          dn = $2 - $4; if (dn < 0) dn = -dn; if (dn > worst_norm) worst_norm = dn; if (dn > 2e-4) bad++ }
-        END { printf "%-34s %2d steps, max rel diff of the loss %.2e, of the norm %.1e %s\n", label, n, worst,
-                     worst_norm, (bad || n != 4) ? "FAIL" : "ok";
-              exit (bad || n != 4) }'
-}
+compare() { compare_losses "$1" "$2" "$3" 4; } # reference file, other file, label
 
 # 1. equivalence
 ./train_gpt2 $common > "$dir/ref.txt"
@@ -105,13 +97,10 @@ sample() { grep -a -A2 "^generating:" "$1" | sed -n 3p; } # the line after "---"
 [ -n "$(sample "$dir/ck-full.txt" | tr -d ' ')" ] || { echo "FAIL: the pipeline sampled nothing"; exit 1; }
 diff <(sample "$dir/ck-full.txt") <(sample "$dir/ck-resumed.txt")
 echo "ok   -pp 2 resumed from step 3: the uninterrupted run's lines and sample ($(sample "$dir/ck-full.txt" | cut -c1-40))"
-from="-e $dir/ck/model_00000006.bin -t 32 -b 2 -d 256 -x 3 -v 1000 -m 1 -s 0 -u 2 -l 3e-3"
+from="-e $dir/ck/model_00000006.bin -t 32 -b 2 -d 256 -x 3 -v 1000 -m 1 -s 0 -u 2 -l 3e-4" # (3e-3 from here: a loss spike whose norm, 18.7, amplifies the fp32 noise past 2e-4)
 ./train_gpt2 $from > "$dir/from-one.txt"
 run -np 2 ./train_gpt2 $from -pp 2 > "$dir/from-pp.txt"
-paste <(losses "$dir/from-one.txt") <(losses "$dir/from-pp.txt") | awk '
-    { d = $1 - $3; if (d < 0) d = -d; if (d / $1 > 2e-5) bad++; n++ }
-    END { printf "%s the pipeline'"'"'s model file in one process and in -pp 2: %d steps\n", (bad || n != 3) ? "FAIL" : "ok  ", n;
-          exit (bad || n != 3) }'
+compare_losses "$dir/from-one.txt" "$dir/from-pp.txt" "its model file: 1 process vs -pp 2" 3
 set +e
 out=$(run -np 2 ./train_gpt2 $ck -o "$dir/ck-copy" -y 1 2>&1)
 rc=$?

@@ -730,10 +730,9 @@ inline void emu_nccl_reduce(ncclDataType_t dtype, ncclRedOp_t op, void* out, con
     }
 }
 
-// One driver for the three collectives (see the top of the file for the data movement).
-inline ncclResult_t emu_nccl_collective(EmuNcclColl coll, const void* sendbuff, void* recvbuff, size_t count,
-                                        ncclDataType_t dtype, ncclRedOp_t op, ncclComm_t comm) {
-    const char* what = emu_nccl_coll_name(coll);
+// Whether a call named `what` may run on comm: a live communicator without an earlier failure (which every
+// later call returns).
+inline ncclResult_t emu_nccl_usable(ncclComm_t comm, const char* what) {
     if (comm == nullptr || comm->header == nullptr) {
         fprintf(stderr, "CUDA emulator: %s: the communicator is null or destroyed\n", what);
         return ncclInvalidArgument;
@@ -743,6 +742,14 @@ inline ncclResult_t emu_nccl_collective(EmuNcclColl coll, const void* sendbuff, 
                       ncclGetErrorString(comm->error));
         return comm->error;
     }
+    return ncclSuccess;
+}
+
+// One driver for the three collectives (see the top of the file for the data movement).
+inline ncclResult_t emu_nccl_collective(EmuNcclColl coll, const void* sendbuff, void* recvbuff, size_t count,
+                                        ncclDataType_t dtype, ncclRedOp_t op, ncclComm_t comm) {
+    const char* what = emu_nccl_coll_name(coll);
+    if (ncclResult_t usable = emu_nccl_usable(comm, what); usable != ncclSuccess) return usable;
     // a refused call is sticky and aborts the communicator too: the peers are already in this collective
     size_t size = emu_nccl_type_size(dtype);
     if (size == 0)
@@ -1019,15 +1026,7 @@ inline ncclResult_t emu_nccl_p2p_run() {
 inline ncclResult_t emu_nccl_p2p(bool send, const void* buf, size_t count, ncclDataType_t dtype, int peer,
                                  ncclComm_t comm) {
     const char* what = send ? "ncclSend" : "ncclRecv";
-    if (comm == nullptr || comm->header == nullptr) {
-        fprintf(stderr, "CUDA emulator: %s: the communicator is null or destroyed\n", what);
-        return ncclInvalidArgument;
-    }
-    if (comm->error != ncclSuccess) {
-        emu_nccl_warn(comm->rank, comm->nranks, "%s: the communicator failed earlier (%s)", what,
-                      ncclGetErrorString(comm->error));
-        return comm->error;
-    }
+    if (ncclResult_t usable = emu_nccl_usable(comm, what); usable != ncclSuccess) return usable;
     const size_t size = emu_nccl_type_size(dtype);
     if (size == 0)
         return emu_nccl_fail(comm, ncclInvalidArgument, "%s: unknown datatype %d", what, (int)dtype);
