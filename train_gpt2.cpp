@@ -1590,7 +1590,8 @@ void trainer_write_model(Trainer* tr, const std::string& path) {
         gpt2_parameter_sizes(whole_config, whole_sizes);
         std::vector<float> whole(gpt2_num_parameters(whole_config)), part;
         for (int s = 0; s < tr->stages; s++) {
-            const PipeStage st = pipeline_stage(tr->whole_layers, tr->stages, s);
+            const PipeStage st =
+                pipeline_stage(tr->whole_layers, tr->stages, s, pipeline_head_layers(whole_config));
             size_t sizes[NUM_PARAMETER_TENSORS], n = 0;
             pipeline_stage_sizes(whole_sizes, tr->whole_layers, st, sizes);
             for (size_t x : sizes) n += x;
@@ -1782,15 +1783,18 @@ void print_memory_table(const CpuMemory& predicted, const CpuMemory& allocated, 
 // A pipeline's memory stage by stage, as every stage of rank 0's replica counted it (mem: predicted then
 // allocated, of each stage): the parameters, gradients and optimizer state of its layers, and the
 // activations of the micro-batches its schedule holds at once (slots; their gradients for one more).
-void print_pipeline_table(const std::vector<CpuMemory>& mem, int num_layers, const RunPlan& plan,
+void print_pipeline_table(const std::vector<CpuMemory>& mem, const GPT2Config& whole, const RunPlan& plan,
                           PipeSchedule schedule) {
     const double MiB = 1024.0 * 1024.0;
     const int P = plan.stages, M = plan.grad_accum_steps;
+    printf("pipeline: %d stages, the layers split by work (llmc/pipeline.h: the classifier counts as %.1f "
+           "layers)\n",
+           P, pipeline_head_layers(whole));
     printf("memory per pipeline stage (%s, %d micro-batches; allocated MiB)\n",
            pipeline_schedule_name(schedule), M);
     printf("  stage  layers  parameters  gradients  optimizer  activations  slots     total  predicted\n");
     for (int s = 0; s < P; s++) {
-        const PipeStage st = pipeline_stage(num_layers, P, s);
+        const PipeStage st = pipeline_stage(whole.num_layers, P, s, pipeline_head_layers(whole));
         const CpuMemory &p = mem[2 * s], &a = mem[2 * s + 1];
         char layers[24];
         snprintf(layers, sizeof(layers), "%d-%d", st.first_layer, st.first_layer + st.num_layers - 1);
@@ -1880,7 +1884,8 @@ int main(int argc, char** argv) {
     RunPlan plan;
     run_plan_init(&plan, cfg, shape, pg.rank, pg.num_ranks);
     // pipeline parallelism (-pp): this process's stage, and the activation slots its schedule needs
-    const PipeStage stage = pipeline_stage(shape.num_layers, plan.stages, pg.rank % plan.stages);
+    const PipeStage stage =
+        pipeline_stage(shape.num_layers, plan.stages, pg.rank % plan.stages, pipeline_head_layers(shape));
     tr.pipeline.schedule = strcmp(cfg.pipeline_schedule, "gpipe") == 0 ? PIPE_GPIPE : PIPE_1F1B;
     const int slots = pipeline_slots(tr.pipeline.schedule, plan.stages, plan.grad_accum_steps, stage.stage);
     check_cpu_memory(shape, cfg, plan.num_replicas, stage, plan.stages > 1 ? slots : 1);
@@ -1962,7 +1967,7 @@ int main(int argc, char** argv) {
     if (plan.main_process) {
         run_print_plan(&plan, cfg, whole, whole_parameters, &train_loader, &val_loader);
         print_memory_table(predicted, allocated, model, cfg.zero_stage, plan.num_replicas);
-        if (plan.stages > 1) print_pipeline_table(stage_memory, whole.num_layers, plan, tr.pipeline.schedule);
+        if (plan.stages > 1) print_pipeline_table(stage_memory, whole, plan, tr.pipeline.schedule);
         if (lora && cfg.output_dir) {
             printf("checkpoints: model_<step>.bin is the merged model, W + (alpha/r) B.A%s; the adapters and "
                    "their optimizer state are in state_<step>_<rank>.bin\n",

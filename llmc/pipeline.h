@@ -3,9 +3,10 @@
 // (tests/unit/test_pipeline.cpp); train_gpt2.cpp runs it.
 //
 // The L layers are cut into P contiguous stages, one process each: stage 0 also runs the embedding, the
-// last stage the final LayerNorm, the classifier and the loss. A stage sends the output of its last layer
-// (B*T*C floats) to the next one and receives the gradient of that output back. The micro-batches of one
-// optimizer step (the gradient accumulation steps) flow through the stages, so that stages work at once:
+// last stage the final LayerNorm, the classifier and the loss (so it takes fewer layers: pipeline_stage). A
+// stage sends the output of its last layer (B*T*C floats) to the next one and receives the gradient of that
+// output back. The micro-batches of one optimizer step (the gradient accumulation steps) flow through the
+// stages, so that stages work at once:
 //
 //   GPipe (Huang et al. 2019): every forward, then every backward. Stage s holds the activations of all M
 //   micro-batches at the turn.
@@ -39,9 +40,20 @@ struct PipeStage {
     bool first = true, last = true;      // runs the embedding / the final LayerNorm, classifier and loss
 };
 
-// Stage s of P over L layers: L / P layers each, the first L % P stages one more (the last stage also runs
-// the classifier, the largest matmul, so the extra layers go to the front).
-inline PipeStage pipeline_stage(int num_layers, int num_stages, int s) {
+// The classifier's work in layers: its matmul has Vp*C weights against a layer's 12*C*C (qkv 3, attproj 1,
+// fc 4, fcproj 4; the attention itself, 2*T*C per position against 12*C*C, is left out: 1% at T=64 and
+// C=768), so it costs Vp / (12 C) layers: 5.5 for GPT-2 small (d12), 16.4 for d4.
+inline double pipeline_head_layers(const GPT2Config& c) {
+    return (double)c.padded_vocab_size / (12.0 * (double)c.channels);
+}
+
+// Stage s of P over L layers, the last stage also running a head that costs head_layers layers (the
+// classifier: pipeline_head_layers): the split whose slowest stage has the least work. The last stage takes
+// n layers, the first P - 1 share the other L - n evenly (L - n over P - 1 each, the first (L - n) mod
+// (P - 1) one more), and n minimizes the slowest stage's work, max(ceil((L - n) / (P - 1)), n +
+// head_layers); of several such n, the one whose idlest stage has the most work, then the smallest. With
+// head_layers 0 that is the even split, the extra layers at the front. Every stage has a layer.
+inline PipeStage pipeline_stage(int num_layers, int num_stages, int s, double head_layers = 0.0) {
     if (num_stages < 1 || num_stages > num_layers || s < 0 || s >= num_stages) {
         fail("pipeline_stage: stage %d of %d over %d layers (every stage needs a layer)", s, num_stages,
              num_layers);
@@ -49,11 +61,30 @@ inline PipeStage pipeline_stage(int num_layers, int num_stages, int s) {
     PipeStage st;
     st.stage = s;
     st.num_stages = num_stages;
-    const int base = num_layers / num_stages, extra = num_layers % num_stages;
-    st.num_layers = base + (s < extra ? 1 : 0);
-    st.first_layer = s * base + std::min(s, extra);
     st.first = s == 0;
     st.last = s == num_stages - 1;
+    if (num_stages == 1) {
+        st.num_layers = num_layers;
+        return st;
+    }
+    const int front = num_stages - 1;
+    int last_layers = 1;
+    double best_max = 0.0, best_min = 0.0;
+    for (int n = 1; n <= num_layers - front; n++) {
+        const double most = std::max((double)ceil_div(num_layers - n, front), n + head_layers);
+        const double least = std::min((double)((num_layers - n) / front), n + head_layers);
+        if (n == 1 || most < best_max || (most == best_max && least > best_min)) {
+            best_max = most, best_min = least, last_layers = n;
+        }
+    }
+    if (st.last) {
+        st.num_layers = last_layers;
+        st.first_layer = num_layers - last_layers;
+        return st;
+    }
+    const int base = (num_layers - last_layers) / front, extra = (num_layers - last_layers) % front;
+    st.num_layers = base + (s < extra ? 1 : 0);
+    st.first_layer = s * base + std::min(s, extra);
     return st;
 }
 

@@ -1,10 +1,12 @@
 // test_pipeline.cpp: checks the pipeline arithmetic of llmc/pipeline.h.
 //
 //  1. Stages: for every L <= 48 and P <= L, the stages are contiguous, in order, cover the L layers, differ
-//     by at most one layer with the larger ones first; the first stage alone holds the embedding's wpe, the
-//     last alone the final LayerNorm, both wte; the stage pieces, over all stages, cover every element of
-//     the whole model's buffer exactly once (wte twice: at the first and the last stage) and agree with
-//     pipeline_stage_sizes.
+//     by at most one layer with the larger ones first; with a head on the last stage (0.5 to 16.4 layers
+//     of work: d4's classifier), for L <= 12 and P <= 5 the slowest stage has the least work of every
+//     split (all of them tried), and GPT-2 small's last stage of 2 takes 3 layers; the first stage alone
+//     holds the embedding's wpe, the last alone the final LayerNorm, both wte; the stage pieces, over all
+//     stages, cover every element of the whole model's buffer exactly once (wte twice: at the first and the
+//     last stage) and agree with pipeline_stage_sizes.
 //  2. Schedules: every stage's actions run each micro-batch's forward and backward once, forwards and
 //     backwards each in micro-batch order (the receives wait for messages in the order they are sent).
 //     A simulator runs the P action lists against each other, an action starting when its stage is free
@@ -40,6 +42,36 @@ static void check_stages(int L, int P) {
 }
 
 // Every element of the whole buffer covered by the stages' pieces: once, wte twice (first and last stage).
+// With a head on the last stage (head layers of work): the stages are contiguous and cover the layers,
+// and the slowest stage has the least work of any split into P stages of at least one layer (found by
+// trying every split).
+static void best_split(int L, int P, int stages_left, double head, double worst, double* best) {
+    if (stages_left == 1) { // the last stage takes what is left
+        *best = std::min(*best, std::max(worst, L + head));
+        return;
+    }
+    for (int n = 1; n <= L - (stages_left - 1); n++)
+        best_split(L - n, P, stages_left - 1, head, std::max(worst, (double)n), best);
+}
+static void check_balanced(int L, int P, double head) {
+    int next = 0;
+    double worst = 0.0;
+    for (int s = 0; s < P; s++) {
+        const PipeStage st = pipeline_stage(L, P, s, head);
+        CHECK(st.first_layer == next && st.num_layers >= 1,
+              "L=%d P=%d head %g: stage %d starts at %d with %d "
+              "layers",
+              L, P, head, s, st.first_layer, st.num_layers);
+        next += st.num_layers;
+        worst = std::max(worst, st.num_layers + (st.last ? head : 0.0));
+    }
+    CHECK(next == L, "L=%d P=%d head %g: the stages cover %d layers", L, P, head, next);
+    double best = 1e30;
+    best_split(L, P, P, head, 0.0, &best);
+    CHECK(worst == best, "L=%d P=%d head %g: the slowest stage has %g layers of work, the best split %g", L,
+          P, head, worst, best);
+}
+
 static void check_pieces(int L, int P) {
     GPT2Config c;
     c.max_seq_len = 16, c.vocab_size = 10, c.padded_vocab_size = 12, c.num_layers = L, c.num_heads = 1;
@@ -185,6 +217,15 @@ int main() {
         for (int P = 1; P <= L; P++) check_stages(L, P);
     for (int L = 1; L <= 13; L++)
         for (int P = 1; P <= L; P++) check_pieces(L, P);
+    for (double head : {0.0, 0.5, 3.3, 16.4})
+        for (int L = 1; L <= 12; L++)
+            for (int P = 1; P <= std::min(L, 5); P++) check_balanced(L, P, head);
+    // GPT-2 small on 2 stages: the classifier weighs 5.5 layers, so the last stage takes 3 of the 12
+    GPT2Config d12 = {};
+    CHECK(gpt2_config_from_descriptor("d12", &d12), "d12 is a descriptor");
+    const PipeStage d12_last = pipeline_stage(12, 2, 1, pipeline_head_layers(d12));
+    CHECK(d12_last.num_layers == 3 && d12_last.first_layer == 9, "d12 on 2 stages: the last has layers %d-%d",
+          d12_last.first_layer, d12_last.first_layer + d12_last.num_layers - 1);
     for (PipeSchedule sched : {PIPE_GPIPE, PIPE_1F1B})
         for (int P = 1; P <= 8; P++)
             for (int M = 1; M <= 20; M++) check_schedule(sched, P, M);
