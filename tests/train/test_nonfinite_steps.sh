@@ -5,7 +5,8 @@
 # (every LayerNorm's sum over C overflows, so every loss and gradient is NaN; a NaN in the file itself is
 # refused at load, tests/faults/test_bad_model_state.sh). Checks: the skip lines, the stop message after step 5, and
 # the parameters of the model checkpoint of step 1 byte-identical to the poisoned input's (an applied update
-# would have changed them: AdamW with NaN gradients turns the parameters NaN).
+# would have changed them: AdamW with NaN gradients turns the parameters NaN). The CPU trainer also runs as
+# a pipeline of 2 stages under mpirun.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tests/common/lib.sh
@@ -14,11 +15,15 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 ./train_gpt2 -e d2 -b 4 -t 64 -x 1 -v 100 -s 0 -o "$dir/init" > /dev/null
 $PY tests/train/poison_model.py "$dir/init/model_00000001.bin" "$dir/poisoned.bin" 3e38
-for bin in ./train_gpt2 build/emu/train_gpt2fp32cu; do
+# (the third run: the CPU trainer as a pipeline of 2 stages, whose second stage gets NaN activations and
+# whose norm sums over the stages: every stage skips, and the model file rank 0 gathers is unchanged)
+require_mpirun
+for bin in ./train_gpt2 build/emu/train_gpt2fp32cu "${MPIRUN[*]} -np 2 ./train_gpt2 -pp 2"; do
     out="$dir/out"
     rm -rf "$out"
     set +e
-    $bin -e "$dir/poisoned.bin" -b 4 -t 64 -x 8 -v 100 -m 1 -s 0 -n 1 -o "$out" > "$dir/log.txt" 2>&1
+    OMP_NUM_THREADS=1 timeout 300 $bin -e "$dir/poisoned.bin" -b 4 -t 64 -x 8 -v 100 -m 1 -s 0 -n 1 -o "$out" \
+        > "$dir/log.txt" 2>&1
     rc=$?
     set -e
     [ $rc -ne 0 ] || { echo "FAIL: $bin: exit 0 after 5 skipped steps"; cat "$dir/log.txt"; exit 1; }
