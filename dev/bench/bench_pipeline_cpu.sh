@@ -3,7 +3,7 @@
 # P = 1, 2, 4 stages and M = 1, 4, 16 micro-batches of B=2 x T=64, on a model whose stages do equal work
 # (L=8 C=256, a 256-token vocabulary: tests/dist/small_vocab.py; with GPT-2's vocabulary the last stage's
 # classifier would outweigh the layers). Each process gets cores/P OpenMP threads (at least 1: P beyond the
-# cores oversubscribes them, and a stage waiting in MPI_Recv polls, taking time from the stage it waits for).
+# cores oversubscribes them: stages that could run at once take turns on a core).
 # Per configuration: the median step time over steps 2..N, the measured bubble (each stage's time blocked
 # on messages over the step, mean over the stages; mean over steps 2..N) beside the ideal (P-1)/(M+P-1),
 # and each stage's allocated MiB (parameters + gradients + optimizer state | activations, with the
