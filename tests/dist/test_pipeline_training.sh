@@ -13,7 +13,8 @@
 #     first and the last stage, the clipping norm not summed over the stages.
 #  2. Checkpoints: -pp 2 with -n 3 resumed from step 3 prints exactly the uninterrupted run's lines and
 #     sample; its model file (written whole by rank 0) trains in one process, and from the same model file
-#     one process and -pp 2 train the same losses; resuming a -pp 2 checkpoint with -pp 1 (and the same
+#     one process and -pp 2 train the same losses, as do one process and -pp 4 from a model file one
+#     process wrote; resuming a -pp 2 checkpoint with -pp 1 (and the same
 #     process count) is refused, naming -pp.
 #  3. Memory and bubble (a model with a 256-token vocabulary, tests/dist/small_vocab.py, so that both
 #     stages do about equal work): the per-stage table's allocated memory equals its prediction on every
@@ -101,6 +102,12 @@ from="-e $dir/ck/model_00000006.bin -t 32 -b 2 -d 256 -x 3 -v 1000 -m 1 -s 0 -u 
 ./train_gpt2 $from > "$dir/from-one.txt"
 run -np 2 ./train_gpt2 $from -pp 2 > "$dir/from-pp.txt"
 compare_losses "$dir/from-one.txt" "$dir/from-pp.txt" "its model file: 1 process vs -pp 2" 3
+# and the other way: a model file one process wrote starts a pipeline run (-pp 4 over d4's 4 layers)
+./train_gpt2 -e d4 -t 32 -b 2 -x 2 -v 1000 -m 1 -s 0 -o "$dir/one" > /dev/null
+from_one="-e $dir/one/model_00000002.bin -t 32 -b 2 -d 256 -x 3 -v 1000 -m 1 -s 0 -u 2 -l 3e-4"
+./train_gpt2 $from_one > "$dir/one-one.txt"
+run -np 4 ./train_gpt2 $from_one -pp 4 > "$dir/one-pp.txt"
+compare_losses "$dir/one-one.txt" "$dir/one-pp.txt" "one process's model file: 1 vs -pp 4" 3
 set +e
 out=$(run -np 2 ./train_gpt2 $ck -o "$dir/ck-copy" -y 1 2>&1)
 rc=$?
