@@ -46,10 +46,10 @@ L layers, OC output channels of a matmul, BT = B*T.
 // dev/bench/bench_cpu_parts.cpp prints (the rest of the step is the other layers and the optimizer).
 enum StepPart { PART_MATMULS, PART_ATTENTION, NUM_STEP_PARTS };
 double step_part_seconds[NUM_STEP_PARTS];
-struct PartTimer { // adds the seconds from its construction to its destruction to one part
-    StepPart part;
+struct SecondsTimer { // adds the wall seconds from its construction to its destruction to *into
+    double* into;
     double start = omp_get_wtime();
-    ~PartTimer() { step_part_seconds[part] += omp_get_wtime() - start; }
+    ~SecondsTimer() { *into += omp_get_wtime() - start; }
 };
 
 // encoder: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]
@@ -156,7 +156,7 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 // classifier packs wte once per update, not once per forward), or null.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B, int T, int C,
                     int OC, const float* weight_packed) {
-    PartTimer timer{PART_MATMULS};
+    SecondsTimer timer{&step_part_seconds[PART_MATMULS]};
     matmul_cpu(out, OC, MatrixView{inp, (size_t)C, 1}, MatrixView{weight, 1, (size_t)C}, weight_packed, B * T,
                OC, C, bias, /*accumulate=*/false);
 }
@@ -167,7 +167,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 // dweight and dbias may be null: a frozen weight (LoRA) costs only the dinp product, a third of the work.
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int B, int T, int C, int OC) {
-    PartTimer timer{PART_MATMULS};
+    SecondsTimer timer{&step_part_seconds[PART_MATMULS]};
     const int BT = B * T;
     matmul_cpu(dinp, C, MatrixView{dout, (size_t)OC, 1}, MatrixView{weight, (size_t)C, 1}, nullptr, BT, C, OC,
                nullptr, /*accumulate=*/true);
@@ -263,7 +263,7 @@ void lora_backward(float* dinp, float* dA, float* dB, float* du, const float* do
 //   att[t2]   = softmax(score)[t2]                  (stored (B,NH,T,T), zero above the diagonal)
 //   out_t     = sum_t2 att[t2] * v_t2               -> out (B,T,C), heads concatenated
 void attention_forward(float* out, float* att, const float* inp, int B, int T, int C, int NH) {
-    PartTimer timer{PART_ATTENTION};
+    SecondsTimer timer{&step_part_seconds[PART_ATTENTION]};
     const int C3 = 3 * C, hs = C / NH;
     const float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel for collapse(3)
@@ -306,7 +306,7 @@ void attention_forward(float* out, float* att, const float* inp, int B, int T, i
 // Parallel over (b, h) only: every query position t adds into the k and v gradients of all t2 <= t.
 void attention_backward(float* dinp, const float* dout, const float* inp, const float* att, int B, int T,
                         int C, int NH) {
-    PartTimer timer{PART_ATTENTION};
+    SecondsTimer timer{&step_part_seconds[PART_ATTENTION]};
     const int C3 = 3 * C, hs = C / NH;
     const float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel
@@ -1388,18 +1388,10 @@ struct Trainer {
     ProcessGroup pg; // the whole job
     ProcessGroup dp; // this stage's data-parallel group: pg itself without a pipeline
     Pipeline pipeline;
-    int stages = 1;
     int whole_layers = 0; // the whole model's (model.config has the stage's)
     TokenDecoder decoder;
     AdamWConfig adamw;
     double flops_per_step = 0.0; // 6 * parameters * tokens per step: the matmuls of forward and backward
-};
-
-// Seconds of waiting, added to *idle.
-struct IdleTimer {
-    double* idle;
-    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-    ~IdleTimer() { *idle += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
 };
 
 // One micro-batch's forward on this stage: its input from the previous stage (a later stage), its output
@@ -1411,7 +1403,7 @@ void pipeline_forward(Trainer* tr, int slot, const int* inputs, const int* targe
     const size_t BTC = (size_t)B * T * m.config.channels;
     const int s = m.stage.stage;
     {
-        IdleTimer t{idle};
+        SecondsTimer waiting{idle};
         pg_wait(&pl.pipe, &pl.forward_sends[slot]); // the slot's previous output has arrived
         if (!m.stage.first)
             pg_recv(&pl.pipe, m.acts_memory + (size_t)slot * m.num_activations, BTC, s - 1,
@@ -1433,7 +1425,7 @@ void pipeline_backward(Trainer* tr, int slot, float loss_scale, double* idle) {
     const size_t BTC = (size_t)m.batch_size * m.seq_len * m.config.channels;
     const int s = m.stage.stage;
     {
-        IdleTimer t{idle};
+        SecondsTimer waiting{idle};
         if (!m.stage.last) pg_recv(&pl.pipe, pl.grad_output, BTC, s + 1, TAG_GRADIENT);
         pg_wait(&pl.pipe, &pl.backward_send); // grads_acts is about to be overwritten
     }
@@ -1457,7 +1449,7 @@ double trainer_forward_backward(Trainer* tr, const int* inputs, const int* targe
     const size_t BT = (size_t)B * T;
     gpt2_zero_grad(&m);
     double loss_sum = 0.0;
-    if (tr->stages == 1) {
+    if (tr->model.stage.num_stages == 1) {
         for (int micro = 0; micro < num_micro; micro++) {
             watchdog_progress("a training micro-step", -1);
             gpt2_forward(&m, inputs + micro * BT, targets + micro * BT, B, T);
@@ -1467,11 +1459,11 @@ double trainer_forward_backward(Trainer* tr, const int* inputs, const int* targe
         return loss_sum;
     }
     Pipeline& pl = tr->pipeline;
-    const int P = tr->stages, s = m.stage.stage, slots = m.num_slots;
+    const int P = m.stage.num_stages, s = m.stage.stage, slots = m.num_slots;
     if (pipeline_slots(pl.schedule, P, num_micro, s) != slots)
         fail("pipeline: %d micro-batches need %d activation slots, %d allocated", num_micro,
              pipeline_slots(pl.schedule, P, num_micro, s), slots);
-    const auto start = std::chrono::steady_clock::now();
+    const double start = omp_get_wtime();
     double idle = 0.0;
     for (const PipeAction& a : pipeline_actions(pl.schedule, P, num_micro, s)) {
         watchdog_progress(a.backward ? "a pipeline backward" : "a pipeline forward", -1);
@@ -1483,12 +1475,12 @@ double trainer_forward_backward(Trainer* tr, const int* inputs, const int* targe
         }
     }
     { // (the barrier: a stage that is done waits for the others, so every stage's window is the step's)
-        IdleTimer t{&idle};
+        SecondsTimer waiting{&idle};
         for (PgRequest& r : pl.forward_sends) pg_wait(&pl.pipe, &r);
         pg_wait(&pl.pipe, &pl.backward_send);
         pg_barrier(&pl.pipe);
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = omp_get_wtime() - start;
     const double mine = seconds > 0.0 ? idle / seconds : 0.0;
     pl.bubble.assign(P, 0.0);
     pl.num_micro = num_micro;
@@ -1510,7 +1502,7 @@ void pipeline_forward_only(Trainer* tr, const int* inputs, const int* targets, i
 }
 float trainer_eval_loss(Trainer* tr, const int* inputs, const int* targets) {
     GPT2& m = tr->model;
-    if (tr->stages == 1) {
+    if (tr->model.stage.num_stages == 1) {
         gpt2_forward(&m, inputs, targets, m.batch_size, m.seq_len);
         return m.mean_loss;
     }
@@ -1521,14 +1513,14 @@ float trainer_eval_loss(Trainer* tr, const int* inputs, const int* targets) {
 const float* trainer_next_token_logits(Trainer* tr, const int* tokens, int t) {
     GPT2& m = tr->model;
     const size_t Vp = m.config.padded_vocab_size;
-    if (tr->stages == 1) {
+    if (tr->model.stage.num_stages == 1) {
         gpt2_forward(&m, tokens, nullptr, 1, t);
         return m.acts.logits + (size_t)(t - 1) * Vp;
     }
     Pipeline& pl = tr->pipeline;
     pipeline_forward_only(tr, tokens, nullptr, 1, t);
     if (m.stage.last) memcpy(pl.logits.data(), m.acts.logits + (size_t)(t - 1) * Vp, Vp * sizeof(float));
-    pg_broadcast(&pl.pipe, pl.logits.data(), Vp, tr->stages - 1);
+    pg_broadcast(&pl.pipe, pl.logits.data(), Vp, m.stage.num_stages - 1);
     return pl.logits.data();
 }
 void trainer_barrier(Trainer* tr) {
@@ -1549,7 +1541,7 @@ void trainer_print_step_end(Trainer* tr, double seconds, bool) {
         for (double x : b) mean += x / b.size();
         printf(" | bubble %.3f (stages", mean);
         for (double x : b) printf(" %.3f", x);
-        printf("; ideal %.3f)", pipeline_ideal_bubble(tr->stages, tr->pipeline.num_micro));
+        printf("; ideal %.3f)", pipeline_ideal_bubble(tr->model.stage.num_stages, tr->pipeline.num_micro));
     }
     printf("\n");
 }
@@ -1575,13 +1567,14 @@ void gpt2_write_merged(GPT2* m, const char* path) {
 // into rank 0's temporary fp32 copy (4 bytes per parameter, for the length of the write).
 void trainer_write_model(Trainer* tr, const std::string& path) {
     GPT2& m = tr->model;
-    if (tr->stages > 1) { // the first replica's stages send their parts to rank 0, which writes them whole
-        if (tr->pg.rank >= tr->stages) return;
+    const int stages = m.stage.num_stages;
+    if (stages > 1) { // the first replica's stages send their parts to rank 0, which writes them whole
+        if (tr->pg.rank >= stages) return;
         Pipeline& pl = tr->pipeline;
         if (m.stage.stage > 0) {
             PgRequest sent;
-            pg_send_start(&tr->pipeline.pipe, m.params_memory, m.num_parameters, 0, TAG_ACTIVATION, &sent);
-            pg_wait(&tr->pipeline.pipe, &sent);
+            pg_send_start(&pl.pipe, m.params_memory, m.num_parameters, 0, TAG_ACTIVATION, &sent);
+            pg_wait(&pl.pipe, &sent);
             return;
         }
         GPT2Config whole_config = m.config;
@@ -1589,12 +1582,9 @@ void trainer_write_model(Trainer* tr, const std::string& path) {
         size_t whole_sizes[NUM_PARAMETER_TENSORS];
         gpt2_parameter_sizes(whole_config, whole_sizes);
         std::vector<float> whole(gpt2_num_parameters(whole_config)), part;
-        for (int s = 0; s < tr->stages; s++) {
-            const PipeStage st =
-                pipeline_stage(tr->whole_layers, tr->stages, s, pipeline_head_layers(whole_config));
-            size_t sizes[NUM_PARAMETER_TENSORS], n = 0;
-            pipeline_stage_sizes(whole_sizes, tr->whole_layers, st, sizes);
-            for (size_t x : sizes) n += x;
+        for (int s = 0; s < stages; s++) {
+            const PipeStage st = pipeline_model_stage(whole_config, stages, s);
+            const size_t n = pipeline_stage_num_params(whole_sizes, tr->whole_layers, st);
             part.resize(n);
             if (s == 0) {
                 memcpy(part.data(), m.params_memory, n * sizeof(float));
@@ -1709,11 +1699,9 @@ CpuMemory predict_cpu_memory(const GPT2Config& whole, const TrainConfig& cfg, in
     const LoraConfig& lc = cfg.lora;
     const double C = config.channels, BT = (double)cfg.B * cfg.T;
     if (!st.last) m.acts += 4.0 * BT * C;
-    size_t whole_sizes[NUM_PARAMETER_TENSORS], sizes[NUM_PARAMETER_TENSORS];
+    size_t whole_sizes[NUM_PARAMETER_TENSORS];
     gpt2_parameter_sizes(whole, whole_sizes);
-    pipeline_stage_sizes(whole_sizes, whole.num_layers, st, sizes);
-    double P = 0.0;
-    for (size_t n : sizes) P += (double)n;
+    double P = (double)pipeline_stage_num_params(whole_sizes, whole.num_layers, st);
     if (lc.rank > 0) {
         m.base = lora_base_bytes_predicted(config, lc.nf4);
         if (lc.nf4) m.base += 4.0 * 4 * C * C * (1.0 + 1.0 / NF4_BLOCK); // one dequantized matrix
@@ -1794,7 +1782,7 @@ void print_pipeline_table(const std::vector<CpuMemory>& mem, const GPT2Config& w
            pipeline_schedule_name(schedule), M);
     printf("  stage  layers  parameters  gradients  optimizer  activations  slots     total  predicted\n");
     for (int s = 0; s < P; s++) {
-        const PipeStage st = pipeline_stage(whole.num_layers, P, s, pipeline_head_layers(whole));
+        const PipeStage st = pipeline_model_stage(whole, P, s);
         const CpuMemory &p = mem[2 * s], &a = mem[2 * s + 1];
         char layers[24];
         snprintf(layers, sizeof(layers), "%d-%d", st.first_layer, st.first_layer + st.num_layers - 1);
@@ -1884,8 +1872,7 @@ int main(int argc, char** argv) {
     RunPlan plan;
     run_plan_init(&plan, cfg, shape, pg.rank, pg.num_ranks);
     // pipeline parallelism (-pp): this process's stage, and the activation slots its schedule needs
-    const PipeStage stage =
-        pipeline_stage(shape.num_layers, plan.stages, pg.rank % plan.stages, pipeline_head_layers(shape));
+    const PipeStage stage = pipeline_model_stage(shape, plan.stages, pg.rank % plan.stages);
     tr.pipeline.schedule = strcmp(cfg.pipeline_schedule, "gpipe") == 0 ? PIPE_GPIPE : PIPE_1F1B;
     const int slots = pipeline_slots(tr.pipeline.schedule, plan.stages, plan.grad_accum_steps, stage.stage);
     check_cpu_memory(shape, cfg, plan.num_replicas, stage, plan.stages > 1 ? slots : 1);
@@ -1922,7 +1909,6 @@ int main(int argc, char** argv) {
     run_check_agreement(&tr, &plan, cfg, mc, &train_loader, &val_loader, crc);
     const GPT2Config whole = mc; // (a pipeline stage's model.config has its own layers only)
     const size_t whole_parameters = model.num_parameters;
-    tr.stages = plan.stages;
     tr.whole_layers = whole.num_layers;
     if (plan.stages > 1) {
         // the groups: this replica's stages (ranked by stage), this stage's replicas (the data-parallel

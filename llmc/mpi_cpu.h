@@ -292,6 +292,21 @@ inline void pg_reduce_scatter_mean(ProcessGroup* pg, const float* send, float* r
     for (size_t i = 0; i < shard_size; i++) recv[i] *= scale;
 }
 
+// buf (n) <- rank root's buf (n), on every rank of the group.
+inline void pg_broadcast(ProcessGroup* pg, float* buf, size_t n, int root) {
+    if (pg->num_ranks == 1) return;
+#ifdef USE_MPI
+    for (size_t off = 0; off < n; off += pg->max_count) {
+        int len = (int)(n - off < pg->max_count ? n - off : pg->max_count);
+        pg_check(pg, MPI_Bcast(buf + off, len, MPI_FLOAT, root, pg->comm), "MPI_Bcast");
+    }
+#else
+    (void)buf;
+    (void)n;
+    (void)root;
+#endif
+}
+
 // ZeRO-1 parameter step: every rank contributes its updated slice send_shard (shard_size) and receives
 // the whole buffer recv (num_ranks * shard_size), slice r from rank r. send_shard may be exactly
 // recv + rank * shard_size (in place); any other overlap is an error.
@@ -315,15 +330,10 @@ inline void pg_allgather(ProcessGroup* pg, const float* send_shard, float* recv,
             "MPI_Allgather");
         return;
     }
-    // chunked: put our slice in place, then every rank broadcasts its slice chunk by chunk
+    // chunked: put our slice in place, then every rank broadcasts its slice (chunk by chunk)
     if (!in_place) memcpy(mine, send_shard, shard_size * sizeof(float));
-    for (size_t c = 0; c < shard_size; c += pg->max_count) {
-        int len = (int)(shard_size - c < pg->max_count ? shard_size - c : pg->max_count);
-        for (int root = 0; root < pg->num_ranks; root++) {
-            pg_check(pg, MPI_Bcast(recv + (size_t)root * shard_size + c, len, MPI_FLOAT, root, pg->comm),
-                     "MPI_Bcast");
-        }
-    }
+    for (int root = 0; root < pg->num_ranks; root++)
+        pg_broadcast(pg, recv + (size_t)root * shard_size, shard_size, root);
 #endif
 }
 
@@ -483,20 +493,5 @@ inline void pg_recv(ProcessGroup* pg, float* buf, size_t n, int src, int tag) {
 #else
     (void)buf;
     (void)tag;
-#endif
-}
-
-// buf (n) <- rank root's buf (n), on every rank of the group.
-inline void pg_broadcast(ProcessGroup* pg, float* buf, size_t n, int root) {
-    if (pg->num_ranks == 1) return;
-#ifdef USE_MPI
-    for (size_t off = 0; off < n; off += pg->max_count) {
-        int len = (int)(n - off < pg->max_count ? n - off : pg->max_count);
-        pg_check(pg, MPI_Bcast(buf + off, len, MPI_FLOAT, root, pg->comm), "MPI_Bcast");
-    }
-#else
-    (void)buf;
-    (void)n;
-    (void)root;
 #endif
 }

@@ -88,6 +88,11 @@ inline PipeStage pipeline_stage(int num_layers, int num_stages, int s, double he
     return st;
 }
 
+// Stage s of P of a GPT-2 model: its classifier is the last stage's head.
+inline PipeStage pipeline_model_stage(const GPT2Config& c, int num_stages, int s) {
+    return pipeline_stage(c.num_layers, num_stages, s, pipeline_head_layers(c));
+}
+
 // The stage's parameters, in file order like the whole model's: the 12 per-layer tensors hold its layers
 // only; wte is held by the first stage (the embedding) and the last (the tied classifier), wpe by the first,
 // lnfw and lnfb by the last; what a stage does not hold has size 0. sizes: the whole model's.
@@ -98,6 +103,14 @@ inline void pipeline_stage_sizes(const size_t sizes[NUM_PARAMETER_TENSORS], int 
     if (!st.first && !st.last) out[TENSOR_WTE] = 0;
     if (!st.first) out[TENSOR_WPE] = 0;
     if (!st.last) out[TENSOR_LNFW] = out[TENSOR_LNFB] = 0;
+}
+// How many parameters the stage holds: the sum of those sizes.
+inline size_t pipeline_stage_num_params(const size_t sizes[NUM_PARAMETER_TENSORS], int num_layers,
+                                        const PipeStage& st) {
+    size_t mine[NUM_PARAMETER_TENSORS], n = 0;
+    pipeline_stage_sizes(sizes, num_layers, st, mine);
+    for (size_t x : mine) n += x;
+    return n;
 }
 
 // Where the stage's parameters lie in the whole model's flat buffer: one piece per held tensor.

@@ -1,9 +1,9 @@
 // bench_cpu_parts: where a CPU training step's time goes. Trains a fresh model (default d12) at B=4,
 // T=64 on fixed random tokens for a few steps with the trainer's own functions (train_gpt2.cpp, built in),
 // and prints the median over the steps after the first of: the whole step; the matmuls (forward, both
-// gradients and the bias gradients: the time train_gpt2.cpp's PartTimer counts), with their GFLOP/s;
-// attention (forward and backward); and the rest (encoder, layernorms, GELU, residuals, softmax and
-// cross-entropy, zeroing the gradients, the gradient norm and AdamW), the step minus the two.
+// gradients and the bias gradients: the time train_gpt2.cpp's SecondsTimer counts into step_part_seconds),
+// with their GFLOP/s; attention (forward and backward); and the rest (encoder, layernorms, GELU, residuals,
+// softmax and cross-entropy, zeroing the gradients, the gradient norm and AdamW), the step minus the two.
 //   build/bench_cpu_parts [model] [steps]      (OMP_NUM_THREADS threads; built by dev/bench/bench_cpu.sh)
 #define TESTING
 #include "train_gpt2.cpp"
