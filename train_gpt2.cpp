@@ -1873,7 +1873,7 @@ int main(int argc, char** argv) {
     run_plan_init(&plan, cfg, shape, pg.rank, pg.num_ranks);
     // pipeline parallelism (-pp): this process's stage, and the activation slots its schedule needs
     const PipeStage stage = pipeline_model_stage(shape, plan.stages, pg.rank % plan.stages);
-    tr.pipeline.schedule = strcmp(cfg.pipeline_schedule, "gpipe") == 0 ? PIPE_GPIPE : PIPE_1F1B;
+    pipeline_schedule_from_flag(cfg.pipeline_schedule, &tr.pipeline.schedule); // (checked by run_check_flags)
     const int slots = pipeline_slots(tr.pipeline.schedule, plan.stages, plan.grad_accum_steps, stage.stage);
     check_cpu_memory(shape, cfg, plan.num_replicas, stage, plan.stages > 1 ? slots : 1);
     if (fresh) {

@@ -188,3 +188,13 @@ inline double pipeline_ideal_bubble(int num_stages, int M) {
 inline const char* pipeline_schedule_name(PipeSchedule s) {
     return s == PIPE_GPIPE ? "GPipe" : "1F1B";
 }
+// The schedule -pk names: gpipe or 1f1b; false for any other name.
+inline bool pipeline_schedule_from_flag(const char* name, PipeSchedule* out) {
+    if (strcmp(name, "gpipe") == 0)
+        *out = PIPE_GPIPE;
+    else if (strcmp(name, "1f1b") == 0)
+        *out = PIPE_1F1B;
+    else
+        return false;
+    return true;
+}

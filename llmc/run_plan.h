@@ -44,6 +44,7 @@
 #include "llmc/dataloader.h"
 #include "llmc/crc32.h"
 #include "llmc/logger.h"
+#include "llmc/pipeline.h"
 #include "llmc/rand.h"
 #include "llmc/run_dir.h"
 #include "llmc/sampler.h"
@@ -87,7 +88,8 @@ inline void run_check_flags(const TrainConfig& cfg) {
         fail("flags -y 1 and -ow 1 contradict each other: resume, or start over");
     if (cfg.overwrite && cfg.output_dir == nullptr) fail("flag -ow 1 needs -o <dir>");
     if (cfg.lora.nf4 && cfg.lora.rank == 0) fail("flag -lq 1 (QLoRA) needs a LoRA rank: -lo <r>, r >= 1");
-    if (strcmp(cfg.pipeline_schedule, "gpipe") != 0 && strcmp(cfg.pipeline_schedule, "1f1b") != 0)
+    PipeSchedule schedule;
+    if (!pipeline_schedule_from_flag(cfg.pipeline_schedule, &schedule))
         fail("flag -pk: expected gpipe or 1f1b, got '%s'", cfg.pipeline_schedule);
     if (cfg.pipeline_stages > 1 && cfg.zero_stage > 1) {
         fail("flags -pp %d and -z %d: a pipeline shards its data-parallel groups with ZeRO-1 at most (the "
