@@ -257,6 +257,9 @@ build/emu/single/train_gpt2cu: train_gpt2.cu $(EMU_HEADERS)
 build/emu/single/train_gpt2fp32cu: train_gpt2.cu $(EMU_HEADERS)
 	@mkdir -p $(@D)
 	$(EMU_CXX) $(EMU_FLAGS) -DNO_MULTI_GPU -DENABLE_FP32 $< -o $@ $(EMU_LIBS)
+# a copy of train_gpt2.cu with a planted bug (tests/gpu/test_emu_pipeline.sh), built as the FP32 one is
+build/emu/pipeline_mutants/%/train_gpt2fp32cu: build/emu/pipeline_mutants/%/train_gpt2.cu $(EMU_HEADERS)
+	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $(EMU_MPI) $< -o $@ $(EMU_LIBS) $(EMU_MPI_LIBS)
 build/emu/test_gpt2cu: test_gpt2.cu train_gpt2.cu $(EMU_HEADERS) $(TEST_GPT2_HEADERS)
 	@mkdir -p build/emu
 	$(EMU_CXX) $(EMU_FLAGS) $< -o $@ $(EMU_LIBS)

@@ -1,8 +1,9 @@
 /*
 GPT-2 training on NVIDIA GPUs: the same model, flags, files and log as the CPU reference train_gpt2.cpp,
 with mixed precision (bf16 parameters, activations and gradients; fp32 master weights, optimizer state and
-gradient accumulation), flash attention, activation recomputation and multi-GPU data parallelism (NCCL,
-ZeRO-1, 2 and 3). `make train_gpt2cu PRECISION=FP32` (or train_gpt2fp32cu) builds everything in fp32 instead.
+gradient accumulation), flash attention, activation recomputation, multi-GPU data parallelism (NCCL,
+ZeRO-1, 2 and 3) and pipeline parallelism (GPipe and 1F1B over NCCL send/receive, llmc/pipeline.h). `make
+train_gpt2cu PRECISION=FP32` (or train_gpt2fp32cu) builds everything in fp32 instead.
 
 Reading order, as in the CPU file:
   1. the model: parameters and activations as named slices of one allocation each, carved by a table of
@@ -51,6 +52,7 @@ the same flags print bit-identical losses, and a resumed run continues bit for b
 #include "llmc/train_config.h"
 #include "llmc/state_file.h"
 #include "llmc/run_plan.h"
+#include "llmc/pipeline.h"
 
 #if defined(ENABLE_FP32)
 constexpr bool BF16_BUILD = false;
@@ -141,54 +143,79 @@ inline size_t slot(size_t n, size_t elem_bytes) {
     return align256(n * elem_bytes) / elem_bytes;
 }
 
-// Elements and bytes per element of each activation tensor, for recompute mode r.
-void activation_table(size_t count[NUM_ACTIVATION_TENSORS], size_t elem[NUM_ACTIVATION_TENSORS],
-                      const GPT2Config& c, size_t B, size_t T, int r) {
+// Pipeline parallelism (llmc/pipeline.h) keeps the forwards of several micro-batches for their backwards at
+// once: an activation slot each. What a backward reads from its own forward is per slot; the backward's
+// scratch, and what the recompute mode keeps one layer of (the backward recomputes it before use), serve
+// every slot. A stage before the last has no final LayerNorm, logits or losses.
+struct ActivationTable {
+    size_t count[NUM_ACTIVATION_TENSORS]; // elements
+    size_t elem[NUM_ACTIVATION_TENSORS];  // bytes per element
+    bool per_slot[NUM_ACTIVATION_TENSORS];
+    int slots = 1;
+};
+
+// The activation tensors for recompute mode r, a stage with (last) or without the classifier, and slots
+// activation slots.
+ActivationTable activation_table(const GPT2Config& c, size_t B, size_t T, int r, bool last = true,
+                                 int slots = 1) {
     const size_t C = c.channels, NH = c.num_heads, L = c.num_layers, Vp = c.padded_vocab_size, BT = B * T;
     const size_t L0 = r >= 1 ? 1 : L, L1 = r >= 2 ? 1 : L, L3 = r >= 3 ? 1 : L;
-    const size_t X = sizeof(floatX), F = sizeof(float);
+    const size_t X = sizeof(floatX), F = sizeof(float), H = last ? 1 : 0;
+    ActivationTable t;
+    t.slots = slots;
     size_t i = 0;
-    auto add = [&](size_t n, size_t bytes) {
-        count[i] = n;
-        elem[i++] = bytes;
+    auto add = [&](size_t n, size_t bytes, bool per_slot) {
+        t.count[i] = n;
+        t.elem[i] = bytes;
+        t.per_slot[i++] = per_slot;
     };
-    add(BT * C, X);                   // encoded
-    add(L1 * slot(BT * C, X), X);     // ln1
-    add(L3 * slot(BT, F), F);         // ln1_mean
-    add(L3 * slot(BT, F), F);         // ln1_rstd
-    add(L3 * slot(BT * 3 * C, X), X); // qkv
-    add(L3 * slot(BT * C, X), X);     // atty
-    add(L3 * slot(BT * NH, F), F);    // lse
-    add(L3 * slot(BT * C, X), X);     // residual2
-    add(L1 * slot(BT * C, X), X);     // ln2
-    add(L3 * slot(BT, F), F);         // ln2_mean
-    add(L3 * slot(BT, F), F);         // ln2_rstd
-    add(L3 * slot(BT * 4 * C, X), X); // fch
-    add(L0 * slot(BT * 4 * C, X), X); // fch_gelu
-    add(L * slot(BT * C, X), X);      // residual3
-    add(BT * C, X);                   // lnf
-    add(BT, F);                       // lnf_mean
-    add(BT, F);                       // lnf_rstd
-    add(BT * Vp, X);                  // logits
-    add(BT, F);                       // losses
-    add(BT * C, X);                   // dresidual
-    add(BT * C, X);                   // scratch_btc
-    add(BT * 3 * C, X);               // dqkv
-    add(BT * 4 * C, X);               // dfch
+    add(BT * C, X, true);                    // encoded
+    add(L1 * slot(BT * C, X), X, r < 2);     // ln1
+    add(L3 * slot(BT, F), F, r < 3);         // ln1_mean
+    add(L3 * slot(BT, F), F, r < 3);         // ln1_rstd
+    add(L3 * slot(BT * 3 * C, X), X, r < 3); // qkv
+    add(L3 * slot(BT * C, X), X, r < 3);     // atty
+    add(L3 * slot(BT * NH, F), F, r < 3);    // lse
+    add(L3 * slot(BT * C, X), X, r < 3);     // residual2
+    add(L1 * slot(BT * C, X), X, r < 2);     // ln2
+    add(L3 * slot(BT, F), F, r < 3);         // ln2_mean
+    add(L3 * slot(BT, F), F, r < 3);         // ln2_rstd
+    add(L3 * slot(BT * 4 * C, X), X, r < 3); // fch
+    add(L0 * slot(BT * 4 * C, X), X, r < 1); // fch_gelu
+    add(L * slot(BT * C, X), X, true);       // residual3
+    add(H * BT * C, X, true);                // lnf
+    add(H * BT, F, true);                    // lnf_mean
+    add(H * BT, F, true);                    // lnf_rstd
+    add(H * BT * Vp, X, true);               // logits (dlogits for the backward)
+    add(H * BT, F, false);                   // losses (read right after the forward)
+    add(BT * C, X, false);                   // dresidual
+    add(BT * C, X, false);                   // scratch_btc
+    add(BT * 3 * C, X, false);               // dqkv
+    add(BT * 4 * C, X, false);               // dfch
+    return t;
 }
 
-size_t activation_bytes(const size_t count[], const size_t elem[]) {
+// bytes of tensor i for one slot, and of all of them
+size_t activation_tensor_bytes(const ActivationTable& t, int i) {
+    return align256(t.count[i] * t.elem[i]);
+}
+size_t activation_bytes(const ActivationTable& t) {
     size_t total = 0;
-    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) total += align256(count[i] * elem[i]);
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++)
+        total += activation_tensor_bytes(t, i) * (t.per_slot[i] ? t.slots : 1);
     return total;
 }
 
-void point_activations(ActivationTensors* a, char* memory, const size_t count[], const size_t elem[]) {
+// The tensors of slot k in memory: tensor after tensor, a per-slot tensor's slots one after the other.
+ActivationTensors activation_slot(const ActivationTable& t, char* memory, int k) {
+    ActivationTensors a;
     for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) {
-        void* p = memory;
-        memcpy((char*)a + i * sizeof(void*), &p, sizeof(void*)); // the i-th pointer of the struct
-        memory += align256(count[i] * elem[i]);
+        const size_t bytes = activation_tensor_bytes(t, i);
+        void* p = memory + (t.per_slot[i] ? (size_t)k * bytes : 0);
+        memcpy((char*)&a + i * sizeof(void*), &p, sizeof(void*)); // the i-th pointer of the struct
+        memory += bytes * (t.per_slot[i] ? t.slots : 1);
     }
+    return a;
 }
 
 // ZeRO-2/3 (section 2 has the functions; llmc/zero.h the units: the embeddings, each layer, the final
@@ -253,16 +280,20 @@ struct GPT2 {
     floatX* dequant = nullptr;                          // (4C*C) one block matrix dequantized
     // activations, sized for batch_size x seq_len; the forward may run on smaller B (sampling)
     int recompute = 0;
-    size_t act_count[NUM_ACTIVATION_TENSORS], act_elem[NUM_ACTIVATION_TENSORS];
+    ActivationTable act_table;
     size_t act_bytes = 0;
     char* acts_memory = nullptr;
-    ActivationTensors acts;
+    ActivationTensors acts; // slot `slot`'s (gpt2_use_slot)
+    int slot = 0;
     int batch_size = 0, seq_len = 0;
-    int* inputs = nullptr;        // (B, T) device
+    int* inputs = nullptr;        // (slots, B, T) device: each slot's, for the encoder backward
     int* targets = nullptr;       // (B, T) device
-    std::vector<int> inputs_host; // the encoder backward buckets tokens on the host
-    float* losses_host = nullptr; // (B, T) pinned
-    float mean_loss = -1.0f;      // of the last forward with targets
+    std::vector<int> inputs_host; // (slots, B, T) the encoder backward buckets tokens on the host
+    // pipeline parallelism (llmc/pipeline.h, gpt2_take_stage): the model is one stage's part of the whole
+    PipeStage stage;               // the whole model when not pipelined
+    floatX* grad_output = nullptr; // (B, T, C) a stage before the last: the gradient of its output, received
+    float* losses_host = nullptr;  // (B, T) pinned
+    float mean_loss = -1.0f;       // of the last forward with targets
     // workspaces
     MatmulContext matmul;
     EncoderBackwardScratch encoder_scratch;
@@ -473,7 +504,8 @@ void zero_free(GPT2* model) {
 
 // padded_params: the optimizer layout's length of the trained buffer (the parameters, or the adapters).
 // ZeRO-2 holds the unpadded parameters (plus its shard), ZeRO-3 none but its shard (zero_allocate).
-void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recompute) {
+// slots: the activation slots of a pipeline stage's schedule (pipeline_slots), 1 otherwise.
+void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recompute, int slots = 1) {
     const GPT2Config& c = model->config;
     const size_t P_pad = padded_params, BT = (size_t)B * T;
     const bool lora = model->lora.rank > 0;
@@ -521,13 +553,14 @@ void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recomput
     model->recompute = recompute;
     model->batch_size = B;
     model->seq_len = T;
-    activation_table(model->act_count, model->act_elem, c, B, T, recompute);
-    model->act_bytes = activation_bytes(model->act_count, model->act_elem);
+    model->act_table = activation_table(c, B, T, recompute, model->stage.last, slots);
+    model->act_bytes = activation_bytes(model->act_table);
     cudaCheck(cudaMalloc(&model->acts_memory, model->act_bytes));
-    point_activations(&model->acts, model->acts_memory, model->act_count, model->act_elem);
-    cudaCheck(cudaMalloc(&model->inputs, BT * sizeof(int)));
+    model->acts = activation_slot(model->act_table, model->acts_memory, 0);
+    if (!model->stage.last) cudaCheck(cudaMalloc(&model->grad_output, BT * c.channels * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&model->inputs, slots * BT * sizeof(int)));
     cudaCheck(cudaMalloc(&model->targets, BT * sizeof(int)));
-    model->inputs_host.assign(BT, 0);
+    model->inputs_host.assign(slots * BT, 0);
     cudaCheck(cudaMallocHost(&model->losses_host, BT * sizeof(float)));
 
     matmul_context_init(&model->matmul);
@@ -541,6 +574,44 @@ void gpt2_allocate(GPT2* model, size_t padded_params, int B, int T, int recomput
     model->norm_scratch = (float*)(model->workspace + w.ln + w.dbias + w.att);
     model->norm_device = (float*)(model->workspace + w.ln + w.dbias + w.att + w.norm);
     cudaCheck(cudaMallocHost(&model->norm_host, sizeof(float)));
+}
+
+// Points acts (and the saved input tokens) at activation slot k.
+void gpt2_use_slot(GPT2* model, int k) {
+    if (k < 0 || k >= model->act_table.slots) fail("activation slot %d of %d", k, model->act_table.slots);
+    model->acts = activation_slot(model->act_table, model->acts_memory, k);
+    model->slot = k;
+}
+// this slot's input tokens, on the device and on the host
+int* gpt2_slot_inputs(GPT2* model) {
+    return model->inputs + (size_t)model->slot * model->batch_size * model->seq_len;
+}
+int* gpt2_slot_inputs_host(GPT2* model) {
+    return model->inputs_host.data() + (size_t)model->slot * model->batch_size * model->seq_len;
+}
+
+// Pipeline parallelism: keeps only stage st's part of the host copy of the whole model just built or loaded
+// (llmc/pipeline.h), before anything is sized by it: its layers, and the outer tensors it runs. The model
+// becomes one of st.num_layers layers whose tensors it does not hold have size 0; the forward and backward
+// run it as they run a whole model, but for the stage's ends (gpt2_forward, gpt2_backward).
+void gpt2_take_stage(GPT2* model, const PipeStage& st) {
+    model->stage = st;
+    if (st.num_stages == 1) return;
+    const int L = model->config.num_layers;
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    pipeline_stage_sizes(model->param_sizes, L, st, sizes);
+    std::vector<float> mine(pipeline_stage_num_params(model->param_sizes, L, st));
+    pipeline_copy(pipeline_pieces(model->param_sizes, L, st), mine.data(), model->params_host.data(),
+                  /*to_stage=*/true);
+    model->params_host.swap(mine);
+    model->config.num_layers = st.num_layers;
+    size_t offset = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        model->param_sizes[i] = model->held_sizes[i] = sizes[i];
+        model->param_offsets[i] = offset;
+        offset += sizes[i];
+    }
+    model->num_parameters = model->params_floats = model->num_trained = model->num_trained_padded = offset;
 }
 
 void gpt2_free(GPT2* model) {
@@ -557,6 +628,7 @@ void gpt2_free(GPT2* model) {
     for (auto& ms : model->nf4)
         for (Nf4MatrixDevice& m : ms) cudaCheck(cudaFree((void*)m.codes));
     cudaCheck(cudaFree(model->acts_memory));
+    cudaCheck(cudaFree(model->grad_output));
     cudaCheck(cudaFree(model->inputs));
     cudaCheck(cudaFree(model->targets));
     cudaCheck(cudaFree(model->workspace));
@@ -835,15 +907,17 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
         }
     }
     cudaStream_t s = model->stream;
-    memcpy(model->inputs_host.data(), inputs, (size_t)BT * sizeof(int));
-    cudaCheck(cudaMemcpyAsync(model->inputs, inputs, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, s));
+    int* inputs_device = gpt2_slot_inputs(model);
+    memcpy(gpt2_slot_inputs_host(model), inputs, (size_t)BT * sizeof(int));
+    cudaCheck(cudaMemcpyAsync(inputs_device, inputs, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, s));
     if (targets) {
         cudaCheck(
             cudaMemcpyAsync(model->targets, targets, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, s));
     }
     const ParameterTensors p = gpt2_outer_params(model, 0); // (ZeRO-3: gathered)
     const ActivationTensors& a = model->acts;
-    encoder_forward(a.encoded, model->inputs, p.wte, p.wpe, B, T, C, s);
+    // (a later pipeline stage: a.encoded holds the previous stage's output, received)
+    if (model->stage.first) encoder_forward(a.encoded, inputs_device, p.wte, p.wpe, B, T, C, s);
     for (int l = 0; l < L; l++) {
         LayerActs la = layer_acts(model, l, B, T);
         const LayerParams lp = gpt2_layer_params(model, l, l + 1);
@@ -856,13 +930,16 @@ void gpt2_forward(GPT2* model, const int* inputs, const int* targets, int B, int
             const LayerParams np = gpt2_layer_params(model, l + 1, -1); // (ZeRO-3: its gather began with l's)
             fused_residual_layernorm_forward(residual3, next.ln1, next.ln1_mean, next.ln1_rstd, la.residual2,
                                              a.scratch_btc, np.ln1w, np.ln1b, BT, C, s);
-        } else {
+        } else if (model->stage.last) {
             fused_residual_layernorm_forward(residual3, a.lnf, a.lnf_mean, a.lnf_rstd, la.residual2,
                                              a.scratch_btc, p.lnfw, p.lnfb, BT, C, s);
+        } else { // a stage before the last: its output goes to the next stage, whose first layer norms it
+            residual_forward(residual3, la.residual2, a.scratch_btc, (size_t)BT * C, s);
         }
     }
-    matmul_forward(&model->matmul, a.logits, a.lnf, p.wte, nullptr, BT, C, Vp, s); // tied to wte
     model->mean_loss = -1.0f;
+    if (!model->stage.last) return;
+    matmul_forward(&model->matmul, a.logits, a.lnf, p.wte, nullptr, BT, C, Vp, s); // tied to wte
     if (targets) {
         fused_classifier(a.logits, a.losses, model->targets, dloss_scale, BT, V, Vp, dloss_scale > 0.0f, s);
         cudaCheck(cudaMemcpyAsync(model->losses_host, a.losses, (size_t)BT * sizeof(float),
@@ -906,12 +983,15 @@ void gpt2_zero_grad(GPT2* model) {
         cudaMemsetAsync(model->grads_memory, 0, model->num_trained_padded * sizeof(float), model->stream));
 }
 
-// Backward pass of the last training forward (dloss_scale > 0): adds its gradients into grads_memory (fp32).
+// Backward pass of the last training forward (dloss_scale > 0) of the current slot: adds its gradients into
+// grads_memory (fp32). A pipeline stage before the last starts from doutput (B,T,C), the gradient of its
+// output that the next stage sent; a stage after the first leaves the gradient of its input in
+// acts.dresidual, for the previous stage.
 // overlap_reduce: this is the last micro-step of a multi-GPU ZeRO-0 step; the gradients are averaged over
 // processes layer by layer as they become final. Otherwise the whole buffer is accumulated at the end.
 // ZeRO-2/3: each unit's gradients are reduce-scattered as soon as they are complete, and this rank's
 // slice is added into the fp32 shard (zero_grads_done).
-void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
+void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce, const floatX* doutput = nullptr) {
     const GPT2Config& c = model->config;
     const int B = model->batch_size, T = model->seq_len, BT = B * T;
     const int Vp = c.padded_vocab_size, L = c.num_layers, NH = c.num_heads, C = c.channels;
@@ -922,13 +1002,18 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
     floatX* scratch = a.scratch_btc;
     // (ZeRO-3: p gathered; ZeRO-2/3: g in buckets) the floatX gradients hold this micro-step only
     const ParameterTensors p = gpt2_outer_params(model, L - 1), g = gpt2_outer_grads(model);
-    cudaCheck(cudaMemsetAsync(dres, 0, (size_t)BT * C * sizeof(floatX), s));
-
-    // classifier (logits = lnf wte^T; a.logits holds dlogits) and the final LayerNorm
-    matmul_backward(mm, scratch, g.wte, nullptr, a.logits, a.lnf, p.wte, BT, C, Vp, nullptr, nullptr, s);
-    layernorm_backward(dres, g.lnfw, g.lnfb, model->ln_scratch, scratch, layer_input(model, L, B, T), p.lnfw,
-                       a.lnf_mean, a.lnf_rstd, B, T, C, s);
-    zero_grads_done(model, L + 1); // the final LayerNorm's unit
+    if (model->stage.last) {
+        cudaCheck(cudaMemsetAsync(dres, 0, (size_t)BT * C * sizeof(floatX), s));
+        // classifier (logits = lnf wte^T; a.logits holds dlogits) and the final LayerNorm
+        matmul_backward(mm, scratch, g.wte, nullptr, a.logits, a.lnf, p.wte, BT, C, Vp, nullptr, nullptr, s);
+        layernorm_backward(dres, g.lnfw, g.lnfb, model->ln_scratch, scratch, layer_input(model, L, B, T),
+                           p.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C, s);
+        zero_grads_done(model, L + 1); // the final LayerNorm's unit
+    } else {
+        if (doutput == nullptr) fail("gpt2_backward: a pipeline stage before the last needs doutput");
+        cudaCheck(
+            cudaMemcpyAsync(dres, doutput, (size_t)BT * C * sizeof(floatX), cudaMemcpyDeviceToDevice, s));
+    }
 
     for (int l = L - 1; l >= 0; l--) {
         const floatX* residual = layer_input(model, l, B, T);
@@ -968,8 +1053,10 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
         if (overlap_reduce) multi_gpu_allreduce_mean(mgc, s, model->grads_memory, model->num_trained_padded);
         return;
     }
-    encoder_backward(g.wte, g.wpe, dres, model->inputs, model->inputs_host.data(), &model->encoder_scratch, B,
-                     T, C, s);
+    if (model->stage.first) { // (a later stage sends dres, the gradient of its input, back)
+        encoder_backward(g.wte, g.wpe, dres, gpt2_slot_inputs(model), gpt2_slot_inputs_host(model),
+                         &model->encoder_scratch, B, T, C, s);
+    }
     if (model->zero.stage >= 2) {
         zero_grads_done(model, 0);
         zero_grads_flush(model);
@@ -1001,6 +1088,11 @@ void gpt2_backward(GPT2* model, MultiGpuConfig* mgc, bool overlap_reduce) {
 
 struct Optimizer {
     int zero_stage = 0;
+    // pipeline parallelism: the optimizer of one stage, its data-parallel group the mgc of gpt2_update
+    MultiGpuConfig* pipe = nullptr; // this replica's stages: the gradient norm sums over them
+    MultiGpuConfig* tie = nullptr;  // its first and last stage, which both hold wte (the embedding and the
+                                    // classifier): wte's gradient is summed over the two, the first
+                                    // stage updates wte and sends it to the last (whose ranges leave it out)
     ShardLayout layout; // which slice of the flat buffer this process updates (stage 2/3: the size of
                         // its shard of the units)
     std::vector<ShardRange> ranges;    // that slice (those slices) cut at tensor boundaries
@@ -1037,6 +1129,13 @@ void optimizer_init(Optimizer* opt, const GPT2* model, const MultiGpuConfig* mgc
     opt->zero_stage = zero_stage;
     opt->ranges = zero_optimizer_ranges(sizes, num_tensors, model->num_trained, zero_stage, model->zero.units,
                                         mgc->rank, mgc->num_ranks, &opt->layout);
+    // the last of several pipeline stages does not update its copy of wte: the first stage sends it
+    if (model->stage.last && !model->stage.first) {
+        std::vector<ShardRange> kept;
+        for (const ShardRange& r : opt->ranges)
+            if (r.tensor != TENSOR_WTE) kept.push_back(r);
+        opt->ranges = kept;
+    }
     opt->use_8bit = use_8bit;
     opt->quant_block = quant_block;
     opt->keep_master = keep_master;
@@ -1121,17 +1220,33 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
     // 1. average over processes (stage 0: queued by the backward; stages 2 and 3: done by it, unit by unit,
     //    into the shard); g = this process's slice
     float* g = opt->zero_stage >= 2 ? model->zero.grad_shard : model->grads_memory + lay.shard_offset;
+    //    (a pipeline: the first and the last stage each made part of wte's gradient; both get the sum, and
+    //    the last stage's copy is zeroed, so that the norm counts it once: the first stage updates wte.
+    //    ZeRO-0 is averaged here, not during the backward: two communicators at once could deadlock)
+    if (opt->tie) {
+        float* wte = model->grads_memory + model->param_offsets[TENSOR_WTE];
+        const size_t n = model->param_sizes[TENSOR_WTE];
+        multi_gpu_allreduce_sum(opt->tie, s, wte, n);
+        multi_gpu_sync(opt->tie, s);
+        if (model->stage.last) cudaCheck(cudaMemsetAsync(wte, 0, n * sizeof(float), s));
+    }
+    if (opt->zero_stage == 0 && opt->pipe)
+        multi_gpu_allreduce_mean(mgc, s, model->grads_memory, model->num_trained_padded);
     if (opt->zero_stage == 1) multi_gpu_reduce_scatter(mgc, s, model->grads_memory, g, lay.shard_size, true);
     multi_gpu_sync(mgc, s);
-    // 2. global norm: squares summed over the slice (padding is 0), then over processes
+    // 2. global norm: squares summed over the slice (padding is 0), then over processes (and stages)
     global_norm_squared(model->norm_device, g, lay.shard_size, model->norm_scratch, s);
     if (opt->zero_stage >= 1) {
         multi_gpu_allreduce_sum(mgc, s, model->norm_device, 1);
         multi_gpu_sync(mgc, s);
     }
+    if (opt->pipe) {
+        multi_gpu_allreduce_sum(opt->pipe, s, model->norm_device, 1);
+        multi_gpu_sync(opt->pipe, s);
+    }
     cudaCheck(
         cudaMemcpyAsync(model->norm_host, model->norm_device, sizeof(float), cudaMemcpyDeviceToHost, s));
-    multi_gpu_wait(mgc, s, step_timeout_s());
+    multi_gpu_wait(opt->pipe ? opt->pipe : mgc, s, step_timeout_s());
     const float norm = sqrtf(*model->norm_host);
     // a non-finite norm (the same on every rank): no AdamW, no all-gather. The loop (llmc/run_plan.h)
     // counts the skipped steps.
@@ -1163,6 +1278,12 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
         multi_gpu_all_gather(mgc, s, model->trained + lay.shard_offset, model->trained, lay.shard_size);
         multi_gpu_sync(mgc, s);
     }
+    if (opt->tie) { // the first stage's updated wte to the last (tie ranks: first 0, last 1)
+        const size_t n = model->param_sizes[TENSOR_WTE];
+        const bool first = model->stage.first;
+        multi_gpu_exchange(opt->tie, s, first ? model->params.wte : nullptr, n, 1,
+                           first ? nullptr : model->params.wte, n, 0);
+    }
     if (opt->zero_stage == 2) {
         for (size_t u = 0; u < model->zero.units.units.size(); u++) zero_gather_into_params(model, (int)u);
     }
@@ -1174,10 +1295,30 @@ float gpt2_update(GPT2* model, Optimizer* opt, MultiGpuConfig* mgc, float lr, co
 // 4. the program: this backend's side of llmc/run_plan.h (which has the run plan, resume, validation,
 // sampling and the training loop), and main; the memory table
 
+// Pipeline parallelism (llmc/pipeline.h has the stages, the schedules and the order of the messages): this
+// process runs one stage of one replica; pipe holds the replica's stages, stage s its rank s. A forward
+// sends the stage's output (B,T,C) to the next stage, a backward the gradient of its input to the previous
+// one. NCCL's send completes only when its receive does, so each send goes out together with the receive
+// of the next action (pipeline_exchanges). The time the stage's stream spends in those exchanges, and
+// waiting for the others at the end of the step, is its idle time: the bubble.
+struct Pipeline {
+    PipeSchedule schedule = PIPE_1F1B;
+    MultiGpuConfig pipe;            // this replica's stages
+    MultiGpuConfig dp;              // this stage's replicas: the data-parallel group
+    MultiGpuConfig tie;             // the replica's first and last stage (both hold wte)
+    std::vector<cudaEvent_t> marks; // around each exchange of a step, on the compute stream
+    std::vector<float> logits;      // (P * Vp) the next-token logits, gathered from the last stage
+    std::vector<double> bubble;     // each stage's idle fraction in the last step
+    int num_micro = 0;              // of its micro-batches
+};
+
 struct Trainer {
     GPT2 model;
     Optimizer opt;
-    MultiGpuConfig mgc;
+    MultiGpuConfig mgc;        // the whole job
+    MultiGpuConfig* dp = &mgc; // the data-parallel group: the whole job, or a stage's replicas
+    Pipeline pipeline;
+    GPT2Config whole; // the whole model's (model.config has a pipeline stage's layers)
     TokenDecoder decoder;
     AdamWConfig adamw;
     bool overlap_reduce = false;    // ZeRO-0 on several GPUs: all-reduce during the last backward
@@ -1190,8 +1331,96 @@ struct Trainer {
 // The step's micro-batches one after the other: forward (the classifier writes dlogits scaled by
 // 1 / (B*T*num_micro), the mean over positions and micro-steps), backward adding into grads_memory (zeroed
 // first); waits for each mean loss and returns their sum.
+// A pipeline stage's messages before action i of its schedule (or after the last): the send of the
+// previous action's result and the receive of this one's input, in one group. An activation goes out of
+// its slot's last layer and into the slot's encoded; a gradient out of dresidual and into grad_output.
+void pipeline_exchange(Trainer* tr, const PipeExchange& e) {
+    GPT2& m = tr->model;
+    const size_t BTC = (size_t)m.batch_size * m.seq_len * m.config.channels;
+    const int slots = m.act_table.slots, L = m.config.num_layers;
+    const floatX* send = nullptr;
+    floatX* recv = nullptr;
+    if (e.send.kind == PIPE_ACTIVATION) {
+        const ActivationTensors a = activation_slot(m.act_table, m.acts_memory, e.send.micro % slots);
+        send = a.residual3 + (size_t)(L - 1) * slot(BTC, sizeof(floatX)); // (layer_input(L) of that slot)
+    }
+    if (e.send.kind == PIPE_GRADIENT) send = m.acts.dresidual;
+    if (e.recv.kind == PIPE_ACTIVATION)
+        recv = activation_slot(m.act_table, m.acts_memory, e.recv.micro % slots).encoded;
+    if (e.recv.kind == PIPE_GRADIENT) recv = m.grad_output;
+    multi_gpu_exchange(&tr->pipeline.pipe, m.stream, send, BTC, e.send.peer, recv, BTC, e.recv.peer);
+}
+
+// The replica's value of x, from the stage that has it: every stage gets `from`'s (exact: bytes).
+template <class T> T pipeline_from(Trainer* tr, T x, int from) {
+    std::vector<T> all(tr->model.stage.num_stages);
+    multi_gpu_allgather_bytes(&tr->pipeline.pipe, &x, all.data(), sizeof(T), step_timeout_s());
+    return all[from];
+}
+
+// A step's micro-batches on a pipeline stage, in the order of its schedule: the exchanges around each
+// action timed with events on the compute stream (their time, and the wait for the other stages at the
+// end, is idle), every stage's idle fraction gathered for the step line. Returns the replica's loss sum
+// (the last stage's).
+double pipeline_forward_backward(Trainer* tr, const int* inputs, const int* targets, int num_micro) {
+    GPT2* m = &tr->model;
+    Pipeline& pl = tr->pipeline;
+    const int B = m->batch_size, T = m->seq_len, P = m->stage.num_stages, s = m->stage.stage;
+    const size_t BT = (size_t)B * T;
+    const int slots = m->act_table.slots;
+    if (pipeline_slots(pl.schedule, P, num_micro, s) != slots)
+        fail("pipeline: %d micro-batches need %d activation slots, %d allocated", num_micro,
+             pipeline_slots(pl.schedule, P, num_micro, s), slots);
+    const std::vector<PipeAction> actions = pipeline_actions(pl.schedule, P, num_micro, s);
+    const std::vector<PipeExchange> exchanges = pipeline_exchanges(pl.schedule, P, num_micro, s);
+    // marks: 2 per exchange (before, after), then before and after the closing barrier
+    const size_t num_marks = 2 * exchanges.size() + 2;
+    while (pl.marks.size() < num_marks) {
+        cudaEvent_t e;
+        cudaCheck(cudaEventCreate(&e));
+        pl.marks.push_back(e);
+    }
+    gpt2_zero_grad(m);
+    double loss_sum = 0.0;
+    for (size_t i = 0; i < exchanges.size(); i++) {
+        cudaCheck(cudaEventRecord(pl.marks[2 * i], m->stream));
+        pipeline_exchange(tr, exchanges[i]);
+        cudaCheck(cudaEventRecord(pl.marks[2 * i + 1], m->stream));
+        if (i == actions.size()) break;
+        const PipeAction& a = actions[i];
+        watchdog_progress(a.backward ? "a pipeline backward" : "a pipeline forward", -1);
+        gpt2_use_slot(m, a.micro % slots);
+        if (!a.backward) {
+            gpt2_forward(m, inputs + a.micro * BT, targets + a.micro * BT, B, T,
+                         1.0f / ((float)B * T * num_micro));
+            if (m->stage.last) loss_sum += gpt2_wait_loss(m, B, T);
+        } else {
+            gpt2_backward(m, tr->dp, false, m->grad_output);
+        }
+    }
+    // the stages wait for each other (an all-reduce of the zero scratch, on the stream), so that every
+    // stage's window is the step's
+    cudaCheck(cudaEventRecord(pl.marks[num_marks - 2], m->stream));
+    multi_gpu_allreduce_sum(&pl.pipe, m->stream, pl.pipe.scratch, 1);
+    multi_gpu_sync(&pl.pipe, m->stream);
+    cudaCheck(cudaEventRecord(pl.marks[num_marks - 1], m->stream));
+    multi_gpu_wait(&pl.pipe, m->stream, step_timeout_s());
+    float idle_ms = 0.0f, step_ms = 0.0f, ms = 0.0f;
+    for (size_t i = 0; i < num_marks; i += 2) {
+        cudaCheck(cudaEventElapsedTime(&ms, pl.marks[i], pl.marks[i + 1]));
+        idle_ms += ms;
+    }
+    cudaCheck(cudaEventElapsedTime(&step_ms, pl.marks[0], pl.marks[num_marks - 1]));
+    const double mine = step_ms > 0.0f ? idle_ms / step_ms : 0.0;
+    pl.bubble.assign(P, 0.0);
+    pl.num_micro = num_micro;
+    multi_gpu_allgather_bytes(&pl.pipe, &mine, pl.bubble.data(), sizeof(double), step_timeout_s());
+    return pipeline_from(tr, loss_sum, P - 1);
+}
+
 double trainer_forward_backward(Trainer* tr, const int* inputs, const int* targets, int num_micro) {
     GPT2* m = &tr->model;
+    if (m->stage.num_stages > 1) return pipeline_forward_backward(tr, inputs, targets, num_micro);
     const int B = m->batch_size, T = m->seq_len;
     gpt2_zero_grad(m);
     double loss_sum = 0.0;
@@ -1199,36 +1428,65 @@ double trainer_forward_backward(Trainer* tr, const int* inputs, const int* targe
         watchdog_progress("a training micro-step", -1);
         const size_t at = (size_t)micro * B * T;
         gpt2_forward(m, inputs + at, targets + at, B, T, 1.0f / ((float)B * T * num_micro));
-        gpt2_backward(m, &tr->mgc, tr->overlap_reduce && micro == num_micro - 1);
+        gpt2_backward(m, tr->dp, tr->overlap_reduce && micro == num_micro - 1);
         loss_sum += gpt2_wait_loss(m, B, T);
     }
     return loss_sum;
 }
 // The update; returns once the GPU has finished the step.
 float trainer_update(Trainer* tr, float lr, int t) {
-    const float norm = gpt2_update(&tr->model, &tr->opt, &tr->mgc, lr, tr->adamw, t);
+    const float norm = gpt2_update(&tr->model, &tr->opt, tr->dp, lr, tr->adamw, t);
     multi_gpu_wait(&tr->mgc, tr->model.stream, step_timeout_s());
     return norm;
 }
 float trainer_mean_over_ranks(Trainer* tr, float x) {
     return multi_gpu_allreduce_mean_float(&tr->mgc, x, step_timeout_s());
 }
+// A forward without a backward through every stage of a pipeline (validation, sampling), in slot 0: the
+// loss and the logits are the last stage's.
+void pipeline_forward_only(Trainer* tr, const int* inputs, const int* targets, int B, int T) {
+    GPT2& m = tr->model;
+    const int s = m.stage.stage, L = m.config.num_layers;
+    const size_t BTC = (size_t)B * T * m.config.channels;
+    gpt2_use_slot(&m, 0);
+    MultiGpuConfig* pipe = &tr->pipeline.pipe;
+    if (!m.stage.first)
+        multi_gpu_exchange(pipe, m.stream, (floatX*)nullptr, 0, -1, m.acts.encoded, BTC, s - 1);
+    gpt2_forward(&m, inputs, targets, B, T, 0.0f);
+    if (!m.stage.last)
+        multi_gpu_exchange(pipe, m.stream, layer_input(&m, L, B, T), BTC, s + 1, (floatX*)nullptr, 0, -1);
+}
 float trainer_eval_loss(Trainer* tr, const int* inputs, const int* targets) {
     GPT2* m = &tr->model;
-    gpt2_forward(m, inputs, targets, m->batch_size, m->seq_len, 0.0f);
-    return gpt2_wait_loss(m, m->batch_size, m->seq_len);
+    if (m->stage.num_stages == 1) {
+        gpt2_forward(m, inputs, targets, m->batch_size, m->seq_len, 0.0f);
+        return gpt2_wait_loss(m, m->batch_size, m->seq_len);
+    }
+    pipeline_forward_only(tr, inputs, targets, m->batch_size, m->seq_len);
+    const float loss = m->stage.last ? gpt2_wait_loss(m, m->batch_size, m->seq_len) : 0.0f;
+    return pipeline_from(tr, loss, m->stage.num_stages - 1);
 }
 // A B=1 forward over the whole sequence length T (the prefix, padded; causal attention keeps the padding
 // from reaching the row we read): one matmul shape for every token, so cuBLASLt plans are not rebuilt per
 // prefix length. The logits row is downloaded to tr->logits_host.
+// A pipeline: every stage gets the last stage's row (gathered over the stages).
 const float* trainer_next_token_logits(Trainer* tr, const int* tokens, int t) {
     GPT2* m = &tr->model;
-    const int Vp = m->config.padded_vocab_size;
-    gpt2_forward(m, tokens, nullptr, 1, m->seq_len, 0.0f);
+    const int Vp = m->config.padded_vocab_size, P = m->stage.num_stages;
+    if (P == 1) {
+        gpt2_forward(m, tokens, nullptr, 1, m->seq_len, 0.0f);
+    } else {
+        pipeline_forward_only(tr, tokens, nullptr, 1, m->seq_len);
+    }
     cudaCheck(cudaStreamSynchronize(m->stream));
-    tr->logits_host.resize(Vp);
-    download_floatX(tr->logits_host.data(), m->acts.logits + (size_t)(t - 1) * Vp, Vp);
-    return tr->logits_host.data();
+    tr->logits_host.assign(Vp, 0.0f);
+    if (m->stage.last) download_floatX(tr->logits_host.data(), m->acts.logits + (size_t)(t - 1) * Vp, Vp);
+    if (P == 1) return tr->logits_host.data();
+    std::vector<float>& all = tr->pipeline.logits;
+    all.resize((size_t)P * Vp);
+    multi_gpu_allgather_bytes(&tr->pipeline.pipe, tr->logits_host.data(), all.data(), Vp * sizeof(float),
+                              step_timeout_s());
+    return all.data() + (size_t)(P - 1) * Vp;
 }
 void trainer_barrier(Trainer* tr) {
     multi_gpu_barrier(&tr->mgc, step_timeout_s());
@@ -1244,7 +1502,16 @@ void print_memory_after_first_step(const Trainer* tr);
 void trainer_print_step_end(Trainer* tr, double seconds, bool first_step) {
     char mfu[32];
     mfu_format(mfu, sizeof(mfu), tr->flops_per_step / tr->mgc.num_ranks / seconds, tr->peak_flops);
-    printf(" | MFU %s\n", mfu);
+    printf(" | MFU %s", mfu);
+    const std::vector<double>& b = tr->pipeline.bubble;
+    if (!b.empty()) { // a pipeline: each stage's idle time over the step's schedule, beside the ideal
+        double mean = 0.0;
+        for (double x : b) mean += x / b.size();
+        printf(" | bubble %.3f (stages", mean);
+        for (double x : b) printf(" %.3f", x);
+        printf("; ideal %.3f)", pipeline_ideal_bubble(tr->model.stage.num_stages, tr->pipeline.num_micro));
+    }
+    printf("\n");
     if (first_step) print_memory_after_first_step(tr); // every buffer (cuBLASLt, NCCL) is allocated now
 }
 
@@ -1261,8 +1528,43 @@ void trainer_print_step_end(Trainer* tr, double seconds, bool first_step) {
 // floatX values.
 // Called on every rank; rank 0 writes. At ZeRO-3 every rank takes part in gathering the units (one at a
 // time, through a gradient bucket), and rank 0 holds the fp32 model on the host for the write.
+// A pipeline: the stages of rank 0's replica send their parts to rank 0 (stage 0), which writes them whole.
 void trainer_write_model(Trainer* tr, const std::string& path) {
     GPT2& m = tr->model;
+    const int stages = m.stage.num_stages;
+    if (stages > 1) {
+        if (tr->mgc.rank >= stages) return; // (rank = replica * stages + stage)
+        MultiGpuConfig* pipe = &tr->pipeline.pipe;
+        cudaCheck(cudaStreamSynchronize(m.stream));
+        if (!m.stage.first) {
+            multi_gpu_exchange(pipe, m.stream, m.params_memory, m.num_parameters, 0, (floatX*)nullptr, 0, -1);
+            multi_gpu_wait(pipe, m.stream, step_timeout_s());
+            return;
+        }
+        const GPT2Config& whole = tr->whole;
+        size_t whole_sizes[NUM_PARAMETER_TENSORS];
+        gpt2_parameter_sizes(whole, whole_sizes);
+        std::vector<float> params(gpt2_num_parameters(whole)), part;
+        for (int s = 0; s < stages; s++) {
+            const PipeStage st = pipeline_model_stage(whole, stages, s);
+            const size_t n = pipeline_stage_num_params(whole_sizes, whole.num_layers, st);
+            part.resize(n);
+            if (s == 0) {
+                download_floatX(part.data(), m.params_memory, n);
+            } else { // (received into a device buffer of its size, for the length of the copy)
+                floatX* received = nullptr;
+                cudaCheck(cudaMalloc(&received, n * sizeof(floatX)));
+                multi_gpu_exchange(pipe, m.stream, (floatX*)nullptr, 0, -1, received, n, s);
+                multi_gpu_wait(pipe, m.stream, step_timeout_s());
+                download_floatX(part.data(), received, n);
+                cudaCheck(cudaFree(received));
+            }
+            pipeline_copy(pipeline_pieces(whole_sizes, whole.num_layers, st), part.data(), params.data(),
+                          /*to_stage=*/false);
+        }
+        checkpoint_write(path.c_str(), whole, params.data(), params.size(), false);
+        return;
+    }
     if (m.zero.stage == 3) {
         std::vector<float> whole(tr->mgc.rank == 0 ? m.num_parameters : 0), unit;
         for (size_t u = 0; u < m.zero.units.units.size(); u++) {
@@ -1382,11 +1684,10 @@ struct MemoryUse {
 
 // From the sizes gpt2_allocate and optimizer_allocate allocate by, so it is known before they run (the
 // check that the run fits, check_gpu_memory) and after (the memory table, the check after the first step).
+// A pipeline stage: c has its layers; last: it runs the classifier; slots: its activation slots.
 MemoryUse memory_plan(const GPT2Config& c, const LoraConfig& lc, const Optimizer* opt, int B, int T,
-                      int recompute) {
+                      int recompute, bool last = true, int slots = 1) {
     const size_t P_pad = opt->layout.padded_params, S = opt->layout.shard_size, BT = (size_t)B * T;
-    size_t count[NUM_ACTIVATION_TENSORS], elem[NUM_ACTIVATION_TENSORS];
-    activation_table(count, elem, c, B, T, recompute);
     MemoryUse u;
     u.params = P_pad * sizeof(floatX);
     u.adapters = 0;
@@ -1424,14 +1725,18 @@ MemoryUse memory_plan(const GPT2Config& c, const LoraConfig& lc, const Optimizer
     }
     u.master = opt->keep_master ? S * sizeof(float) : 0;
     u.moments = optimizer_state_bytes(opt) - u.master;
-    u.activations = activation_bytes(count, elem) + lora_acts;
-    // cuBLASLt's workspace, the kernels' scratch, the input and target tokens and the loss scalar
+    // (a stage before the last: and the gradient of its output, received)
+    u.activations = activation_bytes(activation_table(c, B, T, recompute, last, slots)) + lora_acts +
+                    (last ? 0 : BT * c.channels * sizeof(floatX));
+    // cuBLASLt's workspace, the kernels' scratch, the input tokens of each slot, the targets and the loss
+    // scalar
     u.workspaces = gpt2_workspace_layout(c, B, T).total() + MATMUL_WORKSPACE_BYTES +
-                   (2 * BT + 1) * sizeof(int) + lora_scratch;
+                   ((slots + 1) * BT + 1) * sizeof(int) + lora_scratch;
     return u;
 }
 MemoryUse memory_use(const GPT2* model, const Optimizer* opt) {
-    return memory_plan(model->config, model->lora, opt, model->batch_size, model->seq_len, model->recompute);
+    return memory_plan(model->config, model->lora, opt, model->batch_size, model->seq_len, model->recompute,
+                       model->stage.last, model->act_table.slots);
 }
 
 // The memory table: each category from the buffer sizes, next to the per-parameter formula, and the
@@ -1499,9 +1804,9 @@ void print_memory_table(const GPT2* model, const Optimizer* opt, int num_ranks) 
     }
     printf("\n  activations by recompute mode:");
     for (int r = 0; r <= 3; r++) {
-        size_t count[NUM_ACTIVATION_TENSORS], elem[NUM_ACTIVATION_TENSORS];
-        activation_table(count, elem, model->config, B, T, r);
-        printf("  -r %d: %.1f MiB", r, activation_bytes(count, elem) / MiB);
+        const ActivationTable t =
+            activation_table(model->config, B, T, r, model->stage.last, model->act_table.slots);
+        printf("  -r %d: %.1f MiB", r, activation_bytes(t) / MiB);
     }
     printf("\n");
 }
@@ -1517,11 +1822,47 @@ void print_memory_after_first_step(const Trainer* tr) {
            used / MiB, predicted / MiB, (used - predicted) / MiB);
 }
 
+// A pipeline's memory stage by stage: what each stage predicts from its buffer sizes (memory_use) and
+// what cudaMemGetInfo says it allocated, gathered over the replica's stages.
+struct StageMemory {
+    MemoryUse predicted;
+    double measured; // bytes: free memory at start-up less free memory now
+};
+std::vector<StageMemory> pipeline_stage_memory(Trainer* tr) {
+    size_t free_now = 0, total = 0;
+    cudaCheck(cudaMemGetInfo(&free_now, &total));
+    StageMemory mine = {memory_use(&tr->model, &tr->opt), (double)(tr->free_at_start - free_now)};
+    std::vector<StageMemory> all(tr->model.stage.num_stages);
+    multi_gpu_allgather_bytes(&tr->pipeline.pipe, &mine, all.data(), sizeof(StageMemory), step_timeout_s());
+    return all;
+}
+void print_pipeline_table(const std::vector<StageMemory>& mem, const GPT2Config& whole, const RunPlan& plan,
+                          PipeSchedule schedule) {
+    const double MiB = 1024.0 * 1024.0;
+    const int P = plan.stages, M = plan.grad_accum_steps;
+    printf("pipeline: %d stages, the layers split by work (llmc/pipeline.h: the classifier counts as %.1f "
+           "layers), %s schedule\n",
+           P, pipeline_head_layers(whole), pipeline_schedule_name(schedule));
+    printf("memory per pipeline stage (%d micro-batches; MiB; measured: cudaMemGetInfo after allocation)\n",
+           M);
+    printf("  stage  layers  parameters  gradients  optimizer  activations  slots  workspaces     total  "
+           "measured\n");
+    for (int s = 0; s < P; s++) {
+        const PipeStage st = pipeline_model_stage(whole, P, s);
+        const MemoryUse& u = mem[s].predicted;
+        printf("  %5d  %2d-%-3d  %10.1f  %9.1f  %9.1f  %11.1f  %5d  %10.1f  %8.1f  %8.1f\n", s,
+               st.first_layer, st.first_layer + st.num_layers - 1, u.params / MiB,
+               (u.grads + u.grad_acc) / MiB, (u.master + u.moments) / MiB, u.activations / MiB,
+               pipeline_slots(schedule, P, M, s), u.workspaces / MiB, u.total() / MiB, mem[s].measured / MiB);
+    }
+}
+
 #ifndef TESTING // test_gpt2.cu includes this file for its functions and has its own main
 
 // What the run will allocate on the GPU (memory_plan, before any of it is), checked against the free memory.
-void check_gpu_memory(const GPT2Config& c, const Optimizer* opt, const TrainConfig& cfg, size_t free_bytes) {
-    const MemoryUse u = memory_plan(c, cfg.lora, opt, cfg.B, cfg.T, cfg.recompute);
+void check_gpu_memory(const GPT2Config& c, const Optimizer* opt, const TrainConfig& cfg, size_t free_bytes,
+                      bool last, int slots) {
+    const MemoryUse u = memory_plan(c, cfg.lora, opt, cfg.B, cfg.T, cfg.recompute, last, slots);
     const double GiB = 1024.0 * 1024.0 * 1024.0;
     char parts[256];
     snprintf(
@@ -1548,9 +1889,6 @@ int main(int argc, char** argv) {
     mgc = multi_gpu_config_init(&argc, &argv, cfg.init_method, cfg.server, cfg.fs_path, cfg.num_processes,
                                 cfg.process_rank, cfg.gpus_per_node);
     run_check_flags(cfg);
-    if (cfg.pipeline_stages > 1)
-        fail("flag -pp %d: pipeline parallelism runs in the CPU trainer (train_gpt2) only so far; use -pp 1",
-             cfg.pipeline_stages);
     run_claim_output_dir(cfg, mgc.rank, mgc.num_ranks);
     cudaCheck(cudaFree(nullptr)); // create the CUDA context now, so the memory baseline excludes it
     size_t total_memory = 0;
@@ -1589,14 +1927,39 @@ int main(int argc, char** argv) {
         lora ? base_crc
              : run_params_crc(plan.num_ranks, cfg, model.params_host.data(), model.num_parameters));
 
+    // pipeline parallelism (-pp): this process's stage, the groups, and the activation slots its schedule
+    // needs; the stage keeps its part of the host copy
+    tr.whole = mc;
+    const size_t whole_parameters = model.num_parameters;
+    const PipeStage stage = pipeline_model_stage(tr.whole, plan.stages, mgc.rank % plan.stages);
+    Pipeline& pl = tr.pipeline;
+    pipeline_schedule_from_flag(cfg.pipeline_schedule, &pl.schedule); // (checked by run_check_flags)
+    int slots = 1;
+    if (plan.stages > 1) {
+        slots = pipeline_slots(pl.schedule, plan.stages, plan.grad_accum_steps, stage.stage);
+        // the groups: this replica's stages (ranked by stage), this stage's replicas (the data-parallel
+        // group), and the replica's first and last stage (wte's two copies; a middle stage is a group of
+        // its own, with no communicator)
+        const double timeout = step_timeout_s();
+        pl.pipe = multi_gpu_subgroup(&mgc, plan.replica, stage.stage, timeout);
+        pl.dp = multi_gpu_subgroup(&mgc, stage.stage, plan.replica, timeout);
+        const bool ends = stage.first || stage.last;
+        pl.tie = multi_gpu_subgroup(&mgc, ends ? plan.replica : plan.num_replicas + mgc.rank, stage.stage,
+                                    timeout);
+        tr.dp = &pl.dp;
+        tr.opt.pipe = &pl.pipe;
+        if (ends) tr.opt.tie = &pl.tie;
+    }
+    gpt2_take_stage(&model, stage);
+
     // device buffers: the optimizer's ZeRO layout sizes the model's; the master weights start from the
     // host copy (the resumed model file's parameters when resuming)
     const uint64_t rounding_seed = rng_mix64(cfg.seed ^ 0xad4a3bULL);
-    gpt2_zero_init(&model, &mgc, cfg.zero_stage);
-    optimizer_init(&tr.opt, &model, &mgc, cfg.zero_stage, cfg.use_8bit, cfg.quant_block, cfg.keep_master,
+    gpt2_zero_init(&model, tr.dp, cfg.zero_stage);
+    optimizer_init(&tr.opt, &model, tr.dp, cfg.zero_stage, cfg.use_8bit, cfg.quant_block, cfg.keep_master,
                    rounding_seed);
-    check_gpu_memory(model.config, &tr.opt, cfg, tr.free_at_start);
-    gpt2_allocate(&model, tr.opt.layout.padded_params, cfg.B, cfg.T, cfg.recompute);
+    check_gpu_memory(model.config, &tr.opt, cfg, tr.free_at_start, stage.last, slots);
+    gpt2_allocate(&model, tr.opt.layout.padded_params, cfg.B, cfg.T, cfg.recompute, slots);
     model.matmul.fuse_gelu = cfg.fuse_dgelu;
     optimizer_allocate(&tr.opt, &model);
     if (resuming) {
@@ -1605,22 +1968,25 @@ int main(int argc, char** argv) {
         dataloader_set_state(&train_loader, st.loader);
     }
     tr.adamw = cfg.adamw;
-    tr.overlap_reduce = cfg.zero_stage == 0 && mgc.num_ranks > 1;
+    tr.overlap_reduce = cfg.zero_stage == 0 && tr.dp->num_ranks > 1 && plan.stages == 1;
     // a frozen LoRA base skips its weight gradients, 2 of the 6 FLOPs per parameter and token; the adapters
     // take 6 per adapter parameter
     const double lora_flops = lora ? -2.0 * model.num_parameters + 6.0 * model.num_trained : 0.0;
     tr.flops_per_step =
-        (mfu_flops_per_token(model.num_parameters, mc.num_layers, mc.channels, cfg.T) + lora_flops) *
+        (mfu_flops_per_token(whole_parameters, tr.whole.num_layers, tr.whole.channels, cfg.T) + lora_flops) *
         (double)plan.tokens_per_step;
     tr.peak_flops = mfu_peak_flops(prop.name, BF16_BUILD);
 
+    std::vector<StageMemory> stage_memory;
+    if (plan.stages > 1) stage_memory = pipeline_stage_memory(&tr);
     Logger logger;
     run_open_log(&plan, cfg, &logger);
     if (plan.main_process) {
         printf("device: %s, %.1f GiB, %s build, %d GPU process(es)\n", prop.name, total_memory / 1073741824.0,
                PRECISION_NAME, mgc.num_ranks);
-        run_print_plan(&plan, cfg, mc, model.num_parameters, &train_loader, &val_loader);
-        print_memory_table(&model, &tr.opt, mgc.num_ranks);
+        run_print_plan(&plan, cfg, tr.whole, whole_parameters, &train_loader, &val_loader);
+        print_memory_table(&model, &tr.opt, tr.dp->num_ranks);
+        if (plan.stages > 1) print_pipeline_table(stage_memory, tr.whole, plan, pl.schedule);
         if (lora && cfg.output_dir) {
             printf(
                 "checkpoints: model_<step>.bin is the merged model, W + (alpha/r) B.A on the base as this "
@@ -1634,6 +2000,10 @@ int main(int argc, char** argv) {
     logger_free(&logger);
     optimizer_free(&tr.opt);
     gpt2_free(&model);
+    for (cudaEvent_t e : pl.marks) cudaCheck(cudaEventDestroy(e));
+    multi_gpu_config_free(&pl.pipe);
+    multi_gpu_config_free(&pl.dp);
+    multi_gpu_config_free(&pl.tie);
     multi_gpu_config_free(&mgc);
     return 0;
 }

@@ -1,4 +1,5 @@
-// layernorm.cuh: LayerNorm forward (plain, and fused with the residual add) and backward.
+// layernorm.cuh: LayerNorm forward (plain, and fused with the residual add), the residual add alone, and
+// backward.
 //
 // forward, per row x (C values) of N = B*T rows, eps = 1e-5, statistics in fp32:
 //     mean = sum_i x_i / C,   var = sum_i (x_i - mean)^2 / C,   rstd = 1 / sqrt(var + eps)
@@ -193,6 +194,26 @@ inline void fused_residual_layernorm_forward(floatX* residual_out, floatX* ln_ou
     const int grid = (N + rows_per_block - 1) / rows_per_block;
     CUDA_LAUNCH(layernorm_forward_kernel<true>, grid, block_size, 0, stream)
     (residual_out, ln_out, mean, rstd, inp1, inp2, weight, bias, N, C);
+    cudaCheck(cudaGetLastError());
+}
+
+// The residual add alone, rounded as the fused kernel rounds it: out = inp1 + inp2 (n values, a multiple
+// of x128::size). For the last layer of a pipeline stage before the last, whose output goes to the next
+// stage (the next LayerNorm runs there).
+__global__ void residual_forward_kernel(floatX* out, const floatX* inp1, const floatX* inp2, size_t n) {
+    const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * x128::size;
+    if (i >= n) return;
+    const x128 a = load128cs(inp1 + i), b = load128cs(inp2 + i);
+    x128 v;
+    for (int k = 0; k < x128::size; k++) v[k] = (floatX)((float)a[k] + (float)b[k]);
+    store128(out + i, v);
+}
+inline void residual_forward(floatX* out, const floatX* inp1, const floatX* inp2, size_t n,
+                             cudaStream_t stream) {
+    if (n % x128::size != 0) fail("residual_forward: n = %zu must be a multiple of %d", n, x128::size);
+    const int block_size = 256;
+    const size_t grid = (n / x128::size + block_size - 1) / block_size;
+    CUDA_LAUNCH(residual_forward_kernel, (unsigned)grid, block_size, 0, stream)(out, inp1, inp2, n);
     cudaCheck(cudaGetLastError());
 }
 

@@ -51,6 +51,7 @@
 #include <cstring>
 #include <string>
 #include <unistd.h>
+#include <vector>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -121,6 +122,18 @@ struct MultiGpuConfig {
 
 // ----------------------------------------------------------------------------------------------------
 // setup and teardown
+
+// The communicator of config's num_ranks processes from id (every one of them calls this), its stream,
+// events and scratch.
+inline void multi_gpu_comm_start(MultiGpuConfig* config, const ncclUniqueId& id) {
+    ncclCheck(ncclCommInitRank(&config->nccl_comm, config->num_ranks, id, config->rank));
+    cudaCheck(cudaStreamCreateWithFlags(&config->nccl_stream, cudaStreamNonBlocking));
+    cudaCheck(cudaEventCreateWithFlags(&config->compute_done, cudaEventDisableTiming));
+    cudaCheck(cudaEventCreateWithFlags(&config->nccl_done, cudaEventDisableTiming));
+    cudaCheck(cudaMalloc(&config->scratch, sizeof(float)));
+    cudaCheck(cudaMemset(config->scratch, 0, sizeof(float))); // the barrier sums it: keep it finite
+    cudaCheck(cudaMallocHost(&config->scratch_host, sizeof(float)));
+}
 
 // Set up this process's GPU and, for more than one process, the NCCL communicator. init_method: "mpi",
 // "tcp" or "fs" (flag -pi); server (flag -ps, "host[:port]") for tcp; fs_path (flag -pf) for fs;
@@ -197,13 +210,7 @@ inline MultiGpuConfig multi_gpu_config_init(int* argc, char*** argv, const char*
     } else {
         rendezvous_fs(&id, sizeof(id), config.rank, config.num_ranks, fs_path);
     }
-    ncclCheck(ncclCommInitRank(&config.nccl_comm, config.num_ranks, id, config.rank));
-    cudaCheck(cudaStreamCreateWithFlags(&config.nccl_stream, cudaStreamNonBlocking));
-    cudaCheck(cudaEventCreateWithFlags(&config.compute_done, cudaEventDisableTiming));
-    cudaCheck(cudaEventCreateWithFlags(&config.nccl_done, cudaEventDisableTiming));
-    cudaCheck(cudaMalloc(&config.scratch, sizeof(float)));
-    cudaCheck(cudaMemset(config.scratch, 0, sizeof(float))); // the barrier sums it: keep it finite
-    cudaCheck(cudaMallocHost(&config.scratch_host, sizeof(float)));
+    multi_gpu_comm_start(&config, id);
     return config;
 }
 
@@ -368,8 +375,8 @@ inline void multi_gpu_allgather_bytes(MultiGpuConfig* config, const void* send_h
     cudaCheck(cudaFree(buf));
 }
 
-// Mean of a host value over processes (e.g. the loss, for printing), blocking.
-inline float multi_gpu_allreduce_mean_float(MultiGpuConfig* config, float value, double timeout_s) {
+// Sum of a host value over processes, blocking.
+inline float multi_gpu_allreduce_sum_float(MultiGpuConfig* config, float value, double timeout_s) {
     if (config->num_ranks == 1) return value;
     *config->scratch_host = value;
     cudaCheck(cudaMemcpyAsync(config->scratch, config->scratch_host, sizeof(float), cudaMemcpyHostToDevice,
@@ -381,5 +388,71 @@ inline float multi_gpu_allreduce_mean_float(MultiGpuConfig* config, float value,
     multi_gpu_wait(config, config->nccl_stream, timeout_s);
     const float sum = *config->scratch_host;
     cudaCheck(cudaMemsetAsync(config->scratch, 0, sizeof(float), config->nccl_stream)); // for the barrier
-    return sum / config->num_ranks;
+    return sum;
+}
+// Mean of a host value over processes (e.g. the loss, for printing), blocking.
+inline float multi_gpu_allreduce_mean_float(MultiGpuConfig* config, float value, double timeout_s) {
+    return multi_gpu_allreduce_sum_float(config, value, timeout_s) / config->num_ranks;
+}
+
+// ----------------------------------------------------------------------------------------------------
+// groups of processes and messages between two of them (pipeline parallelism, llmc/pipeline.h)
+
+// The processes of world with the same color, ranked by key: a group with its own communicator, stream and
+// scratch, so that its collectives never meet another group's (a replica's pipeline stages; a stage's
+// data-parallel copies). Every process of world calls this, the same calls in the same order. NCCL 2.18
+// has ncclCommSplit for it; this works with any NCCL (and the emulator's): the group's first process (the
+// lowest key) makes the id and one all-gather over world hands it to the others. A group of one process
+// has no communicator: its collectives return at once, as with one GPU. Errors name the world rank.
+inline MultiGpuConfig multi_gpu_subgroup(MultiGpuConfig* world, int color, int key, double timeout_s) {
+    struct Member {
+        int color, key;
+        ncclUniqueId id; // made by the group's first process
+    };
+    const int N = world->num_ranks;
+    Member mine = {color, key, {}};
+    std::vector<Member> all(N);
+    multi_gpu_allgather_bytes(world, &mine, all.data(), sizeof(Member), timeout_s);
+    MultiGpuConfig group;
+    group.local_device_idx = world->local_device_idx;
+    group.pg = world->pg; // (world_rank, world_size: what an error names)
+    group.num_ranks = group.rank = 0;
+    int leader = -1;
+    for (int r = 0; r < N; r++) {
+        if (all[r].color != color) continue;
+        if (all[r].key == key && r != world->rank)
+            fail("multi_gpu_subgroup: world ranks %d and %d both have key %d in group %d", r, world->rank,
+                 key, color);
+        group.num_ranks++;
+        if (all[r].key < key) group.rank++;
+        if (leader < 0 || all[r].key < all[leader].key) leader = r;
+    }
+    // (every process takes part in the second all-gather, those of a group of one too)
+    if (leader == world->rank && group.num_ranks > 1) ncclCheck(ncclGetUniqueId(&mine.id));
+    multi_gpu_allgather_bytes(world, &mine, all.data(), sizeof(Member), timeout_s);
+    if (group.num_ranks > 1) multi_gpu_comm_start(&group, all[leader].id);
+    return group;
+}
+
+// One group of messages between processes of config: a send of send_count elements from send to process
+// send_peer and a receive of recv_count elements into recv from recv_peer, either left out with a null
+// buffer. Posted together (ncclGroupStart / End), they complete together: a send completes only when its
+// receiver takes it, so two processes that send to each other at once and then receive would wait for each
+// other for ever (llmc/pipeline.h's pipeline_exchanges). Ordered like the collectives: after the work
+// queued on compute_stream, and the compute stream's next kernels after it.
+template <class T>
+void multi_gpu_exchange(MultiGpuConfig* config, cudaStream_t compute_stream, const T* send, size_t send_count,
+                        int send_peer, T* recv, size_t recv_count, int recv_peer) {
+    if (send == nullptr && recv == nullptr) return;
+    if (config->num_ranks == 1) fail("multi_gpu_exchange: a message in a group of one process");
+    multi_gpu_after_compute(config, compute_stream);
+    ncclCheck(ncclGroupStart());
+    if (send != nullptr)
+        ncclCheck(
+            ncclSend(send, send_count, nccl_dtype(send), send_peer, config->nccl_comm, config->nccl_stream));
+    if (recv != nullptr)
+        ncclCheck(
+            ncclRecv(recv, recv_count, nccl_dtype(recv), recv_peer, config->nccl_comm, config->nccl_stream));
+    ncclCheck(ncclGroupEnd());
+    multi_gpu_sync(config, compute_stream);
 }

@@ -47,3 +47,15 @@ inline ncclResult_t ncclReduceScatter(const void*, void*, size_t, ncclDataType_t
 inline ncclResult_t ncclAllGather(const void*, void*, size_t, ncclDataType_t, ncclComm_t, cudaStream_t) {
     return ncclInvalidUsage;
 }
+inline ncclResult_t ncclSend(const void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t) {
+    return ncclInvalidUsage;
+}
+inline ncclResult_t ncclRecv(void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t) {
+    return ncclInvalidUsage;
+}
+inline ncclResult_t ncclGroupStart() {
+    return ncclInvalidUsage;
+}
+inline ncclResult_t ncclGroupEnd() {
+    return ncclInvalidUsage;
+}

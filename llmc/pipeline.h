@@ -174,6 +174,42 @@ inline std::vector<PipeAction> pipeline_actions(PipeSchedule schedule, int num_s
     return a;
 }
 
+// The messages of a step, for a transport whose send completes only when its receiver takes it (NCCL's
+// ncclSend; the CPU trainer's MPI_Isend does not wait, so it needs none of this). Two neighbours that
+// each send before they receive wait for each other for ever: under 1F1B stage s sends forward m+1's
+// output to s+1 while s+1 sends backward m's gradient to s. So a stage posts the send its action produced
+// together with the receive its next action needs, as one group (ncclGroupStart / ncclGroupEnd), which
+// completes when both have: then every step of every stage's schedule finishes (tests/unit/
+// test_pipeline.cpp runs them against each other with sends that wait for their receive).
+enum PipeMessageKind { PIPE_NONE = 0, PIPE_ACTIVATION = 1, PIPE_GRADIENT = 2 };
+struct PipeMessage {
+    PipeMessageKind kind = PIPE_NONE; // an activation goes from stage s to s+1, a gradient back
+    int micro = -1;                   // of which micro-batch
+    int peer = -1;                    // the other stage
+};
+// What a stage posts as one group before an action: the previous action's send and this one's receive.
+struct PipeExchange {
+    PipeMessage send, recv;
+};
+// Stage s's exchanges for pipeline_actions(schedule, P, M, s): exchange i comes before action i, and one
+// more after the last action sends its result.
+inline std::vector<PipeExchange> pipeline_exchanges(PipeSchedule schedule, int num_stages, int M, int s) {
+    const std::vector<PipeAction> actions = pipeline_actions(schedule, num_stages, M, s);
+    std::vector<PipeExchange> ex(actions.size() + 1);
+    const bool first = s == 0, last = s == num_stages - 1;
+    for (size_t i = 0; i < actions.size(); i++) {
+        const PipeAction& a = actions[i];
+        if (!a.backward) {
+            if (!first) ex[i].recv = {PIPE_ACTIVATION, a.micro, s - 1};    // its input
+            if (!last) ex[i + 1].send = {PIPE_ACTIVATION, a.micro, s + 1}; // its output
+        } else {
+            if (!last) ex[i].recv = {PIPE_GRADIENT, a.micro, s + 1};      // the gradient of its output
+            if (!first) ex[i + 1].send = {PIPE_GRADIENT, a.micro, s - 1}; // that of its input
+        }
+    }
+    return ex;
+}
+
 // The most micro-batches whose activations stage s holds at once (forward done, backward not yet): the
 // activation slots it allocates. Micro-batch m uses slot m % slots: GPipe M slots, 1F1B min(M, P - s).
 inline int pipeline_slots(PipeSchedule schedule, int num_stages, int M, int s) {

@@ -1,7 +1,8 @@
-// layernorm_check.cu: layernorm_forward, fused_residual_layernorm_forward and layernorm_backward
-// (llmc/layernorm.cuh) against the double reference (layernorm_forward_ref / layernorm_backward_ref).
-// Tolerances:
-//   residual_out: the GPU adds two floatX values in fp32 (exact) and rounds once, like the host's
+// layernorm_check.cu: layernorm_forward, fused_residual_layernorm_forward, residual_forward and
+// layernorm_backward (llmc/layernorm.cuh) against the double reference (layernorm_forward_ref /
+// layernorm_backward_ref). Tolerances:
+//   residual_out (and residual_forward's out): the GPU adds two floatX values in fp32 (exact) and rounds
+//   once, like the host's
 //                 round_floatX(a + b): must be bit-equal (tol 0).
 //   mean, rstd:   fp32 sums of C terms: C * 2^-24 * (sum |x| / C) for the mean, relative 4 C 2^-24 for rstd.
 //   ln_out:       one floatX rounding (FLOATX_EPS |ref|) plus the fp32 statistics' error carried through
@@ -108,6 +109,11 @@ static void check_shape(int B, int T, int C, std::mt19937& rng, bool time_it) {
                 std::vector<double>(residual.begin(), residual.end()), 0.0);
     check_close("fused_residual_layernorm_forward ln_out", download_floatX(d_out, NC), ref, ref_tol);
     check_stats("fused_residual_layernorm_forward", mean, rstd, mean_tol);
+    // the residual add alone (a pipeline stage's last layer): the same bits as the fused kernel's
+    poison(d_residual, NC * sizeof(floatX));
+    residual_forward(d_residual, d_inp1, d_inp2, NC, 0);
+    check_close("residual_forward (bit-equal)", download_floatX(d_residual, NC),
+                std::vector<double>(residual.begin(), residual.end()), 0.0);
 
     // backward of LayerNorm(residual), with the GPU's statistics uploaded from the reference so both
     // sides use the same mean/rstd up to fp32 rounding

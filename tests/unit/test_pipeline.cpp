@@ -15,6 +15,10 @@
 //     slot may be taken by two micro-batches at once (micro-batch m uses m % slots), the most micro-batches
 //     a stage holds must be exactly pipeline_slots, and the step must take (M + P - 1) * 3 units with every
 //     stage busy 3M of them: the bubble (P - 1) / (M + P - 1) exactly, for GPipe and 1F1B.
+//  3. Messages (pipeline_exchanges, for NCCL, whose send completes only with its receive): the exchanges
+//     of every stage, run against each other with such sends, finish for both schedules, P <= 8, M <= 20,
+//     every message meeting the receive of its own kind and micro-batch; and posting each send alone
+//     before the receive deadlocks 1F1B at P = 2, M = 2 (why the send and the next receive are one group).
 // Integer arithmetic: every comparison is exact.
 #include <algorithm>
 #include <cstdio>
@@ -212,6 +216,83 @@ static void check_schedule(PipeSchedule sched, int P, int M) {
           "%s P=%d M=%d: bubble %g, ideal %g", name, P, M, bubble, pipeline_ideal_bubble(P, M));
 }
 
+// The exchanges (pipeline_exchanges) of every stage run against each other with sends that complete only
+// when their receive does (NCCL's rendezvous): a stage's group completes once each of its messages meets
+// the matching operation in its peer's current group; then the stage runs its action (no time) and posts
+// the next group. Returns false if the stages stop short (a deadlock); *mismatch counts messages met by
+// an operation of another kind or micro-batch (NCCL pairs a pair's sends and receives in order, so that
+// would deliver the wrong tensor). split: post each group's send and receive one after the other, send
+// first, as separate groups (what the grouping exists to avoid).
+static bool run_exchanges(PipeSchedule sched, int P, int M, bool split, int* mismatch) {
+    struct Op {
+        bool send;
+        PipeMessage msg;
+    };
+    std::vector<std::vector<std::vector<Op>>> groups(P); // [stage][group] the operations posted together
+    for (int s = 0; s < P; s++) {
+        for (const PipeExchange& e : pipeline_exchanges(sched, P, M, s)) {
+            std::vector<Op> g;
+            if (e.send.kind != PIPE_NONE) g.push_back({true, e.send});
+            if (split && !g.empty()) groups[s].push_back(g), g.clear();
+            if (e.recv.kind != PIPE_NONE) g.push_back({false, e.recv});
+            groups[s].push_back(g);
+        }
+    }
+    std::vector<size_t> at(P, 0);
+    std::vector<std::vector<bool>> done(P);
+    auto enter = [&](int s) {
+        if (at[s] < groups[s].size()) done[s].assign(groups[s][at[s]].size(), false);
+    };
+    for (int s = 0; s < P; s++) enter(s);
+    *mismatch = 0;
+    bool progress = true;
+    while (progress) {
+        progress = false;
+        for (int s = 0; s < P; s++) {
+            if (at[s] == groups[s].size()) continue;
+            const std::vector<Op>& g = groups[s][at[s]];
+            for (size_t i = 0; i < g.size(); i++) {
+                const int t = g[i].msg.peer;
+                if (done[s][i] || t < 0 || t >= P || at[t] == groups[t].size()) continue;
+                const std::vector<Op>& h = groups[t][at[t]];
+                for (size_t j = 0; j < h.size(); j++) { // the peer's operation on the other end
+                    if (done[t][j] || h[j].send == g[i].send || h[j].msg.peer != s) continue;
+                    if (h[j].msg.kind != g[i].msg.kind || h[j].msg.micro != g[i].msg.micro) (*mismatch)++;
+                    done[s][i] = done[t][j] = true;
+                    progress = true;
+                    break;
+                }
+            }
+            if (std::all_of(done[s].begin(), done[s].end(), [](bool d) { return d; })) {
+                at[s]++;
+                enter(s);
+                progress = true;
+            }
+        }
+    }
+    for (int s = 0; s < P; s++)
+        if (at[s] != groups[s].size()) return false;
+    return true;
+}
+
+static void check_exchanges(PipeSchedule sched, int P, int M) {
+    const char* name = pipeline_schedule_name(sched);
+    int mismatch = 0;
+    CHECK(run_exchanges(sched, P, M, false, &mismatch),
+          "%s P=%d M=%d: the grouped exchanges finish with sends that wait for their receive", name, P, M);
+    CHECK(mismatch == 0, "%s P=%d M=%d: %d messages met another kind or micro-batch", name, P, M, mismatch);
+    for (int s = 0; s < P; s++) { // every stage's sends and receives: one per message its actions make
+        int sends = 0, recvs = 0;
+        for (const PipeExchange& e : pipeline_exchanges(sched, P, M, s)) {
+            sends += e.send.kind != PIPE_NONE;
+            recvs += e.recv.kind != PIPE_NONE;
+        }
+        const int neighbours = (s > 0) + (s < P - 1);
+        CHECK(sends == neighbours * M && recvs == neighbours * M,
+              "%s P=%d M=%d stage %d: %d sends, %d receives", name, P, M, s, sends, recvs);
+    }
+}
+
 int main() {
     for (int L = 1; L <= 48; L++)
         for (int P = 1; P <= L; P++) check_stages(L, P);
@@ -229,6 +310,14 @@ int main() {
     for (PipeSchedule sched : {PIPE_GPIPE, PIPE_1F1B})
         for (int P = 1; P <= 8; P++)
             for (int M = 1; M <= 20; M++) check_schedule(sched, P, M);
+    for (PipeSchedule sched : {PIPE_GPIPE, PIPE_1F1B})
+        for (int P = 1; P <= 8; P++)
+            for (int M = 1; M <= 20; M++) check_exchanges(sched, P, M);
+    { // why the grouping: each send posted alone, before the receive, deadlocks 1F1B (P=2, M=2)
+        int mismatch = 0;
+        CHECK(!run_exchanges(PIPE_1F1B, 2, 2, true, &mismatch),
+              "1F1B P=2 M=2 with ungrouped sends deadlocks");
+    }
     // 1F1B holds at most P - s micro-batches whatever M; GPipe all M
     CHECK(pipeline_slots(PIPE_1F1B, 4, 64, 0) == 4 && pipeline_slots(PIPE_1F1B, 4, 64, 3) == 1 &&
               pipeline_slots(PIPE_GPIPE, 4, 64, 0) == 64,
