@@ -1536,13 +1536,7 @@ void trainer_allgather_bytes(Trainer* tr, const void* mine, void* all, size_t by
 void trainer_print_step_end(Trainer* tr, double seconds, bool) {
     printf(" | %.1f GFLOP/s", tr->flops_per_step / seconds / 1e9);
     const std::vector<double>& b = tr->pipeline.bubble;
-    if (!b.empty()) { // a pipeline: each stage's idle time over the step's schedule, beside the ideal
-        double mean = 0.0;
-        for (double x : b) mean += x / b.size();
-        printf(" | bubble %.3f (stages", mean);
-        for (double x : b) printf(" %.3f", x);
-        printf("; ideal %.3f)", pipeline_ideal_bubble(tr->model.stage.num_stages, tr->pipeline.num_micro));
-    }
+    if (!b.empty()) pipeline_print_bubble(b, tr->pipeline.num_micro); // a pipeline's idle time
     printf("\n");
 }
 
@@ -1773,23 +1767,12 @@ void print_memory_table(const CpuMemory& predicted, const CpuMemory& allocated, 
 // activations of the micro-batches its schedule holds at once (slots; their gradients for one more).
 void print_pipeline_table(const std::vector<CpuMemory>& mem, const GPT2Config& whole, const RunPlan& plan,
                           PipeSchedule schedule) {
-    const double MiB = 1024.0 * 1024.0;
-    const int P = plan.stages, M = plan.grad_accum_steps;
-    printf("pipeline: %d stages, the layers split by work (llmc/pipeline.h: the classifier counts as %.1f "
-           "layers)\n",
-           P, pipeline_head_layers(whole));
-    printf("memory per pipeline stage (%s, %d micro-batches; allocated MiB)\n",
-           pipeline_schedule_name(schedule), M);
-    printf("  stage  layers  parameters  gradients  optimizer  activations  slots     total  predicted\n");
-    for (int s = 0; s < P; s++) {
-        const PipeStage st = pipeline_model_stage(whole, P, s);
+    std::vector<PipeStageMemory> rows;
+    for (int s = 0; s < plan.stages; s++) {
         const CpuMemory &p = mem[2 * s], &a = mem[2 * s + 1];
-        char layers[24];
-        snprintf(layers, sizeof(layers), "%d-%d", st.first_layer, st.first_layer + st.num_layers - 1);
-        printf("  %5d  %6s  %10.2f  %9.2f  %9.2f  %11.2f  %5d  %8.2f  %9.2f\n", s, layers, a.trained / MiB,
-               a.grads / MiB, a.optim / MiB, a.acts / MiB, pipeline_slots(schedule, P, M, s), a.total() / MiB,
-               p.total() / MiB);
+        rows.push_back({a.trained, a.grads, a.optim, a.acts, a.total(), p.total()});
     }
+    pipeline_print_memory(rows, whole, schedule, plan.grad_accum_steps, "the buffers' sizes");
 }
 
 // What the run will allocate, checked against the memory left on the machine before any of it is

@@ -1504,13 +1504,7 @@ void trainer_print_step_end(Trainer* tr, double seconds, bool first_step) {
     mfu_format(mfu, sizeof(mfu), tr->flops_per_step / tr->mgc.num_ranks / seconds, tr->peak_flops);
     printf(" | MFU %s", mfu);
     const std::vector<double>& b = tr->pipeline.bubble;
-    if (!b.empty()) { // a pipeline: each stage's idle time over the step's schedule, beside the ideal
-        double mean = 0.0;
-        for (double x : b) mean += x / b.size();
-        printf(" | bubble %.3f (stages", mean);
-        for (double x : b) printf(" %.3f", x);
-        printf("; ideal %.3f)", pipeline_ideal_bubble(tr->model.stage.num_stages, tr->pipeline.num_micro));
-    }
+    if (!b.empty()) pipeline_print_bubble(b, tr->pipeline.num_micro); // a pipeline's idle time
     printf("\n");
     if (first_step) print_memory_after_first_step(tr); // every buffer (cuBLASLt, NCCL) is allocated now
 }
@@ -1838,23 +1832,14 @@ std::vector<StageMemory> pipeline_stage_memory(Trainer* tr) {
 }
 void print_pipeline_table(const std::vector<StageMemory>& mem, const GPT2Config& whole, const RunPlan& plan,
                           PipeSchedule schedule) {
-    const double MiB = 1024.0 * 1024.0;
-    const int P = plan.stages, M = plan.grad_accum_steps;
-    printf("pipeline: %d stages, the layers split by work (llmc/pipeline.h: the classifier counts as %.1f "
-           "layers), %s schedule\n",
-           P, pipeline_head_layers(whole), pipeline_schedule_name(schedule));
-    printf("memory per pipeline stage (%d micro-batches; MiB; measured: cudaMemGetInfo after allocation)\n",
-           M);
-    printf("  stage  layers  parameters  gradients  optimizer  activations  slots  workspaces     total  "
-           "measured\n");
-    for (int s = 0; s < P; s++) {
-        const PipeStage st = pipeline_model_stage(whole, P, s);
-        const MemoryUse& u = mem[s].predicted;
-        printf("  %5d  %2d-%-3d  %10.1f  %9.1f  %9.1f  %11.1f  %5d  %10.1f  %8.1f  %8.1f\n", s,
-               st.first_layer, st.first_layer + st.num_layers - 1, u.params / MiB,
-               (u.grads + u.grad_acc) / MiB, (u.master + u.moments) / MiB, u.activations / MiB,
-               pipeline_slots(schedule, P, M, s), u.workspaces / MiB, u.total() / MiB, mem[s].measured / MiB);
+    std::vector<PipeStageMemory> rows;
+    for (const StageMemory& m : mem) {
+        const MemoryUse& u = m.predicted;
+        rows.push_back({(double)u.params, (double)(u.grads + u.grad_acc), (double)(u.master + u.moments),
+                        (double)u.activations, m.measured, (double)u.total()});
     }
+    pipeline_print_memory(rows, whole, schedule, plan.grad_accum_steps,
+                          "cudaMemGetInfo after allocation; the totals have the workspaces too");
 }
 
 #ifndef TESTING // test_gpt2.cu includes this file for its functions and has its own main

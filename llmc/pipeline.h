@@ -1,6 +1,7 @@
-// pipeline.h: pipeline parallelism's arithmetic: which layers a stage runs, which parameters it holds, and
-// the order in which it runs its micro-batches. Pure arithmetic (no MPI), tested on its own
-// (tests/unit/test_pipeline.cpp); train_gpt2.cpp runs it.
+// pipeline.h: pipeline parallelism's arithmetic: which layers a stage runs, which parameters it holds, the
+// order in which it runs its micro-batches and sends its messages. Arithmetic only (no MPI, no NCCL), tested
+// on its own (tests/unit/test_pipeline.cpp); both trainers run it (train_gpt2.cpp over MPI, train_gpt2.cu
+// over NCCL).
 //
 // The L layers are cut into P contiguous stages, one process each: stage 0 also runs the embedding, the
 // last stage the final LayerNorm, the classifier and the loss (so it takes fewer layers: pipeline_stage). A
@@ -25,6 +26,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -219,6 +221,45 @@ inline int pipeline_slots(PipeSchedule schedule, int num_stages, int M, int s) {
 // The idle fraction of a stage with equal stages (see the top of the file).
 inline double pipeline_ideal_bubble(int num_stages, int M) {
     return (double)(num_stages - 1) / (double)(M + num_stages - 1);
+}
+
+// The step line's part for a pipeline: each stage's idle fraction of the step (idle), their mean, and the
+// ideal for M micro-batches: " | bubble 0.071 (stages 0.072 0.070; ideal 0.059)".
+inline void pipeline_print_bubble(const std::vector<double>& idle, int M) {
+    double mean = 0.0;
+    for (double x : idle) mean += x / idle.size();
+    printf(" | bubble %.3f (stages", mean);
+    for (double x : idle) printf(" %.3f", x);
+    printf("; ideal %.3f)", pipeline_ideal_bubble((int)idle.size(), M));
+}
+
+inline const char* pipeline_schedule_name(PipeSchedule s);
+
+// The per-stage memory table both trainers print at start-up: each stage of rank 0's replica, its layers,
+// what it holds (bytes) and the micro-batches its schedule keeps. note: how `allocated` was counted.
+struct PipeStageMemory {
+    double params, grads, optim, acts; // its parameters, gradients, optimizer state, activations
+    double allocated, predicted;       // in all
+};
+inline void pipeline_print_memory(const std::vector<PipeStageMemory>& mem, const GPT2Config& whole,
+                                  PipeSchedule schedule, int M, const char* note) {
+    const double MiB = 1024.0 * 1024.0;
+    const int P = (int)mem.size();
+    printf("pipeline: %d stages, the layers split by work (llmc/pipeline.h: the classifier counts as %.1f "
+           "layers)\n",
+           P, pipeline_head_layers(whole));
+    printf("memory per pipeline stage (%s, %d micro-batches; MiB; allocated: %s)\n",
+           pipeline_schedule_name(schedule), M, note);
+    printf("  stage  layers  parameters  gradients  optimizer  activations  slots  allocated  predicted\n");
+    for (int s = 0; s < P; s++) {
+        const PipeStage st = pipeline_model_stage(whole, P, s);
+        const PipeStageMemory& m = mem[s];
+        char layers[24];
+        snprintf(layers, sizeof(layers), "%d-%d", st.first_layer, st.first_layer + st.num_layers - 1);
+        printf("  %5d  %6s  %10.2f  %9.2f  %9.2f  %11.2f  %5d  %9.2f  %9.2f\n", s, layers, m.params / MiB,
+               m.grads / MiB, m.optim / MiB, m.acts / MiB, pipeline_slots(schedule, P, M, s),
+               m.allocated / MiB, m.predicted / MiB);
+    }
 }
 
 inline const char* pipeline_schedule_name(PipeSchedule s) {

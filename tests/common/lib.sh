@@ -9,6 +9,8 @@
 #   check_resume            a CPU run cut at step 4 and resumed prints what the uninterrupted run printed (below)
 #   header_mutant           a test program must FAIL against a header with a planted bug (below)
 #   step_losses, compare_losses   the loss and norm of a run's step lines; two runs compared (below)
+#   signal_a_stage          a pipeline job's rank stopped, then killed, mid-run: the job ends (below)
+#   check_stage_memory      a pipeline's per-stage memory table: allocated = predicted, 1F1B below GPipe (below)
 PY=/usr/bin/python3
 
 require_python() { # MODULE...
@@ -127,4 +129,58 @@ compare_losses() {
         END { printf "%-34s %2d steps, max rel diff of the loss %.2e, of the norm %.1e %s\n", label, n, worst,
                      worst_norm, (bad || n != steps) ? "FAIL" : "ok";
               exit (bad || n != steps) }'
+}
+
+# signal_a_stage TIMEOUT_S DIR CMD...: runs CMD (an mpirun job of pipeline stages, LLMC_STEP_TIMEOUT_S =
+# TIMEOUT_S) twice in the background, output in DIR/sig-<SIG>.txt; after its second step line stops one of
+# its ranks (SIGSTOP), then kills one (SIGKILL). Each time the job must end within 100 s with a non-zero
+# status, and after SIGSTOP with the watchdog's "no progress" message; prints a line each, exits 1 if not.
+# Sets the globals job and pid (the job and the rank signalled) for the caller's cleanup trap.
+signal_a_stage() {
+    local timeout_s=$1 dir=$2 sig start rc took out
+    shift 2
+    for sig in STOP KILL; do
+        out=$dir/sig-$sig.txt
+        start=$(date +%s)
+        LLMC_STEP_TIMEOUT_S=$timeout_s "$@" > "$out" 2>&1 &
+        job=$!
+        for _ in $(seq 300); do grep -q "^step    2" "$out" 2>/dev/null && break; sleep 0.2; done
+        pid=$(pgrep -P $job | tail -1 || true) # (mpirun starts the ranks as its children)
+        [ -n "$pid" ] || { echo "FAIL: no rank process found"; kill -9 $job; exit 1; }
+        kill -$sig "$pid"
+        for _ in $(seq 600); do kill -0 $job 2>/dev/null || break; sleep 0.2; done # at most 120 s
+        kill -9 $job 2>/dev/null || true
+        set +e
+        wait $job
+        rc=$?
+        set -e
+        kill -9 "$pid" 2>/dev/null || true
+        took=$(( $(date +%s) - start ))
+        [ $rc -ne 0 ] && [ $took -lt 100 ] || { echo "FAIL: SIG$sig of a stage: exit $rc after $took s"; cat "$out"; exit 1; }
+        if [ $sig = STOP ]; then
+            grep -q "no progress" "$out" || { echo "FAIL: SIGSTOP: no watchdog message"; cat "$out"; exit 1; }
+        fi
+        echo "ok   SIG$sig of a stage mid-run: the job ended in $took s, exit $rc $(grep -m1 -o 'error: .*no progress[^(]*' "$out" | cut -c1-80)"
+    done
+}
+
+# check_stage_memory GPIPE_LOG 1F1B_LOG TOL: the per-stage memory tables (llmc/pipeline.h's
+# pipeline_print_memory) of two 2-stage runs at M = 8, GPipe's and 1F1B's: on every stage the allocated
+# total (column 8) is the predicted one (column 9) to TOL MiB; on stage 0, 1F1B holds 2 micro-batches
+# (column 7) and GPipe 8, and 1F1B's activations (column 6) and total are the smaller.
+check_stage_memory() {
+    local file s row g f
+    for file in "$1" "$2"; do
+        for s in 0 1; do
+            row=$(grep -E "^ +$s +[0-9]+-[0-9]+ " "$file") || { echo "FAIL: no row for stage $s in $file"; exit 1; }
+            awk -v r="$row" -v tol="$3" -v what="$(basename "$file") stage $s" 'BEGIN { n = split(r, x); d = x[8] - x[9]
+                if (d < 0) d = -d; ok = n == 9 && d <= tol
+                printf "%s %s: allocated %s MiB, predicted %s MiB\n", ok ? "ok  " : "FAIL", what, x[8], x[9]; exit !ok }'
+        done
+    done
+    g=$(grep -E "^ +0 +[0-9]+-[0-9]+ " "$1") f=$(grep -E "^ +0 +[0-9]+-[0-9]+ " "$2")
+    awk -v g="$g" -v f="$f" 'BEGIN { split(g, G); split(f, F)
+        ok = G[7] == 8 && F[7] == 2 && F[6] < G[6] && F[8] < G[8]
+        printf "%s stage 0 at M = 8: 1F1B holds %d micro-batches, %.2f MiB of activations (%.2f in all); GPipe %d, %.2f MiB (%.2f)\n",
+            ok ? "ok  " : "FAIL", F[7], F[6], F[8], G[7], G[6], G[8]; exit !ok }'
 }

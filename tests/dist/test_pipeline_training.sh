@@ -120,19 +120,8 @@ echo "ok   a -pp 2 checkpoint resumed with -pp 1: refused ($(grep -m1 -o "writte
 # 3. memory and bubble, on a model whose stages do equal work
 "$PY" tests/dist/small_vocab.py "$dir/sv" 256 8 256
 sv="-e $dir/sv/model.bin -i $dir/sv/train.bin -j $dir/sv/val.bin -t 64 -b 2 -v 1000 -m 1 -s 0 -x 5"
-stage_row() { grep -E "^ +$2 +[0-9]+-[0-9]+ " "$1"; } # file, stage: its row of the per-stage table
-for pk in gpipe 1f1b; do
-    run -np 2 ./train_gpt2 $sv -d 1024 -pp 2 -pk $pk > "$dir/mem-$pk.txt"
-    for s in 0 1; do # allocated total (column 8) against predicted (column 9)
-        stage_row "$dir/mem-$pk.txt" $s | awk -v what="$pk stage $s" '
-            { if ($8 != $9) { print "FAIL " what ": allocated " $8 " MiB, predicted " $9; exit 1 } }'
-    done
-done
-g=$(stage_row "$dir/mem-gpipe.txt" 0) f=$(stage_row "$dir/mem-1f1b.txt" 0)
-awk -v g="$g" -v f="$f" 'BEGIN { split(g, G); split(f, F)
-    ok = G[7] == 8 && F[7] == 2 && F[6] < G[6] && F[8] < G[8]
-    printf "%s stage 0 at M = 8: 1F1B holds %d micro-batches, %.2f MiB of activations (%.2f in all); GPipe %d, %.2f MiB (%.2f)\n",
-        ok ? "ok  " : "FAIL", F[7], F[6], F[8], G[7], G[6], G[8]; exit !ok }'
+for pk in gpipe 1f1b; do run -np 2 ./train_gpt2 $sv -d 1024 -pp 2 -pk $pk > "$dir/mem-$pk.txt"; done
+check_stage_memory "$dir/mem-gpipe.txt" "$dir/mem-1f1b.txt" 0
 bubble() { # M, schedule: the mean over steps 2-5 of the mean bubble, and the ideal
     run -np 2 ./train_gpt2 $sv -d $(( $1 * 128 )) -pp 2 -pk $2 > "$dir/bubble-$1-$2.txt"
     grep "^step" "$dir/bubble-$1-$2.txt" | sed -n '2,5p' | sed 's/.*| bubble \([0-9.]*\) .*ideal \([0-9.]*\)).*/\1 \2/' |
@@ -165,25 +154,4 @@ set -e
     { echo "FAIL: -pp 4 over d2's 2 layers: exit $rc"; echo "$out"; exit 1; }
 echo "ok   -pp 4 over 2 layers: refused ($(grep -m1 -o 'flag -pp 4: .*' <<<"$out"))"
 long="-e d4 -t 32 -b 2 -d 512 -x 1000 -v 1000 -m 1 -s 0"
-for sig in STOP KILL; do
-    start=$(date +%s)
-    LLMC_STEP_TIMEOUT_S=5 "${MPIRUN[@]}" -np 2 ./train_gpt2 $long -pp 2 > "$dir/sig-$sig.txt" 2>&1 &
-    job=$!
-    for _ in $(seq 100); do grep -q "^step    2" "$dir/sig-$sig.txt" 2>/dev/null && break; sleep 0.2; done
-    pid=$(pgrep -P $job | tail -1 || true) # (mpirun starts the ranks as its children)
-    [ -n "$pid" ] || { echo "FAIL: no rank process found"; kill -9 $job; exit 1; }
-    kill -$sig "$pid"
-    for _ in $(seq 600); do kill -0 $job 2>/dev/null || break; sleep 0.2; done # at most 120 s
-    kill -9 $job 2>/dev/null || true
-    set +e
-    wait $job
-    rc=$?
-    set -e
-    kill -9 "$pid" 2>/dev/null || true
-    took=$(( $(date +%s) - start ))
-    [ $rc -ne 0 ] && [ $took -lt 100 ] || { echo "FAIL: SIG$sig of a stage: exit $rc after $took s"; cat "$dir/sig-$sig.txt"; exit 1; }
-    if [ $sig = STOP ]; then
-        grep -q "no progress" "$dir/sig-$sig.txt" || { echo "FAIL: SIGSTOP: no watchdog message"; cat "$dir/sig-$sig.txt"; exit 1; }
-    fi
-    echo "ok   SIG$sig of a stage mid-run: the job ended in $took s, exit $rc $(grep -m1 -o 'error: .*no progress[^(]*' "$dir/sig-$sig.txt" | cut -c1-80)"
-done
+signal_a_stage 5 "$dir" "${MPIRUN[@]}" -np 2 ./train_gpt2 $long -pp 2

@@ -25,7 +25,7 @@
 #     step and sample, and leaves the same main.log; its model file (gathered whole by rank 0) trains in one
 #     GPU the losses of -pp 2 from the same file; a -pp 2 checkpoint resumed with -pp 1 is refused, naming
 #     -pp.
-#  3. Memory and bubble: every stage's row of the per-stage table has the measured memory (cudaMemGetInfo
+#  3. Memory and bubble: every stage's row of the per-stage table has the allocated memory (cudaMemGetInfo
 #     after allocation) equal to the predicted total (to 0.1 MiB, as test_emu_trainer.sh's check); at M = 8
 #     stage 0 holds 2 activation slots under 1F1B and 8 under GPipe, and less memory; the step line shows a
 #     bubble per stage within [0, 1] and the ideal (P-1)/(M+P-1). The emulator's timing is not a GPU's
@@ -126,45 +126,12 @@ grep -q "written by a run with -pp 2 (pipeline stages) but this run has -pp 1" <
 echo "ok   a -pp 2 checkpoint resumed with -pp 1: refused ($(grep -m1 -o "written by.*-pp 1" <<<"$out"))"
 
 # 3. memory and bubble (the -pp 2 runs of 1.)
-stage_row() { grep -E "^ +$2 +[0-9]+-[0-9]+ " "$1"; } # file, stage: its row of the per-stage table
-for pk in gpipe 1f1b; do
-    for s in 0 1; do # measured (column 10) against the predicted total (column 9)
-        stage_row "$dir/pp2-$pk.txt" $s | awk -v what="$pk stage $s" '{ d = $10 - $9; if (d < 0) d = -d
-            ok = NF == 10 && d <= 0.1
-            printf "%s %s: measured %s MiB, predicted %s MiB\n", ok ? "ok  " : "FAIL", what, $10, $9; exit !ok }'
-    done
-done
-g=$(stage_row "$dir/pp2-gpipe.txt" 0) f=$(stage_row "$dir/pp2-1f1b.txt" 0)
-awk -v g="$g" -v f="$f" 'BEGIN { split(g, G); split(f, F)
-    ok = G[7] == 8 && F[7] == 2 && F[6] < G[6] && F[9] < G[9]
-    printf "%s stage 0 at M = 8: 1F1B holds %d micro-batches, %.2f MiB of activations (%.2f in all); GPipe %d, %.2f MiB (%.2f)\n",
-        ok ? "ok  " : "FAIL", F[7], F[6], F[9], G[7], G[6], G[9]; exit !ok }'
+check_stage_memory "$dir/pp2-gpipe.txt" "$dir/pp2-1f1b.txt" 0.1
 grep "^step" "$dir/pp4-1f1b.txt" | sed 's/.*| bubble \([0-9.]*\) (stages \([0-9. ]*\); ideal \([0-9.]*\)).*/\1 \2 \3/' |
     awk '{ ok = NF == 6 && $6 == 0.273; for (i = 1; i <= 5; i++) ok = ok && $i >= 0 && $i <= 1; n++; bad += !ok }
         END { printf "%s -pp 4 step lines: %d with a bubble per stage in [0, 1] and the ideal 3/11 = 0.273\n", (bad || n != 3) ? "FAIL" : "ok  ", n; exit (bad || n != 3) }'
 
 # 4. failures
 long="-e $dir/sv/model.bin $data -t 64 -b 2 -d 256 -x 1000 -v 1000 -m 1 -s 0"
-for sig in STOP KILL; do
-    start=$(date +%s)
-    LLMC_STEP_TIMEOUT_S=10 "${MPIRUN[@]}" -np 2 $gpu $long -pp 2 > "$dir/sig-$sig.txt" 2>&1 &
-    job=$!
-    for _ in $(seq 300); do grep -q "^step    2" "$dir/sig-$sig.txt" 2>/dev/null && break; sleep 0.2; done
-    pid=$(pgrep -P $job | tail -1 || true) # (mpirun starts the ranks as its children)
-    [ -n "$pid" ] || { echo "FAIL: no rank process found"; kill -9 $job; exit 1; }
-    kill -$sig "$pid"
-    for _ in $(seq 600); do kill -0 $job 2>/dev/null || break; sleep 0.2; done # at most 120 s
-    kill -9 $job 2>/dev/null || true
-    set +e
-    wait $job
-    rc=$?
-    set -e
-    kill -9 "$pid" 2>/dev/null || true
-    took=$(( $(date +%s) - start ))
-    [ $rc -ne 0 ] && [ $took -lt 100 ] || { echo "FAIL: SIG$sig of a stage: exit $rc after $took s"; cat "$dir/sig-$sig.txt"; exit 1; }
-    if [ $sig = STOP ]; then
-        grep -q "no progress" "$dir/sig-$sig.txt" || { echo "FAIL: SIGSTOP: no watchdog message"; cat "$dir/sig-$sig.txt"; exit 1; }
-    fi
-    echo "ok   SIG$sig of a stage mid-run: the job ended in $took s, exit $rc $(grep -m1 -o 'error: .*no progress[^(]*' "$dir/sig-$sig.txt" | cut -c1-80)"
-done
+signal_a_stage 10 "$dir" "${MPIRUN[@]}" -np 2 $gpu $long -pp 2
 echo "test_emu_pipeline: passed"
