@@ -116,14 +116,10 @@ from="-e $dir/ck/model_00000003.bin $data -t 64 -b 2 -d 512 -x 2 -v 1000 -m 1 -s
 $gpu $from > "$dir/from-one.txt"
 run -np 2 $gpu $from -pp 2 > "$dir/from-pp.txt"
 cmp_logs "$dir/from-one.txt" "$dir/from-pp.txt" --steps 2 --tol 2e-5 --label "its model file: 1 GPU vs -pp 2"
-set +e
-out=$(run -np 2 $gpu $ck -o "$dir/ck-copy" -y 1 2>&1)
-rc=$?
-set -e
-[ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: a -pp 2 checkpoint resumed with -pp 1: exit $rc"; exit 1; }
-grep -q "written by a run with -pp 2 (pipeline stages) but this run has -pp 1" <<<"$out" ||
-    { echo "FAIL: no message naming -pp"; echo "$out"; exit 1; }
-echo "ok   a -pp 2 checkpoint resumed with -pp 1: refused ($(grep -m1 -o "written by.*-pp 1" <<<"$out"))"
+failures=0
+expect_status 1 "a -pp 2 checkpoint resumed with -pp 1" "written by a run with -pp 2 \(pipeline stages\) but this run has -pp 1" \
+    "${MPIRUN[@]}" -np 2 $gpu $ck -o "$dir/ck-copy" -y 1
+[ $failures -eq 0 ] || exit 1
 
 # 3. memory and bubble (the -pp 2 runs of 1.)
 check_stage_memory "$dir/pp2-gpipe.txt" "$dir/pp2-1f1b.txt" 0.1
