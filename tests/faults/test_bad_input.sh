@@ -59,16 +59,11 @@ for bin in ./train_gpt2 build/emu/single/train_gpt2fp32cu; do
         $bin -e d2 $quick -x 1 -s 1 -g 200
     # pipeline parallelism: a schedule that does not exist, a layout that does not divide
     expect_error "an unknown pipeline schedule" "flag -pk: expected gpipe or 1f1b, got 'zb'" $bin -e d2 -pk zb
-    if [ "$b" = train_gpt2 ]; then
-        expect_error "-pp with ZeRO-2" "flags -pp 2 and -z 2: a pipeline shards its data-parallel groups with ZeRO-1 at most" \
-            $bin -e d2 -pp 2 -z 2
-        expect_error "-pp with LoRA" "flags -pp 2 and -lo 4: LoRA does not run in a pipeline" $bin -e d2 -pp 2 -lo 4
-        expect_error "-pp 2 in one process" "flag -pp 2: 1 processes are not a whole number of pipelines of 2 stages" \
-            $bin -e d2 $quick -pp 2
-    else
-        expect_error "-pp on the GPU" "flag -pp 2: pipeline parallelism runs in the CPU trainer \(train_gpt2\) only so far" \
-            $bin -e d2 -pp 2
-    fi
+    expect_error "-pp with ZeRO-2" "flags -pp 2 and -z 2: a pipeline shards its data-parallel groups with ZeRO-1 at most" \
+        $bin -e d2 -pp 2 -z 2
+    expect_error "-pp with LoRA" "flags -pp 2 and -lo 4: LoRA does not run in a pipeline" $bin -e d2 -pp 2 -lo 4
+    expect_error "-pp 2 in one process" "flag -pp 2: 1 processes are not a whole number of pipelines of 2 stages" \
+        $bin -e d2 $quick -pp 2
 
     # model files
     expect_error "a flipped bit in a model" "model_flipped.bin' is corrupted: the CRC-32 of its parameters" \
