@@ -30,8 +30,10 @@
 //   blocks, does most of the MC x NC block of C that a work item updates (NC = 384 columns).
 // - Threads: a work item is an MC-row block of C by NC columns of it (whole panels); the threads take the
 //   items one at a time as they finish the last (dynamic scheduling), so a thread slowed by the machine does
-//   fewer; no two write the same element of C. Each item packs its A block for itself (~1/NC of its work);
-//   one parallel region per call, so one barrier.
+//   fewer; no two write the same element of C. The threads first pack A together, once, where it fits the
+//   L2 caches (else each item packs its A block for itself, ~1/NC of its work; packed once per item, the
+//   classifier's forward packed its A 131 times: 76 ms against 58 packed once, bench_matmul_cpu on the
+//   AVX-512 Xeon); one parallel region per call.
 // - Determinism: each element of C is the same sum in the same order (K blocks in order, k in order, one
 //   lane of one accumulator, added to C once per K block) whatever M, N, the thread count or which thread
 //   computed it: the same bits run to run, and a row's result does not depend on the other rows.
@@ -43,6 +45,7 @@
 #include <cstddef>
 #include <cstring>
 #include <omp.h>
+#include <vector>
 
 #if defined(__AVX512F__)
 constexpr int MATMUL_VW = 16, MATMUL_MR = 8, MATMUL_NV = 3; // 24 accumulators of the 32 zmm registers
@@ -206,15 +209,32 @@ static inline void matmul_cpu(float* C, size_t ldc, MatrixView A, MatrixView B, 
                 for (int n = 0; n < N; n++) C[(size_t)m * ldc + n] = bias ? bias[n] : 0.0f;
         return;
     }
-    const int mblocks = (M + MC - 1) / MC, panels = (N + NR - 1) / NR;
+    const int mblocks = (M + MC - 1) / MC, panels = (N + NR - 1) / NR, kblocks = (K + KC - 1) / KC;
     const int mc_max = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR; // rows of a block, MR-padded
     const int chunks = (panels + NCHUNK - 1) / NCHUNK;                   // NCHUNK panels to a work item
     const long items = (long)mblocks * chunks;
+    // When several work items would each pack the same A block (chunks > 1: 2 to 8 for the layers, 131 for
+    // the classifier's forward), A is packed once for the call into a buffer the threads share, block
+    // (mb, kb) at (mb * kblocks + kb) * mc_max * KC, if it fits the L2 caches (4 MiB: a larger one, packed
+    // long before it is used, is read back from memory, which measured slower than packing it again).
+    // Packing only copies, so the results are the same bits either way.
+    const size_t shared_floats = (size_t)mblocks * kblocks * mc_max * KC;
+    const bool share_a = chunks > 1 && shared_floats <= ((size_t)1 << 20);
+    static std::vector<float> a_shared; // (grown to the largest; used by one call at a time)
+    if (share_a && a_shared.size() < shared_floats) a_shared.resize(shared_floats);
 #pragma omp parallel
     {
         // each thread's packed A block and B slice (static: allocated once per thread, not per call)
         alignas(64) static thread_local float a_pack[(MC + MR - 1) / MR * MR * KC];
         alignas(64) static thread_local float b_pack[KC * NR];
+        if (share_a) {
+#pragma omp for schedule(static)
+            for (int blk = 0; blk < mblocks * kblocks; blk++) {
+                const int m0 = blk / kblocks * mc_max, k0 = blk % kblocks * KC;
+                matmul_pack_a(a_shared.data() + (size_t)blk * mc_max * KC, A, M, m0,
+                              std::min(mc_max, (M - m0 + MR - 1) / MR * MR), k0, std::min(KC, K - k0));
+            } // (the threads wait here until every block is packed)
+        }
 #pragma omp for schedule(dynamic, 1)
         for (long it = 0; it < items; it++) {
             const int mb = (int)(it / chunks), m0 = mb * mc_max;
@@ -222,7 +242,12 @@ static inline void matmul_cpu(float* C, size_t ldc, MatrixView A, MatrixView B, 
             const int s0 = (int)(it % chunks) * NCHUNK, s1 = std::min(panels, s0 + NCHUNK); // its panels
             for (int k0 = 0; k0 < K; k0 += KC) {
                 const int kc = std::min(KC, K - k0);
-                matmul_pack_a(a_pack, A, M, m0, mc, k0, kc);
+                const float* a_block = a_pack;
+                if (share_a) {
+                    a_block = a_shared.data() + ((size_t)mb * kblocks + k0 / KC) * mc_max * KC;
+                } else {
+                    matmul_pack_a(a_pack, A, M, m0, mc, k0, kc);
+                }
                 for (int s = s0; s < s1; s++) {
                     const int n0 = s * NR;
                     const float* b = B_packed ? B_packed + (size_t)n0 * K + (size_t)k0 * NR : b_pack;
@@ -237,7 +262,7 @@ static inline void matmul_cpu(float* C, size_t ldc, MatrixView A, MatrixView B, 
                         const int m = m0 + p * MR;
                         if (prefetch)
                             matmul_prefetch_b(B, N, next_n0, next_k0, std::min(KC, K - next_k0), p, mc / MR);
-                        matmul_micro_kernel(kc, a_pack + (size_t)p * kc * MR, b, C + (size_t)m * ldc + n0,
+                        matmul_micro_kernel(kc, a_block + (size_t)p * kc * MR, b, C + (size_t)m * ldc + n0,
                                             ldc, std::min(MR, M - m), cols, overwrite,
                                             bias ? bias + n0 : nullptr);
                     }

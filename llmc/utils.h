@@ -18,6 +18,7 @@
 #include <new>
 #include <string>
 #include <sys/stat.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <vector>
 
@@ -245,8 +246,22 @@ struct AtomicFile {
 // ----------------------------------------------------------------------------------------------------
 // memory
 
+// Buffers of 8 MiB or more (the parameters, gradients, optimizer state, activations) are aligned to 2 MiB
+// and asked for transparent huge pages (madvise: Linux's default THP mode gives them only when asked): one
+// TLB entry covers 2 MiB instead of 4 KiB, so the matmuls' panels (rows kilobytes apart) and AdamW's
+// streams stop missing the TLB at every page. 3-4% off a d12 step on the AVX-512 Xeon of dev/results/. A
+// refused advice costs nothing: the memory is then in 4 KiB pages as before.
+constexpr size_t HUGE_PAGE_BYTES = (size_t)2 << 20, HUGE_ALLOC_MIN = (size_t)8 << 20;
+inline void* malloc_large(size_t size) {
+    if (size < HUGE_ALLOC_MIN) return malloc(size);
+    void* ptr = nullptr;
+    if (posix_memalign(&ptr, HUGE_PAGE_BYTES, size) != 0) return nullptr;
+    madvise(ptr, (size + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES, MADV_HUGEPAGE);
+    return ptr;
+}
+
 inline void* malloc_check(size_t size, const char* what) {
-    void* ptr = malloc(size);
+    void* ptr = malloc_large(size);
     if (ptr == nullptr && size > 0) {
         fail("out of memory: could not allocate %zu bytes for %s", size, what);
     }
@@ -254,10 +269,9 @@ inline void* malloc_check(size_t size, const char* what) {
 }
 
 inline void* calloc_check(size_t count, size_t size, const char* what) {
-    void* ptr = calloc(count, size);
-    if (ptr == nullptr && count > 0 && size > 0) {
-        fail("out of memory: could not allocate %zu bytes for %s", count * size, what);
-    }
+    if (size > 0 && count > SIZE_MAX / size) fail("out of memory: %zu x %zu bytes for %s", count, size, what);
+    void* ptr = malloc_check(count * size, what);
+    if (ptr != nullptr) memset(ptr, 0, count * size);
     return ptr;
 }
 

@@ -136,9 +136,10 @@ int main() {
            MATMUL_VW, MATMUL_KC, MATMUL_MC, omp_get_max_threads());
     std::mt19937 rng(42);
     // 1x1x1; under one tile; tile edges in M and N; K past one block; M past one block; the trainer's
-    // shapes at small scale (K a multiple of 8, N of 16); a panel's exact width
-    const Shape shapes[] = {{1, 1, 1},     {5, 3, 7},    {9, 49, 17},    {17, 97, 257},
-                            {263, 50, 33}, {64, 96, 64}, {130, 48, 513}, {3, 1000, 40}};
+    // shapes at small scale (K a multiple of 8, N of 16); a panel's exact width; wider than a work item,
+    // so that A is packed once for the call (3 x 1000), also with 2 M blocks and 3 K blocks (300 x 800)
+    const Shape shapes[] = {{1, 1, 1},    {5, 3, 7},      {9, 49, 17},   {17, 97, 257},  {263, 50, 33},
+                            {64, 96, 64}, {130, 48, 513}, {3, 1000, 40}, {300, 800, 600}};
     for (const Shape& s : shapes) test_shape(s, rng);
     test_determinism(rng);
     // K = 0: the bias (or 0) is written, an accumulated C is left as it was
